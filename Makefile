@@ -1,0 +1,70 @@
+# mltagger — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The torch build: CPU by default (torch==2.13.0; on this project's machines pip takes the CPU
+# wheel from local disk). GPU=1 installs the same version as PyPI publishes it for Linux, which is
+# the CUDA build. On other CPU-only machines, point TORCH_INDEX_URL at PyTorch's CPU wheel index so
+# a bare install does not pull several GB of CUDA libraries.
+TORCH_VERSION ?= 2.13.0
+GPU ?= 0
+TORCH_INDEX_URL ?=
+TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
+# Hydra overrides for train/baselines/sweep, e.g. make train ARGS="trainer.max_epochs=5"
+ARGS ?=
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
+
+export MLTAGGER_ROOT := $(CURDIR)
+# Users without a W&B key get offline runs (synced later with `wandb sync`), never a prompt.
+export WANDB_MODE ?= offline
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install train baselines validate test test-all lint format clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) ## create .venv with the package, its dev tools and torch (GPU=1 for CUDA)
+
+train: baselines ## the main job on the embedded defaults (for now: baselines + evaluation)
+
+baselines: $(STAMP) ## fit and evaluate the rule and TF-IDF baselines; prints per-tag tables
+	$(PY) -m mltagger.baselines $(ARGS)
+
+validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl
+	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }
+	$(VENV)/bin/mltagger validate $(FILE)
+
+test: $(STAMP) ## the test suite without slow tests (what CI runs)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## every test, slow ones included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests scripts
+	$(VENV)/bin/ruff format src tests scripts
+
+clean: ## remove caches (keeps runs/, models/ and .venv)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,464 @@
+"""One evaluation for every model: baselines, fine-tuned encoders, exported ONNX models.
+
+`evaluate_predictions` takes gold items and the model's class probabilities and returns a plain
+dict (JSON-ready) with overall, per-tag and per-slice figures, the confusion matrix, the
+precision–coverage curve with the review threshold, and calibration. The product decision rule
+lives here too (`apply_threshold`): below the threshold an item is not auto-tagged, it gets the
+fallback tag and goes to human review.
+
+Metric names are the constants in `Metric`: training, sweeps, reports and tests read the same keys,
+so a renamed metric fails loudly instead of silently optimising nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from mltagger import slices as slice_registry
+
+log = logging.getLogger(__name__)
+
+
+class Metric:
+    """Flat metric keys (`summary_metrics`), shared by train, sweep, report and tests."""
+
+    ACCURACY = "accuracy"
+    PRECISION_MACRO = "precision_macro"
+    RECALL_MACRO = "recall_macro"
+    F1_MACRO = "f1_macro"
+    PRECISION_WEIGHTED = "precision_weighted"
+    RECALL_WEIGHTED = "recall_weighted"
+    F1_WEIGHTED = "f1_weighted"
+    THRESHOLD = "threshold"
+    AUTO_PRECISION = "auto_precision"  # precision of auto-applied tags at the threshold
+    COVERAGE = "coverage"  # share of items auto-tagged at the threshold
+    ECE = "ece"
+    NUM_SAMPLES = "num_samples"
+
+    ALL = (
+        ACCURACY,
+        PRECISION_MACRO,
+        RECALL_MACRO,
+        F1_MACRO,
+        PRECISION_WEIGHTED,
+        RECALL_WEIGHTED,
+        F1_WEIGHTED,
+        THRESHOLD,
+        AUTO_PRECISION,
+        COVERAGE,
+        ECE,
+        NUM_SAMPLES,
+    )
+
+
+def apply_threshold(
+    probs: np.ndarray, label_names: Sequence[str], threshold: float, fallback_tag: str = "other"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The product's decision rule: (tags, confidence, needs_review) for each row of probs.
+
+    Confidence is the top probability. Below the threshold the tag is the fallback tag and the
+    item needs review; otherwise the top class is applied automatically.
+    """
+    probs = np.asarray(probs, dtype=float)
+    top = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    review = conf < threshold
+    tags = [fallback_tag if r else label_names[k] for k, r in zip(top, review, strict=True)]
+    return tags, conf, review
+
+
+def _prf(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy and macro/weighted P/R/F1 over the `labels` that occur in gold or pred."""
+    out = {Metric.NUM_SAMPLES: len(gold)}
+    if not gold:
+        return out
+    out[Metric.ACCURACY] = float(np.mean([g == p for g, p in zip(gold, pred, strict=True)]))
+    present = [t for t in labels if t in set(gold) | set(pred)]
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            gold, pred, labels=present, average=avg, zero_division=0
+        )
+        out[f"precision_{avg}"] = float(p)
+        out[f"recall_{avg}"] = float(r)
+        out[f"f1_{avg}"] = float(f)
+    return out
+
+
+def _per_class(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict:
+    p, r, f, s = precision_recall_fscore_support(
+        gold, pred, labels=list(labels), average=None, zero_division=0
+    )
+    n_pred = {t: sum(1 for x in pred if x == t) for t in labels}
+    return {
+        t: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "num_samples": int(s[i]),
+            "num_predicted": n_pred[t],
+        }
+        for i, t in enumerate(labels)
+    }
+
+
+def coverage_curve(
+    conf: np.ndarray, correct: np.ndarray, thresholds: Sequence[float]
+) -> list[dict]:
+    """Precision of auto-tagged items (confidence >= t) and coverage, for each threshold t."""
+    n = len(conf)
+    rows = []
+    for t in thresholds:
+        auto = conf >= t
+        k = int(auto.sum())
+        rows.append(
+            {
+                "threshold": float(t),
+                "coverage": k / n if n else 0.0,
+                "precision": float(correct[auto].mean()) if k else None,
+                "num_auto": k,
+            }
+        )
+    return rows
+
+
+def choose_threshold(conf: np.ndarray, correct: np.ndarray, target: float) -> float | None:
+    """Smallest confidence threshold whose auto-tagged items reach `target` precision.
+
+    Candidates are the observed confidences (each one changes the auto-tagged set), so the answer
+    is exact rather than limited to a grid. None when no threshold reaches the target.
+    """
+    if len(conf) == 0:
+        return None
+    order = np.argsort(-conf, kind="stable")
+    sorted_conf = conf[order]
+    cum_correct = np.cumsum(correct[order])
+    # For threshold = sorted_conf[i], the auto set is every item with conf >= that value, i.e. up
+    # to the last index holding that same value.
+    last = np.searchsorted(-sorted_conf, -sorted_conf, side="right") - 1
+    precision = cum_correct[last] / (last + 1)
+    ok = np.nonzero(precision >= target)[0]
+    if len(ok) == 0:
+        return None
+    return float(sorted_conf[ok].min())
+
+
+def calibration(conf: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> dict:
+    """Expected calibration error over equal-width confidence bins, with the bins for plotting."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece, n = [], 0.0, len(conf)
+    for b in range(n_bins):
+        sel = idx == b
+        k = int(sel.sum())
+        acc = float(correct[sel].mean()) if k else None
+        mean_conf = float(conf[sel].mean()) if k else None
+        if k:
+            ece += k / n * abs(acc - mean_conf)
+        bins.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "num_samples": k,
+                "accuracy": acc,
+                "confidence": mean_conf,
+            }
+        )
+    return {Metric.ECE: float(ece) if n else None, "bins": bins}
+
+
+def _block(
+    gold: list[str],
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    all_tags: list[str],
+    threshold: float | None,
+    fallback_tag: str,
+) -> dict:
+    """Figures shared by the whole set and by each slice."""
+    pred = [label_names[k] for k in probs.argmax(axis=1)] if len(gold) else []
+    out = _prf(gold, pred, all_tags)
+    out["per_class"] = _per_class(gold, pred, all_tags) if gold else {}
+    if threshold is not None and gold:
+        tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag)
+        auto = ~review
+        auto_gold = [g for g, a in zip(gold, auto, strict=True) if a]
+        auto_pred = [p for p, a in zip(tags, auto, strict=True) if a]
+        out["at_threshold"] = {
+            Metric.THRESHOLD: threshold if np.isfinite(threshold) else None,
+            Metric.AUTO_PRECISION: float(
+                np.mean([g == p for g, p in zip(auto_gold, auto_pred, strict=True)])
+            )
+            if auto_gold
+            else None,
+            Metric.COVERAGE: float(auto.mean()),
+            "num_auto": int(auto.sum()),
+            "num_review": int(review.sum()),
+            "per_class_precision": {
+                t: v["precision"]
+                for t, v in _per_class(auto_gold, auto_pred, all_tags).items()
+                if v["num_predicted"]
+            }
+            if auto_gold
+            else {},
+        }
+    return out
+
+
+def evaluate_predictions(
+    items: Sequence[dict],
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    *,
+    tags: Sequence[str] | None = None,
+    fallback_tag: str = "other",
+    precision_target: float = 0.85,
+    threshold: float | None = None,
+    slice_names: Sequence[str] | None = None,
+    min_slice_size: int = 30,
+    calibration_bins: int = 10,
+) -> dict:
+    """The full evaluation report for one model on one set of gold items.
+
+    probs[i, k] is the probability of label_names[k] for items[i]. `threshold` is the review
+    threshold to apply (chosen on validation data); when None, the threshold that reaches
+    `precision_target` on *these* items is chosen and applied, which is right for the validation
+    set and optimistic anywhere else. Either way the report also says which threshold this data
+    alone would need (`coverage.threshold_for_target`).
+    """
+    probs = np.asarray(probs, dtype=float)
+    if probs.shape != (len(items), len(label_names)):
+        raise ValueError(
+            f"probs has shape {probs.shape}, expected ({len(items)}, {len(label_names)})"
+        )
+    gold = [it["tag"] for it in items]
+    # Tags reported: the model's classes and every gold tag, in the approved list's order.
+    wanted = set(label_names) | set(gold)
+    order = list(tags) if tags is not None else list(label_names)
+    all_tags = [t for t in order if t in wanted] + [
+        t for t in dict.fromkeys(gold) if t not in order
+    ]
+    pred_idx = probs.argmax(axis=1) if len(items) else np.array([], dtype=int)
+    conf = probs.max(axis=1) if len(items) else np.array([])
+    correct = np.array(
+        [label_names[k] == g for k, g in zip(pred_idx, gold, strict=True)], dtype=float
+    )
+
+    own_threshold = choose_threshold(conf, correct, precision_target)
+    chosen_on = "given" if threshold is not None else "this_data"
+    if threshold is None:
+        # Unreachable target: send everything to review rather than auto-tag below target.
+        threshold = own_threshold if own_threshold is not None else float("inf")
+
+    overall = _block(gold, probs, label_names, all_tags, threshold, fallback_tag)
+    per_class = overall.pop("per_class")
+    at_threshold = overall.pop("at_threshold", None)
+
+    names = list(slice_names) if slice_names is not None else list(slice_registry.REGISTRY)
+    slices: dict[str, dict] = {}
+    for name in names:
+        mask = np.array(slice_registry.REGISTRY[name].mask(items), dtype=bool)
+        n = int(mask.sum())
+        sub_gold = [g for g, m in zip(gold, mask, strict=True) if m]
+        block = _block(sub_gold, probs[mask], label_names, all_tags, threshold, fallback_tag)
+        block["description"] = slice_registry.REGISTRY[name].description
+        block["noisy"] = n < min_slice_size
+        block["per_class_precision"] = {
+            t: v["precision"] for t, v in block.pop("per_class", {}).items() if v["num_predicted"]
+        }
+        slices[name] = block
+    noisy = [f"{k} ({v[Metric.NUM_SAMPLES]})" for k, v in slices.items() if v["noisy"]]
+    if noisy:
+        log.warning(
+            "%d of %d slices have fewer than %d items, their figures are noisy: %s",
+            len(noisy),
+            len(slices),
+            min_slice_size,
+            ", ".join(noisy),
+        )
+
+    grid = np.round(np.linspace(0.0, 1.0, 101), 2)
+    return {
+        Metric.NUM_SAMPLES: len(items),
+        "labels": list(label_names),
+        "overall": overall,
+        "per_class": per_class,
+        "slices": slices,
+        "confusion_matrix": {
+            "labels": all_tags,
+            "matrix": confusion_matrix(
+                gold, [label_names[k] for k in pred_idx], labels=all_tags
+            ).tolist()
+            if gold
+            else [],
+        },
+        "coverage": {
+            "precision_target": precision_target,
+            "threshold_for_target": own_threshold,
+            "target_reachable": own_threshold is not None,
+            "threshold": threshold if np.isfinite(threshold) else None,
+            "threshold_chosen_on": chosen_on,
+            "at_threshold": at_threshold,
+            "curve": coverage_curve(conf, correct, grid),
+        },
+        "calibration": calibration(conf, correct, calibration_bins),
+    }
+
+
+def summary_metrics(report: dict, prefix: str = "") -> dict[str, float]:
+    """The headline numbers as flat `prefix/key` pairs (for W&B summaries, sweeps, tables)."""
+    out = {k: v for k, v in report["overall"].items() if isinstance(v, int | float)}
+    at = report["coverage"]["at_threshold"] or {}
+    for key in (Metric.THRESHOLD, Metric.AUTO_PRECISION, Metric.COVERAGE):
+        if at.get(key) is not None:
+            out[key] = at[key]
+    if report["calibration"][Metric.ECE] is not None:
+        out[Metric.ECE] = report["calibration"][Metric.ECE]
+    unknown = set(out) - set(Metric.ALL)
+    if unknown:  # a new figure must be named in Metric first
+        raise KeyError(f"metric keys not declared in Metric: {sorted(unknown)}")
+    return {f"{prefix}{k}": float(v) for k, v in out.items()}
+
+
+def predictions_records(
+    items: Sequence[dict],
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    threshold: float,
+    fallback_tag: str = "other",
+) -> list[dict]:
+    """One record per item for error analysis: gold, top class, applied tag, scores."""
+    tags, conf, review = apply_threshold(probs, label_names, threshold, fallback_tag)
+    return [
+        {
+            "id": it["id"],
+            "text": it["text"],
+            "gold": it.get("tag"),
+            "predicted": label_names[int(np.argmax(p))],
+            "tag": tag,
+            "confidence": float(c),
+            "needs_review": bool(r),
+            "scores": {t: round(float(x), 6) for t, x in zip(label_names, p, strict=True)},
+        }
+        for it, p, tag, c, r in zip(items, probs, tags, conf, review, strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the report
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def per_class_table(report: dict) -> str:
+    """Markdown table tag × precision/recall/F1/support (the table `make baselines` prints)."""
+    at = (report["coverage"]["at_threshold"] or {}).get("per_class_precision", {})
+    lines = [
+        "| tag | precision | recall | f1 | support | auto-tag precision |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for tag, v in report["per_class"].items():
+        lines.append(
+            f"| {tag} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
+            f"{_fmt(v['f1'])} | {v['num_samples']} | {_fmt(at.get(tag))} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict, title: str) -> str:
+    """A readable report.md: headline, per tag, per slice, coverage, calibration."""
+    o, cov = report["overall"], report["coverage"]
+    at = cov["at_threshold"] or {}
+    target = cov["precision_target"]
+    thr = cov["threshold"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{report[Metric.NUM_SAMPLES]} items. Accuracy {_fmt(o.get(Metric.ACCURACY))}, "
+        f"weighted F1 {_fmt(o.get(Metric.F1_WEIGHTED))}, macro F1 {_fmt(o.get(Metric.F1_MACRO))}.",
+        "",
+        "## Auto-tagging at the review threshold",
+        "",
+        f"Precision target {_fmt(target, True)}. Threshold {_fmt(thr)} "
+        f"(chosen on {'validation data' if cov['threshold_chosen_on'] == 'given' else 'this data'})"
+        f": auto-tag precision **{_fmt(at.get(Metric.AUTO_PRECISION), True)}** at coverage "
+        f"**{_fmt(at.get(Metric.COVERAGE), True)}** ({at.get('num_auto', 0)} auto-tagged, "
+        f"{at.get('num_review', 0)} to review).",
+        "",
+        ("This data alone would need threshold " + _fmt(cov["threshold_for_target"]) + ".")
+        if cov["target_reachable"]
+        else "**No threshold reaches the target on this data: every item would go to review.**",
+        "",
+        "## Per tag",
+        "",
+        per_class_table(report),
+        "",
+        "## Per slice",
+        "",
+        "Slices with fewer items than the minimum are marked noisy (⚠).",
+        "",
+        "| slice | n | accuracy | weighted F1 | auto-tag precision | coverage "
+        "| per-tag precision |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, s in report["slices"].items():
+        sat = s.get("at_threshold") or {}
+        per_tag = ", ".join(f"{t}: {_fmt(p)}" for t, p in s["per_class_precision"].items())
+        lines.append(
+            f"| {name}{' ⚠' if s['noisy'] else ''} | {s[Metric.NUM_SAMPLES]} | "
+            f"{_fmt(s.get(Metric.ACCURACY))} | {_fmt(s.get(Metric.F1_WEIGHTED))} | "
+            f"{_fmt(sat.get(Metric.AUTO_PRECISION))} | {_fmt(sat.get(Metric.COVERAGE))} | "
+            f"{per_tag} |"
+        )
+    lines += [
+        "",
+        "## Precision–coverage",
+        "",
+        "| threshold | coverage | precision |",
+        "|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['threshold']:.2f} | {_fmt(r['coverage'])} | {_fmt(r['precision'])} |"
+        for r in cov["curve"]
+        if round(r["threshold"] * 100) % 10 == 0
+    ]
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        f"Expected calibration error: {_fmt(report['calibration'][Metric.ECE])}.",
+        "",
+        "Plots: `confusion_matrix.png`, `precision_coverage.png`, `reliability.png`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    report: dict, out_dir: str | Path, title: str, predictions: Sequence[dict] | None = None
+) -> Path:
+    """metrics.json, report.md, the three plots and (optionally) predictions.jsonl in out_dir."""
+    from mltagger import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    (out / "report.md").write_text(render_markdown(report, title))
+    plots.confusion_matrix_plot(report, out / "confusion_matrix.png", title)
+    plots.precision_coverage_plot(report, out / "precision_coverage.png", title)
+    plots.reliability_plot(report, out / "reliability.png", title)
+    if predictions is not None:
+        with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+            for rec in predictions:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return out

@@ -1,0 +1,140 @@
+"""Evaluation maths against numbers worked out by hand, and the report files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mltagger import slices
+from mltagger.evaluate import (
+    Metric,
+    apply_threshold,
+    calibration,
+    choose_threshold,
+    evaluate_predictions,
+    summary_metrics,
+    write_report,
+)
+
+LABELS = ["a", "b", "c"]
+GOLD = ["a", "a", "b", "c", "b"]
+PROBS = np.array(
+    [
+        [0.9, 0.05, 0.05],  # a, right, conf .9
+        [0.4, 0.5, 0.1],  # b, wrong, conf .5
+        [0.2, 0.7, 0.1],  # b, right, conf .7
+        [0.1, 0.3, 0.6],  # c, right, conf .6
+        [0.6, 0.3, 0.1],  # a, wrong, conf .6
+    ]
+)
+ITEMS = [
+    {"id": i, "title": f"t{i}", "description": "", "text": f"t{i}", "tag": g}
+    for i, g in enumerate(GOLD)
+]
+
+
+def report(**kw):
+    kw.setdefault("slice_names", [])
+    return evaluate_predictions(ITEMS, PROBS, LABELS, fallback_tag="c", **kw)
+
+
+def test_overall_and_per_class_by_hand():
+    r = report(precision_target=0.85)
+    o = r["overall"]
+    assert o[Metric.ACCURACY] == pytest.approx(3 / 5)
+    assert o[Metric.PRECISION_MACRO] == pytest.approx((0.5 + 0.5 + 1) / 3)
+    assert o[Metric.PRECISION_WEIGHTED] == pytest.approx((2 * 0.5 + 2 * 0.5 + 1) / 5)
+    assert o[Metric.F1_WEIGHTED] == pytest.approx(0.6)
+    pc = r["per_class"]
+    assert pc["a"] == {
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+        "num_samples": 2,
+        "num_predicted": 2,
+    }
+    assert pc["c"]["precision"] == 1.0 and pc["c"]["num_samples"] == 1
+    assert r["confusion_matrix"]["matrix"] == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+
+
+def test_threshold_is_the_smallest_reaching_the_target():
+    conf, correct = PROBS.max(axis=1), np.array([1, 0, 1, 1, 0], dtype=float)
+    assert choose_threshold(conf, correct, 0.85) == pytest.approx(0.7)  # {.9,.7}: 2/2
+    assert choose_threshold(conf, correct, 0.75) == pytest.approx(0.6)  # {.9,.7,.6,.6}: 3/4
+    assert choose_threshold(conf, correct, 0.5) == pytest.approx(0.5)  # all: 3/5
+    assert choose_threshold(conf, np.zeros(5), 0.5) is None
+
+
+def test_coverage_at_the_chosen_threshold():
+    at = report(precision_target=0.85)["coverage"]["at_threshold"]
+    assert at[Metric.THRESHOLD] == pytest.approx(0.7)
+    assert at[Metric.AUTO_PRECISION] == 1.0
+    assert at[Metric.COVERAGE] == pytest.approx(0.4)
+    assert (at["num_auto"], at["num_review"]) == (2, 3)
+    assert at["per_class_precision"] == {"a": 1.0, "b": 1.0}
+
+
+def test_given_threshold_is_applied_and_own_threshold_still_reported():
+    cov = report(precision_target=0.85, threshold=0.55)["coverage"]
+    assert cov["threshold_chosen_on"] == "given"
+    assert cov["at_threshold"][Metric.COVERAGE] == pytest.approx(0.8)
+    assert cov["at_threshold"][Metric.AUTO_PRECISION] == pytest.approx(0.75)
+    assert cov["threshold_for_target"] == pytest.approx(0.7)
+
+
+def test_unreachable_target_sends_everything_to_review():
+    r = evaluate_predictions(ITEMS[1:2], PROBS[1:2], LABELS, precision_target=0.9, slice_names=[])
+    assert r["coverage"]["target_reachable"] is False
+    assert r["coverage"]["at_threshold"][Metric.COVERAGE] == 0.0
+    json.dumps(r, allow_nan=False)  # still valid JSON
+
+
+def test_apply_threshold_is_the_decision_rule():
+    tags, conf, review = apply_threshold(PROBS, LABELS, 0.7, fallback_tag="other")
+    assert tags == ["a", "other", "b", "other", "other"]
+    assert review.tolist() == [False, True, False, True, True]
+    assert conf.tolist() == pytest.approx([0.9, 0.5, 0.7, 0.6, 0.6])
+
+
+def test_expected_calibration_error_by_hand():
+    cal = calibration(PROBS.max(axis=1), np.array([1, 0, 1, 1, 0], dtype=float), n_bins=10)
+    # bins: (.8,.9] acc 1 conf .9; (.6,.7] 1/.7; (.5,.6] .5/.6 (two items); (.4,.5] 0/.5
+    assert cal[Metric.ECE] == pytest.approx((0.1 + 0.3 + 2 * 0.1 + 0.5) / 5)
+    assert [b["num_samples"] for b in cal["bins"]] == [0, 0, 0, 0, 1, 2, 1, 0, 1, 0]
+
+
+def test_slices_report_counts_and_noise_flag():
+    slices.register_tag_slices(["a", "b"])
+    r = report(slice_names=["tag=a", "tag=b"], min_slice_size=3)
+    s = r["slices"]["tag=a"]
+    assert s[Metric.NUM_SAMPLES] == 2 and s["noisy"] is True
+    assert s[Metric.ACCURACY] == pytest.approx(0.5)  # = recall of a
+    assert s["per_class_precision"] == {"a": 1.0, "b": 0.0}
+
+
+def test_summary_metrics_use_the_declared_keys():
+    flat = summary_metrics(report(), prefix="val/")
+    assert {k.removeprefix("val/") for k in flat} <= set(Metric.ALL)
+    assert flat["val/" + Metric.COVERAGE] == pytest.approx(0.4)
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="expected \\(5, 3\\)"):
+        evaluate_predictions(ITEMS, PROBS[:, :2], LABELS)
+
+
+def test_write_report_files(tmp_path):
+    out = write_report(report(), tmp_path / "r", "toy", predictions=[{"id": 1}])
+    for name in (
+        "metrics.json",
+        "report.md",
+        "confusion_matrix.png",
+        "precision_coverage.png",
+        "reliability.png",
+        "predictions.jsonl",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "metrics.json").read_text())["overall"][Metric.ACCURACY] == 0.6
+    assert "| a | 0.500 | 0.500 | 0.500 | 2 |" in (out / "report.md").read_text()

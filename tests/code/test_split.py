@@ -1,0 +1,142 @@
+"""Duplicates, rare tags and the split: reproducible, stratified, and leak-free."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mltagger.data import (
+    DataError,
+    RawRow,
+    dedup_key,
+    fold_rare_tags,
+    near_duplicate_groups,
+    prepare_data,
+    remove_exact_duplicates,
+    stratified_group_split,
+    validate_rows,
+    verify_checksum,
+)
+
+
+def clean(raw_rows, tags):
+    return validate_rows([RawRow(i, r) for i, r in enumerate(raw_rows, 1)], tags).items
+
+
+def test_exact_duplicates_ignore_case_space_and_punctuation(raw_items, tags):
+    dup = {
+        **raw_items[0],
+        "id": 999,
+        "title": raw_items[0]["title"].upper() + "!!",
+        "description": "  " + raw_items[0]["description"] + "  ",
+    }
+    kept, removed = remove_exact_duplicates(clean([*raw_items, dup], tags))
+    assert removed == [
+        {"id": 999, "duplicate_of": 1, "tag": raw_items[0]["tag"], "kept_tag": raw_items[0]["tag"]}
+    ]
+    assert len(kept) == len(raw_items)
+
+
+def test_near_duplicates_are_grouped(raw_items, tags):
+    edited = {**raw_items[0], "id": 500, "description": raw_items[0]["description"] + " Code."}
+    same_title = {**raw_items[8], "id": 501, "description": "A completely different text here."}
+    groups = near_duplicate_groups(
+        clean([*raw_items, edited, same_title], tags), threshold=0.7, same_title_min_chars=12
+    )
+    assert [1, 500] in groups and [9, 501] in groups
+
+
+def test_split_is_reproducible_and_seed_dependent(raw_items, tags):
+    items = clean(raw_items, tags)
+    a = stratified_group_split(items, val_size=0.2, test_size=0.2, seed=1)
+    b = stratified_group_split(list(reversed(items)), val_size=0.2, test_size=0.2, seed=1)
+    c = stratified_group_split(items, val_size=0.2, test_size=0.2, seed=2)
+    ids = lambda s: {k: [it["id"] for it in v] for k, v in s.items()}  # noqa: E731
+    assert ids(a) == ids(b)
+    assert ids(a) != ids(c)
+
+
+def test_split_is_stratified_and_covers_every_item(raw_items, tags):
+    items = clean(raw_items, tags)
+    split = stratified_group_split(items, val_size=0.2, test_size=0.2, seed=0)
+    assert sum(len(v) for v in split.values()) == len(items)
+    for name in ("val", "test"):
+        counts = Counter(it["tag"] for it in split[name])
+        assert set(counts) == {it["tag"] for it in items}, name  # every tag in every split
+        assert all(n == 1 or n == 2 for n in counts.values())  # 7 per tag * 0.2 -> 1-2
+
+
+def test_groups_stay_in_one_split(raw_items, tags):
+    items = clean(raw_items, tags)
+    groups = [[1, 2, 3], [8, 9]]
+    split = stratified_group_split(items, val_size=0.3, test_size=0.3, seed=3, groups=groups)
+    where = {it["id"]: name for name, v in split.items() for it in v}
+    for g in groups:
+        assert len({where[i] for i in g}) == 1
+
+
+def test_bad_split_sizes_are_refused(raw_items, tags):
+    with pytest.raises(DataError, match="sum below 1"):
+        stratified_group_split(clean(raw_items, tags), val_size=0.5, test_size=0.5, seed=0)
+
+
+def test_fold_rare_tags():
+    items = [{"tag": "a"}] * 5 + [{"tag": "b"}] * 2
+    folded, rare = fold_rare_tags(items, min_freq=3, fallback="other")
+    assert rare == {"b": 2}
+    assert Counter(it["tag"] for it in folded) == {"a": 5, "other": 2}
+
+
+def test_prepare_data_leaks_no_text_between_splits(data_cfg, raw_items, items_file):
+    import json
+
+    # Add an exact and a near duplicate of the same item: neither may leak.
+    rows = [
+        *raw_items,
+        {**raw_items[0], "id": 100},
+        {**raw_items[0], "id": 101, "description": raw_items[0]["description"] + " Now."},
+    ]
+    items_file.write_text(json.dumps(rows))
+    data_cfg.sources[0].sha256 = None
+    data = prepare_data(data_cfg)
+    assert [r["id"] for r in data.removed_duplicates] == [100]
+    assert [1, 101] in data.near_duplicate_groups
+    keys = {name: {dedup_key(it["text"]) for it in items} for name, items in data.splits.items()}
+    assert not keys["train"] & keys["val"]
+    assert not keys["train"] & keys["test"]
+    assert not keys["val"] & keys["test"]
+    manifest = data.manifest()
+    assert manifest["data_sha256"] == data.sources[0]["sha256"]
+    assert sum(len(v) for v in manifest["ids"].values()) == len(raw_items) + 1
+
+
+def test_changed_file_fails_the_checksum_with_a_clear_message(items_file):
+    expected = "0" * 64
+    with pytest.raises(DataError, match=r"was changed: its sha256 is .* expects 0000"):
+        verify_checksum(items_file, expected)
+
+
+def test_prepare_data_stops_on_bad_rows_unless_skip_invalid(
+    data_cfg, raw_items, items_file, tmp_path
+):
+    import json
+
+    items_file.write_text(json.dumps([*raw_items, {**raw_items[0], "id": 200, "tag": "nlp"}]))
+    data_cfg.sources[0].sha256 = None
+    with pytest.raises(DataError, match="row 43 \\(id 200\\): tag: unknown tag 'nlp'"):
+        prepare_data(data_cfg)
+    data_cfg.skip_invalid = True
+    data = prepare_data(data_cfg, rejects_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "rejects_tiny.jsonl").read_text().count("\n") == 1
+    assert data.manifest()["rejected_rows"] == 1
+
+
+def test_to_hf_dataset(data_cfg):
+    from mltagger.data import to_hf_dataset
+
+    data = prepare_data(data_cfg)
+    ds = to_hf_dataset(data.splits["train"], data.label_names())
+    assert ds.num_rows == len(data.splits["train"])
+    assert set(ds.column_names) >= {"id", "text", "label", "tag"}
+    assert data.label_names()[ds[0]["label"]] == ds[0]["tag"]

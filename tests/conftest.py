@@ -1,0 +1,146 @@
+"""Shared fixtures: tiny labelled items and files, and an environment that writes nothing
+outside the test's temp folders (HF cache, W&B) and never reaches a network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TAGS = [
+    "natural-language-processing",
+    "computer-vision",
+    "mlops",
+    "reinforcement-learning",
+    "graph-learning",
+    "time-series",
+    "other",
+]
+
+# Seven clear-cut (title, description) pairs per topic: enough for a stratified split and a model
+# that can actually learn something in a few seconds.
+_TOPICS = {
+    "natural-language-processing": [
+        (
+            "Sentiment analysis with BERT",
+            "Fine-tune BERT to classify the sentiment of movie reviews.",
+        ),
+        ("Machine translation from scratch", "A seq2seq transformer that translates German text."),
+        ("Named entity recognition", "Tag people and places in news text with spaCy."),
+        ("Text summarization", "Abstractive summarization of long documents with T5."),
+        ("Question answering on SQuAD", "Extractive question answering with a language model."),
+        ("Word embeddings explained", "How word2vec learns vectors for words in a corpus."),
+        ("Chatbot with GPT", "A dialogue chatbot built on a pretrained GPT language model."),
+    ],
+    "computer-vision": [
+        ("Object detection with YOLO", "Real-time object detection in images and video."),
+        ("Image segmentation with U-Net", "Semantic segmentation of medical images."),
+        ("Face recognition", "Detect and recognise faces in photos with a CNN."),
+        ("Style transfer", "Neural style transfer between two images."),
+        ("Pose estimation", "Estimate human pose keypoints from camera frames."),
+        ("Image classification with ResNet", "Classify images of cats and dogs."),
+        ("Super-resolution GAN", "Upscale low-resolution images with a GAN."),
+    ],
+    "mlops": [
+        (
+            "Deploying models with Kubernetes",
+            "Serve a model in production on a Kubernetes cluster.",
+        ),
+        ("Experiment tracking with MLflow", "Track runs, metrics and a model registry."),
+        ("Model monitoring", "Detect data drift for models in production."),
+        ("CI/CD for machine learning", "Automate testing and deployment pipelines for models."),
+        ("Feature store", "Serve features consistently for training and inference."),
+        ("Docker for ML", "Package a model API with Docker and FastAPI."),
+        ("Data versioning with DVC", "Version datasets and pipelines alongside code."),
+    ],
+    "reinforcement-learning": [
+        ("Deep Q-learning on Atari", "A DQN agent that learns to play Atari games from reward."),
+        ("PPO explained", "Proximal policy optimization for continuous control."),
+        ("Multi-agent reinforcement learning", "Agents that cooperate in a shared environment."),
+        ("OpenAI Gym tutorial", "Train an agent on the CartPole environment."),
+        (
+            "AlphaZero from scratch",
+            "Self-play reinforcement learning with Monte Carlo tree search.",
+        ),
+        ("Actor-critic methods", "A2C and A3C policy gradient agents."),
+        ("Multi-armed bandits", "Exploration and reward in bandit problems."),
+    ],
+    "graph-learning": [
+        ("Graph neural networks", "Node classification with a graph convolutional network."),
+        ("Knowledge graph embeddings", "Link prediction on a knowledge graph."),
+        ("PyTorch Geometric tutorial", "Message passing layers for graph learning."),
+        ("Node2vec", "Node embeddings from random walks on a graph."),
+        ("Graph attention networks", "GAT layers that attend over a node's neighbours."),
+        ("Molecule property prediction", "A GNN that predicts properties of molecular graphs."),
+        ("Community detection", "Find clusters of nodes in social network graphs."),
+    ],
+    "time-series": [
+        ("Time series forecasting with LSTM", "Forecast daily sales with a recurrent network."),
+        ("Anomaly detection in sensor data", "Find anomalies in multivariate time series."),
+        ("Stock price forecasting", "Predict stock prices from historical time series."),
+        ("Prophet for forecasting", "Seasonal trend forecasting of demand with Prophet."),
+        ("Temporal convolutional networks", "TCNs for sequence modelling of time series."),
+        ("ARIMA explained", "Classical forecasting of seasonal time series."),
+        ("Energy demand forecasting", "Forecast electricity demand from weather time series."),
+    ],
+}
+
+
+def make_items(per_tag: int = 7) -> list[dict]:
+    """Valid raw rows (as in projects.json), ids 1..N, per_tag per topic."""
+    rows = []
+    for tag, pairs in _TOPICS.items():
+        for title, description in pairs[:per_tag]:
+            rows.append(
+                {
+                    "id": len(rows) + 1,
+                    "created_on": f"2020-0{1 + len(rows) % 9}-1{len(rows) % 10} 12:00:00",
+                    "title": title,
+                    "description": description,
+                    "tag": tag,
+                }
+            )
+    return rows
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.getbasetemp() / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def tags() -> list[str]:
+    return list(TAGS)
+
+
+@pytest.fixture
+def raw_items() -> list[dict]:
+    return make_items()
+
+
+@pytest.fixture
+def items_file(tmp_path, raw_items) -> Path:
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps(raw_items))
+    return path
+
+
+@pytest.fixture
+def data_cfg(items_file):
+    """A data config (like conf/data/projects.yaml) over the tiny items file."""
+    from omegaconf import OmegaConf
+
+    from mltagger.data import sha256_file
+
+    cfg = OmegaConf.load(REPO / "conf" / "data" / "projects.yaml")
+    cfg.sources = [{"name": "tiny", "path": str(items_file), "sha256": sha256_file(items_file)}]
+    cfg.min_freq = 2
+    cfg.split = {"val_size": 0.2, "test_size": 0.2, "seed": 0}
+    return cfg

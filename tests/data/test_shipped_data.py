@@ -1,0 +1,70 @@
+"""The shipped dataset itself: checksum, schema, label set, counts (as documented in SOURCE.md)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO
+
+DATA_CFG = OmegaConf.load(REPO / "conf" / "data" / "projects.yaml")
+PATH = REPO / DATA_CFG.sources[0].path
+
+
+@pytest.fixture(scope="module")
+def report():
+    from mltagger.data import load_items
+
+    return load_items(PATH, list(DATA_CFG.tags))
+
+
+def test_checksum_matches_config():
+    from mltagger.data import sha256_file
+
+    assert sha256_file(PATH) == DATA_CFG.sources[0].sha256
+
+
+def test_every_row_is_valid(report):
+    assert report.ok, report.format()
+    assert report.n_rows == 764
+
+
+def test_schema_is_exactly_the_documented_fields():
+    rows = json.loads(PATH.read_text())
+    assert all(set(r) == {"id", "created_on", "title", "description", "tag"} for r in rows)
+
+
+def test_class_counts_as_documented(report):
+    assert report.tag_counts() == Counter(
+        {
+            "natural-language-processing": 310,
+            "computer-vision": 285,
+            "mlops": 63,
+            "reinforcement-learning": 45,
+            "graph-learning": 33,
+            "time-series": 28,
+        }
+    )
+
+
+def test_labels_are_approved_and_other_is_not_used(report):
+    assert set(report.tag_counts()) < set(DATA_CFG.tags)
+    assert "other" not in report.tag_counts()
+
+
+def test_no_empty_text(report):
+    assert all(it["title"] and it["text"] for it in report.items)
+
+
+def test_default_split_has_every_tag_in_every_split():
+    from mltagger.data import prepare_data
+
+    data = prepare_data(DATA_CFG, REPO)
+    for name, items in data.splits.items():
+        assert {it["tag"] for it in items} == set(data.label_names()), name
+    n = sum(len(v) for v in data.splits.values())
+    assert n == 764 - len(data.removed_duplicates)
+    assert len(data.splits["test"]) >= 100
