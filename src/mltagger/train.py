@@ -1,0 +1,753 @@
+"""Fine-tune an encoder under Accelerate: the same loop on a laptop CPU, one GPU or many.
+
+Read top to bottom: Accelerator -> seed -> data -> tokenise -> loaders -> model -> optimizer ->
+prepare -> schedule -> trackers -> epochs (train, evaluate on val, keep the best, checkpoint,
+stop early) -> best model on val and test with the full report -> model folder -> W&B.
+
+`python -m mltagger.train` (make train) is the entry point; `train(cfg)` returns the flat metrics
+so a sweep can read `cfg.optimized_metric`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mltagger import slices
+from mltagger.data import PreparedData, prepare_data, to_hf_dataset
+from mltagger.evaluate import (
+    Metric,
+    evaluate_predictions,
+    predictions_records,
+    summary_metrics,
+    write_report,
+)
+from mltagger.modelio import InferenceConfig, resolve_model_path, write_model_metadata
+from mltagger.paths import ROOT_ENV, conf_dir, project_root
+from mltagger.run import write_run_info
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+
+
+class TrainState:
+    """Loop counters that must survive a resume; saved with accelerator.save_state."""
+
+    def __init__(self) -> None:
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.best_metric = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+def class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tensor | None:
+    """Loss weights against class imbalance (the data is 40% NLP, 4% time-series).
+
+    balanced: n / (K * count_k), so every class carries the same total weight; sqrt: its square
+    root, which helps rare tags without making the model over-predict them.
+    """
+    if mode in (None, "none"):
+        return None
+    counts = np.bincount(labels, minlength=num_labels).astype(float)
+    if (counts == 0).any():
+        raise ValueError("a class has no training items; cannot weight the loss by frequency")
+    weights = len(labels) / (num_labels * counts)
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    elif mode != "balanced":
+        raise ValueError(f"loss.class_weighting must be none, balanced or sqrt, got {mode!r}")
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T) on held-out data.
+
+    One scalar: the ranking (and accuracy) is unchanged, only the confidences move, so the review
+    threshold chosen on calibrated probabilities means what it says.
+    """
+    x = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def tokenize_split(items: list[dict], labels: list[str], tokenizer, max_length: int):
+    """A datasets.Dataset of input ids (no padding: the collator pads each batch) with `idx`."""
+    ds = to_hf_dataset(items, labels)
+    ds = ds.add_column("idx", list(range(len(ds))))
+    ds = ds.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["id", "text", "title", "description", "tag"],
+        desc="tokenise",
+    )
+    return ds.rename_column("label", "labels")
+
+
+@torch.no_grad()
+def predict_logits(model, loader, accelerator, limit: int | None = None) -> tuple[np.ndarray, ...]:
+    """Logits, labels and dataset positions of every item, gathered from all processes.
+
+    gather_for_metrics drops the samples repeated to even out the last batch across processes;
+    sorting by `idx` then restores dataset order whatever the sharding was.
+    """
+    model.eval()
+    all_logits, all_labels, all_idx = [], [], []
+    for step, batch in enumerate(loader):
+        if limit is not None and step >= limit:
+            break
+        idx, labels = batch.pop("idx"), batch.pop("labels")
+        logits = model(**batch).logits.float()
+        logits, labels, idx = accelerator.gather_for_metrics((logits, labels, idx))
+        all_logits.append(logits.cpu().numpy())
+        all_labels.append(labels.cpu().numpy())
+        all_idx.append(idx.cpu().numpy())
+    model.train()
+    idx = np.concatenate(all_idx)
+    order = np.argsort(idx, kind="stable")
+    return np.concatenate(all_logits)[order], np.concatenate(all_labels)[order], idx[order]
+
+
+def find_checkpoint(resume: str) -> Path:
+    """A checkpoint folder from `resume`: the folder itself, or a run folder's newest epoch."""
+    path = Path(resume).expanduser()
+    if (path / CHECKPOINTS).is_dir():
+        path = path / CHECKPOINTS
+    if path.name == CHECKPOINTS:
+        epochs = sorted(path.glob("epoch_*"), key=lambda p: int(p.name.split("_")[1]))
+        if not epochs:
+            raise FileNotFoundError(f"resume={resume}: no epoch_* checkpoint in {path}")
+        path = epochs[-1]
+    if not (path / "train_state.json").is_file():
+        raise FileNotFoundError(f"resume={resume}: {path} is not a checkpoint of this loop")
+    return path
+
+
+def wandb_settings(cfg: DictConfig) -> dict | None:
+    """init kwargs for W&B, or None with logger=none. No key -> offline, never a prompt."""
+    wcfg = cfg.logger.get("wandb") if cfg.get("logger") else None
+    if not wcfg:
+        return None
+    mode = wcfg.mode or os.environ.get("WANDB_MODE")
+    if not mode:
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return {
+        "entity": wcfg.entity,
+        "group": wcfg.group,
+        "job_type": wcfg.job_type,
+        "tags": list(wcfg.tags or []),
+        "mode": mode,
+        "dir": str(cfg.paths.output_dir),
+        "name": Path(cfg.paths.output_dir).name,
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fine-tune, evaluate and save; returns flat metrics (val/…, test/…)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from torch.utils.data import DataLoader
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        get_scheduler,
+    )
+
+    out_dir = Path(cfg.paths.output_dir)
+    tcfg = cfg.trainer
+    if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
+    wandb_kwargs = wandb_settings(cfg)
+    accelerator = Accelerator(
+        cpu=tcfg.accelerator == "cpu",
+        mixed_precision=tcfg.mixed_precision,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+        log_with="wandb" if wandb_kwargs else None,
+        project_dir=str(out_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(cfg.seed)
+
+    # Data and model files are resolved before anything slow, so a mistake fails in seconds.
+    model_path = resolve_model_path(cfg.model.name_or_path)
+    data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir)
+    labels = data.label_names()
+    if accelerator.is_main_process:
+        write_run_info(
+            out_dir,
+            cfg,
+            data.manifest(),
+            {
+                "model_path": model_path,
+                "num_processes": accelerator.num_processes,
+                "device": str(accelerator.device),
+                "mixed_precision": tcfg.mixed_precision,
+            },
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    with accelerator.main_process_first():
+        train_ds, val_ds, test_ds = (
+            tokenize_split(data.splits[s], labels, tokenizer, cfg.model.max_length)
+            for s in ("train", "val", "test")
+        )
+    collator = DataCollatorWithPadding(
+        tokenizer, pad_to_multiple_of=8 if tcfg.mixed_precision != "no" else None
+    )
+    loader_kw = {"collate_fn": collator, "num_workers": tcfg.num_workers}
+    train_loader = DataLoader(train_ds, batch_size=cfg.model.batch_size, shuffle=True, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=cfg.model.eval_batch_size, **loader_kw)
+    test_loader = DataLoader(test_ds, batch_size=cfg.model.eval_batch_size, **loader_kw)
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={t: i for i, t in enumerate(labels)},
+        hidden_dropout_prob=cfg.model.dropout,
+        attention_probs_dropout_prob=cfg.model.dropout,
+        # A checkpoint with another head (e.g. an earlier mltagger model) gets a fresh one.
+        ignore_mismatched_sizes=True,
+    )
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": cfg.optim.weight_decay,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+            "weight_decay": 0.0,
+        },
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps
+    )
+    model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, test_loader
+    )
+    # Step counts after prepare: sharding across processes changes the loader length.
+    batches = len(train_loader)
+    if tcfg.limit_train_batches:
+        batches = min(batches, tcfg.limit_train_batches)
+    updates_per_epoch = math.ceil(batches / tcfg.gradient_accumulation_steps)
+    total_updates = updates_per_epoch * tcfg.max_epochs
+    # A prepared scheduler steps once per process per update, hence the factor.
+    scheduler = get_scheduler(
+        cfg.optim.scheduler,
+        optimizer,
+        num_warmup_steps=int(cfg.optim.warmup_ratio * total_updates) * accelerator.num_processes,
+        num_training_steps=total_updates * accelerator.num_processes,
+    )
+    scheduler = accelerator.prepare(scheduler)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+
+    weights = class_weights(
+        [int(x) for x in train_ds["labels"]], len(labels), cfg.loss.class_weighting
+    )
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=weights.to(accelerator.device) if weights is not None else None,
+        label_smoothing=cfg.loss.label_smoothing,
+    )
+
+    if cfg.resume:
+        ckpt = find_checkpoint(cfg.resume)
+        accelerator.load_state(str(ckpt))
+        log.info("resumed from %s after epoch %d", ckpt, state.epoch)
+        old_best = ckpt.parent.parent / BEST
+        if accelerator.is_main_process and old_best.resolve() != (out_dir / BEST).resolve():
+            shutil.copytree(old_best, out_dir / BEST, dirs_exist_ok=True)
+        accelerator.wait_for_everyone()
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if wandb_kwargs:
+        accelerator.init_trackers(
+            cfg.logger.wandb.project, config=config, init_kwargs={"wandb": wandb_kwargs}
+        )
+    run = _wandb_run(accelerator)
+    if run is not None:
+        run.define_metric(tcfg.monitor, summary="max")
+        run.define_metric("train/loss", summary="min")
+
+    eval_kw = {
+        "tags": data.tags,
+        "fallback_tag": data.fallback_tag,
+        "precision_target": cfg.eval.precision_target,
+        "min_slice_size": cfg.eval.min_slice_size,
+        "calibration_bins": cfg.eval.calibration_bins,
+    }
+    val_items = data.splits["val"]
+    metrics: dict[str, float] = {}
+    try:
+        log.info(
+            "training %s on %d items (%d classes), %d updates/epoch, %d processes on %s",
+            cfg.model.name,
+            len(train_ds),
+            len(labels),
+            updates_per_epoch,
+            accelerator.num_processes,
+            accelerator.device,
+        )
+        epochs_this_run = 0
+        model.train()
+        while state.epoch < tcfg.max_epochs:
+            train_loader.set_epoch(state.epoch)
+            t0, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+            progress = _progress(accelerator, batches, f"epoch {state.epoch + 1}")
+            for step, batch in enumerate(train_loader):
+                if step >= batches:
+                    break
+                batch.pop("idx")
+                targets = batch.pop("labels")
+                with accelerator.accumulate(model):
+                    logits = model(**batch).logits
+                    loss = loss_fn(logits.float(), targets)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and tcfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                seen += targets.shape[0] * accelerator.num_processes
+                loss_sum += loss.item()
+                loss_n += 1
+                if accelerator.sync_gradients:
+                    state.global_step += 1
+                    accelerator.log(
+                        {
+                            "train/loss": loss.item(),
+                            "train/lr": scheduler.get_last_lr()[0],
+                            "train/epoch": state.epoch + step / batches,
+                        },
+                        step=state.global_step,
+                    )
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss.item():.3f}")
+            if progress is not None:
+                progress.close()
+            seconds = time.perf_counter() - t0
+
+            logits, _, _ = predict_logits(model, val_loader, accelerator, tcfg.limit_eval_batches)
+            items = val_items[: len(logits)]
+            val_report = evaluate_predictions(
+                items, softmax(logits), labels, slice_names=[], **eval_kw
+            )
+            epoch_metrics = {
+                **summary_metrics(val_report, "val/"),
+                "train/epoch_loss": loss_sum / max(loss_n, 1),
+                "train/epoch_seconds": seconds,
+                "train/samples_per_second": seen / seconds if seconds else 0.0,
+            }
+            state.epoch += 1
+            epochs_this_run += 1
+            current = epoch_metrics[tcfg.monitor]
+            improved = current > state.best_metric
+            if improved:
+                state.best_metric, state.best_epoch, state.bad_epochs = current, state.epoch, 0
+                _save_hf(accelerator, model, tokenizer, out_dir / BEST)
+            else:
+                state.bad_epochs += 1
+            state.history.append({"epoch": state.epoch, **epoch_metrics})
+            accelerator.log({**epoch_metrics, "epoch": state.epoch}, step=state.global_step)
+            log.info(
+                "epoch %d: loss %.4f, %s %.4f%s, %.1f s (%.0f samples/s)",
+                state.epoch,
+                epoch_metrics["train/epoch_loss"],
+                tcfg.monitor,
+                current,
+                " (best)" if improved else "",
+                seconds,
+                epoch_metrics["train/samples_per_second"],
+            )
+            _checkpoint(accelerator, state, out_dir)
+
+            if state.bad_epochs >= tcfg.early_stopping_patience:
+                log.info(
+                    "early stopping: no gain in %s for %d epochs", tcfg.monitor, state.bad_epochs
+                )
+                break
+            if tcfg.stop_after_epochs and epochs_this_run >= tcfg.stop_after_epochs:
+                log.warning(
+                    "stopping after %d epochs as configured; resume with resume=%s",
+                    epochs_this_run,
+                    out_dir,
+                )
+                return {}
+
+        metrics = _finish(
+            cfg,
+            accelerator,
+            data,
+            labels,
+            tokenizer,
+            val_loader,
+            test_loader,
+            model_path,
+            state,
+            eval_kw,
+            out_dir,
+            run,
+        )
+        return metrics
+    finally:
+        accelerator.end_training()
+
+
+def _finish(
+    cfg,
+    accelerator,
+    data: PreparedData,
+    labels,
+    tokenizer,
+    val_loader,
+    test_loader,
+    model_path: str,
+    state: TrainState,
+    eval_kw: dict,
+    out_dir: Path,
+    run,
+) -> dict:
+    """Best model -> temperature and threshold on val -> full test report -> model folder."""
+    from transformers import AutoModelForSequenceClassification
+
+    best = AutoModelForSequenceClassification.from_pretrained(out_dir / BEST)
+    best = accelerator.prepare(best)
+    limit = cfg.trainer.limit_eval_batches
+    val_logits, val_y, _ = predict_logits(best, val_loader, accelerator, limit)
+    test_logits, _, _ = predict_logits(best, test_loader, accelerator, limit)
+    val_items = data.splits["val"][: len(val_logits)]
+    test_items = data.splits["test"][: len(test_logits)]
+    temperature = fit_temperature(val_logits, val_y) if cfg.temperature_scaling else 1.0
+    val_probs, test_probs = softmax(val_logits, temperature), softmax(test_logits, temperature)
+
+    slice_names = slices.content_slices() + slices.register_tag_slices(labels)
+    val_report = evaluate_predictions(
+        val_items, val_probs, labels, slice_names=slice_names, **eval_kw
+    )
+    threshold = val_report["coverage"]["threshold"]
+    applied = threshold if threshold is not None else float("inf")
+    test_report = evaluate_predictions(
+        test_items, test_probs, labels, threshold=applied, slice_names=slice_names, **eval_kw
+    )
+    metrics = {
+        **summary_metrics(val_report, "val/"),
+        **summary_metrics(test_report, "test/"),
+        "best_epoch": float(state.best_epoch),
+        "temperature": temperature,
+    }
+    if not accelerator.is_main_process:
+        return metrics
+
+    title = f"{cfg.model.name} (epoch {state.best_epoch})"
+    write_report(
+        val_report,
+        out_dir / "val",
+        f"{title} — validation",
+        predictions_records(val_items, val_probs, labels, applied, data.fallback_tag),
+    )
+    write_report(
+        test_report,
+        out_dir / "test",
+        f"{title} — test",
+        predictions_records(test_items, test_probs, labels, applied, data.fallback_tag),
+    )
+    from mltagger import plots
+
+    plots.training_curves(state.history, cfg.trainer.monitor, out_dir / "training_curves.png")
+    (out_dir / "metrics.json").write_text(
+        json.dumps({"summary": metrics, "history": state.history}, indent=1) + "\n"
+    )
+
+    model_dir = out_dir / "model"
+    shutil.copytree(out_dir / BEST, model_dir, dirs_exist_ok=True)
+    write_model_metadata(
+        model_dir,
+        labels,
+        InferenceConfig(
+            threshold=applied if np.isfinite(applied) else 1.01,
+            temperature=temperature,
+            max_length=int(cfg.model.max_length),
+            fallback_tag=data.fallback_tag,
+            approved_tags=list(data.tags),
+            model_version=f"{cfg.model.name}-{out_dir.name}",
+            extra={
+                "data_sha256": data.data_sha256,
+                "base_model": str(cfg.model.name_or_path),
+                "run_dir": str(out_dir),
+                "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
+            },
+        ),
+    )
+    (model_dir / "card.md").write_text(
+        model_card(cfg, data, labels, val_report, test_report, temperature, state)
+    )
+    if cfg.update_latest:
+        point_latest(model_dir, Path(cfg.paths.models_dir))
+    _log_to_wandb(run, cfg, data, out_dir, model_dir, val_report, test_report, metrics)
+    print(
+        f"\n{cfg.model.name}: test weighted F1 {metrics['test/f1_weighted']:.3f}, "
+        f"auto-tag precision {metrics.get('test/auto_precision', float('nan')):.3f} at "
+        f"coverage {metrics.get('test/coverage', 0):.3f} (threshold {applied:.3f} from val)"
+    )
+    print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
+    return metrics
+
+
+def _progress(accelerator, total: int, desc: str):
+    if not accelerator.is_local_main_process:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _save_hf(accelerator, model, tokenizer, folder: Path) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+    accelerator.wait_for_everyone()
+
+
+def _checkpoint(accelerator, state: TrainState, out_dir: Path) -> None:
+    """Save this epoch's full state and drop the previous one (optimizer states are large)."""
+    folder = out_dir / CHECKPOINTS / f"epoch_{state.epoch}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        (folder / "train_state.json").write_text(json.dumps(state.state_dict(), indent=1))
+        for old in (out_dir / CHECKPOINTS).glob("epoch_*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def point_latest(model_dir: Path, models_dir: Path) -> Path:
+    """models/latest -> this model folder (a relative symlink; a copy where links fail)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    latest = models_dir / "latest"
+    if latest.is_symlink() or latest.is_file():
+        latest.unlink()
+    elif latest.is_dir():
+        shutil.rmtree(latest)
+    try:
+        latest.symlink_to(os.path.relpath(model_dir.resolve(), models_dir.resolve()))
+    except OSError:
+        shutil.copytree(model_dir, latest)
+    return latest
+
+
+def model_card(
+    cfg, data: PreparedData, labels, val_report, test_report, temperature, state: TrainState
+) -> str:
+    """A short model card: what it was trained on, how well it does per tag and slice, limits."""
+    from mltagger.evaluate import fmt, per_class_table
+
+    at = test_report["coverage"]["at_threshold"] or {}
+    weak = sorted(
+        ((n, s) for n, s in test_report["slices"].items() if s.get(Metric.ACCURACY) is not None),
+        key=lambda x: x[1][Metric.ACCURACY],
+    )[:3]
+    weak_lines = [
+        f"- `{n}` (n={s[Metric.NUM_SAMPLES]}{', noisy' if s['noisy'] else ''}): "
+        f"accuracy {s[Metric.ACCURACY]:.3f}"
+        for n, s in weak
+    ]
+    counts = data.manifest()["counts"]
+    return "\n".join(
+        [
+            f"# mltagger model: {cfg.model.name}",
+            "",
+            f"Fine-tuned from `{cfg.model.name_or_path}` for {state.best_epoch} epochs (best of "
+            f"{state.epoch}) on `{data.sources[0]['path']}` (data sha256 `{data.data_sha256}`).",
+            f"Classes: {', '.join(labels)}. Answers are always one of: {', '.join(data.tags)}.",
+            "",
+            "## Intended use",
+            "",
+            "Tag machine-learning content (title + description) on the platform. Items whose "
+            f"calibrated confidence is below {fmt(at.get(Metric.THRESHOLD))} get "
+            f"`{data.fallback_tag}` with needs_review and go to a person"
+            + (
+                "."
+                if test_report["coverage"]["threshold"] is not None
+                else " (the precision target was not reachable on val: every item goes to review)."
+            ),
+            "",
+            "## Test figures",
+            "",
+            f"{test_report[Metric.NUM_SAMPLES]} test items. Weighted F1 "
+            f"{test_report['overall'][Metric.F1_WEIGHTED]:.3f}; at the review threshold (chosen on "
+            f"val for precision {cfg.eval.precision_target}): auto-tag precision "
+            f"{fmt(at.get(Metric.AUTO_PRECISION))}, coverage {fmt(at.get(Metric.COVERAGE))}."
+            f" Temperature {temperature:.3f}; ECE {test_report['calibration'][Metric.ECE]:.3f}.",
+            "",
+            per_class_table(test_report),
+            "",
+            "Weakest slices:",
+            *weak_lines,
+            "",
+            "## Limits",
+            "",
+            f"- Trained on {sum(counts['train'].values())} items; small tags have few test items "
+            f"({', '.join(f'{t}: {n}' for t, n in counts['test'].items())}), so their figures are "
+            "noisy.",
+            "- English text only; content outside the trained classes is answered with the closest "
+            "class unless its confidence falls below the threshold.",
+            "",
+        ]
+    )
+
+
+def _wandb_run(accelerator):
+    """The wandb Run on the main process when W&B tracking is on, else None."""
+    if not accelerator.is_main_process or not accelerator.log_with:
+        return None
+    return accelerator.get_tracker("wandb", unwrap=True)
+
+
+def _log_to_wandb(
+    run,
+    cfg,
+    data: PreparedData,
+    out_dir: Path,
+    model_dir: Path,
+    val_report,
+    test_report,
+    metrics: dict,
+) -> None:
+    """Summary, per-tag / per-slice / mistakes tables, plots and the dataset -> model artifacts."""
+    if run is None:
+        return
+    import wandb
+
+    run.summary.update(metrics)
+    tables = {}
+    for split, report in (("val", val_report), ("test", test_report)):
+        tables[f"{split}/per_tag"] = wandb.Table(
+            columns=["tag", "precision", "recall", "f1", "support"],
+            data=[
+                [t, v["precision"], v["recall"], v["f1"], v["num_samples"]]
+                for t, v in report["per_class"].items()
+            ],
+        )
+        tables[f"{split}/per_slice"] = wandb.Table(
+            columns=[
+                "slice",
+                "num_samples",
+                "noisy",
+                "accuracy",
+                "f1_weighted",
+                "auto_precision",
+                "coverage",
+            ],
+            data=[
+                [
+                    n,
+                    s[Metric.NUM_SAMPLES],
+                    s["noisy"],
+                    s.get(Metric.ACCURACY),
+                    s.get(Metric.F1_WEIGHTED),
+                    (s.get("at_threshold") or {}).get(Metric.AUTO_PRECISION),
+                    (s.get("at_threshold") or {}).get(Metric.COVERAGE),
+                ]
+                for n, s in report["slices"].items()
+            ],
+        )
+    records = [
+        json.loads(line)
+        for line in (out_dir / "test" / "predictions.jsonl").read_text().splitlines()
+    ]
+    tables["test/mistakes"] = wandb.Table(
+        columns=["id", "text", "gold", "predicted", "confidence", "needs_review"],
+        data=[
+            [r["id"], r["text"], r["gold"], r["predicted"], r["confidence"], r["needs_review"]]
+            for r in records
+            if r["gold"] != r["predicted"]
+        ],
+    )
+    images = {
+        f"{split}/{name}": wandb.Image(str(out_dir / split / f"{name}.png"))
+        for split in ("val", "test")
+        for name in ("confusion_matrix", "precision_coverage", "reliability")
+    }
+    images["training_curves"] = wandb.Image(str(out_dir / "training_curves.png"))
+    run.log({**tables, **images})
+
+    from mltagger.paths import resolve_path
+    from mltagger.run import git_commit
+
+    meta = {"data_sha256": data.data_sha256, "git": git_commit()}
+    dataset = wandb.Artifact(f"data-{cfg.data.name}", type="dataset", metadata=meta)
+    for src in cfg.data.sources:
+        dataset.add_file(str(resolve_path(src.path, cfg.paths.root_dir)))
+    dataset.add_file(str(out_dir / "split.json"))
+    # Online, the dataset is an input of the run (lineage dataset -> run -> model); offline
+    # runs cannot use artifacts, so it is logged as an output and synced as such.
+    if run.settings.mode == "offline":
+        run.log_artifact(dataset)
+    else:
+        run.use_artifact(dataset)
+    if cfg.logger.wandb.log_model:
+        model_art = wandb.Artifact(
+            f"model-{cfg.model.name}", type="model", metadata={**meta, **metrics}
+        )
+        model_art.add_dir(str(model_dir))
+        run.log_artifact(model_art, aliases=["latest"])
+
+
+def main() -> None:
+    """Entry point (make train). User mistakes print one message and exit 2, no traceback."""
+    import hydra
+
+    from mltagger.cli import user_errors
+
+    os.environ.setdefault(ROOT_ENV, str(project_root()))
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
+    def _app(cfg: DictConfig) -> Any:
+        with user_errors():
+            metrics = train(cfg)
+        return metrics.get(cfg.optimized_metric)
+
+    _app()
+
+
+if __name__ == "__main__":
+    main()
