@@ -1,0 +1,54 @@
+"""Pure pieces of the training loop: loss weights, temperature, checkpoints, model paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mltagger.modelio import ModelNotAvailable, resolve_model_path
+from mltagger.train import class_weights, find_checkpoint, fit_temperature, softmax
+
+
+def test_class_weights_balanced_and_sqrt():
+    labels = [0] * 6 + [1] * 2  # n=8, K=2
+    assert class_weights(labels, 2, "none") is None
+    torch.testing.assert_close(class_weights(labels, 2, "balanced"),
+                               torch.tensor([8 / 12, 8 / 4]))
+    torch.testing.assert_close(class_weights(labels, 2, "sqrt"),
+                               torch.tensor([(8 / 12) ** 0.5, 2**0.5]))
+    with pytest.raises(ValueError, match="no training items"):
+        class_weights([0, 0], 2, "balanced")
+    with pytest.raises(ValueError, match="none, balanced or sqrt"):
+        class_weights(labels, 2, "log")
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 4)) * 2
+    labels = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
+    # A model 3x over-confident: its logits are the true ones times 3.
+    assert fit_temperature(true_logits * 3, labels) == pytest.approx(3.0, rel=0.1)
+
+
+def test_find_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no epoch_"):
+        find_checkpoint(str((tmp_path / "checkpoints").mkdir() or tmp_path))
+    for n in (2, 10):
+        (tmp_path / "checkpoints" / f"epoch_{n}").mkdir()
+        (tmp_path / "checkpoints" / f"epoch_{n}" / "train_state.json").write_text("{}")
+    assert find_checkpoint(str(tmp_path)).name == "epoch_10"
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        find_checkpoint(str(tmp_path / "checkpoints" / "nope"))
+
+
+def test_resolve_model_path(tmp_path, tiny_model_dir):
+    assert resolve_model_path(str(tiny_model_dir)) == str(tiny_model_dir)
+    with pytest.raises(ModelNotAvailable, match="no config.json"):
+        resolve_model_path(str(tmp_path))
+    with pytest.raises(ModelNotAvailable, match="is not installed"):
+        resolve_model_path("package:no_such_package_here/model")
+    with pytest.raises(ModelNotAvailable, match="does not exist"):
+        resolve_model_path("./missing/folder")
+    with pytest.raises(ModelNotAvailable, match="HF_HUB_OFFLINE"):
+        resolve_model_path("someone/some-model")  # conftest sets HF_HUB_OFFLINE=1
