@@ -8,14 +8,11 @@ runs them on the configured data and writes one run folder.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-
-from mltagger.paths import ROOT_ENV, conf_dir, project_root
 
 log = logging.getLogger(__name__)
 
@@ -148,43 +145,18 @@ class TfidfLogReg:
 
 def evaluate_model(model, data, eval_cfg, out_dir: Path, title: str) -> dict:
     """Fit on train, choose the review threshold on val, report val and test; return summaries."""
-    from mltagger import slices
-    from mltagger.evaluate import (
-        evaluate_predictions,
-        predictions_records,
-        summary_metrics,
-        write_report,
-    )
+    from mltagger.evaluate import evaluate_val_test, summary_metrics
 
     labels = data.label_names()
     model.fit(data.splits["train"], labels)
-    slice_names = slices.content_slices() + slices.register_tag_slices(labels)
-    common = dict(
-        tags=data.tags,
-        fallback_tag=data.fallback_tag,
-        precision_target=eval_cfg.precision_target,
-        slice_names=slice_names,
-        min_slice_size=eval_cfg.min_slice_size,
-        calibration_bins=eval_cfg.calibration_bins,
-    )
-    val_items, test_items = data.splits["val"], data.splits["test"]
-    val_probs = model.predict_proba(val_items)
-    val_report = evaluate_predictions(val_items, val_probs, labels, **common)
-    threshold = val_report["coverage"]["threshold"]
-    applied = threshold if threshold is not None else float("inf")
-    test_probs = model.predict_proba(test_items)
-    test_report = evaluate_predictions(test_items, test_probs, labels, threshold=applied, **common)
-    write_report(
-        val_report,
-        out_dir / "val",
-        f"{title} — validation",
-        predictions_records(val_items, val_probs, labels, applied, data.fallback_tag),
-    )
-    write_report(
-        test_report,
-        out_dir / "test",
-        f"{title} — test",
-        predictions_records(test_items, test_probs, labels, applied, data.fallback_tag),
+    val_report, test_report, _ = evaluate_val_test(
+        data,
+        labels,
+        model.predict_proba(data.splits["val"]),
+        model.predict_proba(data.splits["test"]),
+        eval_cfg,
+        out_dir,
+        title,
     )
     return {
         "val": val_report,
@@ -244,21 +216,12 @@ def run_baselines(cfg) -> dict[str, dict]:
 
 
 def main() -> None:
-    """Entry point: Hydra parses the command line; user mistakes get a message, no traceback."""
-    import hydra
-    from omegaconf import DictConfig
+    """Entry point (make baselines); returns the last baseline's test weighted F1 to Hydra."""
+    from mltagger.cli import hydra_entry
 
-    from mltagger.cli import user_errors
-
-    os.environ.setdefault(ROOT_ENV, str(project_root()))
-
-    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="baselines")
-    def _app(cfg: DictConfig) -> float:
-        with user_errors():
-            results = run_baselines(cfg)
-        return results[cfg.run[-1]]["summary"]["test/f1_weighted"]
-
-    _app()
+    hydra_entry(
+        "baselines", lambda cfg: run_baselines(cfg)[cfg.run[-1]]["summary"]["test/f1_weighted"]
+    )
 
 
 if __name__ == "__main__":

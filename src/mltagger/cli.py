@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mltagger.data import DataError, load_items
 from mltagger.paths import conf_dir
@@ -26,6 +27,24 @@ def user_errors() -> Iterator[None]:
     except (DataError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+
+
+def hydra_entry(config_name: str, job: Callable[[DictConfig], Any]) -> None:
+    """Run `job` as a Hydra app on conf/<config_name>.yaml, user mistakes without traceback."""
+    import os
+
+    import hydra
+
+    from mltagger.paths import ROOT_ENV, project_root
+
+    os.environ.setdefault(ROOT_ENV, str(project_root()))
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)
+    def _app(cfg: DictConfig) -> Any:
+        with user_errors():
+            return job(cfg)
+
+    _app()
 
 
 def load_data_config(name_or_path: str):

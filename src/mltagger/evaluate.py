@@ -462,3 +462,51 @@ def write_report(
             for rec in predictions:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return out
+
+
+def eval_kwargs(data, eval_cfg, labels: Sequence[str]) -> dict:
+    """evaluate_predictions arguments from a PreparedData and the eval config (conf/eval)."""
+    return {
+        "tags": data.tags,
+        "fallback_tag": data.fallback_tag,
+        "precision_target": eval_cfg.precision_target,
+        "slice_names": slice_registry.content_slices() + slice_registry.register_tag_slices(labels),
+        "min_slice_size": eval_cfg.min_slice_size,
+        "calibration_bins": eval_cfg.calibration_bins,
+    }
+
+
+def evaluate_val_test(
+    data,
+    labels: Sequence[str],
+    val_probs: np.ndarray,
+    test_probs: np.ndarray,
+    eval_cfg,
+    out_dir: str | Path | None = None,
+    title: str = "",
+) -> tuple[dict, dict, float]:
+    """The protocol every model follows: choose the review threshold on val, apply it to test.
+
+    Returns (val_report, test_report, applied threshold; inf when the target is unreachable,
+    i.e. everything goes to review). With out_dir, writes both reports and their predictions.
+    """
+    kw = eval_kwargs(data, eval_cfg, labels)
+    val_items = data.splits["val"][: len(val_probs)]
+    test_items = data.splits["test"][: len(test_probs)]
+    val_report = evaluate_predictions(val_items, val_probs, labels, **kw)
+    threshold = val_report["coverage"]["threshold"]
+    applied = threshold if threshold is not None else float("inf")
+    test_report = evaluate_predictions(test_items, test_probs, labels, threshold=applied, **kw)
+    if out_dir is not None:
+        for split, report, items, probs in (
+            ("val", val_report, val_items, val_probs),
+            ("test", test_report, test_items, test_probs),
+        ):
+            name = "validation" if split == "val" else split
+            write_report(
+                report,
+                Path(out_dir) / split,
+                f"{title} — {name}",
+                predictions_records(items, probs, labels, applied, data.fallback_tag),
+            )
+    return val_report, test_report, applied

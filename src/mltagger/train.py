@@ -17,23 +17,19 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mltagger import slices
 from mltagger.data import PreparedData, prepare_data, to_hf_dataset
 from mltagger.evaluate import (
     Metric,
     evaluate_predictions,
-    predictions_records,
+    evaluate_val_test,
     summary_metrics,
-    write_report,
 )
 from mltagger.modelio import InferenceConfig, resolve_model_path, write_model_metadata
-from mltagger.paths import ROOT_ENV, conf_dir, project_root
 from mltagger.run import write_run_info
 
 log = logging.getLogger(__name__)
@@ -422,7 +418,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             test_loader,
             model_path,
             state,
-            eval_kw,
             out_dir,
             run,
         )
@@ -441,7 +436,6 @@ def _finish(
     test_loader,
     model_path: str,
     state: TrainState,
-    eval_kw: dict,
     out_dir: Path,
     run,
 ) -> dict:
@@ -453,19 +447,18 @@ def _finish(
     limit = cfg.trainer.limit_eval_batches
     val_logits, val_y, _ = predict_logits(best, val_loader, accelerator, limit)
     test_logits, _, _ = predict_logits(best, test_loader, accelerator, limit)
-    val_items = data.splits["val"][: len(val_logits)]
-    test_items = data.splits["test"][: len(test_logits)]
     temperature = fit_temperature(val_logits, val_y) if cfg.temperature_scaling else 1.0
     val_probs, test_probs = softmax(val_logits, temperature), softmax(test_logits, temperature)
 
-    slice_names = slices.content_slices() + slices.register_tag_slices(labels)
-    val_report = evaluate_predictions(
-        val_items, val_probs, labels, slice_names=slice_names, **eval_kw
-    )
-    threshold = val_report["coverage"]["threshold"]
-    applied = threshold if threshold is not None else float("inf")
-    test_report = evaluate_predictions(
-        test_items, test_probs, labels, threshold=applied, slice_names=slice_names, **eval_kw
+    title = f"{cfg.model.name} (epoch {state.best_epoch})"
+    val_report, test_report, applied = evaluate_val_test(
+        data,
+        labels,
+        val_probs,
+        test_probs,
+        cfg.eval,
+        out_dir if accelerator.is_main_process else None,
+        title,
     )
     metrics = {
         **summary_metrics(val_report, "val/"),
@@ -476,19 +469,6 @@ def _finish(
     if not accelerator.is_main_process:
         return metrics
 
-    title = f"{cfg.model.name} (epoch {state.best_epoch})"
-    write_report(
-        val_report,
-        out_dir / "val",
-        f"{title} — validation",
-        predictions_records(val_items, val_probs, labels, applied, data.fallback_tag),
-    )
-    write_report(
-        test_report,
-        out_dir / "test",
-        f"{title} — test",
-        predictions_records(test_items, test_probs, labels, applied, data.fallback_tag),
-    )
     from mltagger import plots
 
     plots.training_curves(state.history, cfg.trainer.monitor, out_dir / "training_curves.png")
@@ -733,20 +713,10 @@ def _log_to_wandb(
 
 
 def main() -> None:
-    """Entry point (make train). User mistakes print one message and exit 2, no traceback."""
-    import hydra
+    """Entry point (make train); returns cfg.optimized_metric to Hydra (and to sweeps)."""
+    from mltagger.cli import hydra_entry
 
-    from mltagger.cli import user_errors
-
-    os.environ.setdefault(ROOT_ENV, str(project_root()))
-
-    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
-    def _app(cfg: DictConfig) -> Any:
-        with user_errors():
-            metrics = train(cfg)
-        return metrics.get(cfg.optimized_metric)
-
-    _app()
+    hydra_entry("train", lambda cfg: train(cfg).get(cfg.optimized_metric))
 
 
 if __name__ == "__main__":

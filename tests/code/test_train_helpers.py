@@ -13,10 +13,10 @@ from mltagger.train import class_weights, find_checkpoint, fit_temperature, soft
 def test_class_weights_balanced_and_sqrt():
     labels = [0] * 6 + [1] * 2  # n=8, K=2
     assert class_weights(labels, 2, "none") is None
-    torch.testing.assert_close(class_weights(labels, 2, "balanced"),
-                               torch.tensor([8 / 12, 8 / 4]))
-    torch.testing.assert_close(class_weights(labels, 2, "sqrt"),
-                               torch.tensor([(8 / 12) ** 0.5, 2**0.5]))
+    torch.testing.assert_close(class_weights(labels, 2, "balanced"), torch.tensor([8 / 12, 8 / 4]))
+    torch.testing.assert_close(
+        class_weights(labels, 2, "sqrt"), torch.tensor([(8 / 12) ** 0.5, 2**0.5])
+    )
     with pytest.raises(ValueError, match="no training items"):
         class_weights([0, 0], 2, "balanced")
     with pytest.raises(ValueError, match="none, balanced or sqrt"):
@@ -44,7 +44,7 @@ def test_find_checkpoint(tmp_path):
 
 def test_resolve_model_path(tmp_path, tiny_model_dir):
     assert resolve_model_path(str(tiny_model_dir)) == str(tiny_model_dir)
-    with pytest.raises(ModelNotAvailable, match="no config.json"):
+    with pytest.raises(ModelNotAvailable, match=r"no config\.json"):
         resolve_model_path(str(tmp_path))
     with pytest.raises(ModelNotAvailable, match="is not installed"):
         resolve_model_path("package:no_such_package_here/model")
