@@ -187,3 +187,15 @@ def test_missing_encoder_fails_fast_with_instructions(tmp_path):
     assert "model.name_or_path=/path/to/folder" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.perf_counter() - start < 60
+
+
+def test_unknown_monitor_metric_is_refused(tmp_path):
+    proc = run_module(
+        "mltagger.train",
+        "trainer.monitor=val/f1",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "trainer.monitor='val/f1' is not a metric" in proc.stderr

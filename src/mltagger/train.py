@@ -188,6 +188,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     out_dir = Path(cfg.paths.output_dir)
     tcfg = cfg.trainer
+    known = {f"val/{k}" for k in Metric.ALL}
+    if tcfg.monitor not in known:
+        raise ValueError(
+            f"trainer.monitor={tcfg.monitor!r} is not a metric; use one of {sorted(known)}"
+        )
     if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
         raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
     wandb_kwargs = wandb_settings(cfg)
@@ -413,10 +418,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             accelerator,
             data,
             labels,
-            tokenizer,
             val_loader,
             test_loader,
-            model_path,
             state,
             out_dir,
             run,
@@ -431,10 +434,8 @@ def _finish(
     accelerator,
     data: PreparedData,
     labels,
-    tokenizer,
     val_loader,
     test_loader,
-    model_path: str,
     state: TrainState,
     out_dir: Path,
     run,
