@@ -189,13 +189,18 @@ def test_missing_encoder_fails_fast_with_instructions(tmp_path):
     assert time.perf_counter() - start < 60
 
 
-def test_unknown_monitor_metric_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.monitor=val/f1", "trainer.monitor='val/f1' is not a metric"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer >= 1"),
+        ("resume=/nonexistent/run", "resume=/nonexistent/run"),
+    ],
+)
+def test_bad_settings_are_refused_before_training(tmp_path, override, message):
     proc = run_module(
-        "mltagger.train",
-        "trainer.monitor=val/f1",
-        "logger=none",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        timeout=120,
+        "mltagger.train", override, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", timeout=120
     )
     assert proc.returncode == 2
-    assert "trainer.monitor='val/f1' is not a metric" in proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -174,6 +174,41 @@ def wandb_settings(cfg: DictConfig) -> dict | None:
     }
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Refuse values that would only fail (with a traceback) minutes into training."""
+    tcfg = cfg.trainer
+    numbers = {
+        "trainer.max_epochs": (tcfg.max_epochs, int, 1),
+        "trainer.gradient_accumulation_steps": (tcfg.gradient_accumulation_steps, int, 1),
+        "trainer.early_stopping_patience": (tcfg.early_stopping_patience, int, 1),
+        "model.batch_size": (cfg.model.batch_size, int, 1),
+        "model.eval_batch_size": (cfg.model.eval_batch_size, int, 1),
+        "model.max_length": (cfg.model.max_length, int, 8),
+        "model.dropout": (cfg.model.dropout, float, 0),
+        "optim.lr": (cfg.optim.lr, float, 0),
+        "optim.weight_decay": (cfg.optim.weight_decay, float, 0),
+        "optim.warmup_ratio": (cfg.optim.warmup_ratio, float, 0),
+        "loss.label_smoothing": (cfg.loss.label_smoothing, float, 0),
+    }
+    for key, (value, kind, low) in numbers.items():
+        ok_type = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is int:
+            ok_type = isinstance(value, int) and not isinstance(value, bool)
+        if not ok_type or value < low:
+            raise ValueError(
+                f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'} >= {low}"
+            )
+    known = {f"val/{k}" for k in Metric.ALL}
+    if tcfg.monitor not in known:
+        raise ValueError(
+            f"trainer.monitor={tcfg.monitor!r} is not a metric; use one of {sorted(known)}"
+        )
+    if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"trainer.mixed_precision={tcfg.mixed_precision!r}: use no, bf16 or fp16")
+    if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fine-tune, evaluate and save; returns flat metrics (val/…, test/…)."""
     from accelerate import Accelerator
@@ -188,13 +223,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     out_dir = Path(cfg.paths.output_dir)
     tcfg = cfg.trainer
-    known = {f"val/{k}" for k in Metric.ALL}
-    if tcfg.monitor not in known:
-        raise ValueError(
-            f"trainer.monitor={tcfg.monitor!r} is not a metric; use one of {sorted(known)}"
-        )
-    if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
+    check_config(cfg)
+    ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
     wandb_kwargs = wandb_settings(cfg)
     accelerator = Accelerator(
         cpu=tcfg.accelerator == "cpu",
@@ -288,8 +318,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         label_smoothing=cfg.loss.label_smoothing,
     )
 
-    if cfg.resume:
-        ckpt = find_checkpoint(cfg.resume)
+    if ckpt is not None:
         accelerator.load_state(str(ckpt))
         log.info("resumed from %s after epoch %d", ckpt, state.epoch)
         old_best = ckpt.parent.parent / BEST
