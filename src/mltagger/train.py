@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from mltagger.data import PreparedData, prepare_data, to_hf_dataset
 from mltagger.evaluate import (
     Metric,
+    eval_kwargs,
     evaluate_predictions,
     evaluate_val_test,
     summary_metrics,
@@ -336,15 +337,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run.define_metric(tcfg.monitor, summary="max")
         run.define_metric("train/loss", summary="min")
 
-    eval_kw = {
-        "tags": data.tags,
-        "fallback_tag": data.fallback_tag,
-        "precision_target": cfg.eval.precision_target,
-        "min_slice_size": cfg.eval.min_slice_size,
-        "calibration_bins": cfg.eval.calibration_bins,
-    }
+    # Per-epoch validation: headline figures only; slices are reported once, at the end.
+    epoch_eval_kw = {**eval_kwargs(data, cfg.eval, labels), "slice_names": []}
     val_items = data.splits["val"]
-    metrics: dict[str, float] = {}
     try:
         log.info(
             "training %s on %d items (%d classes), %d updates/epoch, %d processes on %s",
@@ -397,9 +392,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
             logits, _, _ = predict_logits(model, val_loader, accelerator, tcfg.limit_eval_batches)
             items = val_items[: len(logits)]
-            val_report = evaluate_predictions(
-                items, softmax(logits), labels, slice_names=[], **eval_kw
-            )
+            val_report = evaluate_predictions(items, softmax(logits), labels, **epoch_eval_kw)
             epoch_metrics = {
                 **summary_metrics(val_report, "val/"),
                 "train/epoch_loss": loss_sum / max(loss_n, 1),
