@@ -90,14 +90,31 @@ def _prf(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dic
     return out
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval for a proportion; None when n == 0.
+
+    Small tags have 5-10 test items, where a precision of 1.0 means little: the interval says how
+    little, so comparisons between models are not read off noise.
+    """
+    if n == 0:
+        return None
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def _per_class(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict:
     p, r, f, s = precision_recall_fscore_support(
         gold, pred, labels=list(labels), average=None, zero_division=0
     )
     n_pred = {t: sum(1 for x in pred if x == t) for t in labels}
+    n_right = {t: sum(1 for g, x in zip(gold, pred, strict=True) if x == t == g) for t in labels}
     return {
         t: {
             "precision": float(p[i]),
+            "precision_ci95": wilson_interval(n_right[t], n_pred[t]),
             "recall": float(r[i]),
             "f1": float(f[i]),
             "num_samples": int(s[i]),
@@ -364,15 +381,35 @@ def per_class_table(report: dict) -> str:
     """Markdown table tag × precision/recall/F1/support (the table `make baselines` prints)."""
     at = (report["coverage"]["at_threshold"] or {}).get("per_class_precision", {})
     lines = [
-        "| tag | precision | recall | f1 | support | auto-tag precision |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| tag | precision | 95% CI | recall | f1 | support | auto-tag precision |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for tag, v in report["per_class"].items():
+        ci = v.get("precision_ci95")
+        ci_txt = f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "—"
         lines.append(
-            f"| {tag} | {fmt(v['precision'])} | {fmt(v['recall'])} | "
+            f"| {tag} | {fmt(v['precision'])} | {ci_txt} | {fmt(v['recall'])} | "
             f"{fmt(v['f1'])} | {v['num_samples']} | {fmt(at.get(tag))} |"
         )
     return "\n".join(lines)
+
+
+def _operating_points_md(rows: list[dict] | None) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "Other precision targets, threshold chosen on validation data each time:",
+        "",
+        "| target | threshold | val precision | val coverage | test precision | test coverage |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {fmt(r['precision_target'], True)} | {fmt(r['threshold'])} | "
+            f"{fmt(r.get('val_precision'), True)} | {fmt(r.get('val_coverage'), True)} | "
+            f"{fmt(r.get('test_precision'), True)} | {fmt(r.get('test_coverage'), True)} |"
+        )
+    return [*lines, ""]
 
 
 def render_markdown(report: dict, title: str) -> str:
@@ -399,6 +436,7 @@ def render_markdown(report: dict, title: str) -> str:
         if cov["target_reachable"]
         else "**No threshold reaches the target on this data: every item would go to review.**",
         "",
+        *_operating_points_md(cov.get("operating_points")),
         "## Per tag",
         "",
         per_class_table(report),
@@ -464,6 +502,45 @@ def write_report(
     return out
 
 
+def operating_points(
+    val_items: Sequence[dict],
+    val_probs: np.ndarray,
+    test_items: Sequence[dict],
+    test_probs: np.ndarray,
+    label_names: Sequence[str],
+    targets: Sequence[float],
+) -> list[dict]:
+    """For each precision target: the threshold val needs, and what it gives on val and test.
+
+    The product runs at one target, but a reader weighing "more precision, less coverage" wants
+    the whole trade-off with thresholds chosen the honest way (on val), not read off the test curve.
+    """
+
+    def conf_correct(items, probs):
+        probs = np.asarray(probs, dtype=float)
+        gold = [it["tag"] for it in items]
+        pred = probs.argmax(axis=1)
+        correct = np.array([label_names[k] == g for k, g in zip(pred, gold, strict=True)], float)
+        return probs.max(axis=1), correct
+
+    def at(conf, correct, t):
+        auto = conf >= t
+        k = int(auto.sum())
+        return (float(correct[auto].mean()) if k else None), (k / len(conf) if len(conf) else 0.0)
+
+    vc, vk = conf_correct(val_items, val_probs)
+    tc, tk = conf_correct(test_items, test_probs)
+    rows = []
+    for target in targets:
+        t = choose_threshold(vc, vk, float(target))
+        row = {"precision_target": float(target), "threshold": t}
+        if t is not None:
+            row["val_precision"], row["val_coverage"] = at(vc, vk, t)
+            row["test_precision"], row["test_coverage"] = at(tc, tk, t)
+        rows.append(row)
+    return rows
+
+
 def eval_kwargs(data, eval_cfg, labels: Sequence[str]) -> dict:
     """evaluate_predictions arguments from a PreparedData and the eval config (conf/eval)."""
     return {
@@ -497,6 +574,9 @@ def evaluate_val_test(
     threshold = val_report["coverage"]["threshold"]
     applied = threshold if threshold is not None else float("inf")
     test_report = evaluate_predictions(test_items, test_probs, labels, threshold=applied, **kw)
+    test_report["coverage"]["operating_points"] = operating_points(
+        val_items, val_probs, test_items, test_probs, labels, eval_cfg.get("operating_points", [])
+    )
     if out_dir is not None:
         for split, report, items, probs in (
             ("val", val_report, val_items, val_probs),

@@ -48,6 +48,7 @@ def test_overall_and_per_class_by_hand():
     assert o[Metric.PRECISION_WEIGHTED] == pytest.approx((2 * 0.5 + 2 * 0.5 + 1) / 5)
     assert o[Metric.F1_WEIGHTED] == pytest.approx(0.6)
     pc = r["per_class"]
+    assert pc["a"].pop("precision_ci95") == pytest.approx((0.0945, 0.9055), abs=1e-3)
     assert pc["a"] == {
         "precision": 0.5,
         "recall": 0.5,
@@ -137,4 +138,29 @@ def test_write_report_files(tmp_path):
     ):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "metrics.json").read_text())["overall"][Metric.ACCURACY] == 0.6
-    assert "| a | 0.500 | 0.500 | 0.500 | 2 |" in (out / "report.md").read_text()
+    assert "| a | 0.500 | 0.09–0.91 | 0.500 | 0.500 | 2 |" in (out / "report.md").read_text()
+
+
+def test_wilson_interval_known_values():
+    from mltagger.evaluate import wilson_interval
+
+    assert wilson_interval(0, 0) is None
+    lo, hi = wilson_interval(5, 5)
+    # 5/5 right is far from proof of perfection: the interval reaches down to ~0.57.
+    assert lo == pytest.approx(0.5655, abs=1e-3) and hi == pytest.approx(1.0)
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert report(precision_target=0.85)["per_class"]["a"]["precision_ci95"][0] < 0.5
+
+
+def test_operating_points_choose_on_val_and_apply_to_test():
+    from mltagger.evaluate import operating_points
+
+    # Val = ITEMS: target 1.0 needs threshold 0.7 (items at .9 and .7 are right, .6 has a miss).
+    rows = operating_points(ITEMS, PROBS, ITEMS[:2], PROBS[:2], LABELS, [0.5, 1.0])
+    assert rows[1]["threshold"] == pytest.approx(0.7)
+    assert rows[1]["val_precision"] == 1.0 and rows[1]["val_coverage"] == pytest.approx(2 / 5)
+    # Test = first two items: only the .9 one is auto-tagged at 0.7, and it is right.
+    assert rows[1]["test_precision"] == 1.0 and rows[1]["test_coverage"] == pytest.approx(0.5)
+    assert rows[0]["threshold"] == pytest.approx(0.5)
+    assert rows[0]["test_coverage"] == 1.0 and rows[0]["test_precision"] == 0.5
