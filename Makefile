@@ -27,7 +27,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train predict baselines validate test test-all lint format clean
+.PHONY: help install train predict label-issues baselines validate test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -47,6 +47,9 @@ install: $(STAMP) ## create .venv with the package, its dev tools and torch (GPU
 
 train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/<id>/model and models/latest
 	$(PY) -m mltagger.train $(ARGS)
+
+label-issues: $(STAMP) ## find likely wrong labels in weak data (data=with_other) -> data/corrections/
+	$(PY) -m mltagger.label_issues data=with_other task_name=label_issues logger=none $(ARGS)
 
 baselines: $(STAMP) ## fit and evaluate the rule and TF-IDF baselines; prints per-tag tables
 	$(PY) -m mltagger.baselines $(ARGS)

@@ -88,6 +88,32 @@ _TOPICS = {
 }
 
 
+# Out-of-scope ML content (the `other` source): tabular ML, statistics, Python tooling, courses.
+_OTHER = [
+    ("Gradient boosting with XGBoost", "Boosted decision trees for tabular data."),
+    ("Statistics for data science", "Hypothesis tests and confidence intervals explained."),
+    ("Pandas tips", "Faster dataframe manipulation in Python."),
+    ("Linear regression from scratch", "Least squares and regularisation with numpy."),
+    ("Machine learning podcast", "Weekly conversations about the machine learning field."),
+    ("Intro to machine learning course", "Lectures on classical supervised learning."),
+    ("Recommender systems", "Collaborative filtering with matrix factorisation."),
+]
+
+
+def make_other_items(start_id: int = 1001) -> list[dict]:
+    """Valid raw rows of out-of-scope items (tag `other`), ids from start_id."""
+    return [
+        {
+            "id": start_id + k,
+            "created_on": "2020-03-01 12:00:00",
+            "title": title,
+            "description": description,
+            "tag": "other",
+        }
+        for k, (title, description) in enumerate(_OTHER)
+    ]
+
+
 def make_items(per_tag: int = 7) -> list[dict]:
     """Valid raw rows (as in projects.json), ids 1..N, per_tag per topic."""
     rows = []
@@ -158,7 +184,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     words = sorted(
         {
             w
-            for it in make_items()
+            for it in make_items() + make_other_items()
             for w in re.findall(r"\w+|[^\w\s]", (it["title"] + " " + it["description"]).lower())
         }
     )

@@ -167,25 +167,9 @@ def evaluate_model(model, data, eval_cfg, out_dir: Path, title: str) -> dict:
 
 def comparison_table(results: Mapping[str, dict]) -> str:
     """Markdown: one row per baseline with its test headline figures."""
-    from mltagger.evaluate import Metric
+    from mltagger.evaluate import comparison_table as table
 
-    def f(x: float | None) -> str:
-        return "—" if x is None else f"{x:.3f}"
-
-    lines = [
-        "| model | accuracy | weighted F1 | macro F1 | threshold (val) | auto-tag precision "
-        "| coverage |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, res in results.items():
-        o = res["test"]["overall"]
-        at = res["test"]["coverage"]["at_threshold"] or {}
-        lines.append(
-            f"| {name} | {f(o.get(Metric.ACCURACY))} | {f(o.get(Metric.F1_WEIGHTED))} | "
-            f"{f(o.get(Metric.F1_MACRO))} | {f(at.get(Metric.THRESHOLD))} | "
-            f"{f(at.get(Metric.AUTO_PRECISION))} | {f(at.get(Metric.COVERAGE))} |"
-        )
-    return "\n".join(lines)
+    return table({name: res["test"] for name, res in results.items()})
 
 
 def run_baselines(cfg) -> dict[str, dict]:

@@ -107,6 +107,65 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """A composed Hydra config outside a Hydra app; bad overrides become a clear error."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from mltagger.paths import ROOT_ENV, project_root
+
+    os.environ.setdefault(ROOT_ENV, str(project_root()))
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
+    except HydraException as err:
+        raise ValueError(f"bad config override: {err}") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a model folder on a data config's val and test splits (full report)."""
+    import time
+
+    from mltagger.data import prepare_data
+    from mltagger.evaluate import evaluate_val_test, render_markdown
+    from mltagger.modelio import read_model_metadata
+    from mltagger.predict import Predictor
+
+    labels, inference = read_model_metadata(args.model)
+    cfg = compose_config("train", args.overrides)
+    data = prepare_data(cfg.data, cfg.paths.root_dir)
+    unknown = sorted(
+        {it["tag"] for s in data.splits.values() for it in s} - set(inference.approved_tags)
+    )
+    if unknown:
+        raise DataError(f"the data has tags the model does not know as approved: {unknown}")
+    out_dir = Path(
+        args.output or Path(cfg.paths.log_dir) / "evaluate" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    )
+    predictor = Predictor(args.model, batch_size=args.batch_size)
+    probs = {
+        s: predictor.predict_proba([it["text"] for it in data.splits[s]]) for s in ("val", "test")
+    }
+    threshold = None if args.threshold == "val" else inference.threshold
+    _, test_report, applied = evaluate_val_test(
+        data,
+        labels,
+        probs["val"],
+        probs["test"],
+        cfg.eval,
+        out_dir,
+        title=f"{Path(args.model).resolve().name} on {cfg.data.name}",
+        threshold=threshold,
+    )
+    print(render_markdown(test_report, f"{args.model} on {cfg.data.name} — test"))
+    origin = "chosen on val" if threshold is None else "from the model folder"
+    print(f"threshold {applied:.3f} ({origin})")
+    print(f"report folder: {out_dir}")
+    return 0
+
+
 def cmd_baselines(args: argparse.Namespace) -> int:
     from mltagger import baselines
 
@@ -161,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--rejects", help="where invalid rows go with --skip-invalid (default rejects.jsonl)"
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model folder on a data config (per tag, per slice, out-of-scope)",
+        description="Writes val/ and test/ reports (metrics.json, report.md, plots) to --output.",
+    )
+    p.add_argument("--model", default="models/latest", help="model folder (default models/latest)")
+    p.add_argument(
+        "--threshold",
+        choices=["model", "val"],
+        default="model",
+        help="apply the model folder's review threshold (default), or choose one on val",
+    )
+    p.add_argument("--output", help="report folder (default runs/evaluate/<time>)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data=with_other")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "baselines",

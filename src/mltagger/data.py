@@ -515,7 +515,8 @@ def stratified_group_split(
     Units are the near-duplicate groups plus single items; a unit's tag is its most common tag.
     Within each tag, units are shuffled with `seed` and each goes to the split furthest below its
     target share, so small tags (28 time-series items) still get val and test examples and the
-    result depends only on (items, sizes, seed, groups).
+    result depends only on (items, sizes, seed, groups); each tag's assignment depends only on
+    its own units.
     """
     if not 0 <= val_size < 1 or not 0 <= test_size < 1 or val_size + test_size >= 1:
         raise DataError(
@@ -541,11 +542,12 @@ def stratified_group_split(
         units_by_tag[tag].append(unit)
 
     fractions = {"test": test_size, "val": val_size, "train": 1 - val_size - test_size}
-    rng = random.Random(seed)
     assignment: dict[str, list[int]] = {s: [] for s in SPLITS}
     for tag in sorted(units_by_tag):
         tag_units = sorted(units_by_tag[tag], key=lambda u: u[0])
-        rng.shuffle(tag_units)
+        # One generator per tag: adding a source with a new tag (e.g. `other`) leaves the
+        # split of every existing tag unchanged, so six- and seven-class runs share a test set.
+        random.Random(f"{seed}:{tag}").shuffle(tag_units)
         total = sum(len(u) for u in tag_units)
         target = {s: fractions[s] * total for s in fractions}
         placed = dict.fromkeys(fractions, 0)
@@ -583,6 +585,10 @@ class PreparedData:
     folded_tags: dict[str, int]
     rejected: list[ValidationReport]
     split_config: dict
+    # What the label-issue layer changed in the train split (empty: shipped labels as they are).
+    label_noise: dict = field(default_factory=dict)
+    # Labels a person corrected (data.reviewed_labels), applied to every split.
+    reviewed_labels: dict = field(default_factory=dict)
 
     def label_names(self) -> list[str]:
         """Tags that appear in training data, in the approved list's order: the model's classes."""
@@ -604,6 +610,8 @@ class PreparedData:
             "near_duplicate_groups": self.near_duplicate_groups,
             "folded_tags": self.folded_tags,
             "rejected_rows": sum(len(r.rejected) for r in self.rejected),
+            "label_noise": self.label_noise,
+            "reviewed_labels": self.reviewed_labels,
         }
 
     def save_manifest(self, path: str | Path) -> Path:
@@ -621,13 +629,61 @@ def combined_sha256(sources: Sequence[dict]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
+def apply_reviewed_labels(
+    splits: dict[str, list[dict]], path: Path, tags: Sequence[str]
+) -> tuple[dict[str, list[dict]], dict]:
+    """Labels corrected by a person, applied after splitting (the split does not move).
+
+    Each correction names the shipped tag it expects, so a correction written for other data
+    fails loudly instead of silently relabelling the wrong row.
+    """
+    if not path.exists():
+        raise DataError(f"reviewed-labels file {path} not found")
+    try:
+        corrections = json.loads(path.read_text())["corrections"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise DataError(f"{path}: not a reviewed-labels file ({err})") from None
+    by_id = {c["id"]: c for c in corrections}
+    seen: set = set()
+    out = {}
+    for name, items in splits.items():
+        fixed = []
+        for it in items:
+            c = by_id.get(it["id"])
+            if c is None:
+                fixed.append(it)
+                continue
+            if c["tag"] != it["tag"] or c["corrected"] not in tags:
+                raise DataError(
+                    f"{path}: correction for id {it['id']} expects tag {c['tag']!r} -> "
+                    f"{c['corrected']!r}, but the row is {it['tag']!r} (approved: {list(tags)})"
+                )
+            seen.add(it["id"])
+            fixed.append({**it, "tag": c["corrected"], "tag_shipped": it["tag"]})
+        out[name] = fixed
+    missing = sorted(set(by_id) - seen)
+    if missing:
+        raise DataError(f"{path}: corrections for ids not in the data: {missing[:10]}")
+    return out, {
+        "file": str(path.name),
+        "sha256": sha256_file(path),
+        "corrected": len(seen),
+        "by_split": {n: sum(1 for it in v if "tag_shipped" in it) for n, v in out.items()},
+    }
+
+
 def prepare_data(
-    data_cfg: Any, root_dir: str | Path | None = None, rejects_dir: str | Path | None = None
+    data_cfg: Any,
+    root_dir: str | Path | None = None,
+    rejects_dir: str | Path | None = None,
+    *,
+    apply_label_noise: bool = True,
 ) -> PreparedData:
     """Load every source of a data config (conf/data/*.yaml) and return de-duplicated splits.
 
     Stops with DataError (checksum changed, invalid rows) unless data_cfg.skip_invalid is set, in
-    which case invalid rows are written to <rejects_dir>/rejects_<source>.jsonl.
+    which case invalid rows are written to <rejects_dir>/rejects_<source>.jsonl. When the config
+    has a label-issue layer (data_cfg.label_noise), its action is applied to the train split.
     """
     tags = list(data_cfg.tags)
     fallback = data_cfg.fallback_tag
@@ -670,17 +726,48 @@ def prepare_data(
     splits = stratified_group_split(
         items, val_size=sp.val_size, test_size=sp.test_size, seed=sp.seed, groups=groups
     )
+    split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
+    data_sha = combined_sha256(sources)
+    reviewed: dict = {}
+    if data_cfg.get("reviewed_labels"):
+        splits, reviewed = apply_reviewed_labels(
+            splits, resolve_path(data_cfg.reviewed_labels, root_dir), tags
+        )
+    noise_cfg = data_cfg.get("label_noise")
+    label_noise: dict = {}
+    if apply_label_noise and noise_cfg and noise_cfg.get("action", "keep") != "keep":
+        from mltagger.label_issues import apply_layer
+
+        layer_path = resolve_path(noise_cfg.layer, root_dir)
+        if not layer_path.exists():
+            raise DataError(
+                f"label-issue layer {layer_path} not found: build it with `make label-issues` "
+                "(or set data.label_noise.action=keep to train on the shipped labels)"
+            )
+        splits, label_noise = apply_layer(
+            splits,
+            json.loads(layer_path.read_text()),
+            action=noise_cfg.action,
+            sources=list(noise_cfg.sources),
+            weight=float(noise_cfg.get("weight", 1.0)),
+            data_sha256=data_sha,
+            split_config=split_config,
+        )
+        label_noise["layer"] = str(noise_cfg.layer)
+        label_noise["layer_sha256"] = sha256_file(layer_path)
     return PreparedData(
         splits=splits,
         tags=tags,
         fallback_tag=fallback,
         sources=sources,
-        data_sha256=combined_sha256(sources),
+        data_sha256=data_sha,
         removed_duplicates=removed,
         near_duplicate_groups=groups,
         folded_tags=folded,
         rejected=reports,
-        split_config={"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed},
+        split_config=split_config,
+        label_noise=label_noise,
+        reviewed_labels=reviewed,
     )
 
 
@@ -698,6 +785,8 @@ def to_hf_dataset(items: Sequence[dict], label_names: Sequence[str]):
                 "description": it["description"],
                 "tag": it["tag"],
                 "label": index[it["tag"]],
+                # Down-weighted suspect labels (label_issues); 1.0 for every other row.
+                "weight": float(it.get("weight", 1.0)),
             }
             for it in items
         ]

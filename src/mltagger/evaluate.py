@@ -40,6 +40,12 @@ class Metric:
     COVERAGE = "coverage"  # share of items auto-tagged at the threshold
     ECE = "ece"
     NUM_SAMPLES = "num_samples"
+    # With out-of-scope items in the data (gold `other`): figures on topic items only, and the
+    # harmful case, out-of-scope items auto-tagged with a topic.
+    TOPIC_F1_WEIGHTED = "topic_f1_weighted"
+    TOPIC_AUTO_PRECISION = "topic_auto_precision"
+    TOPIC_COVERAGE = "topic_coverage"
+    OOS_AUTO_TOPIC = "oos_auto_topic_rate"
 
     ALL = (
         ACCURACY,
@@ -54,7 +60,20 @@ class Metric:
         COVERAGE,
         ECE,
         NUM_SAMPLES,
+        TOPIC_F1_WEIGHTED,
+        TOPIC_AUTO_PRECISION,
+        TOPIC_COVERAGE,
+        OOS_AUTO_TOPIC,
     )
+
+
+REASON_CLASSIFIER = "classifier"  # the model's top class, confident enough to apply
+REASON_LOW_CONFIDENCE = "low_confidence"  # below the threshold: fallback tag + human review
+
+
+def reasons(review: np.ndarray) -> list[str]:
+    """Why each item got its tag: from the classifier, or the fallback for low confidence."""
+    return [REASON_LOW_CONFIDENCE if r else REASON_CLASSIFIER for r in review]
 
 
 def apply_threshold(
@@ -227,6 +246,50 @@ def _block(
     return out
 
 
+def scope_report(
+    gold: Sequence[str],
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    threshold: float,
+    fallback_tag: str,
+) -> dict | None:
+    """Topic items and out-of-scope items (gold == fallback tag) judged separately.
+
+    Out-of-scope items end in one of three ways: the classifier answers the fallback tag
+    (`as_other`), they go to review (`to_review`), or they are auto-tagged with a topic
+    (`auto_topic`, the harmful case). None when the data has no out-of-scope items.
+    """
+    gold_arr = np.array(gold, dtype=object)
+    oos = gold_arr == fallback_tag
+    if not oos.any():
+        return None
+    probs = np.asarray(probs, dtype=float)
+    tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag)
+    top = np.array([label_names[k] for k in probs.argmax(axis=1)], dtype=object)
+    applied = np.array(tags, dtype=object)
+    auto = ~review
+    n_oos = int(oos.sum())
+    out_of_scope = {
+        Metric.NUM_SAMPLES: n_oos,
+        "as_other": float(np.mean(auto[oos] & (top[oos] == fallback_tag))),
+        "to_review": float(np.mean(review[oos])),
+        "auto_topic": float(np.mean(auto[oos] & (top[oos] != fallback_tag))),
+        # Before the threshold: how often the top class itself is a topic.
+        "top_is_topic": float(np.mean(top[oos] != fallback_tag)),
+    }
+    topic = ~oos
+    topic_tags = [t for t in dict.fromkeys([*label_names, *gold]) if t != fallback_tag]
+    t_gold = list(gold_arr[topic])
+    topics = _prf(t_gold, list(top[topic]), topic_tags)
+    k = int((auto & topic).sum())
+    topics[Metric.AUTO_PRECISION] = (
+        float(np.mean(applied[auto & topic] == gold_arr[auto & topic])) if k else None
+    )
+    topics[Metric.COVERAGE] = float(k / topic.sum()) if topic.any() else 0.0
+    topics["answered_other"] = float(np.mean(top[topic] == fallback_tag)) if topic.any() else 0.0
+    return {"topics": topics, "out_of_scope": out_of_scope}
+
+
 def evaluate_predictions(
     items: Sequence[dict],
     probs: np.ndarray,
@@ -276,11 +339,15 @@ def evaluate_predictions(
     per_class = overall.pop("per_class")
     at_threshold = overall.pop("at_threshold", None)
 
+    scope = scope_report(gold, probs, label_names, threshold, fallback_tag) if gold else None
+
     names = list(slice_names) if slice_names is not None else list(slice_registry.REGISTRY)
     slices: dict[str, dict] = {}
     for name in names:
         mask = np.array(slice_registry.REGISTRY[name].mask(items), dtype=bool)
         n = int(mask.sum())
+        if n == 0 and name in slice_registry.GOLD_SLICES:
+            continue  # e.g. out_of_scope on data without out-of-scope items
         sub_gold = [g for g, m in zip(gold, mask, strict=True) if m]
         block = _block(sub_gold, probs[mask], label_names, all_tags, threshold, fallback_tag)
         block["description"] = slice_registry.REGISTRY[name].description
@@ -324,6 +391,7 @@ def evaluate_predictions(
             "curve": coverage_curve(conf, correct, grid),
         },
         "calibration": calibration(conf, correct, calibration_bins),
+        "scope": scope,
     }
 
 
@@ -336,6 +404,17 @@ def summary_metrics(report: dict, prefix: str = "") -> dict[str, float]:
             out[key] = at[key]
     if report["calibration"][Metric.ECE] is not None:
         out[Metric.ECE] = report["calibration"][Metric.ECE]
+    scope = report.get("scope")
+    if scope:
+        t = scope["topics"]
+        for key, src in (
+            (Metric.TOPIC_F1_WEIGHTED, Metric.F1_WEIGHTED),
+            (Metric.TOPIC_AUTO_PRECISION, Metric.AUTO_PRECISION),
+            (Metric.TOPIC_COVERAGE, Metric.COVERAGE),
+        ):
+            if t.get(src) is not None:
+                out[key] = t[src]
+        out[Metric.OOS_AUTO_TOPIC] = scope["out_of_scope"]["auto_topic"]
     unknown = set(out) - set(Metric.ALL)
     if unknown:  # a new figure must be named in Metric first
         raise KeyError(f"metric keys not declared in Metric: {sorted(unknown)}")
@@ -360,6 +439,7 @@ def predictions_records(
             "tag": tag,
             "confidence": float(c),
             "needs_review": bool(r),
+            "reason": REASON_LOW_CONFIDENCE if r else REASON_CLASSIFIER,
             "scores": {t: round(float(x), 6) for t, x in zip(label_names, p, strict=True)},
         }
         for it, p, tag, c, r in zip(items, probs, tags, conf, review, strict=True)
@@ -397,19 +477,86 @@ def per_class_table(report: dict) -> str:
 def _operating_points_md(rows: list[dict] | None) -> list[str]:
     if not rows:
         return []
-    lines = [
-        "Other precision targets, threshold chosen on validation data each time:",
-        "",
-        "| target | threshold | val precision | val coverage | test precision | test coverage |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
+    scoped = any("test_oos_auto_topic" in r for r in rows)
+    head = "| target | threshold | val precision | val coverage | test precision | test coverage |"
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if scoped:
+        head += " topic precision | topic coverage | out-of-scope auto-tagged with a topic |"
+        rule += "---:|---:|---:|"
+    intro = "Other precision targets, threshold chosen on validation data each time:"
+    lines = [intro, "", head, rule]
     for r in rows:
-        lines.append(
+        line = (
             f"| {fmt(r['precision_target'], True)} | {fmt(r['threshold'])} | "
             f"{fmt(r.get('val_precision'), True)} | {fmt(r.get('val_coverage'), True)} | "
             f"{fmt(r.get('test_precision'), True)} | {fmt(r.get('test_coverage'), True)} |"
         )
+        if scoped:
+            line += (
+                f" {fmt(r.get('test_topic_precision'), True)} |"
+                f" {fmt(r.get('test_topic_coverage'), True)} |"
+                f" {fmt(r.get('test_oos_auto_topic'), True)} |"
+            )
+        lines.append(line)
     return [*lines, ""]
+
+
+def _scope_md(scope: dict | None) -> list[str]:
+    if not scope:
+        return []
+    t, o = scope["topics"], scope["out_of_scope"]
+    return [
+        "## Topic items and out-of-scope items",
+        "",
+        "| items | n | weighted F1 | auto-tag precision | coverage | answered `other` "
+        "| to review | auto-tagged with a topic |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| topic | {t[Metric.NUM_SAMPLES]} | {fmt(t.get(Metric.F1_WEIGHTED))} | "
+        f"{fmt(t.get(Metric.AUTO_PRECISION), True)} | {fmt(t.get(Metric.COVERAGE), True)} | "
+        f"{fmt(t.get('answered_other'), True)} | — | — |",
+        f"| out-of-scope | {o[Metric.NUM_SAMPLES]} | — | — | — | "
+        f"{fmt(o['as_other'], True)} | {fmt(o['to_review'], True)} | "
+        f"**{fmt(o['auto_topic'], True)}** |",
+        "",
+    ]
+
+
+def comparison_table(reports: dict[str, dict]) -> str:
+    """Markdown, one row per model: its headline figures on one split, same threshold protocol.
+
+    With out-of-scope items in the data, topic-only figures and the harmful out-of-scope rate
+    are added, so the trade-off between them is read in one table.
+    """
+    scoped = any(r.get("scope") for r in reports.values())
+    head = (
+        "| model | accuracy | weighted F1 | macro F1 | threshold (val) | auto-tag precision "
+        "| coverage |"
+    )
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if scoped:
+        head += (
+            " topic weighted F1 | topic auto-tag precision | topic coverage "
+            "| out-of-scope auto-tagged with a topic |"
+        )
+        rule += "---:|---:|---:|---:|"
+    lines = [head, rule]
+    for name, rep in reports.items():
+        o = rep["overall"]
+        at = rep["coverage"]["at_threshold"] or {}
+        line = (
+            f"| {name} | {fmt(o.get(Metric.ACCURACY))} | {fmt(o.get(Metric.F1_WEIGHTED))} | "
+            f"{fmt(o.get(Metric.F1_MACRO))} | {fmt(at.get(Metric.THRESHOLD))} | "
+            f"{fmt(at.get(Metric.AUTO_PRECISION))} | {fmt(at.get(Metric.COVERAGE))} |"
+        )
+        if scoped:
+            sc = rep.get("scope") or {}
+            t, oos = sc.get("topics", {}), sc.get("out_of_scope", {})
+            line += (
+                f" {fmt(t.get(Metric.F1_WEIGHTED))} | {fmt(t.get(Metric.AUTO_PRECISION))} | "
+                f"{fmt(t.get(Metric.COVERAGE))} | {fmt(oos.get('auto_topic'))} |"
+            )
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def render_markdown(report: dict, title: str) -> str:
@@ -436,6 +583,7 @@ def render_markdown(report: dict, title: str) -> str:
         if cov["target_reachable"]
         else "**No threshold reaches the target on this data: every item would go to review.**",
         "",
+        *_scope_md(report.get("scope")),
         *_operating_points_md(cov.get("operating_points")),
         "## Per tag",
         "",
@@ -509,11 +657,14 @@ def operating_points(
     test_probs: np.ndarray,
     label_names: Sequence[str],
     targets: Sequence[float],
+    fallback_tag: str = "other",
 ) -> list[dict]:
     """For each precision target: the threshold val needs, and what it gives on val and test.
 
     The product runs at one target, but a reader weighing "more precision, less coverage" wants
     the whole trade-off with thresholds chosen the honest way (on val), not read off the test curve.
+    With out-of-scope items in test, each row also has the topic-only figures and the share of
+    out-of-scope items auto-tagged with a topic.
     """
 
     def conf_correct(items, probs):
@@ -530,6 +681,7 @@ def operating_points(
 
     vc, vk = conf_correct(val_items, val_probs)
     tc, tk = conf_correct(test_items, test_probs)
+    test_gold = [it["tag"] for it in test_items]
     rows = []
     for target in targets:
         t = choose_threshold(vc, vk, float(target))
@@ -537,6 +689,11 @@ def operating_points(
         if t is not None:
             row["val_precision"], row["val_coverage"] = at(vc, vk, t)
             row["test_precision"], row["test_coverage"] = at(tc, tk, t)
+            scope = scope_report(test_gold, test_probs, label_names, t, fallback_tag)
+            if scope:
+                row["test_topic_precision"] = scope["topics"][Metric.AUTO_PRECISION]
+                row["test_topic_coverage"] = scope["topics"][Metric.COVERAGE]
+                row["test_oos_auto_topic"] = scope["out_of_scope"]["auto_topic"]
         rows.append(row)
     return rows
 
@@ -547,7 +704,11 @@ def eval_kwargs(data, eval_cfg, labels: Sequence[str]) -> dict:
         "tags": data.tags,
         "fallback_tag": data.fallback_tag,
         "precision_target": eval_cfg.precision_target,
-        "slice_names": slice_registry.content_slices() + slice_registry.register_tag_slices(labels),
+        "slice_names": [
+            *slice_registry.content_slices(),
+            *sorted(slice_registry.GOLD_SLICES),  # skipped when empty
+            *slice_registry.register_tag_slices(labels),
+        ],
         "min_slice_size": eval_cfg.min_slice_size,
         "calibration_bins": eval_cfg.calibration_bins,
     }
@@ -561,8 +722,11 @@ def evaluate_val_test(
     eval_cfg,
     out_dir: str | Path | None = None,
     title: str = "",
+    threshold: float | None = None,
 ) -> tuple[dict, dict, float]:
     """The protocol every model follows: choose the review threshold on val, apply it to test.
+
+    A given `threshold` (e.g. the one a shipped model folder carries) is applied to both instead.
 
     Returns (val_report, test_report, applied threshold; inf when the target is unreachable,
     i.e. everything goes to review). With out_dir, writes both reports and their predictions.
@@ -570,12 +734,19 @@ def evaluate_val_test(
     kw = eval_kwargs(data, eval_cfg, labels)
     val_items = data.splits["val"][: len(val_probs)]
     test_items = data.splits["test"][: len(test_probs)]
-    val_report = evaluate_predictions(val_items, val_probs, labels, **kw)
-    threshold = val_report["coverage"]["threshold"]
+    val_report = evaluate_predictions(val_items, val_probs, labels, threshold=threshold, **kw)
+    if threshold is None:
+        threshold = val_report["coverage"]["threshold"]
     applied = threshold if threshold is not None else float("inf")
     test_report = evaluate_predictions(test_items, test_probs, labels, threshold=applied, **kw)
     test_report["coverage"]["operating_points"] = operating_points(
-        val_items, val_probs, test_items, test_probs, labels, eval_cfg.get("operating_points", [])
+        val_items,
+        val_probs,
+        test_items,
+        test_probs,
+        labels,
+        eval_cfg.get("operating_points", []),
+        data.fallback_tag,
     )
     if out_dir is not None:
         for split, report, items, probs in (

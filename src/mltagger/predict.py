@@ -2,7 +2,8 @@
 
 `Predictor.load(folder)` reads the weights, tokenizer and inference.json once; `predict(items)`
 batches, applies the temperature and the review threshold, and returns one record per item whose
-`tag` is always an approved tag (the fallback tag when confidence is below the threshold).
+`tag` is always an approved tag (the fallback tag when confidence is below the threshold), and
+`reason` says which path gave it: `classifier` or `low_confidence`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltagger.evaluate import apply_threshold
+from mltagger.evaluate import REASON_CLASSIFIER, REASON_LOW_CONFIDENCE, apply_threshold
 from mltagger.modelio import read_model_metadata
 
 
@@ -62,6 +63,8 @@ class Predictor:
                 "tag": tag,
                 "confidence": round(float(c), 6),
                 "needs_review": bool(r),
+                # `other` can be the classifier's answer or the low-confidence fallback.
+                "reason": REASON_LOW_CONFIDENCE if r else REASON_CLASSIFIER,
                 "scores": {t: round(float(p), 6) for t, p in zip(self.labels, row, strict=True)},
                 "model_version": self.inference.model_version,
             }

@@ -98,6 +98,18 @@ def library(item: dict) -> bool:
     return _LIBRARY(item["text"])
 
 
+OUT_OF_SCOPE_TAG = "other"
+
+
+@slicing_function()
+def out_of_scope(item: dict) -> bool:
+    """Items labelled `other`: ML content outside the six topics (gold label, not text)."""
+    return item.get("tag") == OUT_OF_SCOPE_TAG
+
+
+GOLD_SLICES = {"out_of_scope"}
+
+
 def register_tag_slices(tags: Sequence[str]) -> list[str]:
     """One slice per tag: items whose gold tag is that tag.
 
@@ -117,4 +129,4 @@ def register_tag_slices(tags: Sequence[str]) -> list[str]:
 
 def content_slices() -> list[str]:
     """The registered slices that look at the text only (usable on unlabelled items too)."""
-    return [k for k in REGISTRY if not k.startswith("tag=")]
+    return [k for k in REGISTRY if not k.startswith("tag=") and k not in GOLD_SLICES]

@@ -104,14 +104,22 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def tokenize_split(items: list[dict], labels: list[str], tokenizer, max_length: int):
-    """A datasets.Dataset of input ids (no padding: the collator pads each batch) with `idx`."""
+def tokenize_split(
+    items: list[dict], labels: list[str], tokenizer, max_length: int, with_weights: bool = False
+):
+    """A datasets.Dataset of input ids (no padding: the collator pads each batch) with `idx`.
+
+    with_weights keeps the per-row loss weight (down-weighted suspect labels) for training.
+    """
     ds = to_hf_dataset(items, labels)
     ds = ds.add_column("idx", list(range(len(ds))))
+    drop = ["id", "text", "title", "description", "tag"]
+    if not with_weights:
+        drop.append("weight")
     ds = ds.map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
         batched=True,
-        remove_columns=["id", "text", "title", "description", "tag"],
+        remove_columns=drop,
         desc="tokenise",
     )
     return ds.rename_column("label", "labels")
@@ -255,8 +263,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     with accelerator.main_process_first():
+        weighted = any("weight" in it for it in data.splits["train"])
         train_ds, val_ds, test_ds = (
-            tokenize_split(data.splits[s], labels, tokenizer, cfg.model.max_length)
+            tokenize_split(
+                data.splits[s], labels, tokenizer, cfg.model.max_length, weighted and s == "train"
+            )
             for s in ("train", "val", "test")
         )
     collator = DataCollatorWithPadding(
@@ -317,6 +328,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=weights.to(accelerator.device) if weights is not None else None,
         label_smoothing=cfg.loss.label_smoothing,
+        reduction="none" if weighted else "mean",
     )
 
     if ckpt is not None:
@@ -361,9 +373,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     break
                 batch.pop("idx")
                 targets = batch.pop("labels")
+                row_weights = batch.pop("weight", None)
                 with accelerator.accumulate(model):
                     logits = model(**batch).logits
                     loss = loss_fn(logits.float(), targets)
+                    if row_weights is not None:  # suspect labels count less (label_issues)
+                        loss = (loss * row_weights).sum() / row_weights.sum()
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and tcfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)

@@ -164,3 +164,48 @@ def test_operating_points_choose_on_val_and_apply_to_test():
     assert rows[1]["test_precision"] == 1.0 and rows[1]["test_coverage"] == pytest.approx(0.5)
     assert rows[0]["threshold"] == pytest.approx(0.5)
     assert rows[0]["test_coverage"] == 1.0 and rows[0]["test_precision"] == 0.5
+
+
+def test_scope_report_separates_topic_and_out_of_scope_items_by_hand():
+    from mltagger.evaluate import scope_report
+
+    labels = ["a", "b", "other"]
+    gold = ["a", "b", "a", "other", "other", "other", "other"]
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],  # a right, auto
+            [0.3, 0.6, 0.1],  # b right, below .65: review
+            [0.1, 0.1, 0.8],  # topic item answered other (auto): a wrong applied tag
+            [0.05, 0.05, 0.9],  # out-of-scope answered other by the classifier
+            [0.4, 0.3, 0.3],  # out-of-scope, low confidence: review
+            [0.8, 0.1, 0.1],  # out-of-scope auto-tagged with topic a: the harmful case
+            [0.3, 0.5, 0.2],  # out-of-scope, top class b but below threshold: review
+        ]
+    )
+    s = scope_report(gold, probs, labels, threshold=0.65, fallback_tag="other")
+    o = s["out_of_scope"]
+    assert o[Metric.NUM_SAMPLES] == 4
+    assert (o["as_other"], o["to_review"], o["auto_topic"]) == (0.25, 0.5, 0.25)
+    assert o["top_is_topic"] == 0.75
+    t = s["topics"]
+    assert t[Metric.NUM_SAMPLES] == 3
+    assert t[Metric.COVERAGE] == pytest.approx(2 / 3)  # items 0 and 2 auto-tagged
+    assert t[Metric.AUTO_PRECISION] == 0.5  # item 2 got `other` automatically: wrong
+    assert t["answered_other"] == pytest.approx(1 / 3)
+    assert scope_report(["a"], probs[:1], labels, 0.5, "other") is None
+
+
+def test_report_has_scope_block_and_out_of_scope_slice_only_with_other_items():
+    labels = ["a", "b", "other"]
+    items = [
+        {"id": i, "title": "t", "description": "", "text": "t", "tag": g}
+        for i, g in enumerate(["a", "b", "other", "other"])
+    ]
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]])
+    r = evaluate_predictions(items, probs, labels, slice_names=["out_of_scope"], threshold=0.5)
+    assert r["slices"]["out_of_scope"][Metric.NUM_SAMPLES] == 2
+    assert r["scope"]["out_of_scope"]["auto_topic"] == 0.5
+    flat = summary_metrics(r)
+    assert flat[Metric.OOS_AUTO_TOPIC] == 0.5 and flat[Metric.TOPIC_AUTO_PRECISION] == 1.0
+    no_oos = evaluate_predictions(items[:2], probs[:2], labels, slice_names=["out_of_scope"])
+    assert no_oos["scope"] is None and "out_of_scope" not in no_oos["slices"]

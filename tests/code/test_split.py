@@ -140,3 +140,18 @@ def test_to_hf_dataset(data_cfg):
     assert ds.num_rows == len(data.splits["train"])
     assert set(ds.column_names) >= {"id", "text", "label", "tag"}
     assert data.label_names()[ds[0]["label"]] == ds[0]["tag"]
+
+
+def test_adding_a_tag_leaves_the_other_tags_split_unchanged(raw_items, tags):
+    items = clean(raw_items, tags)
+    extra = [
+        {**it, "id": 1000 + k, "tag": "other", "text": f"unrelated thing {k}"}
+        for k, it in enumerate(items[:12])
+    ]
+    before = stratified_group_split(items, val_size=0.2, test_size=0.2, seed=3)
+    after = stratified_group_split([*items, *extra], val_size=0.2, test_size=0.2, seed=3)
+    for split in before:
+        assert [it["id"] for it in before[split]] == [
+            it["id"] for it in after[split] if it["tag"] != "other"
+        ]
+    assert sum(it["tag"] == "other" for s in after.values() for it in s) == 12
