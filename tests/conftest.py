@@ -215,6 +215,7 @@ def tiny_train_overrides(tmp: Path, items_file: Path, model_dir: Path, *extra: s
         "model.name=tiny",
         "model.batch_size=8",
         "model.lr=1e-3",
+        "data=projects",
         f"data.sources=[{{name: tiny, path: '{items_file}', sha256: null}}]",
         "data.min_freq=2",
         "data.split.val_size=0.2",

@@ -32,6 +32,9 @@ def test_baselines_write_the_run_folder(tmp_path):
     for name in ("config.yaml", "split.json", "run_info.json", "comparison.md"):
         assert (run_dir / name).is_file(), name
     info = json.loads((run_dir / "run_info.json").read_text())
+    manifest = json.loads((run_dir / "split.json").read_text())
+    assert manifest["label_noise"]["action"] == "relabel" and manifest["label_noise"]["affected"]
+    assert manifest["reviewed_labels"]["corrected"] == 19
     assert info["data_sha256"] == json.loads((run_dir / "split.json").read_text())["data_sha256"]
     for model in ("rules", "tfidf"):
         for split in ("val", "test"):
@@ -52,7 +55,11 @@ def test_baselines_write_the_run_folder(tmp_path):
                 "tutorial",
                 "library",
                 "tag=mlops",
+                "tag=other",
+                "out_of_scope",
             } <= set(metrics["slices"])
+            # The default data has out-of-scope items: their report is there.
+            assert metrics["scope"]["out_of_scope"]["num_samples"] > 50
             assert metrics["overall"]["num_samples"] == len(
                 json.loads((run_dir / "split.json").read_text())["ids"][split]
             )
@@ -70,6 +77,7 @@ def test_bad_rows_stop_the_job_with_the_report(tmp_path, raw_items):
     bad.write_text(json.dumps([*raw_items, {**raw_items[0], "id": 99, "tag": "nlp"}]))
     proc = run_baselines(
         f"hydra.run.dir={tmp_path / 'run'}",
+        "data=projects",
         f"data.sources=[{{name: bad, path: '{bad}', sha256: null}}]",
     )
     assert proc.returncode == 2

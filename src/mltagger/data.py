@@ -566,6 +566,51 @@ def stratified_group_split(
     return {s: sorted((by_id[i] for i in assignment[s]), key=lambda it: it["id"]) for s in SPLITS}
 
 
+def split_sources_in_order(
+    items: Sequence[dict],
+    source_order: Sequence[str],
+    *,
+    val_size: float,
+    test_size: float,
+    seed: int,
+    groups: Iterable[Sequence[int]] = (),
+) -> dict[str, list[dict]]:
+    """Split each source in turn, so adding a source never moves an item of an earlier one.
+
+    Six-topic and six + `other` runs then share their topic test items exactly, which is what
+    makes their figures comparable. A near-duplicate of an already placed item (across sources)
+    follows it into its split, so no near-copy straddles train and test.
+    """
+    groups = [list(g) for g in groups]
+    placed: dict[int, str] = {}
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for name in source_order:
+        src_items = [it for it in items if it.get("source", name) == name]
+        src_ids = {it["id"] for it in src_items}
+        follow: dict[int, str] = {}
+        for g in groups:
+            anchor = next((placed[i] for i in g if i in placed), None)
+            if anchor is not None:
+                follow.update({i: anchor for i in g if i in src_ids})
+        rest = [it for it in src_items if it["id"] not in follow]
+        rest_ids = {it["id"] for it in rest}
+        src_groups = [[i for i in g if i in rest_ids] for g in groups]
+        part = stratified_group_split(
+            rest,
+            val_size=val_size,
+            test_size=test_size,
+            seed=seed,
+            groups=[g for g in src_groups if len(g) > 1],
+        )
+        for it in src_items:
+            if it["id"] in follow:
+                part[follow[it["id"]]].append(it)
+        for split, split_items in part.items():
+            out[split].extend(split_items)
+            placed.update({it["id"]: split for it in split_items})
+    return {s: sorted(v, key=lambda it: it["id"]) for s, v in out.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # The whole pipeline, from a data config
 # --------------------------------------------------------------------------------------------
@@ -723,8 +768,13 @@ def prepare_data(
     nd = data_cfg.near_duplicates
     groups = near_duplicate_groups(items, nd.threshold, nd.same_title_min_chars)
     sp = data_cfg.split
-    splits = stratified_group_split(
-        items, val_size=sp.val_size, test_size=sp.test_size, seed=sp.seed, groups=groups
+    splits = split_sources_in_order(
+        items,
+        [src["name"] for src in sources],
+        val_size=sp.val_size,
+        test_size=sp.test_size,
+        seed=sp.seed,
+        groups=groups,
     )
     split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
     data_sha = combined_sha256(sources)

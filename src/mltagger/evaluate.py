@@ -163,12 +163,22 @@ def coverage_curve(
     return rows
 
 
-def choose_threshold(conf: np.ndarray, correct: np.ndarray, target: float) -> float | None:
+THRESHOLD_RULES = ("point", "lower_bound")
+
+
+def choose_threshold(
+    conf: np.ndarray, correct: np.ndarray, target: float, rule: str = "point"
+) -> float | None:
     """Smallest confidence threshold whose auto-tagged items reach `target` precision.
 
+    rule="point" asks the observed precision to reach the target; rule="lower_bound" asks the
+    lower end of its 95% Wilson interval to, so that a precision promise made on ~200 validation
+    items still holds on new data (the point estimate would miss it about half the time).
     Candidates are the observed confidences (each one changes the auto-tagged set), so the answer
     is exact rather than limited to a grid. None when no threshold reaches the target.
     """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"threshold rule must be one of {THRESHOLD_RULES}, got {rule!r}")
     if len(conf) == 0:
         return None
     order = np.argsort(-conf, kind="stable")
@@ -177,8 +187,14 @@ def choose_threshold(conf: np.ndarray, correct: np.ndarray, target: float) -> fl
     # For threshold = sorted_conf[i], the auto set is every item with conf >= that value, i.e. up
     # to the last index holding that same value.
     last = np.searchsorted(-sorted_conf, -sorted_conf, side="right") - 1
-    precision = cum_correct[last] / (last + 1)
-    ok = np.nonzero(precision >= target)[0]
+    n = last + 1
+    precision = cum_correct[last] / n
+    if rule == "lower_bound":
+        z = 1.96
+        centre = (precision + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(precision * (1 - precision) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        precision = centre - half
+    ok = np.nonzero(precision >= target - 1e-12)[0]
     if len(ok) == 0:
         return None
     return float(sorted_conf[ok].min())
@@ -298,6 +314,7 @@ def evaluate_predictions(
     tags: Sequence[str] | None = None,
     fallback_tag: str = "other",
     precision_target: float = 0.85,
+    threshold_rule: str = "point",
     threshold: float | None = None,
     slice_names: Sequence[str] | None = None,
     min_slice_size: int = 30,
@@ -329,7 +346,7 @@ def evaluate_predictions(
         [label_names[k] == g for k, g in zip(pred_idx, gold, strict=True)], dtype=float
     )
 
-    own_threshold = choose_threshold(conf, correct, precision_target)
+    own_threshold = choose_threshold(conf, correct, precision_target, threshold_rule)
     chosen_on = "given" if threshold is not None else "this_data"
     if threshold is None:
         # Unreachable target: send everything to review rather than auto-tag below target.
@@ -383,6 +400,7 @@ def evaluate_predictions(
         },
         "coverage": {
             "precision_target": precision_target,
+            "threshold_rule": threshold_rule,
             "threshold_for_target": own_threshold,
             "target_reachable": own_threshold is not None,
             "threshold": threshold if np.isfinite(threshold) else None,
@@ -573,7 +591,13 @@ def render_markdown(report: dict, title: str) -> str:
         "",
         "## Auto-tagging at the review threshold",
         "",
-        f"Precision target {fmt(target, True)}. Threshold {fmt(thr)} "
+        f"Precision target {fmt(target, True)}"
+        + (
+            " (for the lower end of the 95% interval of validation precision)"
+            if cov.get("threshold_rule") == "lower_bound"
+            else ""
+        )
+        + f". Threshold {fmt(thr)} "
         f"(chosen on {'validation data' if cov['threshold_chosen_on'] == 'given' else 'this data'})"
         f": auto-tag precision **{fmt(at.get(Metric.AUTO_PRECISION), True)}** at coverage "
         f"**{fmt(at.get(Metric.COVERAGE), True)}** ({at.get('num_auto', 0)} auto-tagged, "
@@ -658,6 +682,7 @@ def operating_points(
     label_names: Sequence[str],
     targets: Sequence[float],
     fallback_tag: str = "other",
+    rule: str = "point",
 ) -> list[dict]:
     """For each precision target: the threshold val needs, and what it gives on val and test.
 
@@ -684,7 +709,7 @@ def operating_points(
     test_gold = [it["tag"] for it in test_items]
     rows = []
     for target in targets:
-        t = choose_threshold(vc, vk, float(target))
+        t = choose_threshold(vc, vk, float(target), rule)
         row = {"precision_target": float(target), "threshold": t}
         if t is not None:
             row["val_precision"], row["val_coverage"] = at(vc, vk, t)
@@ -704,6 +729,7 @@ def eval_kwargs(data, eval_cfg, labels: Sequence[str]) -> dict:
         "tags": data.tags,
         "fallback_tag": data.fallback_tag,
         "precision_target": eval_cfg.precision_target,
+        "threshold_rule": eval_cfg.get("threshold_rule", "point"),
         "slice_names": [
             *slice_registry.content_slices(),
             *sorted(slice_registry.GOLD_SLICES),  # skipped when empty
@@ -747,6 +773,7 @@ def evaluate_val_test(
         labels,
         eval_cfg.get("operating_points", []),
         data.fallback_tag,
+        kw["threshold_rule"],
     )
     if out_dir is not None:
         for split, report, items, probs in (

@@ -130,6 +130,14 @@ def find_label_issues(
 # --------------------------------------------------------------------------------------------
 
 
+def ids_digest(items: Sequence[dict]) -> str:
+    """sha256 of the sorted ids: detects a changed split even when its settings are the same."""
+    import hashlib
+
+    ids = ",".join(str(i) for i in sorted(it["id"] for it in items))
+    return hashlib.sha256(ids.encode()).hexdigest()
+
+
 def build_layer(data, label_cfg) -> dict:
     """Run the finder on the train split of prepared data and return the layer (JSON-ready)."""
     train = data.splits["train"]
@@ -148,6 +156,7 @@ def build_layer(data, label_cfg) -> dict:
         },
         "data_sha256": data.data_sha256,
         "split": data.split_config,
+        "train_ids_sha256": ids_digest(train),
         "summary": summary,
         "issues": issues,
     }
@@ -181,7 +190,11 @@ def apply_layer(
         raise DataError(f"label_noise.action must be one of {ACTIONS}, got {action!r}")
     if layer.get("version") != LAYER_VERSION:
         raise DataError(f"label-issue layer version {layer.get('version')} is not supported")
-    if layer.get("data_sha256") != data_sha256 or layer.get("split") != split_config:
+    if (
+        layer.get("data_sha256") != data_sha256
+        or layer.get("split") != split_config
+        or layer.get("train_ids_sha256") != ids_digest(splits["train"])
+    ):
         raise DataError(
             "the label-issue layer was computed for other data or another split "
             f"(layer data sha256 {str(layer.get('data_sha256'))[:12]}…, split "

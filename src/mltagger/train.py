@@ -544,6 +544,12 @@ def _finish(
         f"\n{cfg.model.name}: test weighted F1 {metrics['test/f1_weighted']:.3f}, "
         f"auto-tag precision {metrics.get('test/auto_precision', float('nan')):.3f} at "
         f"coverage {metrics.get('test/coverage', 0):.3f} (threshold {applied:.3f} from val)"
+        + (
+            f"; out-of-scope items auto-tagged with a topic "
+            f"{metrics['test/' + Metric.OOS_AUTO_TOPIC]:.3f}"
+            if "test/" + Metric.OOS_AUTO_TOPIC in metrics
+            else ""
+        )
     )
     print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
     return metrics
@@ -596,7 +602,7 @@ def model_card(
     cfg, data: PreparedData, labels, val_report, test_report, temperature, state: TrainState
 ) -> str:
     """A short model card: what it was trained on, how well it does per tag and slice, limits."""
-    from mltagger.evaluate import fmt, per_class_table
+    from mltagger.evaluate import _scope_md, fmt, per_class_table
 
     at = test_report["coverage"]["at_threshold"] or {}
     weak = sorted(
@@ -609,12 +615,20 @@ def model_card(
         for n, s in weak
     ]
     counts = data.manifest()["counts"]
+    sources = ", ".join(f"`{src['path']}`" for src in data.sources)
     return "\n".join(
         [
             f"# mltagger model: {cfg.model.name}",
             "",
             f"Fine-tuned from `{cfg.model.name_or_path}` for {state.best_epoch} epochs (best of "
-            f"{state.epoch}) on `{data.sources[0]['path']}` (data sha256 `{data.data_sha256}`).",
+            f"{state.epoch}) on {sources} "
+            f"(data sha256 `{data.data_sha256}`)"
+            + (
+                f"; suspect weak labels: {data.label_noise['action']} "
+                f"({data.label_noise['affected']} train rows)."
+                if data.label_noise
+                else "."
+            ),
             f"Classes: {', '.join(labels)}. Answers are always one of: {', '.join(data.tags)}.",
             "",
             "## Intended use",
@@ -638,6 +652,7 @@ def model_card(
             "",
             per_class_table(test_report),
             "",
+            *_scope_md(test_report.get("scope")),
             "Weakest slices:",
             *weak_lines,
             "",
@@ -646,8 +661,14 @@ def model_card(
             f"- Trained on {sum(counts['train'].values())} items; small tags have few test items "
             f"({', '.join(f'{t}: {n}' for t, n in counts['test'].items())}), so their figures are "
             "noisy.",
-            "- English text only; content outside the trained classes is answered with the closest "
-            "class unless its confidence falls below the threshold.",
+            "- English text only."
+            + (
+                " Out-of-scope content is a trained class (`other`); the table above says how "
+                "often it still gets a topic."
+                if "other" in labels
+                else " Content outside the trained classes is answered with the closest class "
+                "unless its confidence falls below the threshold."
+            ),
             "",
         ]
     )

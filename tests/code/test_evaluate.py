@@ -209,3 +209,17 @@ def test_report_has_scope_block_and_out_of_scope_slice_only_with_other_items():
     assert flat[Metric.OOS_AUTO_TOPIC] == 0.5 and flat[Metric.TOPIC_AUTO_PRECISION] == 1.0
     no_oos = evaluate_predictions(items[:2], probs[:2], labels, slice_names=["out_of_scope"])
     assert no_oos["scope"] is None and "out_of_scope" not in no_oos["slices"]
+
+
+def test_lower_bound_rule_asks_more_of_a_small_validation_set():
+    # 20 items, sorted by confidence; the top 18 right, the two least confident wrong.
+    conf = np.linspace(0.99, 0.5, 20)
+    correct = np.array([1.0] * 18 + [0.0] * 2)
+    # Point rule: all 20 auto-tagged give precision 0.9 >= 0.85.
+    assert choose_threshold(conf, correct, 0.85, "point") == pytest.approx(conf[-1])
+    # Lower bound: even 18/18 right has a Wilson lower end of ~0.82 < 0.85: unreachable.
+    assert choose_threshold(conf, correct, 0.85, "lower_bound") is None
+    # With a 0.8 target the lower bound is met by the top 18 only (18/20 -> 0.70 is too low).
+    assert choose_threshold(conf, correct, 0.8, "lower_bound") == pytest.approx(conf[17])
+    with pytest.raises(ValueError, match="threshold rule"):
+        choose_threshold(conf, correct, 0.8, "median")

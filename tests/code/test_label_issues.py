@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mltagger.data import DataError, RawRow, apply_reviewed_labels, validate_rows
-from mltagger.label_issues import apply_layer, confident_learning, find_label_issues
+from mltagger.label_issues import apply_layer, confident_learning, find_label_issues, ids_digest
 from tests.conftest import make_items, make_other_items
 
 
@@ -51,15 +51,6 @@ def test_finder_needs_enough_rows_per_class(tags):
         find_label_issues(items, tags[:6], folds=5)
 
 
-LAYER = {
-    "version": 1,
-    "data_sha256": "abc",
-    "split": {"val_size": 0.2, "test_size": 0.2, "seed": 0},
-    "issues": [
-        {"id": 1, "source": "other", "tag": "other", "suggested": "mlops"},
-        {"id": 2, "source": "projects", "tag": "mlops", "suggested": "other"},
-    ],
-}
 SPLITS = {
     "train": [
         {"id": 1, "tag": "other"},
@@ -68,6 +59,18 @@ SPLITS = {
     ],
     "val": [{"id": 4, "tag": "other"}],
     "test": [],
+}
+
+
+LAYER = {
+    "version": 1,
+    "data_sha256": "abc",
+    "split": {"val_size": 0.2, "test_size": 0.2, "seed": 0},
+    "train_ids_sha256": ids_digest(SPLITS["train"]),
+    "issues": [
+        {"id": 1, "source": "other", "tag": "other", "suggested": "mlops"},
+        {"id": 2, "source": "projects", "tag": "mlops", "suggested": "other"},
+    ],
 }
 
 
@@ -106,6 +109,9 @@ def test_layer_for_other_data_or_split_is_refused():
         apply("drop", split_config={"val_size": 0.1, "test_size": 0.2, "seed": 0})
     with pytest.raises(DataError, match="action must be one of"):
         apply("fix")
+    moved = {**LAYER, "train_ids_sha256": ids_digest(SPLITS["train"][:2])}
+    with pytest.raises(DataError, match="another split"):
+        apply("drop", layer=moved)
     stale = {**LAYER, "issues": [{"id": 4, "source": "other", "tag": "other", "suggested": "a"}]}
     with pytest.raises(DataError, match="outside the train split"):
         apply("drop", layer=stale)

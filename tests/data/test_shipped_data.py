@@ -68,3 +68,38 @@ def test_default_split_has_every_tag_in_every_split():
     n = sum(len(v) for v in data.splits.values())
     assert n == 764 - len(data.removed_duplicates)
     assert len(data.splits["test"]) >= 100
+
+
+@pytest.fixture(scope="module")
+def with_other():
+    from mltagger.cli import compose_config
+    from mltagger.data import prepare_data
+
+    cfg = compose_config("train", ["data=with_other"])
+    return cfg.data, prepare_data(cfg.data, REPO)
+
+
+def test_other_source_checksum_and_rows(with_other):
+    from mltagger.data import load_items, sha256_file
+
+    cfg, _ = with_other
+    other = next(s for s in cfg.sources if s.name == "other")
+    assert sha256_file(REPO / other.path) == other.sha256
+    report = load_items(REPO / other.path, list(cfg.tags))
+    assert report.ok and report.n_rows == 641
+    assert report.tag_counts() == Counter({"other": 641})
+
+
+def test_with_other_shares_the_topic_split_and_applies_both_layers(with_other):
+    """The committed label-issue layer matches the shipped data (training would refuse a stale
+    one), and topic items sit in the same splits as with the six-topic data."""
+    from mltagger.data import prepare_data
+
+    _, data = with_other
+    six = prepare_data(DATA_CFG, REPO)
+    for split in ("train", "val", "test"):
+        topic_ids = [it["id"] for it in data.splits[split] if it.get("source") == "projects"]
+        assert topic_ids == [it["id"] for it in six.splits[split]], split
+    assert data.label_noise["affected"] > 0 and data.label_noise["action"] == "relabel"
+    assert data.reviewed_labels["corrected"] == 19
+    assert data.label_names() == list(DATA_CFG.tags)  # seven classes
