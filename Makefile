@@ -17,6 +17,8 @@ TORCH_INDEX_URL ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 # Hydra overrides for train/baselines/sweep, e.g. make train ARGS="trainer.max_epochs=5"
 ARGS ?=
+# Extra arguments of scripts/bench_latency.py, e.g. make bench BENCH_ARGS="--n 500"
+BENCH_ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
 PYTEST_ARGS ?=
 
@@ -27,7 +29,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train predict label-issues baselines validate test test-all lint format clean
+.PHONY: help install train distill export bench predict label-issues baselines validate test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -47,6 +49,15 @@ install: $(STAMP) ## create .venv with the package, its dev tools and torch (GPU
 
 train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/<id>/model and models/latest
 	$(PY) -m mltagger.train $(ARGS)
+
+distill: $(STAMP) ## distil models/latest into a 3-layer student (experiment=distill_minilm_l3)
+	$(PY) -m mltagger.train experiment=distill_minilm_l3 $(ARGS)
+
+export: $(STAMP) ## ONNX fp32/int8 of models/latest (+ student=...), parity, one table -> models/export
+	$(PY) -m mltagger.export $(ARGS)
+
+bench: $(STAMP) ## latency p50/p95/p99 and batch throughput of models/latest and the export candidates
+	$(PY) scripts/bench_latency.py $(BENCH_ARGS)
 
 label-issues: $(STAMP) ## find likely wrong labels in weak data (data=with_other) -> data/corrections/
 	$(PY) -m mltagger.label_issues data=with_other task_name=label_issues logger=none $(ARGS)

@@ -241,3 +241,18 @@ def run_module(module: str, *args: str, timeout: int = 300, env: dict | None = N
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_model_dir):
+    """One tiny training run with W&B offline, shared by the checks below."""
+    tmp = tmp_path_factory.mktemp("train")
+    items_file = tmp / "items.json"
+    items_file.write_text(json.dumps(make_items()))
+    proc = run_module(
+        "mltagger.train",
+        *tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb"),
+        env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp

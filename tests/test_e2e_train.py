@@ -11,23 +11,6 @@ import pytest
 from tests.conftest import TAGS, run_module, tiny_train_overrides
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir):
-    """One tiny training run with W&B offline, shared by the checks below."""
-    from tests.conftest import make_items
-
-    tmp = tmp_path_factory.mktemp("train")
-    items_file = tmp / "items.json"
-    items_file.write_text(json.dumps(make_items()))
-    proc = run_module(
-        "mltagger.train",
-        *tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb"),
-        env={"WANDB_MODE": "offline"},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp
-
-
 def test_run_folder_has_everything(trained):
     run = trained / "run"
     for name in (
@@ -204,3 +187,38 @@ def test_bad_settings_are_refused_before_training(tmp_path, override, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_distil_a_one_layer_student_from_the_trained_model(trained, tmp_path):
+    """The distillation path of the loop: soft targets from the tiny teacher, a student that
+    keeps one of its two layers, and a normal model folder at the end."""
+    from tests.conftest import make_items
+
+    items_file = tmp_path / "items.json"
+    items_file.write_text(json.dumps(make_items()))
+    teacher = trained / "run" / "model"
+    proc = run_module(
+        "mltagger.train",
+        *tiny_train_overrides(
+            tmp_path,
+            items_file,
+            teacher,
+            "logger=none",
+            f"distill.teacher={teacher}",
+            "distill.keep_layers=[1]",
+            "update_latest=false",
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    student = tmp_path / "run" / "model"
+    config = json.loads((student / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    assert json.loads((student / "labels.json").read_text())["labels"] == TAGS[:6]
+    log = proc.stdout + proc.stderr
+    assert "logits for" in log and "student keeps teacher layers [1] of 2" in log
+
+    bad = run_module(
+        "mltagger.train",
+        *tiny_train_overrides(tmp_path / "b", items_file, teacher, "distill.teacher=/nope"),
+    )
+    assert bad.returncode == 2 and "no such model folder" in bad.stderr

@@ -124,3 +124,20 @@ def read_model_metadata(folder: str | Path) -> tuple[list[str], InferenceConfig]
             f"{inference.fallback_tag!r} are not all approved tags"
         )
     return labels, inference
+
+
+def point_latest(model_dir: Path, models_dir: Path, name: str = "latest") -> Path:
+    """models/<name> -> this model folder (a relative symlink; a copy where links fail)."""
+    import shutil
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    link = models_dir / name
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    try:
+        link.symlink_to(os.path.relpath(Path(model_dir).resolve(), models_dir.resolve()))
+    except OSError:
+        shutil.copytree(model_dir, link)
+    return link

@@ -1,13 +1,16 @@
 """Turn items into approved tags with a model folder: the decision rule the product applies.
 
-`Predictor.load(folder)` reads the weights, tokenizer and inference.json once; `predict(items)`
-batches, applies the temperature and the review threshold, and returns one record per item whose
-`tag` is always an approved tag (the fallback tag when confidence is below the threshold), and
-`reason` says which path gave it: `classifier` or `low_confidence`.
+`Predictor(folder)` opens a model folder once with the right backend: ONNX Runtime when the folder
+holds `model.onnx` (an export: `make export`), which never imports torch, else the HF weights with
+torch. `predict(items)` batches, applies the temperature and the review threshold, and returns one
+record per item whose `tag` is always an approved tag (the fallback tag when confidence is below
+the threshold), and `reason` says which path gave it: `classifier` or `low_confidence`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,34 +19,21 @@ import numpy as np
 from mltagger.evaluate import REASON_CLASSIFIER, REASON_LOW_CONFIDENCE, apply_threshold
 from mltagger.modelio import read_model_metadata
 
+ONNX_FILE = "model.onnx"
 
-class Predictor:
-    """A loaded model folder (torch backend)."""
+
+class BasePredictor:
+    """The decision rule over any backend that turns texts into logits."""
+
+    backend = "base"
 
     def __init__(self, folder: str | Path, batch_size: int = 64) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         self.folder = Path(folder)
         self.labels, self.inference = read_model_metadata(self.folder)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.folder).eval()
         self.batch_size = batch_size
-        self._torch = torch
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        with self._torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(
-                    list(texts[start : start + self.batch_size]),
-                    truncation=True,
-                    max_length=self.inference.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                )
-                out.append(self.model(**enc).logits.float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+        raise NotImplementedError
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         z = self.logits(texts) / self.inference.temperature
@@ -87,3 +77,116 @@ class Predictor:
             yield from self.predict(batch)
             bar.update(len(batch))
         bar.close()
+
+
+class TorchPredictor(BasePredictor):
+    """HF weights + tokenizer with torch (the training output)."""
+
+    backend = "torch"
+
+    def __init__(
+        self, folder: str | Path, batch_size: int = 64, threads: int | None = None
+    ) -> None:
+        super().__init__(folder, batch_size)
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.folder).eval()
+        self._torch = torch
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        with self._torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(
+                    list(texts[start : start + self.batch_size]),
+                    truncation=True,
+                    max_length=self.inference.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                out.append(self.model(**enc).logits.float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+
+def folder_weights_mb(folder: str | Path) -> float:
+    """Size of a model folder's weights on disk (model.onnx, or the safetensors/bin files)."""
+    folder = Path(folder)
+    if (folder / ONNX_FILE).is_file():
+        files = [folder / ONNX_FILE]
+    else:
+        files = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def _pad_token(folder: Path) -> str:
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            pad = json.loads(path.read_text()).get("pad_token")
+            if isinstance(pad, dict):
+                pad = pad.get("content")
+            if pad:
+                return str(pad)
+    return "[PAD]"
+
+
+class OnnxPredictor(BasePredictor):
+    """An exported folder (model.onnx + tokenizer.json) with ONNX Runtime; torch is never imported.
+
+    Tokenisation uses the `tokenizers` library directly (the same tokenizer.json the HF tokenizer
+    reads), with dynamic padding per batch like training.
+    """
+
+    backend = "onnx"
+
+    def __init__(
+        self, folder: str | Path, batch_size: int = 64, threads: int | None = None
+    ) -> None:
+        super().__init__(folder, batch_size)
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        tok_file = self.folder / "tokenizer.json"
+        if not tok_file.is_file():
+            raise FileNotFoundError(f"{self.folder} has {ONNX_FILE} but no tokenizer.json")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.tokenizer.enable_truncation(max_length=self.inference.max_length)
+        pad = _pad_token(self.folder)
+        pad_id = self.tokenizer.token_to_id(pad)
+        self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
+            feeds = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+            }
+            out.append(self.session.run(None, {k: feeds[k] for k in self.input_names})[0])
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.labels)))
+
+
+def Predictor(
+    folder: str | Path, batch_size: int = 64, threads: int | None = None
+) -> BasePredictor:
+    """The right backend for a model folder: ONNX Runtime for exports, torch otherwise.
+
+    A function named like a class, so callers read `Predictor(folder)` whatever the backend.
+    """
+    folder = Path(folder)
+    if (folder / ONNX_FILE).is_file():
+        return OnnxPredictor(folder, batch_size, threads)
+    return TorchPredictor(folder, batch_size, threads)

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mltagger.data import PreparedData, prepare_data, to_hf_dataset
+from mltagger.distill import distillation_loss
 from mltagger.evaluate import (
     Metric,
     eval_kwargs,
@@ -30,7 +31,12 @@ from mltagger.evaluate import (
     evaluate_val_test,
     summary_metrics,
 )
-from mltagger.modelio import InferenceConfig, resolve_model_path, write_model_metadata
+from mltagger.modelio import (
+    InferenceConfig,
+    point_latest,
+    resolve_model_path,
+    write_model_metadata,
+)
 from mltagger.run import write_run_info
 
 log = logging.getLogger(__name__)
@@ -149,6 +155,59 @@ def predict_logits(model, loader, accelerator, limit: int | None = None) -> tupl
     return np.concatenate(all_logits)[order], np.concatenate(all_labels)[order], idx[order]
 
 
+def _teacher_dir(cfg) -> Path | None:
+    """The teacher's model folder when distilling (checked before any slow work), else None."""
+    teacher = cfg.get("distill", {}).get("teacher") if cfg.get("distill") else None
+    if not teacher:
+        return None
+    from mltagger.modelio import read_model_metadata
+    from mltagger.paths import resolve_path
+
+    folder = resolve_path(teacher, cfg.paths.root_dir)
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"distill.teacher={teacher}: no such model folder; train a teacher first (make train) "
+            "or point distill.teacher at one"
+        )
+    read_model_metadata(folder)  # a real model folder, with labels and inference settings
+    return folder.resolve()
+
+
+def _teacher_train_logits(teacher_dir: Path, items, labels, cfg, accelerator, collator_kw):
+    """The teacher's logits on the train split, indexed like the train dataset (`idx`).
+
+    Computed once: the teacher is frozen and in eval mode, so every epoch would recompute the
+    same numbers. Uses the teacher's own tokenizer, so the student may tokenise differently.
+    """
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mltagger.modelio import read_model_metadata
+
+    teacher_labels, _ = read_model_metadata(teacher_dir)
+    if list(teacher_labels) != list(labels):
+        raise ValueError(
+            f"teacher classes {teacher_labels} differ from this data's classes {labels}: "
+            "distil on the data the teacher was trained on"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    from transformers import DataCollatorWithPadding
+
+    ds = tokenize_split(items, labels, tokenizer, cfg.model.max_length)
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.model.eval_batch_size,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+        num_workers=collator_kw.get("num_workers", 0),
+    )
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    teacher, loader = accelerator.prepare(teacher, loader)
+    logits, _, _ = predict_logits(teacher, loader, accelerator)
+    del teacher
+    log.info("teacher %s: logits for %d train items", teacher_dir, len(logits))
+    return torch.as_tensor(logits, device=accelerator.device)
+
+
 def find_checkpoint(resume: str) -> Path:
     """A checkpoint folder from `resume`: the folder itself, or a run folder's newest epoch."""
     path = Path(resume).expanduser()
@@ -214,6 +273,10 @@ def check_config(cfg: DictConfig) -> None:
         )
     if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"trainer.mixed_precision={tcfg.mixed_precision!r}: use no, bf16 or fp16")
+    if cfg.get("distill") and cfg.distill.get("teacher"):
+        from mltagger.distill import check_distill_config
+
+        check_distill_config(cfg)
     if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
         raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
 
@@ -246,6 +309,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     set_seed(cfg.seed)
 
     # Data and model files are resolved before anything slow, so a mistake fails in seconds.
+    teacher_dir = _teacher_dir(cfg)
     model_path = resolve_model_path(cfg.model.name_or_path)
     data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir)
     labels = data.label_names()
@@ -288,6 +352,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # A checkpoint with another head (e.g. an earlier mltagger model) gets a fresh one.
         ignore_mismatched_sizes=True,
     )
+    teacher_logits = None
+    if teacher_dir is not None:
+        from mltagger.distill import shrink
+
+        if cfg.distill.get("keep_layers"):
+            model = shrink(model, cfg.distill.keep_layers)
+        teacher_logits = _teacher_train_logits(
+            teacher_dir, data.splits["train"], labels, cfg, accelerator, collator_kw=loader_kw
+        )
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
         {
@@ -371,7 +444,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             for step, batch in enumerate(train_loader):
                 if step >= batches:
                     break
-                batch.pop("idx")
+                idx = batch.pop("idx")
                 targets = batch.pop("labels")
                 row_weights = batch.pop("weight", None)
                 with accelerator.accumulate(model):
@@ -379,6 +452,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     loss = loss_fn(logits.float(), targets)
                     if row_weights is not None:  # suspect labels count less (label_issues)
                         loss = (loss * row_weights).sum() / row_weights.sum()
+                    if teacher_logits is not None:
+                        loss = distillation_loss(
+                            logits.float(),
+                            teacher_logits[idx.to(teacher_logits.device)],
+                            loss,
+                            cfg.distill.temperature,
+                            cfg.distill.alpha,
+                        )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and tcfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
@@ -581,21 +662,6 @@ def _checkpoint(accelerator, state: TrainState, out_dir: Path) -> None:
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def point_latest(model_dir: Path, models_dir: Path) -> Path:
-    """models/latest -> this model folder (a relative symlink; a copy where links fail)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    latest = models_dir / "latest"
-    if latest.is_symlink() or latest.is_file():
-        latest.unlink()
-    elif latest.is_dir():
-        shutil.rmtree(latest)
-    try:
-        latest.symlink_to(os.path.relpath(model_dir.resolve(), models_dir.resolve()))
-    except OSError:
-        shutil.copytree(model_dir, latest)
-    return latest
 
 
 def model_card(

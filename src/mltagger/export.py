@@ -1,0 +1,298 @@
+"""Export model folders to ONNX (fp32) and int8, check parity, and compare every candidate.
+
+`make export` (`python -m mltagger.export`, config `conf/export.yaml`) takes the fine-tuned
+teacher (`models/latest`) and optionally a distilled student (`make distill`), and for each:
+
+1. exports an fp32 ONNX graph with dynamic batch and sequence axes;
+2. quantises its weights to int8 with ONNX Runtime's dynamic quantisation (activations are
+   quantised on the fly, so no calibration data is needed);
+3. checks parity with the torch model on the test split (largest probability difference, share of
+   identical top classes) and stops when agreement is below `parity.min_agreement`;
+4. evaluates it with the full report (threshold chosen on val, per tag, per slice, out-of-scope).
+
+Each export is a complete model folder (tokenizer, labels, inference.json with its own val
+threshold and the temperature, card.md) that `mltagger predict` and the service open with ONNX
+Runtime and without torch. One table compares all candidates; `models/export` points at the one
+configured to ship.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from mltagger.evaluate import Metric, comparison_table, evaluate_val_test, summary_metrics
+from mltagger.modelio import point_latest, read_model_metadata, write_model_metadata
+from mltagger.predict import ONNX_FILE, OnnxPredictor, TorchPredictor, folder_weights_mb
+
+log = logging.getLogger(__name__)
+
+# Files of a model folder the ONNX copy keeps (weights are replaced by model.onnx).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
+)
+
+
+class ExportError(ValueError):
+    """An export that must not ship (e.g. parity below the bound); a user-facing message."""
+
+
+def export_onnx(model_dir: Path, out_dir: Path, opset: int = 17) -> Path:
+    """fp32 ONNX graph of a model folder's classifier, inputs with dynamic batch/sequence axes."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # The eager attention path traces to plain ONNX ops on every opset we target.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, attn_implementation="eager"
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sample = tokenizer(["an example title. and its description"], return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs, strict=True))).logits
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ONNX_FILE
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with torch.no_grad():
+        torch.onnx.export(
+            Logits(model),
+            tuple(sample[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+    return path
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
+    """int8 weights (dynamic quantisation: activations are quantised per batch at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8)
+    return out_path
+
+
+def copy_folder_files(src: Path, dst: Path) -> None:
+    """Tokenizer, config, labels, inference settings and card: everything but the weights."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (*TOKENIZER_FILES, "labels.json", "inference.json", "card.md"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """How far an export's probabilities are from the torch model's on the same texts."""
+    diff = np.abs(np.asarray(reference) - np.asarray(candidate))
+    agree = np.asarray(reference).argmax(axis=1) == np.asarray(candidate).argmax(axis=1)
+    return {
+        "max_prob_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_prob_diff": float(diff.mean()) if diff.size else 0.0,
+        "label_agreement": float(agree.mean()) if agree.size else 1.0,
+        "num_samples": len(agree),
+    }
+
+
+def _evaluate(name, predictor, data, eval_cfg, out_dir: Path) -> tuple[dict, dict]:
+    """Probabilities on val/test and the full report (threshold chosen on val)."""
+    probs = {
+        s: predictor.predict_proba([it["text"] for it in data.splits[s]]) for s in ("val", "test")
+    }
+    val_report, test_report, applied = evaluate_val_test(
+        data, predictor.labels, probs["val"], probs["test"], eval_cfg, out_dir / name, name
+    )
+    summary = {**summary_metrics(val_report, "val/"), **summary_metrics(test_report, "test/")}
+    return {
+        "probs": probs,
+        "threshold": applied,
+        "summary": summary,
+        "size_mb": folder_weights_mb(predictor.folder),
+    }, test_report
+
+
+def _finish_folder(folder: Path, threshold: float, name: str, source: Path) -> None:
+    """The export's own val threshold and a version name in inference.json."""
+    labels, inference = read_model_metadata(folder)
+    write_model_metadata(
+        folder,
+        labels,
+        replace(
+            inference,
+            threshold=threshold if np.isfinite(threshold) else 1.01,
+            model_version=f"{inference.model_version}+{name}",
+            extra={**inference.extra, "exported_from": str(source), "export": name},
+        ),
+    )
+
+
+def export_candidates(cfg) -> dict:
+    """Every candidate: torch reference, ONNX fp32, ONNX int8 (for the teacher and the student)."""
+    from mltagger.data import prepare_data
+    from mltagger.paths import resolve_path
+
+    out_dir = Path(cfg.paths.output_dir)
+    data = prepare_data(cfg.data, cfg.paths.root_dir)
+    sources = {"teacher": cfg.teacher, "student": cfg.get("student")}
+    results: dict[str, dict] = {}
+    reports: dict[str, dict] = {}
+    for role, given in sources.items():
+        if not given:
+            continue
+        src = resolve_path(given, cfg.paths.root_dir)
+        if not src.is_dir():
+            raise FileNotFoundError(
+                f"{role}={given}: no such model folder"
+                + (" (train one with make train)" if role == "teacher" else " (make distill)")
+            )
+        src = src.resolve()
+        labels, _ = read_model_metadata(src)
+        if labels != data.label_names():
+            raise ExportError(
+                f"{role} classes {labels} differ from the data's {data.label_names()}: "
+                "export with the data config the model was trained on (data=...)"
+            )
+        torch_pred = TorchPredictor(src, cfg.batch_size)
+        name = f"{role}-torch"
+        log.info("evaluating %s (%s)", name, src)
+        results[name], reports[name] = _evaluate(name, torch_pred, data, cfg.eval, out_dir)
+        results[name]["folder"] = str(src)
+        reference = results[name]["probs"]["test"]
+
+        fp32_dir = out_dir / "models" / f"{role}-fp32"
+        copy_folder_files(src, fp32_dir)
+        export_onnx(src, fp32_dir, cfg.opset)
+        variants = [("fp32", fp32_dir)]
+        if cfg.quantize:
+            int8_dir = out_dir / "models" / f"{role}-int8"
+            copy_folder_files(src, int8_dir)
+            quantize_int8(fp32_dir / ONNX_FILE, int8_dir / ONNX_FILE)
+            variants.append(("int8", int8_dir))
+
+        for precision, folder in variants:
+            name = f"{role}-{precision}"
+            pred = OnnxPredictor(folder, cfg.batch_size)
+            results[name], reports[name] = _evaluate(name, pred, data, cfg.eval, out_dir)
+            results[name]["folder"] = str(folder)
+            check = parity(reference, results[name]["probs"]["test"])
+            results[name]["parity"] = check
+            bound = float(cfg.parity.min_agreement[precision])
+            log.info(
+                "%s: label agreement %.4f with torch (bound %.3f), max prob diff %.2e",
+                name,
+                check["label_agreement"],
+                bound,
+                check["max_prob_diff"],
+            )
+            if check["label_agreement"] < bound:
+                raise ExportError(
+                    f"{name}: only {check['label_agreement']:.2%} of test items keep the torch "
+                    f"model's top class (bound {bound:.2%}, max probability difference "
+                    f"{check['max_prob_diff']:.3f}); this export must not ship"
+                )
+            _finish_folder(folder, results[name]["threshold"], name, src)
+    return {"results": results, "reports": reports, "data": data}
+
+
+def render(results: dict, reports: dict, ship: str, f1_bound: dict) -> str:
+    """The export report: quality of every candidate in one table, then parity and size."""
+    lines = [
+        "# Export candidates (test split, threshold chosen on val for each)",
+        "",
+        comparison_table(reports),
+        "",
+        "| candidate | size (MB) | label agreement with torch | max probability difference |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        p = r.get("parity")
+        lines.append(
+            f"| {name} | {r['size_mb']:.1f} | "
+            + (f"{p['label_agreement']:.4f} | {p['max_prob_diff']:.2e} |" if p else "— | — |")
+        )
+    lines += [
+        "",
+        f"Shipped: **{ship}** (`models/export`). Test weighted F1 {f1_bound['shipped']:.3f} vs "
+        f"teacher (torch, fp32) {f1_bound['teacher']:.3f}: "
+        + (
+            "within the bound."
+            if f1_bound["ok"]
+            else f"**{f1_bound['teacher'] - f1_bound['shipped']:.3f} below, over the "
+            f"{f1_bound['max_drop']:.3f} bound.**"
+        ),
+        "",
+        "Latency: `make bench`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(cfg) -> dict:
+    """make export: candidates, one comparison, models/export -> the configured candidate."""
+    from mltagger.paths import resolve_path
+    from mltagger.run import write_run_info
+
+    out_dir = Path(cfg.paths.output_dir)
+    out = export_candidates(cfg)
+    results, reports = out["results"], out["reports"]
+    write_run_info(out_dir, cfg, out["data"].manifest())
+    ship = (
+        cfg.ship
+        if cfg.ship != "auto"
+        else ("student-int8" if "student-int8" in results else "teacher-int8")
+    )
+    if ship not in results or "parity" not in results[ship]:
+        raise ExportError(
+            f"ship={ship!r} is not an exported candidate; choose one of "
+            f"{[n for n, r in results.items() if 'parity' in r]}"
+        )
+    teacher_f1 = results["teacher-torch"]["summary"]["test/" + Metric.F1_WEIGHTED]
+    shipped_f1 = results[ship]["summary"]["test/" + Metric.F1_WEIGHTED]
+    f1_bound = {
+        "teacher": teacher_f1,
+        "shipped": shipped_f1,
+        "max_drop": float(cfg.max_f1_drop),
+        "ok": teacher_f1 - shipped_f1 <= float(cfg.max_f1_drop) + 1e-12,
+    }
+    text = render(results, reports, ship, f1_bound)
+    (out_dir / "export_report.md").write_text(text)
+    summary = {name: {k: v for k, v in r.items() if k != "probs"} for name, r in results.items()}
+    (out_dir / "export.json").write_text(
+        json.dumps({"ship": ship, "f1_bound": f1_bound, "candidates": summary}, indent=1) + "\n"
+    )
+    point_latest(Path(results[ship]["folder"]), resolve_path(cfg.paths.models_dir), "export")
+    print(text)
+    if not f1_bound["ok"]:
+        log.warning(
+            "the shipped export loses %.3f test weighted F1 against the teacher (bound %.3f)",
+            teacher_f1 - shipped_f1,
+            cfg.max_f1_drop,
+        )
+    print(f"Export folder: {out_dir}\nShipped model folder: {results[ship]['folder']}")
+    return summary
+
+
+if __name__ == "__main__":
+    from mltagger.cli import hydra_entry
+
+    hydra_entry("export", main)
