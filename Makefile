@@ -29,7 +29,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train distill export bench predict label-issues baselines validate test test-all lint format clean
+.PHONY: help install train sweep distill export bench predict label-issues baselines validate test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -52,6 +52,9 @@ train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/
 
 distill: $(STAMP) ## distil models/latest into a 3-layer student (experiment=distill_minilm_l3)
 	$(PY) -m mltagger.train experiment=distill_minilm_l3 $(ARGS)
+
+sweep: $(STAMP) ## Optuna search (ARGS="hparams_search=minilm_optuna ..."); writes conf/experiment/best_<study>.yaml
+	$(PY) -m mltagger.sweep $(if $(findstring hparams_search=,$(ARGS)),,hparams_search=minilm_optuna) $(ARGS)
 
 export: $(STAMP) ## ONNX fp32/int8 of models/latest (+ student=...), parity, one table -> models/export
 	$(PY) -m mltagger.export $(ARGS)

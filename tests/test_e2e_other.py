@@ -72,6 +72,8 @@ def test_seven_class_model_reports_out_of_scope(seven):
     assert "test/oos_auto_topic_rate" in json.loads((run / "metrics.json").read_text())["summary"]
     report = (run / "test" / "report.md").read_text()
     assert "Topic items and out-of-scope items" in report
+    assert (run / "test" / "out_of_scope_tradeoff.png").stat().st_size > 1000
+    assert len(test["scope"]["curve"]) == 41
     preds = [json.loads(x) for x in (run / "test" / "predictions.jsonl").read_text().splitlines()]
     for p in preds:
         assert p["reason"] == ("low_confidence" if p["needs_review"] else "classifier")

@@ -112,12 +112,15 @@ def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
     import os
 
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
     from mltagger.paths import ROOT_ENV, project_root
 
     os.environ.setdefault(ROOT_ENV, str(project_root()))
     try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (e.g. a sweep's trials)
+            return compose(config_name, overrides=list(overrides))
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return compose(config_name, overrides=list(overrides))
     except HydraException as err:

@@ -357,6 +357,19 @@ def evaluate_predictions(
     at_threshold = overall.pop("at_threshold", None)
 
     scope = scope_report(gold, probs, label_names, threshold, fallback_tag) if gold else None
+    if scope is not None:
+        # The trade-off people weigh: topic precision and coverage against out-of-scope harm.
+        scope["curve"] = []
+        for t in np.round(np.linspace(0.0, 1.0, 41), 3):
+            at_t = scope_report(gold, probs, label_names, float(t), fallback_tag)
+            scope["curve"].append(
+                {
+                    "threshold": float(t),
+                    "topic_precision": at_t["topics"][Metric.AUTO_PRECISION],
+                    "topic_coverage": at_t["topics"][Metric.COVERAGE],
+                    "oos_auto_topic": at_t["out_of_scope"]["auto_topic"],
+                }
+            )
 
     names = list(slice_names) if slice_names is not None else list(slice_registry.REGISTRY)
     slices: dict[str, dict] = {}
@@ -667,6 +680,8 @@ def write_report(
     plots.confusion_matrix_plot(report, out / "confusion_matrix.png", title)
     plots.precision_coverage_plot(report, out / "precision_coverage.png", title)
     plots.reliability_plot(report, out / "reliability.png", title)
+    if report.get("scope"):
+        plots.scope_tradeoff_plot(report, out / "out_of_scope_tradeoff.png", title)
     if predictions is not None:
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
             for rec in predictions:

@@ -125,3 +125,33 @@ def training_curves(history: list[dict], monitor: str, path: str | Path) -> Path
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)
     ax.set_title("Training")
     return _save(fig, Path(path))
+
+
+def scope_tradeoff_plot(report: dict, path: str | Path, title: str = "") -> Path:
+    """Topic precision and coverage against out-of-scope items auto-tagged with a topic.
+
+    One threshold moves all three; the applied threshold is marked, so a reader sees what a
+    higher or lower one would buy and cost.
+    """
+    scope = report["scope"]
+    curve = scope["curve"]
+    t = [r["threshold"] for r in curve]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    prec = [r["topic_precision"] if r["topic_precision"] is not None else np.nan for r in curve]
+    ax.plot(t, prec, label="topic items: auto-tag precision", lw=2)
+    ax.plot(t, [r["topic_coverage"] for r in curve], label="topic items: coverage", lw=2)
+    ax.plot(
+        t,
+        [r["oos_auto_topic"] for r in curve],
+        label="out-of-scope items auto-tagged with a topic",
+        lw=2,
+        color="crimson",
+    )
+    applied = report["coverage"].get("threshold")
+    if applied is not None:
+        ax.axvline(applied, color="grey", ls=":", label=f"applied threshold {applied:.2f}")
+    ax.set_xlabel("review threshold (confidence)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"Out-of-scope trade-off {title}".strip())
+    return _save(fig, Path(path))

@@ -281,8 +281,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fine-tune, evaluate and save; returns flat metrics (val/…, test/…)."""
+def train(cfg: DictConfig, on_epoch=None) -> dict[str, float]:
+    """Fine-tune, evaluate and save; returns flat metrics (val/…, test/…).
+
+    on_epoch(epoch, metrics) is called after each epoch's validation (a sweep reports to Optuna
+    there, and may raise to prune the trial).
+    """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
@@ -517,6 +521,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 epoch_metrics["train/samples_per_second"],
             )
             _checkpoint(accelerator, state, out_dir)
+            if on_epoch is not None:
+                on_epoch(state.epoch, epoch_metrics)
 
             if state.bad_epochs >= tcfg.early_stopping_patience:
                 log.info(
