@@ -102,21 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for folder in models:
         row = bench_one(folder, texts, args.threads)
-        row["name"] = folder.name if folder.name != "model" else folder.parent.name
+        # models/latest -> "latest"; runs/<task>/<id>/model -> "<task>" (e.g. distill).
+        row["name"] = folder.name if folder.name != "model" else folder.parent.parent.name
         rows.append(row)
         print(f"{row['name']}: p99 {row['p99_ms']:.2f} ms", file=sys.stderr)
     base = rows[0]["p50_ms"]
     print(f"\n{args.n} single-item calls per model after warm-up, {args.threads} threads\n")
     print(
         "| model | backend | size (MB) | p50 ms | p95 ms | p99 ms | items/s at batch 32 "
-        f"| p50 vs {rows[0]['name']} |"
+        f"| speed-up vs {rows[0]['name']} (p50) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['name']} | {r['backend']} | {r['size_mb']:.1f} | {r['p50_ms']:.2f} | "
             f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_batch32_per_s']:.0f} | "
-            f"{base / r['p50_ms']:.1f}× faster |"
+            f"{base / r['p50_ms']:.1f}× |"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
