@@ -105,6 +105,34 @@ def make_storage(url: str):
     return optuna.storages.RDBStorage(url)
 
 
+def open_study(name: str, storage_url: str, attempts: int = 5, **kwargs):
+    """Create or load the study, retrying when workers that start together race on the schema.
+
+    Two processes opening a fresh SQLite file at once both try to create Optuna's tables and
+    version row; the loser gets an integrity/operational error. The schema exists by the time it
+    retries, so a short backoff is all it takes.
+    """
+    import random
+
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.create_study(
+                study_name=name,
+                storage=make_storage(storage_url),
+                load_if_exists=True,
+                **kwargs,
+            )
+        except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError) as err:
+            if attempt == attempts:
+                raise
+            log.warning("opening study %s failed (%s), retrying", name, type(err).__name__)
+            time.sleep(0.5 * attempt + random.random())
+    raise AssertionError("unreachable")
+
+
 def base_overrides(cfg: DictConfig) -> list[str]:
     """The command line's overrides (they apply to every trial), from Hydra's record."""
     from hydra.core.hydra_config import HydraConfig
@@ -135,13 +163,12 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
             raise ValueError(f"sweep.params.{key}: type must be one of {PARAM_TYPES}")
     sweep_dir = Path(str(sw.dir))
     storage = str(sw.storage or f"sqlite:///{sweep_dir / 'study.db'}")
-    study = optuna.create_study(
-        study_name=str(sw.study_name),
-        storage=make_storage(storage),
+    study = open_study(
+        str(sw.study_name),
+        storage,
         sampler=make_sampler(sw.sampler),
         pruner=make_pruner(sw.pruner),
         direction=str(sw.direction),
-        load_if_exists=True,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     log.info("study %s in %s: %d trials so far", sw.study_name, storage, len(study.trials))
