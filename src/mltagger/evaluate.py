@@ -715,9 +715,8 @@ def operating_points(
         return probs.max(axis=1), correct
 
     def at(conf, correct, t):
-        auto = conf >= t
-        k = int(auto.sum())
-        return (float(correct[auto].mean()) if k else None), (k / len(conf) if len(conf) else 0.0)
+        point = coverage_curve(conf, correct, [t])[0]
+        return point["precision"], point["coverage"]
 
     vc, vk = conf_correct(val_items, val_probs)
     tc, tk = conf_correct(test_items, test_probs)
