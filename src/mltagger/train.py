@@ -180,7 +180,11 @@ def _teacher_train_logits(teacher_dir: Path, items, labels, cfg, accelerator, co
     same numbers. Uses the teacher's own tokenizer, so the student may tokenise differently.
     """
     from torch.utils.data import DataLoader
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+    )
 
     from mltagger.modelio import read_model_metadata
 
@@ -191,8 +195,6 @@ def _teacher_train_logits(teacher_dir: Path, items, labels, cfg, accelerator, co
             "distil on the data the teacher was trained on"
         )
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    from transformers import DataCollatorWithPadding
-
     ds = tokenize_split(items, labels, tokenizer, cfg.model.max_length)
     loader = DataLoader(
         ds,
