@@ -256,3 +256,33 @@ def trained(tmp_path_factory, tiny_model_dir):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp
+
+
+def export_overrides(tmp, trained, *extra: str) -> list[str]:
+    items_file = tmp / "items.json"
+    items_file.write_text(json.dumps(make_items()))
+    return [
+        f"hydra.run.dir={tmp / 'export'}",
+        "data=projects",
+        f"data.sources=[{{name: tiny, path: '{items_file}', sha256: null}}]",
+        "data.min_freq=2",
+        "data.split.val_size=0.2",
+        "data.split.test_size=0.2",
+        f"teacher={trained / 'run' / 'model'}",
+        f"paths.models_dir={tmp / 'models'}",
+        # A 2-layer model with hidden size 32 has near-uniform scores, where int8 rounding can
+        # flip a top class; the bound for real models is in conf/export.yaml.
+        "parity.min_agreement.int8=0.5",
+        "max_f1_drop=1.0",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, trained):
+    """The tiny trained model exported (ONNX fp32 + int8, dedup.json), shared by export and
+    service tests: (folder of the export run, its stdout)."""
+    tmp = tmp_path_factory.mktemp("export")
+    proc = run_module("mltagger.export", *export_overrides(tmp, trained))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp, proc.stdout

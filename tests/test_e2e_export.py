@@ -7,37 +7,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from tests.conftest import REPO, TAGS, make_items, run_module
-
-
-def export_overrides(tmp, trained, *extra: str) -> list[str]:
-    items_file = tmp / "items.json"
-    items_file.write_text(json.dumps(make_items()))
-    return [
-        f"hydra.run.dir={tmp / 'export'}",
-        "data=projects",
-        f"data.sources=[{{name: tiny, path: '{items_file}', sha256: null}}]",
-        "data.min_freq=2",
-        "data.split.val_size=0.2",
-        "data.split.test_size=0.2",
-        f"teacher={trained / 'run' / 'model'}",
-        f"paths.models_dir={tmp / 'models'}",
-        # A 2-layer model with hidden size 32 has near-uniform scores, where int8 rounding can
-        # flip a top class; the bound for real models is in conf/export.yaml.
-        "parity.min_agreement.int8=0.5",
-        "max_f1_drop=1.0",
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, trained):
-    tmp = tmp_path_factory.mktemp("export")
-    proc = run_module("mltagger.export", *export_overrides(tmp, trained))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp, proc.stdout
+from tests.conftest import REPO, TAGS, export_overrides, run_module
 
 
 def test_export_writes_candidates_parity_and_table(exported):
@@ -56,6 +26,32 @@ def test_export_writes_candidates_parity_and_table(exported):
             assert (folder / f).is_file(), (name, f)
         assert (tmp / "export" / name / "test" / "metrics.json").is_file()
     assert (tmp / "models" / "export").resolve() == (tmp / "export" / "models" / "teacher-int8")
+
+
+def test_export_carries_the_screening_embedding_and_its_threshold(exported, trained):
+    """The ONNX graph's second output equals the torch model's mean-pooled middle layer, and
+    each export has its own calibrated near-duplicate threshold (dedup.json)."""
+    import numpy as np
+
+    from mltagger.predict import OnnxPredictor, TorchPredictor
+
+    tmp, _ = exported
+    texts = ["Object detection with YOLO", "Forecast sales with an LSTM", "a"]
+    torch_pred = TorchPredictor(trained / "run" / "model")
+    onnx_pred = OnnxPredictor(tmp / "export" / "models" / "teacher-fp32")
+    assert onnx_pred.has_embeddings and onnx_pred.embedding_layer == torch_pred.embedding_layer == 1
+    t_logits, t_emb = torch_pred.encode(texts)
+    o_logits, o_emb = onnx_pred.encode(texts)
+    np.testing.assert_allclose(o_logits, t_logits, atol=1e-4)
+    np.testing.assert_allclose(o_emb, t_emb, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(o_emb, axis=1), 1.0, atol=1e-5)
+    for name in ("teacher-fp32", "teacher-int8"):
+        cal = json.loads((tmp / "export" / "models" / name / "dedup.json").read_text())
+        assert 0.0 < cal["threshold"] <= 1.0
+        assert cal["val"]["precision"] >= cal["min_precision"] or cal["threshold"] == 1.0
+        assert set(cal["test_by_kind"]) >= {"format", "typos", "truncated", "random"}
+        # format-only copies hash equal: the exact stage catches all of them.
+        assert cal["test_by_kind"]["format"]["called_duplicate"] == 1.0
 
 
 def test_predict_through_the_export_never_imports_torch(exported):

@@ -26,9 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mltagger.dedup import calibrate_screen, write_screen_calibration
 from mltagger.evaluate import Metric, comparison_table, evaluate_val_test, summary_metrics
 from mltagger.modelio import point_latest, read_model_metadata, write_model_metadata
-from mltagger.predict import ONNX_FILE, OnnxPredictor, TorchPredictor, folder_weights_mb
+from mltagger.predict import (
+    EMBEDDING_OUTPUT,
+    ONNX_FILE,
+    OnnxPredictor,
+    TorchPredictor,
+    embedding_layer,
+    folder_weights_mb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +55,11 @@ class ExportError(ValueError):
 
 
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = 17) -> Path:
-    """fp32 ONNX graph of a model folder's classifier, inputs with dynamic batch/sequence axes."""
+    """fp32 ONNX graph of a model folder's classifier, inputs with dynamic batch/sequence axes.
+
+    Outputs: `logits`, and `embedding` (the duplicate-screening vector of
+    `mltagger.predict.embedding_layer`); the layer is recorded in the folder's inference.json.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -57,31 +69,46 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 17) -> Path:
     ).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sample = tokenizer(["an example title. and its description"], return_tensors="pt")
+    labels, inference = read_model_metadata(model_dir)
+    layer = embedding_layer(inference, model.config)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
-    class Logits(torch.nn.Module):
+    class LogitsAndEmbedding(torch.nn.Module):
+        """Two outputs from one pass: class logits, and the mean-pooled last hidden state
+        (L2-normalised) that the service uses to screen near-duplicates."""
+
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
         def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs, strict=True))).logits
+            feeds = dict(zip(names, inputs, strict=True))
+            out = self.inner(**feeds, output_hidden_states=True)
+            hidden = out.hidden_states[layer]
+            mask = feeds["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return out.logits, torch.nn.functional.normalize(pooled, dim=-1)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ONNX_FILE
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
+    axes[EMBEDDING_OUTPUT] = {0: "batch"}
     with torch.no_grad():
         torch.onnx.export(
-            Logits(model),
+            LogitsAndEmbedding(model),
             tuple(sample[n] for n in names),
             str(path),
             input_names=names,
-            output_names=["logits"],
+            output_names=["logits", EMBEDDING_OUTPUT],
             dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
         )
+    if (out_dir / "inference.json").is_file():
+        _, out_inference = read_model_metadata(out_dir)
+        extra = {**out_inference.extra, "embedding_layer": layer}
+        write_model_metadata(out_dir, labels, replace(out_inference, extra=extra))
     return path
 
 
@@ -204,7 +231,7 @@ def export_candidates(cfg) -> dict:
         variants = [("fp32", fp32_dir)]
         if cfg.quantize:
             int8_dir = out_dir / "models" / f"{role}-int8"
-            copy_folder_files(src, int8_dir)
+            copy_folder_files(fp32_dir, int8_dir)
             quantize_int8(
                 fp32_dir / ONNX_FILE,
                 int8_dir / ONNX_FILE,
@@ -235,6 +262,17 @@ def export_candidates(cfg) -> dict:
                     f"{check['max_prob_diff']:.3f}); this export must not ship"
                 )
             _finish_folder(folder, results[name]["threshold"], name, src)
+            # The near-duplicate threshold belongs to the model whose embedding it thresholds.
+            screen = calibrate_screen(pred, data, float(cfg.dedup.min_precision))
+            write_screen_calibration(folder, screen)
+            results[name]["dedup"] = {k: screen[k] for k in ("threshold", "val", "test")}
+            log.info(
+                "%s duplicate screen: threshold %.3f, test precision %.3f recall %.3f",
+                name,
+                screen["threshold"],
+                screen["test"]["precision"],
+                screen["test"]["recall"],
+            )
     return {"results": results, "reports": reports, "data": data}
 
 
