@@ -19,6 +19,9 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 ARGS ?=
 # Extra arguments of scripts/bench_latency.py, e.g. make bench BENCH_ARGS="--n 500"
 BENCH_ARGS ?=
+# scripts/dedup_eval.py and scripts/load_test.py arguments
+DEDUP_ARGS ?=
+LOAD_ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
 PYTEST_ARGS ?=
 
@@ -29,7 +32,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train sweep distill export bench predict label-issues baselines validate test test-all lint format clean
+.PHONY: help install train sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -75,6 +78,22 @@ predict: $(STAMP) ## tag a file: make predict INPUT=items.jsonl [MODEL=models/la
 validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl
 	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }
 	$(VENV)/bin/mltagger validate $(FILE)
+
+serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); ARGS="port=8080 model=..."
+	$(PY) -m mltagger.serve $(ARGS)
+
+ingest: $(STAMP) ## hourly batch job: make ingest FILE=drop.jsonl [ARGS="store.url=..."]
+	@test -n "$(FILE)" || { echo "usage: make ingest FILE=drop.{jsonl,json,csv} [ARGS=overrides]"; exit 2; }
+	$(VENV)/bin/mltagger ingest $(FILE) $(ARGS)
+
+dataset: $(STAMP) ## next training file from the store's human labels -> data/feedback/, conf/data/
+	$(VENV)/bin/mltagger dataset build $(ARGS)
+
+dedup-eval: $(STAMP) ## duplicate screen precision/recall and cost at 1k/100k items (MODEL=models/export)
+	$(PY) scripts/dedup_eval.py --model $(or $(MODEL),models/export) $(DEDUP_ARGS)
+
+load-test: $(STAMP) ## loopback load test of /predict (single and batched) on the exported model
+	$(PY) scripts/load_test.py $(LOAD_ARGS)
 
 test: $(STAMP) ## the test suite without slow tests (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

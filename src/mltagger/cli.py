@@ -177,6 +177,63 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """The hourly batch job: validate, screen duplicates, tag and store one drop file."""
+    import json
+
+    from mltagger.ingest import format_summary, ingest_file
+    from mltagger.serve import build_tagger
+
+    cfg = compose_config("serve", args.overrides)
+    path = Path(args.file)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    tagger = build_tagger(cfg)
+    try:
+        summary = ingest_file(
+            tagger,
+            path,
+            rejects=args.rejects,
+            policy=str(cfg.dedup.on_duplicate),
+            chunk_size=int(cfg.ingest.chunk_size),
+            progress=not args.quiet,
+        )
+    finally:
+        tagger.store.close()
+    print(format_summary(summary))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_dataset_build(args: argparse.Namespace) -> int:
+    """Human labels from the store -> data/feedback/v<N>.json + conf/data/feedback_v<N>.yaml."""
+    from mltagger.dataset import build
+
+    serve_cfg = compose_config("serve", args.overrides)
+    data_cfg = load_data_config(args.data)
+    out = build(
+        str(serve_cfg.store.url),
+        data_cfg,
+        serve_cfg.paths.root_dir,
+        out_dir=args.out_dir,
+        config_dir=args.config_dir,
+        reviewed_only=args.reviewed_only,
+    )
+    print(
+        f"v{out['version']}: {out['rows']} human-labelled items {out['by_label_source']} -> "
+        f"{out['file']} (sha256 {out['sha256'][:12]}…)\n"
+        f"tags: {out['by_tag']}\nconfig: {out['config']}\nchangelog: {out['changelog']}"
+    )
+    if out["repeats_shipped"]:
+        print(
+            f"{len(out['repeats_shipped'])} items repeat shipped items and were left out "
+            f"(the shipped label is kept): {out['repeats_shipped'][:5]}"
+        )
+    print(f'train on it: make train ARGS="data={out["data_name"]}"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltagger", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,11 +305,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. eval.precision_target=0.9")
     p.set_defaults(func=cmd_baselines)
+
+    p = sub.add_parser(
+        "ingest",
+        help="the hourly batch job: validate, screen duplicates, tag and store a drop file",
+        description="Bad rows go to a rejects file (FILE.rejects.jsonl), none is lost; "
+        "running it twice on one file adds nothing the second time. Config: conf/serve.yaml.",
+    )
+    p.add_argument("file", help="the drop: .jsonl, .json or .csv with title (and description)")
+    p.add_argument("--rejects", help="where invalid rows go (default FILE.rejects.jsonl)")
+    p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=... model=...")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("dataset", help="training data from the store")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser(
+        "build",
+        help="write the next versioned training file with the store's human labels",
+        description="data/feedback/v<N>.json (+ sha256, CHANGELOG.md line) and "
+        "conf/data/feedback_v<N>.yaml = the base data + those items.",
+    )
+    p.add_argument("--data", default="with_other", help="base data config (default with_other)")
+    p.add_argument(
+        "--reviewed-only",
+        action="store_true",
+        help="only items a person tagged in review (leave out unreviewed wrong-tag reports)",
+    )
+    p.add_argument("--out-dir", help="folder of the versioned files (default data/feedback)")
+    p.add_argument("--config-dir", help="where the data config goes (default conf/data)")
+    p.add_argument("overrides", nargs="*", help="serve config overrides, e.g. store.url=...")
+    p.set_defaults(func=cmd_dataset_build)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Config overrides (key=value) may come after --flags too: `ingest FILE --json model_dir=X`.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with user_errors():
         return args.func(args)
 

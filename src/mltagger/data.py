@@ -86,7 +86,8 @@ def read_rows(path: str | Path) -> list[RawRow]:
             try:
                 rows.append(RawRow(i, json.loads(line)))
             except json.JSONDecodeError as err:
-                rows.append(RawRow(i, None, f"invalid JSON: {err.msg}"))
+                # The line itself is kept, so a rejects file holds what arrived.
+                rows.append(RawRow(i, line, f"invalid JSON: {err.msg}"))
         return rows
 
     reader = csv.DictReader(text.splitlines(keepends=True))
@@ -800,7 +801,7 @@ def prepare_data(
             action=noise_cfg.action,
             sources=list(noise_cfg.sources),
             weight=float(noise_cfg.get("weight", 1.0)),
-            data_sha256=data_sha,
+            data_sources=sources,
             split_config=split_config,
         )
         label_noise["layer"] = str(noise_cfg.layer)

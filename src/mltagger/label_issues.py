@@ -176,29 +176,46 @@ def apply_layer(
     action: str,
     sources: Sequence[str],
     weight: float,
-    data_sha256: str,
+    data_sources: Sequence[dict] | None = None,
+    data_sha256: str | None = None,
     split_config: dict,
 ) -> tuple[dict[str, list[dict]], dict]:
     """The train split with the action applied to suspect rows of `sources`; val/test untouched.
 
     Refuses a layer computed for other data or another split: its row ids would point at rows
-    it never judged.
+    it never judged. A layer built on the first k sources of the data (same files, same split)
+    stays valid when sources are added after them (e.g. `mltagger dataset build` adding human
+    labels), because splitting source by source never moves an earlier source's rows.
     """
-    from mltagger.data import DataError
+    from mltagger.data import DataError, combined_sha256
 
     if action not in ACTIONS:
         raise DataError(f"label_noise.action must be one of {ACTIONS}, got {action!r}")
     if layer.get("version") != LAYER_VERSION:
         raise DataError(f"label-issue layer version {layer.get('version')} is not supported")
+    if data_sources is None:  # callers that know only the combined hash
+        prefixes = [(data_sha256, None)]
+    else:
+        prefixes = [
+            (combined_sha256(data_sources[:k]), {s["name"] for s in data_sources[:k]})
+            for k in range(len(data_sources), 0, -1)
+        ]
+        data_sha256 = prefixes[0][0]
+    covered = next((names for sha, names in prefixes if sha == layer.get("data_sha256")), False)
+    judged = (
+        splits["train"]
+        if covered is None or covered is False
+        else [it for it in splits["train"] if it.get("source") in covered]
+    )
     if (
-        layer.get("data_sha256") != data_sha256
+        covered is False
         or layer.get("split") != split_config
-        or layer.get("train_ids_sha256") != ids_digest(splits["train"])
+        or layer.get("train_ids_sha256") != ids_digest(judged)
     ):
         raise DataError(
             "the label-issue layer was computed for other data or another split "
             f"(layer data sha256 {str(layer.get('data_sha256'))[:12]}…, split "
-            f"{layer.get('split')}; now {data_sha256[:12]}…, {split_config}). "
+            f"{layer.get('split')}; now {str(data_sha256)[:12]}…, {split_config}). "
             "Rebuild it with `make label-issues`, or set data.label_noise.action=keep."
         )
     train_ids = {it["id"] for it in splits["train"]}

@@ -1,0 +1,97 @@
+"""The hourly batch job: `mltagger ingest DROP.jsonl` (or .csv/.json) from the discovery pipeline.
+
+Every row ends somewhere: stored (tagged), skipped as a duplicate (of a stored item or of an
+earlier row of the drop), or written to the rejects file with its problems. Exact copies of
+stored items are never stored again, so running the job twice on one file adds nothing the
+second time; near-duplicates follow the service's policy (`dedup.on_duplicate`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from mltagger.data import load_items, sha256_file
+from mltagger.service import Tagger, prepare
+
+
+def default_rejects_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".rejects.jsonl")
+
+
+def ingest_file(
+    tagger: Tagger,
+    path: str | Path,
+    *,
+    rejects: str | Path | None = None,
+    policy: str = "reject",
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Validate, screen, tag and store one drop; returns the summary (also stored in the DB)."""
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    sha = sha256_file(path) if path.is_file() else None
+    report = load_items(path, tagger.predictor.inference.approved_tags, labeled=False)
+    rejects_path = None
+    if report.rejected:
+        rejects_path = report.write_rejects(rejects or default_rejects_path(path))
+    seen_before = tagger.store.ingest_history(sha) if sha else []
+    stored_tags: Counter = Counter()
+    dup_kinds: Counter = Counter()
+    needs_review = stored = 0
+    items = [prepare(it["title"], it["description"], it.get("url")) for it in report.items]
+    bar = tqdm(total=len(items), desc=f"ingest {path.name}", unit="item", disable=not progress)
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        outcomes = tagger.add(chunk, source=f"ingest:{path.name}", policy=policy, skip_exact=True)
+        for out in outcomes:
+            if out.duplicate is not None:
+                dup_kinds[out.duplicate.kind + ("" if out.stored else "_skipped")] += 1
+            if out.stored:
+                stored += 1
+                stored_tags[out.prediction["tag"]] += 1
+                needs_review += bool(out.prediction["needs_review"])
+        bar.update(len(chunk))
+    bar.close()
+    summary = {
+        "file": str(path),
+        "sha256": sha,
+        "rows": report.n_rows,
+        "valid": len(items),
+        "rejected": len(report.rejected),
+        "rejects_file": str(rejects_path) if rejects_path else None,
+        "stored": stored,
+        "duplicates_skipped": sum(v for k, v in dup_kinds.items() if k.endswith("_skipped")),
+        "duplicates_stored_flagged": sum(v for k, v in dup_kinds.items() if k in ("exact", "near")),
+        "duplicates_by_kind": dict(dup_kinds),
+        "needs_review": needs_review,
+        "stored_by_tag": dict(stored_tags.most_common()),
+        "previous_runs_of_this_file": len(seen_before),
+    }
+    tagger.store.record_ingest(str(path), sha or "", summary)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"{s['file']}: {s['rows']} rows, {s['valid']} valid, {s['rejected']} rejected"
+        + (f" (-> {s['rejects_file']})" if s["rejects_file"] else ""),
+        f"  stored {s['stored']} (needs_review {s['needs_review']}), duplicates skipped "
+        f"{s['duplicates_skipped']}, duplicates stored with a flag "
+        f"{s['duplicates_stored_flagged']}",
+    ]
+    if s["duplicates_by_kind"]:
+        lines.append(
+            "  duplicates by kind: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(s["duplicates_by_kind"].items()))
+        )
+    for tag, n in s["stored_by_tag"].items():
+        lines.append(f"  {tag:<28} {n}")
+    if s["previous_runs_of_this_file"]:
+        lines.append(
+            f"  this file was ingested {s['previous_runs_of_this_file']} time(s) before; "
+            "its items were already stored"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,406 @@
+"""The content store: items, their tags (by the model or by a person), feedback and reviews.
+
+SQLAlchemy Core over any database it speaks to. The default is one SQLite file in WAL mode with
+`synchronous=FULL`, so `make serve` needs nothing else and an acknowledged write survives the
+process being killed. For PostgreSQL, set `store.url=postgresql+psycopg://user:pass@host/db`
+(and `pip install "psycopg[binary]"`): the same tables and queries, no SQLite-only SQL.
+
+The schema is versioned: `MIGRATIONS` is an append-only list, each step runs once in its own
+transaction and is recorded in `schema_version`. Opening a database applies the missing steps;
+a database written by a newer mltagger is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+HUMAN = "human"
+MODEL = "model"
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("url", sa.Text),
+    sa.Column("content_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("tag", sa.String(64), nullable=False),
+    # who set `tag`: "model" (then model_version says which) or "human"
+    sa.Column("tagged_by", sa.String(16), nullable=False),
+    sa.Column("model_version", sa.Text),
+    sa.Column("confidence", sa.Float),
+    sa.Column("reason", sa.String(32)),
+    sa.Column("scores", sa.JSON),
+    sa.Column("needs_review", sa.Boolean, nullable=False, default=False, index=True),
+    sa.Column("duplicate_of", sa.Integer, sa.ForeignKey("items.id")),
+    sa.Column("duplicate_kind", sa.String(16)),
+    sa.Column("duplicate_similarity", sa.Float),
+    sa.Column("source", sa.Text, nullable=False, default="api"),
+    # float32 bytes of the screening embedding, and the model version that made it
+    sa.Column("embedding", sa.LargeBinary),
+    sa.Column("embedding_model", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("correct_tag", sa.String(64), nullable=False),
+    sa.Column("previous_tag", sa.String(64), nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("tag", sa.String(64), nullable=False),
+    sa.Column("previous_tag", sa.String(64), nullable=False),
+    sa.Column("reviewer", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+ingest_runs = sa.Table(
+    "ingest_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("file_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _create(*tables: sa.Table) -> Callable[[sa.Connection], None]:
+    def step(conn: sa.Connection) -> None:
+        for table in tables:
+            table.create(conn, checkfirst=True)
+
+    return step
+
+
+# Append-only: (version, description, step). Never edit a released step; add a new one.
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "items, feedback and reviews", _create(items, feedback, reviews)),
+    (2, "ingest runs (one row per batch file, with its summary)", _create(ingest_runs)),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+class StoreError(ValueError):
+    """A problem with the store a user can act on (unknown item, newer schema...)."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it is acknowledged
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for `url`; SQLite files get WAL mode and their folder is created."""
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def current_version(engine: sa.Engine) -> int:
+    if not sa.inspect(engine).has_table("schema_version"):
+        return 0
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+
+def migrate(engine: sa.Engine, target: int = LATEST_VERSION) -> list[int]:
+    """Apply the missing migration steps up to `target`; returns the versions applied."""
+    version = current_version(engine)
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"the database is at schema version {version}, newer than this mltagger "
+            f"({LATEST_VERSION}); upgrade mltagger instead of opening it with an old one"
+        )
+    applied = []
+    for number, description, step in MIGRATIONS:
+        if version < number <= target:
+            with engine.begin() as conn:
+                schema_version.create(conn, checkfirst=True)
+                step(conn)
+                conn.execute(
+                    schema_version.insert().values(
+                        version=number, description=description, applied_at=now()
+                    )
+                )
+            applied.append(number)
+    return applied
+
+
+def _public(row: sa.Row) -> dict:
+    """An item as the API returns it (no embedding bytes)."""
+    d = dict(row._mapping)
+    d.pop("embedding", None)
+    d.pop("embedding_model", None)
+    for key in ("created_at", "updated_at"):
+        if d.get(key) is not None:
+            d[key] = _iso(d[key])
+    return d
+
+
+def _iso(stamp: datetime) -> str:
+    """UTC ISO time; SQLite returns the stored UTC time without its zone."""
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.isoformat()
+
+
+class Store:
+    """Items, feedback and reviews in one database; every method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.migrations_applied = migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- items -------------------------------------------------------------------------------
+
+    def add_items(self, rows: Sequence[dict]) -> list[int]:
+        """Insert items (dicts of `items` columns; embedding as a float32 array) in one
+        transaction; returns their ids in order."""
+        stamp = now()
+        ids = []
+        with self.engine.begin() as conn:
+            for row in rows:
+                values = dict(row)
+                position = values.pop("duplicate_of_position", None)
+                if position is not None:  # a duplicate of an earlier row of this call
+                    values["duplicate_of"] = ids[position]
+                emb = values.get("embedding")
+                if emb is not None:
+                    values["embedding"] = np.asarray(emb, dtype=np.float32).tobytes()
+                values.setdefault("created_at", stamp)
+                values.setdefault("updated_at", stamp)
+                ids.append(
+                    int(conn.execute(items.insert().values(**values)).inserted_primary_key[0])
+                )
+        return ids
+
+    def get_item(self, item_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(items).where(items.c.id == item_id)).first()
+        return _public(row) if row else None
+
+    def ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        """The first stored item of each known content hash."""
+        hashes = sorted(set(hashes))
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):  # bound the IN list
+                query = (
+                    sa.select(items.c.content_hash, sa.func.min(items.c.id))
+                    .where(items.c.content_hash.in_(hashes[start : start + 500]))
+                    .group_by(items.c.content_hash)
+                )
+                found.update({h: int(i) for h, i in conn.execute(query)})
+        return found
+
+    def embeddings(self, model: str) -> tuple[list[int], np.ndarray | None, list[dict]]:
+        """(ids, matrix) of items embedded by `model`, and the items embedded by another model
+        (or none), which the caller re-embeds."""
+        ids, vectors, stale = [], [], []
+        query = sa.select(
+            items.c.id,
+            items.c.title,
+            items.c.description,
+            items.c.embedding,
+            items.c.embedding_model,
+        ).order_by(items.c.id)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                if row.embedding is not None and row.embedding_model == model:
+                    ids.append(int(row.id))
+                    vectors.append(np.frombuffer(row.embedding, dtype=np.float32))
+                else:
+                    stale.append({"id": row.id, "title": row.title, "description": row.description})
+        return ids, (np.stack(vectors) if vectors else None), stale
+
+    def set_embeddings(self, ids: Sequence[int], vectors: np.ndarray, model: str) -> None:
+        with self.engine.begin() as conn:
+            for item_id, vec in zip(ids, vectors, strict=True):
+                conn.execute(
+                    items.update()
+                    .where(items.c.id == item_id)
+                    .values(embedding=np.asarray(vec, np.float32).tobytes(), embedding_model=model)
+                )
+
+    def review_queue(self, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+        """Items needing a person, oldest first (they have waited longest), and the total."""
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(items.c.needs_review)
+            ).scalar()
+            rows = conn.execute(
+                sa.select(items)
+                .where(items.c.needs_review)
+                .order_by(items.c.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [_public(r) for r in rows], int(total or 0)
+
+    def count_items(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(items)).scalar() or 0)
+
+    # -- people ------------------------------------------------------------------------------
+
+    def add_feedback(self, item_id: int, correct_tag: str, comment: str | None) -> dict:
+        """Store a report of a wrong tag and put the item back in the review queue."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(items.c.tag).where(items.c.id == item_id)).first()
+            if row is None:
+                raise StoreError(f"no item with id {item_id}")
+            fid = conn.execute(
+                feedback.insert().values(
+                    item_id=item_id,
+                    correct_tag=correct_tag,
+                    previous_tag=row.tag,
+                    comment=comment,
+                    created_at=stamp,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                items.update()
+                .where(items.c.id == item_id)
+                .values(needs_review=True, updated_at=stamp)
+            )
+        return {
+            "id": int(fid),
+            "item_id": item_id,
+            "correct_tag": correct_tag,
+            "previous_tag": row.tag,
+            "comment": comment,
+            "created_at": stamp.isoformat(),
+        }
+
+    def review(self, item_id: int, tag: str, reviewer: str | None = None) -> dict:
+        """A person sets (or confirms) an item's tag: it leaves the review queue."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(items.c.tag).where(items.c.id == item_id)).first()
+            if row is None:
+                raise StoreError(f"no item with id {item_id}")
+            conn.execute(
+                reviews.insert().values(
+                    item_id=item_id,
+                    tag=tag,
+                    previous_tag=row.tag,
+                    reviewer=reviewer,
+                    created_at=stamp,
+                )
+            )
+            conn.execute(
+                items.update()
+                .where(items.c.id == item_id)
+                .values(tag=tag, tagged_by=HUMAN, needs_review=False, updated_at=stamp)
+            )
+        item = self.get_item(item_id)
+        assert item is not None
+        return item
+
+    def feedback_for(self, item_id: int) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(feedback).where(feedback.c.item_id == item_id).order_by(feedback.c.id)
+            ).all()
+        return [{**r._mapping, "created_at": _iso(r.created_at)} for r in rows]
+
+    def count_feedback(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar() or 0)
+
+    def human_labels(self, include_unreviewed_feedback: bool = True) -> list[dict]:
+        """Items whose tag a person set or confirmed in review (tagged_by=human), and, unless
+        excluded, items reported wrong but not yet reviewed, with the latest reported tag."""
+        out: dict[int, dict] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(items).where(items.c.tagged_by == HUMAN)):
+                out[r.id] = {**_public(r), "label_source": "review"}
+            if include_unreviewed_feedback:
+                query = (
+                    sa.select(items, feedback.c.correct_tag, feedback.c.id.label("feedback_id"))
+                    .join(feedback, feedback.c.item_id == items.c.id)
+                    .where(items.c.tagged_by != HUMAN)
+                    .order_by(feedback.c.id)
+                )
+                for r in conn.execute(query):  # later feedback overwrites earlier
+                    d = _public(r)
+                    d["tag"] = d.pop("correct_tag")
+                    d.pop("feedback_id", None)
+                    out[r.id] = {**d, "label_source": "feedback"}
+        return [out[k] for k in sorted(out)]
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def record_ingest(self, file: str, file_sha256: str, summary: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                ingest_runs.insert().values(
+                    file=file, file_sha256=file_sha256, summary=summary, created_at=now()
+                )
+            )
+
+    def ingest_history(self, file_sha256: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ingest_runs).where(ingest_runs.c.file_sha256 == file_sha256)
+            ).all()
+        return [
+            {**r._mapping, "created_at": _iso(r.created_at), "summary": r.summary} for r in rows
+        ]
+
+
+def describe(url: str) -> str:
+    """The URL with any password hidden, for logs."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)

@@ -1,0 +1,499 @@
+"""The product loop end to end on the tiny exported model: a real uvicorn server on 127.0.0.1,
+a real SQLite file, the ingest command, feedback into the next training file, a kill mid-way
+through a stream of writes, and the load-test script (bounded)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TAGS, run_module
+
+KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_folder(exported) -> Path:
+    return exported[0] / "export" / "models" / "teacher-int8"
+
+
+def serve_overrides(folder: Path, db: Path, *extra: str) -> list[str]:
+    return [
+        f"model_dir={folder}",
+        f"store.url=sqlite:///{db}",
+        f"api_key={KEY}",
+        "limits.max_batch=8",
+        "limits.max_title_chars=200",
+        "limits.max_description_chars=1000",
+        "limits.max_body_bytes=20000",
+        *extra,
+    ]
+
+
+class Client:
+    """A keep-alive-free HTTP client for 127.0.0.1, bounded by a timeout per request."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def call(
+        self, method: str, path: str, body=None, key: str | None = KEY, raw: bytes | None = None
+    ):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["X-API-Key"] = key
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        try:
+            conn.request(method, path, data, headers)
+            resp = conn.getresponse()
+            text = resp.read().decode()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except json.JSONDecodeError:
+            return resp.status, text
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    """The app from conf/serve.yaml on a free loopback port, in a thread of this process."""
+    import uvicorn
+
+    from mltagger.cli import compose_config
+    from mltagger.serve import build_tagger, create_app
+
+    tmp = tmp_path_factory.mktemp("serve")
+    # The tiny model's embeddings are all alike, so its calibrated threshold would call unrelated
+    # test items near-duplicates; near screening is tested with a measured threshold below.
+    overrides = serve_overrides(
+        export_folder(exported), tmp / "store.db", "dedup.near_threshold=1.01"
+    )
+    cfg = compose_config("serve", overrides)
+    tagger = build_tagger(cfg)
+    app = create_app(tagger, cfg)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield Client(port), tagger
+    server.should_exit = True
+    thread.join(timeout=10)
+    tagger.store.close()
+
+
+def test_predict_answers_approved_tags_with_scores_and_batch_duplicates(server):
+    client, tagger = server
+    items = [
+        {"title": "Object detection with YOLO", "description": "Real-time detection."},
+        {"title": "OBJECT DETECTION WITH YOLO", "description": "real time detection"},
+        {"title": "Forecast sales with an LSTM", "description": ""},
+    ]
+    status, body = client.call("POST", "/predict", {"items": items}, key=None)  # no key needed
+    assert status == 200, body
+    out = body["items"]
+    assert len(out) == 3
+    for p in out:
+        assert p["tag"] in TAGS and set(p["scores"]) <= set(TAGS)
+        assert sum(p["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert p["model_version"] == tagger.predictor.inference.model_version
+        assert isinstance(p["needs_review"], bool)
+    assert out[0]["duplicate"] is None
+    assert out[1]["duplicate"] == {"kind": "exact", "similarity": 1.0, "batch_index": 0}
+
+
+def test_items_are_stored_and_an_exact_copy_is_refused_with_the_original_id(server):
+    client, _ = server
+    item = {"title": "Graph attention networks", "description": "GAT layers.", "url": "https://x"}
+    status, body = client.call("POST", "/items", item)
+    assert status == 201, body
+    stored = body["item"]
+    assert stored["tag"] in TAGS and stored["tagged_by"] == "model" and stored["url"] == "https://x"
+    status, again = client.call("POST", "/items", {**item, "title": "graph attention networks!"})
+    assert status == 409
+    assert again["duplicate_of"] == stored["id"] and again["kind"] == "exact"
+    status, got = client.call("GET", f"/items/{stored['id']}")
+    assert status == 200 and got["title"] == item["title"] and got["feedback"] == []
+    assert client.call("GET", "/items/987654")[0] == 404
+    assert client.call("POST", "/items", item, key=None)[0] == 401
+    assert client.call("POST", "/items", item, key="wrong")[0] == 401
+
+
+def test_feedback_is_stored_and_sends_the_item_to_review(server):
+    client, _ = server
+    _, body = client.call("POST", "/items", {"title": "Proximal policy optimization agents"})
+    item_id = body["item"]["id"]
+    report = {"item_id": item_id, "correct_tag": "reinforcement-learning", "comment": "RL 🙂"}
+    status, fb = client.call("POST", "/feedback", report)
+    assert status == 201 and fb["item_id"] == item_id and fb["comment"] == "RL 🙂"
+    _, item = client.call("GET", f"/items/{item_id}")
+    assert (
+        item["needs_review"] is True and item["feedback"][0]["correct_tag"] == report["correct_tag"]
+    )
+    _, queue = client.call("GET", "/review?limit=500")
+    assert item_id in [it["id"] for it in queue["items"]]
+    # Clear 4xx for the user's mistakes.
+    assert client.call("POST", "/feedback", {**report, "item_id": 424242})[0] == 404
+    status, bad_tag = client.call("POST", "/feedback", {**report, "correct_tag": "robotics"})
+    assert status == 422 and "unknown tag 'robotics'" in bad_tag["detail"]
+    assert client.call("POST", "/feedback", raw=b"")[0] == 422
+    assert client.call("POST", "/feedback", report, key=None)[0] == 401
+    # A person settles it in review.
+    status, reviewed = client.call(
+        "POST", f"/review/{item_id}", {"tag": "reinforcement-learning", "reviewer": "ana"}
+    )
+    assert status == 200 and reviewed["tagged_by"] == "human" and not reviewed["needs_review"]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "status", "message"),
+    [
+        ("malformed JSON", b'{"items": [{"title": ', 422, "malformed JSON"),
+        ("missing items", b"{}", 422, "items: Field required"),
+        ("missing title", b'{"items": [{"description": "x"}]}', 422, "items.0.title"),
+        ("wrong type", b'{"items": [{"title": 123}]}', 422, "items.0.title"),
+        ("items not a list", b'{"items": "abc"}', 422, "items"),
+        ("blank title", b'{"items": [{"title": "   "}]}', 422, "items.0.title is blank"),
+        ("empty batch", b'{"items": []}', 422, "items is empty"),
+        ("over-size batch", json.dumps({"items": [{"title": "t"}] * 9}).encode(), 413, "max 8"),
+        ("huge title", json.dumps({"items": [{"title": "x" * 201}]}).encode(), 413, "max 200"),
+        (
+            "huge description",
+            json.dumps({"items": [{"title": "t", "description": "y" * 1001}]}).encode(),
+            413,
+            "max 1000",
+        ),
+        ("huge body", json.dumps({"items": [{"title": "z" * 30000}]}).encode(), 413, "20000 bytes"),
+    ],
+)
+def test_bad_inputs_get_a_clear_4xx(server, name, raw, status, message):
+    client, _ = server
+    got, body = client.call("POST", "/predict", raw=raw)
+    assert got == status, (name, body)
+    assert message in body["detail"], (name, body)
+
+
+def test_unicode_emoji_and_other_languages_get_an_approved_tag(server):
+    client, _ = server
+    items = [
+        {"title": "🚀🔥🤖", "description": "🙂"},
+        {"title": "Détection d'objets en temps réel", "description": "avec des réseaux"},
+        {"title": "画像分類のためのニューラルネットワーク", "description": ""},
+        {"title": "a\u200bb\u00adc", "description": "\r\n\t"},
+    ]
+    status, body = client.call("POST", "/predict", {"items": items})
+    assert status == 200, body
+    assert all(p["tag"] in TAGS for p in body["items"])
+
+
+def test_review_paging_health_metrics_and_docs(server):
+    client, _ = server
+    for k in range(3):
+        client.call("POST", "/items", {"title": f"Unclear item number {k}", "description": "hm"})
+    _, all_items = client.call("GET", "/review?limit=500")
+    if all_items["total"] >= 2:
+        _, first = client.call("GET", "/review?limit=1&offset=0")
+        _, second = client.call("GET", "/review?limit=1&offset=1")
+        assert first["items"][0]["id"] < second["items"][0]["id"]  # oldest first, no overlap
+    assert client.call("GET", "/review?limit=100000")[0] == 422
+
+    status, health = client.call("GET", "/health")
+    assert status == 200 and health["status"] == "ok" and health["backend"] == "onnx"
+    assert health["store"]["schema_version"] >= 2 and health["store"]["items"] >= 1
+    assert health["duplicate_screen"]["enabled"] is True
+
+    status, text = client.call("GET", "/metrics")
+    assert status == 200
+    assert 'mltagger_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'mltagger_request_duration_seconds_bucket{le="0.1",route="/predict"}' in text
+    assert "mltagger_predictions_total{tag=" in text
+    assert "mltagger_needs_review_ratio" in text
+    assert 'mltagger_duplicates_total{kind="exact"}' in text
+
+    assert client.call("GET", "/docs")[0] == 200
+    _, spec = client.call("GET", "/openapi.json")
+    assert {"/predict", "/items", "/feedback", "/review", "/health", "/metrics"} <= set(
+        spec["paths"]
+    )
+
+
+def test_near_duplicates_are_refused_or_flagged_by_policy(exported, tmp_path):
+    """Through the Tagger with the real ONNX model and store; the threshold is set just under
+    the measured cosine of the two texts so the near path (not the hash) decides."""
+    from mltagger.predict import Predictor
+    from mltagger.service import FLAG, REJECT, Tagger, prepare
+    from mltagger.store import Store
+
+    predictor = Predictor(export_folder(exported))
+    a = prepare("Object detection with YOLO", "Real-time object detection in video.")
+    b = prepare("Object detection with YOLO", "Real-time object detection in images and video.")
+    emb = predictor.embed([a["text"], b["text"]])
+    cos = float(emb[0] @ emb[1])
+    assert cos < 0.9999
+    store = Store(f"sqlite:///{tmp_path / 'near.db'}")
+    tagger = Tagger(predictor, store, near_threshold=cos - 1e-3)
+    (first,) = tagger.add([a], source="test")
+    (refused,) = tagger.add([b], source="test", policy=REJECT)
+    assert not refused.stored and refused.duplicate.kind == "near"
+    assert refused.duplicate.item_id == first.item_id
+    (flagged,) = tagger.add([b], source="test", policy=FLAG)
+    assert flagged.stored
+    row = store.get_item(flagged.item_id)
+    assert row["duplicate_of"] == first.item_id and row["duplicate_kind"] == "near"
+    # A fresh Tagger on the same store screens against what is already stored.
+    again = Tagger(predictor, store, near_threshold=cos - 1e-3)
+    assert len(again.index) == 2
+    store.close()
+    # Within one batch (empty store): the second of two near copies names the first, stored.
+    c = prepare("Knowledge graph embeddings", "Link prediction on a knowledge graph.")
+    d = prepare("Knowledge graph embeddings", "Link prediction on a social network graph.")
+    e2 = predictor.embed([c["text"], d["text"]])
+    fresh = Store(f"sqlite:///{tmp_path / 'batch.db'}")
+    batch_tagger = Tagger(predictor, fresh, near_threshold=float(e2[0] @ e2[1]) - 1e-4)
+    out = batch_tagger.add([c, d], source="test", policy=REJECT)
+    assert out[0].stored and not out[1].stored
+    assert out[1].duplicate.kind == "near" and out[1].duplicate.item_id == out[0].item_id
+    assert fresh.count_items() == 1
+    fresh.close()
+
+
+def test_serving_an_onnx_export_never_imports_torch(exported, tmp_path):
+    overrides = serve_overrides(export_folder(exported), tmp_path / "db.db")
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from mltagger.cli import compose_config\n"
+        "from mltagger.serve import build_tagger, create_app\n"
+        f"cfg = compose_config('serve', {overrides!r})\n"
+        "client = TestClient(create_app(build_tagger(cfg), cfg))\n"
+        "r = client.post('/predict', json={'items': [{'title': 'Object detection'}]})\n"
+        "assert r.status_code == 200, r.text\n"
+        "r = client.post('/items', json={'title': 'Object detection'},\n"
+        "                headers={'X-API-Key': 'test-key'})\n"
+        "assert r.status_code == 201, r.text\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "MLTAGGER_ROOT": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_every_acknowledged_feedback_survives_a_kill(exported, tmp_path):
+    """SIGKILL the service while a client streams /feedback; after a restart every write that
+    got a 201 is in the database."""
+    db = tmp_path / "kill.db"
+    port = free_port()
+    args = [sys.executable, "-m", "mltagger.serve", *serve_overrides(export_folder(exported), db)]
+    env = {**os.environ, "MLTAGGER_ROOT": str(REPO)}
+
+    def start():
+        proc = subprocess.Popen(
+            [*args, f"port={port}"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = Client(port)
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, "the service exited at start"
+            assert time.time() < deadline, "the service did not start"
+            try:
+                if client.call("GET", "/health")[0] == 200:
+                    return proc, client
+            except OSError:
+                time.sleep(0.2)
+
+    proc, client = start()
+    try:
+        _, body = client.call("POST", "/items", {"title": "Feedback target item"})
+        item_id = body["item"]["id"]
+        acked: list[int] = []
+        errors = 0
+        killer = threading.Timer(2.0, lambda: os.kill(proc.pid, signal.SIGKILL))
+        killer.start()
+        for k in range(2000):  # bounded; the kill ends it long before
+            try:
+                status, fb = client.call(
+                    "POST",
+                    "/feedback",
+                    {"item_id": item_id, "correct_tag": "mlops", "comment": f"report {k}"},
+                )
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                break
+            if status == 201:
+                acked.append(fb["id"])
+        killer.join()
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        assert len(acked) > 5, "the kill came before any write was acknowledged"
+        proc, client = start()
+        _, item = client.call("GET", f"/items/{item_id}")
+        stored = {f["id"] for f in item["feedback"]}
+        assert set(acked) <= stored, f"lost acknowledged writes: {sorted(set(acked) - stored)[:10]}"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_ingest_stores_rejects_and_is_idempotent(exported, tmp_path):
+    drop = tmp_path / "drop.jsonl"
+    drop.write_text(
+        "\n".join(
+            [
+                json.dumps({"title": "Object detection with YOLO", "description": "Real-time."}),
+                json.dumps({"title": "object detection with yolo!", "description": "real time"}),
+                json.dumps({"title": "Serving models on Kubernetes", "description": "Scale it."}),
+                json.dumps({"title": "", "description": "no title"}),
+                "this line is not JSON",
+                json.dumps({"title": "Graph neural networks", "description": "Node labels."}),
+            ]
+        )
+        + "\n"
+    )
+    db = tmp_path / "ingest.db"
+    # The tiny model's embeddings are all alike: only the hash decides here (near-duplicates
+    # are covered above with a measured threshold).
+    overrides = [
+        f"model_dir={export_folder(exported)}",
+        f"store.url=sqlite:///{db}",
+        "dedup.near_threshold=1.01",
+    ]
+    first = run_module("mltagger.cli", "ingest", str(drop), "--json", *overrides)
+    assert first.returncode == 0, first.stderr[-3000:]
+    s1 = json.loads(first.stdout.strip().splitlines()[-1])
+    assert (s1["rows"], s1["valid"], s1["rejected"]) == (6, 4, 2)
+    assert s1["stored"] == 3 and s1["duplicates_by_kind"] == {"exact_skipped": 1}
+    assert sum(s1["stored_by_tag"].values()) == 3 and set(s1["stored_by_tag"]) <= set(TAGS)
+    rejects = [json.loads(line) for line in Path(s1["rejects_file"]).read_text().splitlines()]
+    assert [r["row"] for r in rejects] == [4, 5]
+    assert rejects[1]["data"] == "this line is not JSON"  # what arrived is kept
+    assert "stored 3" in first.stdout
+
+    second = run_module("mltagger.cli", "ingest", str(drop), "--json", "--quiet", *overrides)
+    assert second.returncode == 0, second.stderr[-3000:]
+    s2 = json.loads(second.stdout.strip().splitlines()[-1])
+    assert s2["stored"] == 0 and s2["duplicates_skipped"] == 4
+    assert s2["previous_runs_of_this_file"] == 1
+
+    missing = run_module("mltagger.cli", "ingest", str(tmp_path / "nope.jsonl"), *overrides)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_feedback_reaches_the_next_training_file(exported, tmp_path, data_cfg):
+    """Feedback through the Tagger's store -> dataset build -> a data config whose prepared
+    splits hold the item with the person's tag; a second build with nothing new is refused."""
+    from omegaconf import OmegaConf
+
+    from mltagger.data import DataError, prepare_data, sha256_file
+    from mltagger.dataset import ID_OFFSET, build
+    from mltagger.predict import Predictor
+    from mltagger.service import Tagger, prepare
+    from mltagger.store import Store
+
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    store = Store(url)
+    tagger = Tagger(Predictor(export_folder(exported)), store, near_threshold=1.01)
+    (out,) = tagger.add(
+        [prepare("Sequence labelling for clinical notes", "CRF and BERT")], source="api"
+    )
+    store.add_feedback(out.item_id, "natural-language-processing", "this is NLP")
+    store.close()
+    data_cfg.name = "projects"
+    result = build(
+        url,
+        data_cfg,
+        tmp_path,
+        out_dir=tmp_path / "feedback",
+        config_dir=tmp_path / "conf",
+    )
+    assert result["version"] == 1 and result["rows"] == 1
+    rows = json.loads(Path(result["file"]).read_text())
+    assert rows[0]["id"] == ID_OFFSET + out.item_id
+    assert rows[0]["tag"] == "natural-language-processing" and rows[0]["label_source"] == "feedback"
+    assert sha256_file(result["file"]) == result["sha256"]
+    assert "v1" in (tmp_path / "feedback" / "CHANGELOG.md").read_text()
+
+    generated = OmegaConf.load(result["config"])
+    assert generated.defaults[0] == "projects"
+    cfg = OmegaConf.merge(data_cfg, {"sources": generated.sources})
+    data = prepare_data(cfg, tmp_path)
+    found = [it for s in data.splits.values() for it in s if it["id"] == ID_OFFSET + out.item_id]
+    assert len(found) == 1 and found[0]["tag"] == "natural-language-processing"
+    assert found[0]["source"] == "feedback"
+
+    with pytest.raises(DataError, match="no new human labels"):
+        build(url, data_cfg, tmp_path, out_dir=tmp_path / "feedback", config_dir=tmp_path / "conf")
+
+
+def test_load_test_script_runs_bounded_on_loopback(exported, tmp_path):
+    out = tmp_path / "load.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/load_test.py",
+            "--model",
+            str(export_folder(exported)),
+            "--single",
+            "30",
+            "--batched",
+            "5",
+            "--batch-size",
+            "4",
+            "--concurrency",
+            "2",
+            "--max-seconds",
+            "60",
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        env={**os.environ, "MLTAGGER_ROOT": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["single"]["requests"] == 30 and results["single"]["errors"] == 0
+    assert results["batched"]["items"] == 20 and results["batched"]["errors"] == 0
+    assert "items/s" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "scripts/load_test.py", "--url", "http://example.com:80"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "only targets 127.0.0.1" in bad.stderr
