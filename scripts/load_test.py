@@ -62,6 +62,43 @@ def load_texts(n: int) -> list[dict]:
     return [{"title": it["title"], "description": it["description"]} for it in items][:n]
 
 
+def prefill(db_url: str, model: str, size: int) -> None:
+    """`size` stored items whose embeddings are real embeddings of shipped items plus noise, so
+    the service's duplicate search runs over a store of that size (the hash index too)."""
+    from mltagger.dedup import content_hash
+    from mltagger.paths import resolve_path
+    from mltagger.predict import Predictor
+    from mltagger.store import Store
+
+    predictor = Predictor(resolve_path(model, REPO))
+    items = load_texts(10_000)
+    base = predictor.embed([f"{it['title']}. {it['description']}" for it in items])
+    rng = np.random.default_rng(0)
+    name = f"{predictor.inference.model_version}@layer{predictor.embedding_layer}"
+    store = Store(db_url)
+    for start in range(0, size, 5000):
+        n = min(5000, size - start)
+        vecs = base[rng.integers(0, len(base), n)] + rng.normal(0, 0.05, (n, base.shape[1]))
+        vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+        store.add_items(
+            [
+                {
+                    "title": f"prefilled item {start + k}",
+                    "description": "",
+                    "content_hash": content_hash(f"prefilled item {start + k}", ""),
+                    "tag": "other",
+                    "tagged_by": "model",
+                    "needs_review": False,
+                    "source": "load-test",
+                    "embedding": vecs[k],
+                    "embedding_model": name,
+                }
+                for k in range(n)
+            ]
+        )
+    store.close()
+
+
 def run_phase(host, port, items, *, requests, batch, concurrency, max_seconds) -> dict:
     """Send `requests` POST /predict of `batch` items each; latency per request."""
     latencies: list[float] = []
@@ -124,11 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running service on 127.0.0.1 (default: start one)")
     parser.add_argument("--model", default="models/export", help="model folder to serve")
+    parser.add_argument(
+        "--sequential", type=int, default=300, help="single-item requests from one client first"
+    )
     parser.add_argument("--single", type=int, default=10000, help="single-item requests")
     parser.add_argument("--batched", type=int, default=400, help="batched requests")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-seconds", type=float, default=240, help="per phase")
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="store this many items first (duplicate search cost)"
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -142,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         host, port = "127.0.0.1", url.port or 80
     else:
         host, port = "127.0.0.1", free_port()
+        if args.prefill:
+            t0 = time.perf_counter()
+            prefill(f"sqlite:///{tmp.name}/load.db", args.model, args.prefill)
+            print(f"prefilled {args.prefill} items in {time.perf_counter() - t0:.0f}s", flush=True)
         log = open(Path(tmp.name) / "serve.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [
@@ -170,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         items = load_texts(10_000)
         print(
             f"service: {health['model_version']} ({health['backend']}) on {host}:{port}, "
-            f"{os.cpu_count()} cores, {args.concurrency} client threads",
+            f"{os.cpu_count()} cores, {args.concurrency} client threads, "
+            f"{health['duplicate_screen']['indexed_items']} stored items",
             flush=True,
         )
         results = {}
-        for name, requests, batch in (
-            ("single", args.single, 1),
-            ("batched", args.batched, args.batch_size),
+        for name, requests, batch, clients in (
+            ("sequential", args.sequential, 1, 1),  # latency of one request, nothing queued
+            ("single", args.single, 1, args.concurrency),
+            ("batched", args.batched, args.batch_size, args.concurrency),
         ):
             if requests <= 0:
                 continue
@@ -186,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                 items,
                 requests=requests,
                 batch=batch,
-                concurrency=args.concurrency,
+                concurrency=clients,
                 max_seconds=args.max_seconds,
             )
             results[name] = r
             print(
-                f"{name:>8}: {r['requests']} requests x {batch} items in {r['seconds']:.1f}s: "
+                f"{name:>10}: {r['requests']} requests x {batch} items in {r['seconds']:.1f}s: "
                 f"{r['requests_per_s']:.0f} req/s, {r['items_per_s']:.0f} items/s, "
                 f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
                 + ("" if r["completed"] else " (stopped at --max-seconds)"),

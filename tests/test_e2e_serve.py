@@ -465,6 +465,8 @@ def test_load_test_script_runs_bounded_on_loopback(exported, tmp_path):
             "scripts/load_test.py",
             "--model",
             str(export_folder(exported)),
+            "--sequential",
+            "5",
             "--single",
             "30",
             "--batched",

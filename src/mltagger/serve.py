@@ -356,7 +356,9 @@ def build_tagger(cfg: Any) -> Tagger:
             "`make train` and `make export`, or point model_dir= at a run's model folder"
         )
     read_model_metadata(folder)
-    predictor = Predictor(folder, threads=cfg.get("threads"))
+    predictor = Predictor(
+        folder, threads=cfg.get("threads"), spinning=bool(cfg.get("onnx_spinning", False))
+    )
     store = Store(str(cfg.store.url))
     return Tagger(
         predictor,

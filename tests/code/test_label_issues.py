@@ -135,3 +135,45 @@ def test_reviewed_labels_apply_to_every_split_and_check_the_shipped_tag(tmp_path
     path.write_text(json.dumps({"corrections": [{"id": 99, "tag": "o", "corrected": "o"}]}))
     with pytest.raises(DataError, match="ids not in the data"):
         apply_reviewed_labels(SPLITS, path, tags)
+
+
+def test_a_layer_stays_valid_when_a_source_is_appended_and_only_then():
+    """`mltagger dataset build` appends a source: the layer built on the earlier sources still
+    applies (their rows did not move); a changed earlier source or a moved row is refused."""
+    from mltagger.data import combined_sha256
+
+    base = [{"name": "projects", "sha256": "p1"}, {"name": "other", "sha256": "o1"}]
+    train = [
+        {"id": 1, "tag": "other", "source": "other"},
+        {"id": 2, "tag": "mlops", "source": "projects"},
+    ]
+    layer = {
+        **LAYER,
+        "data_sha256": combined_sha256(base),
+        "train_ids_sha256": ids_digest(train),
+        "issues": [{"id": 1, "source": "other", "tag": "other", "suggested": "mlops"}],
+    }
+    grown = {
+        "train": [*train, {"id": 10_000_001, "tag": "time-series", "source": "feedback"}],
+        "val": [],
+        "test": [],
+    }
+    args = {
+        "action": "relabel",
+        "sources": ["other"],
+        "weight": 1.0,
+        "split_config": LAYER["split"],
+    }
+    feedback = {"name": "feedback", "sha256": "f1"}
+    splits, summary = apply_layer(grown, layer, data_sources=[*base, feedback], **args)
+    assert [(it["id"], it["tag"]) for it in splits["train"]] == [
+        (1, "mlops"),
+        (2, "mlops"),
+        (10_000_001, "time-series"),
+    ]
+    changed = [{"name": "projects", "sha256": "p2"}, base[1], feedback]
+    with pytest.raises(DataError, match="computed for other data"):
+        apply_layer(grown, layer, data_sources=changed, **args)
+    moved = {**grown, "train": grown["train"][1:]}
+    with pytest.raises(DataError, match="computed for other data"):
+        apply_layer(moved, layer, data_sources=[*base, feedback], **args)
