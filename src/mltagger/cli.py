@@ -48,16 +48,19 @@ def hydra_entry(config_name: str, job: Callable[[DictConfig], Any]) -> None:
 
 
 def load_data_config(name_or_path: str):
-    """A data config by name (conf/data/NAME.yaml) or by path, without Hydra."""
+    """A data config by name (conf/data/NAME.yaml, composed with its defaults, e.g. with_other
+    on top of projects) or a complete one by path."""
     path = Path(name_or_path)
-    if not path.suffix:
-        path = conf_dir() / "data" / f"{name_or_path}.yaml"
-    if not path.exists():
+    if path.suffix:
+        if not path.exists():
+            raise DataError(f"data config {name_or_path}: no such file")
+        return OmegaConf.load(path)
+    if not (conf_dir() / "data" / f"{name_or_path}.yaml").exists():
         choices = sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
         raise DataError(
             f"data config {name_or_path!r} not found (choose from {choices} or give a .yaml path)"
         )
-    return OmegaConf.load(path)
+    return compose_config("train", [f"data={name_or_path}"]).data
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

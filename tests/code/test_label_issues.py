@@ -165,7 +165,7 @@ def test_a_layer_stays_valid_when_a_source_is_appended_and_only_then():
         "split_config": LAYER["split"],
     }
     feedback = {"name": "feedback", "sha256": "f1"}
-    splits, summary = apply_layer(grown, layer, data_sources=[*base, feedback], **args)
+    splits, _ = apply_layer(grown, layer, data_sources=[*base, feedback], **args)
     assert [(it["id"], it["tag"]) for it in splits["train"]] == [
         (1, "mlops"),
         (2, "mlops"),
