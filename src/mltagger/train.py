@@ -837,6 +837,16 @@ def _log_to_wandb(
         run.log_artifact(dataset)
     else:
         run.use_artifact(dataset)
+    # The run's evaluation as files, so notebooks and reports can open a W&B run like a run
+    # folder (mltagger.analysis.load_run("wandb:entity/project/run_id")).
+    evaluation = wandb.Artifact(f"evaluation-{run.id}", type="evaluation", metadata=meta)
+    for name in ("metrics.json", "run_info.json", "config.yaml", "training_curves.png"):
+        if (out_dir / name).is_file():
+            evaluation.add_file(str(out_dir / name), name=name)
+    for path in sorted((out_dir / "test").glob("*")):
+        if path.is_file():
+            evaluation.add_file(str(path), name=f"test/{path.name}")
+    run.log_artifact(evaluation)
     if cfg.logger.wandb.log_model:
         model_art = wandb.Artifact(
             f"model-{cfg.model.name}", type="model", metadata={**meta, **metrics}
