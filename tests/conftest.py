@@ -131,6 +131,15 @@ def make_items(per_tag: int = 7) -> list[dict]:
     return rows
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--model-dir",
+        default=None,
+        help="model folder for the behavioural tests in tests/model (or env MLTAGGER_MODEL_DIR); "
+        "`make test-model` passes models/latest",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.getbasetemp() / "hf_home"
