@@ -11,9 +11,31 @@ from mltagger.report import ReportError, make_report, wandb_report
 
 
 def test_report_is_self_contained_and_says_w_and_b_is_offline(trained, tmp_path, monkeypatch):
+    import json
+
     monkeypatch.setenv("WANDB_MODE", "offline")
-    out = make_report(trained / "run", output=tmp_path, take_screenshot=False)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "summary.json").write_text(
+        json.dumps(
+            {
+                "study": "tiny",
+                "counts": {"complete": 2},
+                "best": {"number": 1, "value": 0.5, "overrides": ["optim.lr=0.0001"]},
+            }
+        )
+    )
+    out = make_report(
+        trained / "run",
+        output=tmp_path,
+        take_screenshot=False,
+        previous=trained / "run",
+        sweep=sweep,
+    )
     html = (tmp_path / "report.html").read_text()
+    assert "previous model (" in html and "optim.lr=0.0001" in html
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        make_report(trained / "run", output=tmp_path, take_screenshot=False, sweep=tmp_path)
     assert out["wandb_url"] is None
     for needle in (
         "auto-tag precision",

@@ -366,8 +366,8 @@ def build_html(
         parts.append(
             f"<p>Study {html.escape(str(sweep.get('study', '')))}: "
             f"{html.escape(json.dumps(sweep.get('counts', {})))}; best value "
-            f"{_num(best.get('value'), 4)} with "
-            f"{html.escape(json.dumps(best.get('params', {})))}.</p>"
+            f"{_num(best.get('value'), 4)} (trial {best.get('number')}): "
+            f"<code>{html.escape(' '.join(best.get('overrides', [])))}</code>.</p>"
         )
     parts.append("<h2>Plots</h2>")
     for name, caption in PLOTS:

@@ -76,7 +76,8 @@ class Tagger:
             if near_threshold is None:
                 raise ConfigError(
                     f"{predictor.folder} has no calibrated near-duplicate threshold (dedup.json): "
-                    "run `make dedup-eval MODEL=<folder>` (exports get one from `make export`), "
+                    "run `make dedup-eval MODEL=<folder> DEDUP_ARGS=--write` (exports get one from "
+                    "`make export`), "
                     "or set dedup.near_threshold"
                 )
         if not predictor.has_embeddings:

@@ -3,7 +3,7 @@
 SQLAlchemy Core over any database it speaks to. The default is one SQLite file in WAL mode with
 `synchronous=FULL`, so `make serve` needs nothing else and an acknowledged write survives the
 process being killed. For PostgreSQL, set `store.url=postgresql+psycopg://user:pass@host/db`
-(and `pip install "psycopg[binary]"`): the same tables and queries, no SQLite-only SQL.
+(and `pip install -e ".[postgres]"`): the same tables and queries, no SQLite-only SQL.
 
 The schema is versioned: `MIGRATIONS` is an append-only list, each step runs once in its own
 transaction and is recorded in `schema_version`. Opening a database applies the missing steps;

@@ -1,15 +1,41 @@
 """The content store on a real SQLite file: WAL mode, versioned migrations, items, feedback,
-reviews and the human labels that feed the next training set."""
+reviews and the human labels that feed the next training set. The same tests run on PostgreSQL
+when MLTAGGER_TEST_PG_URL names an empty database to use (e.g.
+postgresql+psycopg://mltagger:mltagger@127.0.0.1/mltagger_test); they are skipped otherwise."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from mltagger import store as store_module
 from mltagger.store import HUMAN, LATEST_VERSION, MODEL, Store, StoreError, make_engine, migrate
+
+PG_ENV = "MLTAGGER_TEST_PG_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    pg = os.environ.get(PG_ENV)
+    if not pg:
+        pytest.skip(f"PostgreSQL: set {PG_ENV} to an empty database to run these on it")
+
+    def wipe() -> None:
+        engine = sa.create_engine(pg)
+        store_module.metadata.drop_all(engine)
+        engine.dispose()
+
+    wipe()
+    yield pg
+    wipe()
 
 
 def row(title: str, tag: str = "computer-vision", **extra) -> dict:
@@ -37,16 +63,14 @@ def test_sqlite_file_is_in_wal_mode_with_every_migration(tmp_path):
     assert Store(f"sqlite:///{path}").migrations_applied == []  # reopening changes nothing
 
 
-def test_an_old_database_is_migrated_with_its_data_and_a_newer_one_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def test_an_old_database_is_migrated_with_its_data_and_a_newer_one_refused(url):
     engine = make_engine(url)
     assert migrate(engine, target=1) == [1]
+    stamp = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "INSERT INTO items (title, description, content_hash, tag, tagged_by, "
-                "needs_review, source, created_at, updated_at) VALUES ('kept', '', 'h', "
-                "'mlops', 'model', 0, 'test', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            store_module.items.insert().values(
+                **row("kept", tag="mlops"), created_at=stamp, updated_at=stamp
             )
         )
     engine.dispose()
@@ -56,15 +80,17 @@ def test_an_old_database_is_migrated_with_its_data_and_a_newer_one_refused(tmp_p
     store.record_ingest("drop.jsonl", "abc", {"stored": 1})  # the v2 table works
     with store.engine.begin() as conn:
         conn.execute(
-            sa.text("INSERT INTO schema_version VALUES (99, 'from the future', '2030-01-01')")
+            store_module.schema_version.insert().values(
+                version=99, description="from the future", applied_at=stamp
+            )
         )
     store.close()
     with pytest.raises(StoreError, match="newer than this mltagger"):
         Store(url)
 
 
-def test_items_feedback_review_and_human_labels(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+def test_items_feedback_review_and_human_labels(url):
+    store = Store(url)
     emb = np.arange(4, dtype=np.float32)
     a, b, c = store.add_items(
         [row("a", embedding=emb, embedding_model="m1"), row("b"), row("c", tag="mlops")]
@@ -93,7 +119,7 @@ def test_items_feedback_review_and_human_labels(tmp_path):
     assert {r["id"]: r["tag"] for r in store.human_labels()}[a] == "computer-vision"
 
 
-def test_duplicate_of_can_point_at_an_earlier_row_of_the_same_insert(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+def test_duplicate_of_can_point_at_an_earlier_row_of_the_same_insert(url):
+    store = Store(url)
     first, second = store.add_items([row("x"), row("y", duplicate_of_position=0)])
     assert store.get_item(second)["duplicate_of"] == first
