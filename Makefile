@@ -79,7 +79,7 @@ validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl
 	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }
 	$(VENV)/bin/mltagger validate $(FILE)
 
-serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); ARGS="port=8080 model=..."
+serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); ARGS="port=8080 model_dir=..."
 	$(PY) -m mltagger.serve $(ARGS)
 
 ingest: $(STAMP) ## hourly batch job: make ingest FILE=drop.jsonl [ARGS="store.url=..."]

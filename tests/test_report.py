@@ -34,7 +34,7 @@ def test_report_is_self_contained_and_says_w_and_b_is_offline(trained, tmp_path,
     )
     html = (tmp_path / "report.html").read_text()
     assert "previous model (" in html and "optim.lr=0.0001" in html
-    with pytest.raises(FileNotFoundError, match="no summary.json"):
+    with pytest.raises(FileNotFoundError, match=r"no summary\.json"):
         make_report(trained / "run", output=tmp_path, take_screenshot=False, sweep=tmp_path)
     assert out["wandb_url"] is None
     for needle in (
