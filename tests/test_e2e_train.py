@@ -29,6 +29,11 @@ def test_run_folder_has_everything(trained):
     assert {"val/f1_weighted", "test/f1_weighted", "temperature"} <= set(summary["summary"])
     test = json.loads((run / "test" / "metrics.json").read_text())
     assert test["coverage"]["threshold_chosen_on"] == "given"
+    # The behavioural suite ran on the saved model and is part of the evaluation report.
+    behaviour = json.loads((run / "behavior.json").read_text())
+    assert behaviour["approved_output"]["pass_rate"] == 1.0
+    assert summary["summary"]["behavior/approved_output"] == 1.0
+    assert "## Behavioural tests" in (run / "test" / "report.md").read_text()
 
 
 def test_model_folder_and_latest(trained):

@@ -626,6 +626,11 @@ def _finish(
     (model_dir / "card.md").write_text(
         model_card(cfg, data, labels, val_report, test_report, temperature, state)
     )
+    if cfg.eval.get("behavior", True):
+        metrics.update(_behaviour(model_dir, out_dir))
+        (out_dir / "metrics.json").write_text(
+            json.dumps({"summary": metrics, "history": state.history}, indent=1) + "\n"
+        )
     if cfg.update_latest:
         point_latest(model_dir, Path(cfg.paths.models_dir))
     _log_to_wandb(run, cfg, data, out_dir, model_dir, val_report, test_report, metrics)
@@ -642,6 +647,22 @@ def _finish(
     )
     print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
     return metrics
+
+
+def _behaviour(model_dir: Path, out_dir: Path) -> dict[str, float]:
+    """The behavioural suite on the saved model: behavior.json, a section of test/report.md, and
+    `behavior/<family>` pass rates for the run's metrics."""
+    from mltagger.behavior import format_suite, run_suite, write_suite
+    from mltagger.predict import TorchPredictor
+
+    suite = run_suite(TorchPredictor(model_dir))
+    write_suite(suite, out_dir / "behavior.json")
+    report = out_dir / "test" / "report.md"
+    if report.is_file():
+        with report.open("a") as fh:
+            fh.write("\n## Behavioural tests (mltagger.behavior)\n\n" + format_suite(suite) + "\n")
+    log.info("behavioural tests:\n%s", format_suite(suite))
+    return {f"behavior/{name}": fam["pass_rate"] for name, fam in suite.items()}
 
 
 def _progress(accelerator, total: int, desc: str):
