@@ -31,6 +31,7 @@ from mltagger.dedup import (
     EmbeddingIndex,
     calibrate_screen,
     content_hash,
+    fill_store,
     screen,
     write_screen_calibration,
 )
@@ -42,29 +43,11 @@ def measure_cost(predictor, items: list[dict], size: int, repeats: int, batch: i
     from mltagger.store import Store
 
     base = predictor.embed([it["text"] for it in items])
-    rng = np.random.default_rng(0)
-    reps = -(-size // len(base))
-    stored = np.concatenate([base] * reps)[:size]
-    stored = stored + rng.normal(0, 0.02, stored.shape).astype(np.float32)
-    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
-    index = EmbeddingIndex(stored.shape[1], capacity=size)
-    index.add(list(range(1, size + 1)), stored)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/cost.db")
-        rows = [
-            {
-                "title": f"stored item {i}",
-                "description": "",
-                "content_hash": content_hash(f"stored item {i}", ""),
-                "tag": "other",
-                "tagged_by": "model",
-                "needs_review": False,
-                "source": "bench",
-            }
-            for i in range(size)
-        ]
-        for start in range(0, size, 5000):
-            store.add_items(rows[start : start + 5000])
+        stored = fill_store(store, base, size, "bench", noise=0.02)
+        index = EmbeddingIndex(stored.shape[1], capacity=size)
+        index.add(list(range(1, size + 1)), stored)
         queries = base[:batch]
         hashes = [content_hash(it["title"], it["description"]) for it in items[:batch]]
         screen(hashes, queries, store.ids_by_hash, index, 0.9)  # warm up

@@ -65,7 +65,7 @@ def load_texts(n: int) -> list[dict]:
 def prefill(db_url: str, model: str, size: int) -> None:
     """`size` stored items whose embeddings are real embeddings of shipped items plus noise, so
     the service's duplicate search runs over a store of that size (the hash index too)."""
-    from mltagger.dedup import content_hash
+    from mltagger.dedup import embedding_id, fill_store
     from mltagger.paths import resolve_path
     from mltagger.predict import Predictor
     from mltagger.store import Store
@@ -73,29 +73,8 @@ def prefill(db_url: str, model: str, size: int) -> None:
     predictor = Predictor(resolve_path(model, REPO))
     items = load_texts(10_000)
     base = predictor.embed([f"{it['title']}. {it['description']}" for it in items])
-    rng = np.random.default_rng(0)
-    name = f"{predictor.inference.model_version}@layer{predictor.embedding_layer}"
     store = Store(db_url)
-    for start in range(0, size, 5000):
-        n = min(5000, size - start)
-        vecs = base[rng.integers(0, len(base), n)] + rng.normal(0, 0.05, (n, base.shape[1]))
-        vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
-        store.add_items(
-            [
-                {
-                    "title": f"prefilled item {start + k}",
-                    "description": "",
-                    "content_hash": content_hash(f"prefilled item {start + k}", ""),
-                    "tag": "other",
-                    "tagged_by": "model",
-                    "needs_review": False,
-                    "source": "load-test",
-                    "embedding": vecs[k],
-                    "embedding_model": name,
-                }
-                for k in range(n)
-            ]
-        )
+    fill_store(store, base, size, embedding_id(predictor), noise=0.05)
     store.close()
 
 

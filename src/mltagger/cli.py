@@ -237,6 +237,12 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mltagger.serve import main as serve_main
+
+    return serve_main(args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltagger", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +328,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=... model=...")
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser(
+        "serve",
+        help="the tagging service (same as make serve); config conf/serve.yaml",
+        description="Overrides like model_dir=models/latest port=8080 store.url=...",
+    )
+    p.add_argument("overrides", nargs="*", help="config overrides")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "report",
+        help="stakeholder HTML report of a run (same as make report)",
+        description="Arguments of python -m mltagger.report: --run, --previous, --sweep, "
+        "--output, --no-screenshot, --no-behaviour.",
+        add_help=False,
+    )
+    # main() hands `report ...` to mltagger.report before this parser runs.
+
     p = sub.add_parser("dataset", help="training data from the store")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
     p = dsub.add_parser(
@@ -344,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:  # its own options (--run, --sweep...) go through untouched
+        from mltagger.report import main as report_main
+
+        return report_main(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Config overrides (key=value) may come after --flags too: `ingest FILE --json model_dir=X`.

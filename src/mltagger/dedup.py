@@ -367,3 +367,34 @@ def read_screen_threshold(folder) -> float | None:
 
     path = Path(folder) / SCREEN_FILE
     return float(json.loads(path.read_text())["threshold"]) if path.is_file() else None
+
+
+def embedding_id(predictor) -> str:
+    """Which vectors a stored embedding is comparable with: the model and its layer."""
+    return f"{predictor.inference.model_version}@layer{predictor.embedding_layer}"
+
+
+def fill_store(store, base: np.ndarray, size: int, model: str, noise: float, seed: int = 0):
+    """Add `size` placeholder items whose embeddings are real ones (rows of `base`) plus noise,
+    so the screen can be measured against a full store; returns the vectors, in id order."""
+    rng = np.random.default_rng(seed)
+    vectors = base[rng.integers(0, len(base), size)] + rng.normal(0, noise, (size, base.shape[1]))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    for start in range(0, size, 5000):
+        store.add_items(
+            [
+                {
+                    "title": f"placeholder item {k}",
+                    "description": "",
+                    "content_hash": content_hash(f"placeholder item {k}", ""),
+                    "tag": "other",
+                    "tagged_by": "model",
+                    "needs_review": False,
+                    "source": "benchmark",
+                    "embedding": vectors[k],
+                    "embedding_model": model,
+                }
+                for k in range(start, min(size, start + 5000))
+            ]
+        )
+    return vectors

@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mltagger.cli import user_errors
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mltagger report", description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="run folder or model folder (default models/latest)")
     parser.add_argument(
         "--previous",

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from mltagger.data import clean_text, join_text
-from mltagger.dedup import EXACT, Duplicate, EmbeddingIndex, content_hash, read_screen_threshold
+from mltagger.dedup import (
+    EXACT,
+    Duplicate,
+    EmbeddingIndex,
+    content_hash,
+    embedding_id,
+    read_screen_threshold,
+)
 from mltagger.store import MODEL, Store
 
 log = logging.getLogger(__name__)
@@ -66,9 +73,7 @@ class Tagger:
         self.lock = threading.Lock()
         self.index: EmbeddingIndex | None = None
         self.near_threshold = 1.01
-        self.embedding_model = (
-            f"{predictor.inference.model_version}@layer{predictor.embedding_layer}"
-        )
+        self.embedding_model = embedding_id(predictor)
         if not dedup:
             return
         if near_threshold is None:

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from mltagger.cli import EXIT_INVALID, EXIT_USAGE, main
 
 
@@ -51,3 +53,16 @@ def test_missing_file_prints_one_line_not_a_traceback(tmp_path):
     assert proc.returncode == EXIT_USAGE
     assert "no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_report_and_serve_subcommands_give_one_line_errors(tmp_path, capsys):
+    from mltagger.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--run", str(tmp_path), "--no-screenshot"])
+    assert exit_info.value.code == 2
+    assert "not a run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", f"model_dir={tmp_path / 'none'}"])
+    assert exit_info.value.code == 2
+    assert "no such model folder" in capsys.readouterr().err
