@@ -275,6 +275,13 @@ def test_near_duplicates_are_refused_or_flagged_by_policy(exported, tmp_path):
     assert out[1].duplicate.kind == "near" and out[1].duplicate.item_id == out[0].item_id
     assert fresh.count_items() == 1
     fresh.close()
+    # policy=flag in one batch: both stored, the copy pointing at the first (stored just before).
+    flagged_store = Store(f"sqlite:///{tmp_path / 'flag.db'}")
+    flag_tagger = Tagger(predictor, flagged_store, near_threshold=float(e2[0] @ e2[1]) - 1e-4)
+    first, copy = flag_tagger.add([c, d], source="test", policy=FLAG)
+    assert first.stored and copy.stored and copy.duplicate.item_id == first.item_id
+    assert flagged_store.get_item(copy.item_id)["duplicate_of"] == first.item_id
+    flagged_store.close()
 
 
 def test_serving_an_onnx_export_never_imports_torch(exported, tmp_path):

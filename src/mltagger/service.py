@@ -141,23 +141,20 @@ class Tagger:
             raise ConfigError(f"duplicate policy must be one of {POLICIES}, got {policy!r}")
         with self.lock:  # screen + insert as one step, so two requests cannot both add an item
             preds, dups, extra = self.analyze(items)
-            rows, positions = [], {}
-            resolved: dict[int, int | None] = {}  # batch index -> stored id it is / duplicates
-            pending_batch_ref: dict[int, int] = {}
+            rows: list[dict] = []
+            positions: dict[int, int] = {}  # batch index -> its row in `rows` (stored items)
+
+            def origin(j: int) -> tuple[str, int | None]:
+                """What batch item j is or repeats: ("row", position) or ("id", stored id)."""
+                if j in positions:
+                    return "row", positions[j]
+                dup = dups[j]
+                return ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
+
             for j, (it, pred, dup) in enumerate(zip(items, preds, dups, strict=True)):
-                target = None
-                if dup is not None:
-                    target = dup.item_id if dup.item_id is not None else ("b", dup.batch_index)
-                refuse = dup is not None and (
+                if dup is not None and (
                     policy == REJECT or (skip_exact and dup.kind == EXACT and dup.item_id)
-                )
-                if refuse:
-                    if dup.item_id is not None:
-                        resolved[j] = dup.item_id
-                    elif dup.batch_index in resolved:
-                        resolved[j] = resolved[dup.batch_index]
-                    else:
-                        pending_batch_ref[j] = dup.batch_index
+                ):
                     continue
                 row = {
                     "title": it["title"],
@@ -175,33 +172,29 @@ class Tagger:
                     "embedding": None if extra["embeddings"] is None else extra["embeddings"][j],
                     "embedding_model": self.embedding_model,
                 }
-                if dup is not None:
+                if dup is not None:  # policy=flag: stored, pointing at what it repeats
+                    kind, ref = (
+                        ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
+                    )
+                    row["duplicate_of" if kind == "id" else "duplicate_of_position"] = ref
                     row["duplicate_kind"] = dup.kind
                     row["duplicate_similarity"] = dup.similarity
-                    if not isinstance(target, tuple):
-                        row["duplicate_of"] = target
-                    elif target[1] in positions:  # an earlier item of this batch, stored now
-                        row["duplicate_of_position"] = positions[target[1]]
-                    else:  # an earlier batch item that was itself refused as a duplicate
-                        row["duplicate_of"] = resolved.get(target[1])
                 positions[j] = len(rows)
                 rows.append(row)
             ids = self.store.add_items(rows)
-            for j, pos in positions.items():
-                resolved[j] = ids[pos]
-            for j, i in sorted(pending_batch_ref.items()):
-                if j not in positions:  # refused: it duplicates what batch item i became
-                    resolved[j] = resolved.get(i)
             if self.index is not None and extra["embeddings"] is not None and ids:
-                order = sorted(positions, key=positions.get)
-                self.index.add(ids, np.asarray(extra["embeddings"])[order])
+                self.index.add(ids, np.asarray(extra["embeddings"])[list(positions)])
+
+        def stored_id(j: int) -> int | None:
+            kind, ref = origin(j)
+            return ids[ref] if kind == "row" else ref
+
         outcomes = []
         for j, (pred, dup) in enumerate(zip(preds, dups, strict=True)):
-            if dup is not None and dup.item_id is None and dup.batch_index is not None:
-                # Name the stored item the batch neighbour became.
-                dup = Duplicate(dup.kind, dup.similarity, item_id=resolved.get(dup.batch_index))
+            if dup is not None and dup.item_id is None:  # name the stored item it repeats
+                dup = Duplicate(dup.kind, dup.similarity, item_id=stored_id(dup.batch_index))
             stored = j in positions
-            outcomes.append(Outcome(stored, pred, dup, resolved.get(j) if stored else None))
+            outcomes.append(Outcome(stored, pred, dup, stored_id(j) if stored else None))
         return outcomes
 
     def health(self) -> dict:
