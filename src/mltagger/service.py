@@ -23,6 +23,7 @@ from mltagger.dedup import (
     content_hash,
     embedding_id,
     read_screen_threshold,
+    screen,
 )
 from mltagger.store import MODEL, Store
 
@@ -121,8 +122,6 @@ class Tagger:
         preds = self.predictor.decide(items, self.predictor.probabilities(logits))
         hashes = [content_hash(it["title"], it["description"]) for it in items]
         if self.dedup:
-            from mltagger.dedup import screen
-
             dups = screen(hashes, emb, self.store.ids_by_hash, self.index, self.near_threshold)
         else:
             dups = [None] * len(items)
