@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO, TAGS, export_overrides, run_module
+from tests.conftest import REPO, TAGS, export_overrides, run_module, split_by_confidence
 
 
 def test_export_writes_candidates_parity_and_table(exported):
@@ -47,20 +47,42 @@ def test_export_carries_the_screening_embedding_and_its_threshold(exported, trai
     np.testing.assert_allclose(np.linalg.norm(o_emb, axis=1), 1.0, atol=1e-5)
     for name in ("teacher-fp32", "teacher-int8"):
         cal = json.loads((tmp / "export" / "models" / name / "dedup.json").read_text())
-        assert 0.0 < cal["threshold"] <= 1.0
-        assert cal["val"]["precision"] >= cal["min_precision"] or cal["threshold"] == 1.0
+        # A real operating point: below 1.0 (the chooser's fallback when nothing reaches the
+        # precision), reaching the precision on val, calling some edited copies and no random
+        # pair a duplicate on test.
+        assert 0.0 < cal["threshold"] < 1.0
+        assert cal["val"]["precision"] >= cal["min_precision"]
+        assert cal["val"]["threshold"] == cal["test"]["threshold"] == cal["threshold"]
         assert set(cal["test_by_kind"]) >= {"format", "typos", "truncated", "random"}
         # format-only copies hash equal: the exact stage catches all of them.
         assert cal["test_by_kind"]["format"]["called_duplicate"] == 1.0
+        assert cal["test_by_kind"]["random"]["called_duplicate"] == 0.0
+        edited = ("typos", "reworded", "truncated", "reposted")
+        assert max(cal["test_by_kind"][k]["called_duplicate"] for k in edited) > 0.0
 
 
-def test_predict_through_the_export_never_imports_torch(exported):
+def test_predict_through_the_export_never_imports_torch(exported, tmp_path):
+    """The int8 export auto-tags the items the torch model is sure of and sends the unsure ones
+    to review, through `mltagger predict`, without importing torch."""
     tmp, _ = exported
     folder = tmp / "export" / "models" / "teacher-int8"
+    inference = json.loads((folder / "inference.json").read_text())
+    teacher = json.loads((tmp / "export" / "export.json").read_text())
+    sure, unsure = split_by_confidence(folder)
+    items = tmp_path / "items.jsonl"
+    rows = [*sure, *unsure]
+    items.write_text(
+        "".join(
+            json.dumps({"id": k, "title": r["title"], "description": r["description"]}) + "\n"
+            for k, r in enumerate(rows)
+        )
+    )
+    out = tmp_path / "preds.jsonl"
     code = (
         "import json, sys\n"
         "from mltagger.cli import main\n"
-        f"rc = main(['predict', '--model', {str(folder)!r}, '--title', 'Object detection'])\n"
+        f"rc = main(['predict', '--model', {str(folder)!r}, '--input', {str(items)!r},"
+        f" '--output', {str(out)!r}])\n"
         "assert rc == 0, rc\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
@@ -68,9 +90,18 @@ def test_predict_through_the_export_never_imports_torch(exported):
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    pred = json.loads(proc.stdout)
-    assert pred["tag"] in TAGS and pred["reason"] in ("classifier", "low_confidence")
-    assert pred["model_version"].endswith("+teacher-int8")
+    preds = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(preds) == len(rows) and teacher["ship"] == "teacher-int8"
+    for row, pred in zip(rows, preds, strict=True):
+        assert pred["model_version"].endswith("+teacher-int8")
+        assert pred["tag"] in TAGS
+        if row in sure:
+            assert pred["needs_review"] is False and pred["reason"] == "classifier"
+            assert pred["tag"] == row["pred"]["tag"] != "other"
+            assert pred["confidence"] >= inference["threshold"]
+        else:
+            assert pred["needs_review"] is True and pred["reason"] == "low_confidence"
+            assert pred["tag"] == "other" and pred["confidence"] < inference["threshold"]
 
 
 def test_parity_below_the_bound_stops_the_export(tmp_path, trained):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
-from tests.conftest import TAGS, run_module, tiny_train_overrides
+from tests.conftest import PROBES, TAGS, run_module, split_by_confidence, tiny_train_overrides
 
 
 def test_run_folder_has_everything(trained):
@@ -25,7 +26,7 @@ def test_run_folder_has_everything(trained):
     ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "metrics.json").read_text())
-    assert len(summary["history"]) == 2
+    assert [h["epoch"] for h in summary["history"]] == list(range(1, 21))
     assert {"val/f1_weighted", "test/f1_weighted", "temperature"} <= set(summary["summary"])
     test = json.loads((run / "test" / "metrics.json").read_text())
     assert test["coverage"]["threshold_chosen_on"] == "given"
@@ -56,6 +57,59 @@ def test_model_folder_and_latest(trained):
     assert latest.resolve() == model.resolve()
 
 
+def test_the_tiny_model_learns_auto_tags_and_sends_the_rest_to_review(trained):
+    run = trained / "run"
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    assert summary["val/accuracy"] >= 0.75, summary  # it learned (chance is 1/6)
+    inference = json.loads((run / "model" / "inference.json").read_text())
+    # A real operating point, not the fallbacks (1.01: target unreachable; T clamped at 20).
+    assert 0.2 < inference["threshold"] < 1.0
+    assert 0.05 < inference["temperature"] < 20.0
+    rows = [
+        json.loads(line) for line in (run / "test" / "predictions.jsonl").read_text().splitlines()
+    ]
+    auto = [r for r in rows if not r["needs_review"]]
+    review = [r for r in rows if r["needs_review"]]
+    assert auto, "nothing auto-tagged on test"
+    assert all(r["tag"] == r["predicted"] and r["reason"] == "classifier" for r in auto)
+    assert all(r["confidence"] >= inference["threshold"] for r in auto)
+    assert all(r["tag"] == "other" and r["reason"] == "low_confidence" for r in review)
+    assert all(r["confidence"] < inference["threshold"] for r in review)
+    assert np.mean([r["tag"] == r["gold"] for r in auto]) >= 0.6
+    sure, _unsure = split_by_confidence(run / "model")
+    # The clear probes (first six, one per topic) are auto-tagged with their topic.
+    clear = {t for t, _ in PROBES[:6]}
+    assert len([r for r in sure if r["title"] in clear]) >= 4
+    tags = {r["pred"]["tag"] for r in sure if r["title"] in clear}
+    assert len(tags) >= 4, tags
+
+
+def test_test_split_gets_the_threshold_chosen_on_val(trained):
+    run = trained / "run"
+    val = json.loads((run / "val" / "metrics.json").read_text())["coverage"]
+    test = json.loads((run / "test" / "metrics.json").read_text())["coverage"]
+    inference = json.loads((run / "model" / "inference.json").read_text())
+    assert val["threshold_chosen_on"] == "this_data" and test["threshold_chosen_on"] == "given"
+    assert test["threshold"] == val["threshold"] == inference["threshold"]
+    assert val["threshold"] == val["threshold_for_target"]
+
+
+def test_predictor_reproduces_the_runs_calibrated_scores(trained):
+    """The model folder's predictor divides by the same temperature training fitted: its scores
+    on the test items equal the ones in the run's predictions (T != 1, so 1/T would differ)."""
+    from mltagger.predict import Predictor
+
+    run = trained / "run"
+    rows = [
+        json.loads(line) for line in (run / "test" / "predictions.jsonl").read_text().splitlines()
+    ]
+    predictor = Predictor(run / "model")
+    assert abs(predictor.inference.temperature - 1.0) > 0.05
+    probs = predictor.predict_proba([r["text"] for r in rows])
+    expected = np.array([[r["scores"][t] for t in predictor.labels] for r in rows])
+    np.testing.assert_allclose(probs, expected, atol=2e-5)
+
+
 def test_wandb_offline_run_has_tables_and_artifacts(trained):
     runs = list((trained / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -67,10 +121,14 @@ def test_wandb_offline_run_has_tables_and_artifacts(trained):
 
 def test_predict_cli_round_trip(trained, tmp_path):
     model = trained / "run" / "model"
+    sure, unsure = split_by_confidence(model)
+    probes = [sure[0], unsure[0]]
     items = tmp_path / "in.jsonl"
     items.write_text(
-        '{"id": 7, "title": "Object detection with YOLO"}\n'
-        '{"id": 8, "title": "Forecast sales", "description": "time series"}\n'
+        "".join(
+            json.dumps({"id": 7 + k, "title": p["title"], "description": p["description"]}) + "\n"
+            for k, p in enumerate(probes)
+        )
     )
     out = tmp_path / "preds.jsonl"
     proc = run_module(
@@ -87,12 +145,17 @@ def test_predict_cli_round_trip(trained, tmp_path):
     preds = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in preds] == [7, 8]
     for p in preds:
-        assert p["tag"] in TAGS
         assert set(p["scores"]) == set(TAGS[:6])
         assert abs(sum(p["scores"].values()) - 1) < 1e-3
-        assert p["needs_review"] == (
-            p["confidence"] < json.loads((model / "inference.json").read_text())["threshold"]
-        )
+    auto, review = preds
+    assert auto["tag"] == sure[0]["pred"]["tag"] != "other" and auto["needs_review"] is False
+    assert auto["reason"] == "classifier"
+    assert auto["confidence"] == pytest.approx(sure[0]["pred"]["confidence"], abs=1e-5)
+    assert (review["tag"], review["needs_review"], review["reason"]) == (
+        "other",
+        True,
+        "low_confidence",
+    )
 
     one = run_module(
         "mltagger.cli",

@@ -223,3 +223,76 @@ def test_lower_bound_rule_asks_more_of_a_small_validation_set():
     assert choose_threshold(conf, correct, 0.8, "lower_bound") == pytest.approx(conf[17])
     with pytest.raises(ValueError, match="threshold rule"):
         choose_threshold(conf, correct, 0.8, "median")
+
+
+def test_per_tag_precision_at_the_threshold_is_each_tags_own():
+    """Two auto-tagged tags with different precision: each keeps its own figure."""
+    labels = ["a", "b", "other"]
+    gold = ["a", "a", "a", "b", "b", "other"]
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],  # a right
+            [0.9, 0.05, 0.05],  # a right
+            [0.05, 0.9, 0.05],  # b wrong (gold a)
+            [0.05, 0.9, 0.05],  # b right
+            [0.9, 0.05, 0.05],  # a wrong (gold b)
+            [0.4, 0.3, 0.3],  # below the threshold: review
+        ]
+    )
+    items = [
+        {"id": i, "title": "t", "description": "", "text": "t", "tag": g}
+        for i, g in enumerate(gold)
+    ]
+    r = evaluate_predictions(items, probs, labels, threshold=0.8, slice_names=[])
+    at = r["coverage"]["at_threshold"]
+    assert at[Metric.AUTO_PRECISION] == pytest.approx(3 / 5)
+    assert at["per_class_precision"] == pytest.approx({"a": 2 / 3, "b": 1 / 2})
+    assert (at["num_auto"], at["num_review"]) == (5, 1)
+
+
+def test_val_test_protocol_applies_the_threshold_chosen_on_val(tmp_path):
+    """Val and test would each choose a different threshold; test must get val's."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mltagger.evaluate import evaluate_val_test
+
+    labels = ["a", "b"]
+
+    def split(rows):
+        items = [
+            {"id": i, "title": "t", "description": "", "text": "t", "tag": g}
+            for i, (g, _) in enumerate(rows)
+        ]
+        return items, np.array([p for _, p in rows])
+
+    # Val: right at .9 and .8, wrong at .7 -> target 1.0 needs threshold .8.
+    val_items, val_probs = split([("a", [0.9, 0.1]), ("b", [0.2, 0.8]), ("b", [0.7, 0.3])])
+    # Test on its own would need .95 (its .9 item is wrong).
+    test_items, test_probs = split([("a", [0.95, 0.05]), ("a", [0.1, 0.9]), ("b", [0.15, 0.85])])
+    data = SimpleNamespace(
+        splits={"val": val_items, "test": test_items}, tags=labels, fallback_tag="b"
+    )
+    cfg = OmegaConf.create(
+        {
+            "precision_target": 1.0,
+            "threshold_rule": "point",
+            "min_slice_size": 1,
+            "calibration_bins": 10,
+            "operating_points": [1.0],
+        }
+    )
+    val_r, test_r, applied = evaluate_val_test(data, labels, val_probs, test_probs, cfg)
+    assert val_r["coverage"]["threshold"] == pytest.approx(0.8)
+    assert applied == pytest.approx(0.8)
+    assert test_r["coverage"]["threshold"] == pytest.approx(0.8)
+    assert test_r["coverage"]["threshold_chosen_on"] == "given"
+    assert test_r["coverage"]["threshold_for_target"] == pytest.approx(0.95)
+    assert test_r["coverage"]["at_threshold"]["num_auto"] == 3
+    # A threshold given by a shipped model folder is applied to both splits as it is.
+    val_g, test_g, applied_g = evaluate_val_test(
+        data, labels, val_probs, test_probs, cfg, threshold=0.6
+    )
+    assert applied_g == 0.6
+    assert val_g["coverage"]["threshold"] == test_g["coverage"]["threshold"] == 0.6

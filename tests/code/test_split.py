@@ -155,3 +155,66 @@ def test_adding_a_tag_leaves_the_other_tags_split_unchanged(raw_items, tags):
             it["id"] for it in after[split] if it["tag"] != "other"
         ]
     assert sum(it["tag"] == "other" for s in after.values() for it in s) == 12
+
+
+def test_prepare_data_refuses_a_source_whose_sha256_differs(data_cfg, items_file):
+    from mltagger.data import sha256_file
+
+    assert prepare_data(data_cfg).sources[0]["sha256"] == sha256_file(items_file)
+    data_cfg.sources[0].sha256 = "0" * 64
+    with pytest.raises(DataError, match=r"tiny\.json|items\.json"):
+        prepare_data(data_cfg)
+    with pytest.raises(DataError, match="expects 0000"):
+        prepare_data(data_cfg)
+
+
+def _near_copies(raw_items):
+    """Six near-copies of item 1 (its text with one extra word each) and five of item 15."""
+    rows = list(raw_items)
+    for k, word in enumerate(["Code.", "Notebook.", "Slides.", "Video.", "Demo.", "Paper."]):
+        rows.append(
+            {**raw_items[0], "id": 300 + k, "description": f"{raw_items[0]['description']} {word}"}
+        )
+    for k, word in enumerate(["Code.", "Notebook.", "Slides.", "Video.", "Demo."]):
+        rows.append(
+            {
+                **raw_items[14],
+                "id": 400 + k,
+                "description": f"{raw_items[14]['description']} {word}",
+            }
+        )
+    return rows
+
+
+def test_near_duplicate_groups_land_in_one_split(data_cfg, raw_items, items_file, tags):
+    import json
+
+    rows = _near_copies(raw_items)
+    items_file.write_text(json.dumps(rows))
+    data_cfg.sources[0].sha256 = None
+    data = prepare_data(data_cfg)
+    groups = data.near_duplicate_groups
+    assert [1, 300, 301, 302, 303, 304, 305] in groups
+    assert [15, 400, 401, 402, 403, 404] in groups
+    where = {it["id"]: name for name, split in data.splits.items() for it in split}
+    for g in groups:
+        assert len({where[i] for i in g}) == 1, {i: where[i] for i in g}
+    # The check has teeth: split without the groups, these copies do not stay together.
+    loose = stratified_group_split(clean(rows, tags), val_size=0.2, test_size=0.2, seed=0)
+    loose_where = {it["id"]: name for name, split in loose.items() for it in split}
+    assert len({loose_where[i] for i in [1, 300, 301, 302, 303, 304, 305]}) > 1
+
+
+def test_split_sources_in_order_keeps_groups_across_sources_together(raw_items, tags):
+    from mltagger.data import split_sources_in_order
+
+    rows = _near_copies(raw_items)
+    items = [{**it, "source": "second" if it["id"] >= 300 else "first"} for it in clean(rows, tags)]
+    groups = [[1, 300, 301, 302, 303, 304, 305], [15, 400, 401, 402, 403, 404]]
+    split = split_sources_in_order(
+        items, ["first", "second"], val_size=0.2, test_size=0.2, seed=0, groups=groups
+    )
+    where = {it["id"]: name for name, s in split.items() for it in s}
+    assert sorted(where) == sorted(it["id"] for it in items)
+    for g in groups:
+        assert len({where[i] for i in g}) == 1, {i: where[i] for i in g}

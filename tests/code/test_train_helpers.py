@@ -52,3 +52,12 @@ def test_resolve_model_path(tmp_path, tiny_model_dir):
         resolve_model_path("./missing/folder")
     with pytest.raises(ModelNotAvailable, match="HF_HUB_OFFLINE"):
         resolve_model_path("someone/some-model")  # conftest sets HF_HUB_OFFLINE=1
+
+
+def test_softmax_divides_the_logits_by_the_temperature():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    for t in (0.5, 1.0, 4.0):
+        expected = np.exp(logits / t) / np.exp(logits / t).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(softmax(logits, t), expected, rtol=1e-12)
+    # A higher temperature flattens: the top probability falls.
+    assert softmax(logits, 4.0)[0].max() < softmax(logits, 1.0)[0].max()

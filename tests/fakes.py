@@ -1,0 +1,70 @@
+"""A predictor whose answers are known: keyword logits and bag-of-words embeddings through the
+real decision rule (`BasePredictor`), so the service, ingest and review queue can be tested in
+milliseconds, with items that are sure to be auto-tagged and items sure to go to review."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mltagger.modelio import InferenceConfig, write_model_metadata
+from mltagger.predict import BasePredictor
+from tests.conftest import TAGS
+
+LABELS = TAGS  # the seven-class model
+KEYWORDS = {
+    "natural-language-processing": "text",
+    "computer-vision": "image",
+    "mlops": "deploy",
+    "reinforcement-learning": "agent",
+    "graph-learning": "graph",
+    "time-series": "forecast",
+    "other": "pandas",
+}
+THRESHOLD = 0.8
+TEMPERATURE = 2.0
+DIM = 16
+
+
+def keyword_logits(text: str) -> np.ndarray:
+    """Logit 8 for each tag whose keyword is in the text, 0
+    otherwise: one keyword is a sure answer (0.90 after T=2), none or two is an item for review."""
+    low = text.lower()
+    return np.array([8.0 if KEYWORDS[t] in low else 0.0 for t in LABELS])
+
+
+def bag_embedding(text: str) -> np.ndarray:
+    vec = np.zeros(DIM, dtype=np.float32)
+    for word in text.lower().split():
+        vec[zlib.crc32(word.encode()) % DIM] += 1.0
+    norm = np.linalg.norm(vec)
+    return vec / norm if norm else vec
+
+
+def make_model_folder(folder: Path, threshold: float = THRESHOLD) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_model_metadata(
+        folder,
+        list(LABELS),
+        InferenceConfig(
+            threshold=threshold,
+            temperature=TEMPERATURE,
+            approved_tags=list(TAGS),
+            model_version="fake-1",
+            extra={"embedding_layer": 0},
+        ),
+    )
+    return folder
+
+
+class FakePredictor(BasePredictor):
+    backend = "fake"
+    embedding_layer = 0
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        logits = np.array([keyword_logits(t) for t in texts]).reshape(len(texts), len(LABELS))
+        emb = np.array([bag_embedding(t) for t in texts], dtype=np.float32).reshape(-1, DIM)
+        return logits, emb
