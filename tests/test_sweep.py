@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, make_items, run_module, tiny_train_overrides
+from tests.conftest import REPO, make_learnable_items, run_module, tiny_train_overrides
 
 
 def space(tmp, study: str, params: dict, n_trials: int = 3) -> str:
@@ -32,7 +32,7 @@ def space(tmp, study: str, params: dict, n_trials: int = 3) -> str:
                     "dir": str(tmp / "sweep" / study),
                     "experiment_dir": str(tmp / "conf" / "experiment"),
                     "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 2},
-                    "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                    "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
                     "params": params,
                 }
             }
@@ -42,8 +42,8 @@ def space(tmp, study: str, params: dict, n_trials: int = 3) -> str:
 
 
 PARAMS = {
-    "optim.lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
-    "trainer.max_epochs": {"type": "int", "low": 1, "high": 2},
+    "optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "trainer.max_epochs": {"type": "int", "low": 2, "high": 5},
     "loss.class_weighting": {"type": "categorical", "choices": ["none", "sqrt"]},
 }
 
@@ -51,7 +51,7 @@ PARAMS = {
 def sweep_args(tmp, model_dir, study: str, *extra: str) -> list[str]:
     items = tmp / "items.json"
     if not items.exists():
-        items.write_text(json.dumps(make_items()))
+        items.write_text(json.dumps(make_learnable_items()))
     base = [o for o in tiny_train_overrides(tmp, items, model_dir) if not o.startswith("hydra.")]
     return [
         f"hydra.searchpath=[file://{tmp / 'conf'}]",
@@ -91,15 +91,26 @@ def test_sweep_runs_trials_and_writes_the_best_experiment(swept):
 
 
 def test_best_experiment_reproduces_the_best_trial(swept, tiny_model_dir):
+    """The command written into the experiment file reruns the best trial exactly, although the
+    sweep's base overrides set a searched key too (trainer.max_epochs)."""
+    from mltagger.sweep import rerun_base
+
     tmp, _ = swept
     summary = json.loads((tmp / "sweep" / "tiny" / "summary.json").read_text())
-    items = tmp / "items.json"
+    text = (tmp / "conf" / "experiment" / "best_tiny.yaml").read_text()
+    command = next(line for line in text.splitlines() if "make train ARGS=" in line)
+    assert "experiment=best_tiny" in command
+    for key in ("trainer.max_epochs=", "optim.lr=", "loss.class_weighting="):
+        assert key not in command, command  # the experiment file sets them
+    base = [o for o in sweep_args(tmp, tiny_model_dir, "tiny") if not o.startswith("hydra.")]
+    args = rerun_base(base, summary["best"]["overrides"])
+    assert "trainer.max_epochs=2" in base and "trainer.max_epochs=2" not in args
     proc = run_module(
         "mltagger.train",
-        *tiny_train_overrides(tmp / "rerun", items, tiny_model_dir),
-        f"hydra.searchpath=[file://{tmp / 'conf'}]",
+        *args,
         "experiment=best_tiny",
-        "logger=none",
+        f"hydra.searchpath=[file://{tmp / 'conf'}]",
+        f"hydra.run.dir={tmp / 'rerun' / 'run'}",
         "update_latest=false",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -165,3 +176,18 @@ def test_unknown_metric_is_refused(tmp_path, tiny_model_dir):
         "mltagger.sweep", *sweep_args(tmp_path, tiny_model_dir, study, "sweep.metric=val/nope")
     )
     assert proc.returncode == 2 and "is not a val metric" in proc.stderr
+
+
+def test_the_best_trial_is_the_maximum_of_the_completed_ones(swept):
+    """sweep.direction=maximize reaches Optuna: the best value is the largest, not the least."""
+    import optuna
+
+    tmp, _ = swept
+    summary = json.loads((tmp / "sweep" / "tiny" / "summary.json").read_text())
+    study = optuna.load_study(
+        study_name="tiny", storage=f"sqlite:///{tmp / 'sweep' / 'tiny' / 'study.db'}"
+    )
+    values = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(set(values)) > 1, values  # trials that differ, so min and max are not the same
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert summary["best"]["value"] == max(values)

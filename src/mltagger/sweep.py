@@ -242,6 +242,23 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
     return study
 
 
+def _override_key(override: str) -> str:
+    """`trainer.max_epochs` of `trainer.max_epochs=3`, `+x.y=1` or `~x.y`."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def rerun_base(base: list[str], trial_overrides: list[str]) -> list[str]:
+    """The sweep's base overrides that a rerun of a trial repeats.
+
+    A base override of a key the study searched is left out: on the command line it would beat
+    the experiment file (or come before the trial's value) and the rerun would not be the trial.
+    """
+    searched = {_override_key(o) for o in trial_overrides}
+    return [
+        o for o in base if not o.startswith("hparams_search=") and _override_key(o) not in searched
+    ]
+
+
 def best_experiment(study, study_name: str, base: list[str], exp_dir: Path) -> Path | None:
     """conf/experiment/best_<study>.yaml from the best trial, and the command that reruns it."""
     try:
@@ -259,7 +276,7 @@ def best_experiment(study, study_name: str, base: list[str], exp_dir: Path) -> P
     body = OmegaConf.to_yaml(OmegaConf.create(nested))
     exp_dir.mkdir(parents=True, exist_ok=True)
     path = exp_dir / f"best_{study_name}.yaml"
-    extra = [o for o in base if not o.startswith("hparams_search=")]
+    extra = rerun_base(base, best.user_attrs["overrides"])
     path.write_text(
         "# @package _global_\n"
         f"# Best trial #{best.number} of Optuna study {study_name!r}: {best.value:.4f}.\n"
@@ -393,7 +410,7 @@ def main(cfg: DictConfig) -> float | None:
     )
     if "best" in summary:
         b = summary["best"]
-        extra = [o for o in base if not o.startswith("hparams_search=")]
+        extra = rerun_base(base, b["overrides"])
         rerun = " ".join([*extra, *b["overrides"]])
         named = " ".join([*extra, "experiment=best_" + summary["study"]])
         print(f"best trial #{b['number']}: {cfg.sweep.metric} {b['value']:.4f}")
