@@ -24,6 +24,8 @@ DEDUP_ARGS ?=
 LOAD_ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
 PYTEST_ARGS ?=
+# scripts/mutation.py arguments, e.g. make mutation MUTATION_ARGS="--report"
+MUTATION_ARGS ?=
 
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 
@@ -32,7 +34,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all lint format clean
+.PHONY: help install train sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -121,3 +123,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 clean: ## remove caches (keeps runs/, models/ and .venv)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+mutation: $(STAMP) ## mutation testing (mutmut) of the decision rule, data checks, screen, store, auth; score + survivors
+	$(PIP) install -q -e ".[mutation]"
+	$(PY) scripts/mutation.py $(MUTATION_ARGS)

@@ -1,0 +1,199 @@
+"""Put each bug of the mutation audit (issue 13) into the code, run the tests that must catch
+it, and put the code back: one line per bug, caught or missed.
+
+    python scripts/planted_bugs.py            # every bug
+    python scripts/planted_bugs.py -k sweep   # bugs whose name contains "sweep"
+
+Exit 1 when a bug goes uncaught. It edits files under src/ in place and restores them in a
+`finally`, so do not run it while another process reads src/ (a test run, a training run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "mltagger"
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+FEEDBACK_OK = """        check_tag(body.correct_tag)
+        try:
+            record = tagger.store.add_feedback(body.item_id, body.correct_tag, body.comment)
+        except StoreError as err:
+            raise HTTPException(404, str(err)) from None
+"""
+FEEDBACK_BUG = """        try:
+            record = tagger.store.add_feedback(body.item_id, body.correct_tag, body.comment)
+        except StoreError as err:
+            raise HTTPException(404, str(err)) from None
+        check_tag(body.correct_tag)
+"""
+APP = "tests/code/test_service_app.py"
+
+BUGS = [
+    Bug(
+        "review endpoint without the API key",
+        "serve.py",
+        '@app.post("/review/{item_id}", dependencies=[Depends(require_key)])',
+        '@app.post("/review/{item_id}")',
+        (f"{APP}::test_every_write_needs_the_api_key",),
+    ),
+    Bug(
+        "every stored item needs_review=False",
+        "service.py",
+        '"needs_review": pred["needs_review"],',
+        '"needs_review": False,',
+        (
+            f"{APP}::test_confident_items_are_applied_and_unsure_ones_queued_for_review",
+            f"{APP}::test_ingest_counts_what_it_stored_and_queues_the_unsure_items",
+        ),
+    ),
+    Bug(
+        "feedback stored before its tag is validated",
+        "serve.py",
+        FEEDBACK_OK,
+        FEEDBACK_BUG,
+        (f"{APP}::test_feedback_with_an_unknown_tag_is_refused_and_not_stored",),
+    ),
+    Bug(
+        "review threshold chosen on test",
+        "evaluate.py",
+        'threshold = val_report["coverage"]["threshold"]',
+        'threshold = evaluate_predictions(test_items, test_probs, labels, **kw)["coverage"]'
+        '["threshold"]',
+        (
+            "tests/code/test_evaluate.py::test_val_test_protocol_applies_the_threshold_chosen_on_val",
+        ),
+    ),
+    Bug(
+        "temperature applied as 1/T",
+        "predict.py",
+        "np.asarray(logits, dtype=np.float64) / self.inference.temperature",
+        "np.asarray(logits, dtype=np.float64) * self.inference.temperature",
+        (
+            "tests/code/test_predict_rule.py::"
+            "test_probabilities_are_softmax_of_logits_over_the_temperature",
+        ),
+    ),
+    Bug(
+        "per-tag precision at the threshold is the global figure",
+        "evaluate.py",
+        """            "per_class_precision": {
+                t: v["precision"]""",
+        """            "per_class_precision": {
+                t: float(np.mean([g == p for g, p in zip(auto_gold, auto_pred, strict=True)]))""",
+        ("tests/code/test_evaluate.py::test_per_tag_precision_at_the_threshold_is_each_tags_own",),
+    ),
+    Bug(
+        "prepare_data stops comparing sha256",
+        "data.py",
+        'sha = verify_checksum(path, src.get("sha256"))',
+        "sha = sha256_file(path)",
+        ("tests/code/test_split.py::test_prepare_data_refuses_a_source_whose_sha256_differs",),
+    ),
+    Bug(
+        "a batch of exactly max_batch refused",
+        "serve.py",
+        "if len(body.items) > limits.max_batch:",
+        "if len(body.items) >= limits.max_batch:",
+        (f"{APP}::test_a_batch_of_exactly_max_batch_items_is_answered",),
+    ),
+    Bug(
+        "body limit checks only a declared Content-Length",
+        "serve.py",
+        "            if seen > self.max_bytes:",
+        "            if False:",
+        (f"{APP}::test_oversized_bodies_get_413_with_or_without_a_content_length",),
+    ),
+    Bug(
+        "ingest summary's needs_review always 0",
+        "ingest.py",
+        'needs_review += bool(out.prediction["needs_review"])',
+        "needs_review += 0",
+        (f"{APP}::test_ingest_counts_what_it_stored_and_queues_the_unsure_items",),
+    ),
+    Bug(
+        "the sweep minimises (direction not passed)",
+        "sweep.py",
+        "        direction=str(sw.direction),\n",
+        "",
+        ("tests/test_sweep.py::test_the_best_trial_is_the_maximum_of_the_completed_ones",),
+    ),
+    Bug(
+        "near-duplicate groups not kept in one split",
+        "data.py",
+        "        seed=sp.seed,\n        groups=groups,\n",
+        "        seed=sp.seed,\n        groups=(),\n",
+        ("tests/code/test_split.py::test_near_duplicate_groups_land_in_one_split",),
+    ),
+]
+
+
+def run_tests(tests: tuple[str, ...]) -> bool:
+    """True when the tests pass."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            *tests,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", default="", help="only bugs whose name contains this")
+    args = ap.parse_args(argv)
+    bugs = [b for b in BUGS if args.k.lower() in b.name.lower()]
+    missed = 0
+    for bug in bugs:
+        path = SRC / bug.file
+        original = path.read_text()
+        if original.count(bug.old) != 1:
+            print(f"CANNOT PLANT  {bug.name}: the code it changes is not in {bug.file} once")
+            missed += 1
+            continue
+        if not run_tests(bug.tests):
+            print(f"BROKEN        {bug.name}: its tests fail on the unchanged code")
+            missed += 1
+            continue
+        t0 = time.perf_counter()
+        try:
+            path.write_text(original.replace(bug.old, bug.new))
+            caught = not run_tests(bug.tests)
+        finally:
+            path.write_text(original)
+        missed += not caught
+        verdict = "caught" if caught else "MISSED"
+        print(f"{verdict:13s} {bug.name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"{len(bugs) - missed} of {len(bugs)} planted bugs caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
