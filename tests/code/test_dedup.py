@@ -102,3 +102,32 @@ def test_precision_recall_and_threshold_choice_by_hand():
     # Precision 1.0 first holds at 0.95 (0.90 is a distinct pair).
     assert choose_threshold(scores, truth, 1.0) == pytest.approx(0.95)
     assert choose_threshold(scores, truth, 0.75) == pytest.approx(0.85)
+
+
+def test_precision_recall_full_record_and_empty_cases():
+    scores = np.array([0.9, 0.8, 0.4, 0.95])
+    truth = np.array([True, False, True, True])
+    assert precision_recall(scores, truth, 0.85) == {
+        "threshold": 0.85,
+        "precision": 1.0,
+        "recall": 2 / 3,
+        "tp": 2,
+        "fp": 0,
+        "fn": 1,
+    }
+    at = precision_recall(scores, truth, 0.5)
+    assert (at["precision"], at["recall"], at["fp"]) == (2 / 3, 2 / 3, 1)
+    # Nothing called a duplicate: precision is 1 by convention; no true duplicates: recall is 1.
+    none_called = precision_recall(scores, truth, 0.99)
+    assert (none_called["precision"], none_called["recall"]) == (1.0, 0.0)
+    no_dups = precision_recall(scores, np.zeros(4, dtype=bool), 0.5)
+    assert (no_dups["precision"], no_dups["recall"]) == (0.0, 1.0)
+    assert precision_recall(scores, np.zeros(4, dtype=bool), 0.99)["precision"] == 1.0
+
+
+def test_screen_threshold_falls_back_to_one_and_rounds_to_four_decimals():
+    truth = np.array([True, False])
+    # No threshold separates a negative scored above the only positive: exact matches only.
+    assert choose_threshold(np.array([0.5, 0.9]), truth, 0.97) == 1.0
+    # Candidates are rounded to 4 decimals: 0.81234 -> 0.8123.
+    assert choose_threshold(np.array([0.81234, 0.3]), truth, 0.97) == 0.8123

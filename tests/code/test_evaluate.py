@@ -296,3 +296,16 @@ def test_val_test_protocol_applies_the_threshold_chosen_on_val(tmp_path):
     )
     assert applied_g == 0.6
     assert val_g["coverage"]["threshold"] == test_g["coverage"]["threshold"] == 0.6
+
+
+def test_apply_threshold_falls_back_to_other_by_default():
+    tags, _, review = apply_threshold(PROBS, LABELS, 0.7)
+    assert tags == ["a", "other", "b", "other", "other"] and review.sum() == 3
+    # Exactly at the threshold is confident enough.
+    assert apply_threshold(np.array([[0.7, 0.3]]), ["a", "b"], 0.7)[0] == ["a"]
+
+
+def test_reasons_name_the_path_of_each_tag():
+    from mltagger.evaluate import reasons
+
+    assert reasons(np.array([False, True])) == ["classifier", "low_confidence"]

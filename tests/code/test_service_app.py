@@ -146,6 +146,8 @@ def test_oversized_bodies_get_413_with_or_without_a_content_length(client):
     big = json.dumps({"items": [{"title": "x" * (MAX_BODY + 10)}]}).encode()
     declared = client.post("/predict", content=big, headers={"Content-Type": "application/json"})
     assert declared.status_code == 413 and f"{MAX_BODY} bytes" in declared.json()["detail"]
+    assert declared.headers["content-type"] == "application/json"
+    assert declared.json() == {"detail": f"request body larger than {MAX_BODY} bytes"}
 
     def chunks():  # no Content-Length: sent with Transfer-Encoding: chunked
         for k in range(0, len(big), 512):

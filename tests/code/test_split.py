@@ -218,3 +218,27 @@ def test_split_sources_in_order_keeps_groups_across_sources_together(raw_items, 
     assert sorted(where) == sorted(it["id"] for it in items)
     for g in groups:
         assert len({where[i] for i in g}) == 1, {i: where[i] for i in g}
+
+
+def test_a_tag_with_exactly_min_freq_items_is_kept():
+    items = [{"tag": "a"}] * 3 + [{"tag": "b"}] * 2
+    folded, rare = fold_rare_tags(items, min_freq=3, fallback="other")
+    assert rare == {"b": 2} and Counter(it["tag"] for it in folded) == {"a": 3, "other": 2}
+    assert fold_rare_tags(items, min_freq=2, fallback="other") == (items, {})
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (1.0, 0.0), (0.2, -0.1), (0.0, 1.0)])
+def test_each_split_size_is_checked_on_its_own(raw_items, tags, val, test):
+    with pytest.raises(DataError, match="split sizes"):
+        stratified_group_split(clean(raw_items, tags), val_size=val, test_size=test, seed=0)
+
+
+def test_checksum_message_says_how_to_fix_it(items_file):
+    with pytest.raises(DataError) as err:
+        verify_checksum(items_file, "0" * 64)
+    msg = str(err.value)
+    assert (
+        "Restore the shipped file (git checkout -- <file>), or, if the change is intended, " in msg
+    )
+    assert "put the new sha256 in the data config so runs record which data they saw." in msg
+    assert verify_checksum(items_file, None) == verify_checksum(items_file, "")

@@ -123,3 +123,45 @@ def test_duplicate_of_can_point_at_an_earlier_row_of_the_same_insert(url):
     store = Store(url)
     first, second = store.add_items([row("x"), row("y", duplicate_of_position=0)])
     assert store.get_item(second)["duplicate_of"] == first
+
+
+def test_feedback_and_review_records_are_complete_and_move_updated_at(url):
+    store = Store(url)
+    (item_id,) = store.add_items([row("Feedback record item", tag="computer-vision")])
+    created = store.get_item(item_id)["updated_at"]
+    record = store.add_feedback(item_id, "mlops", "really mlops")
+    assert set(record) == {"id", "item_id", "correct_tag", "previous_tag", "comment", "created_at"}
+    assert (record["item_id"], record["correct_tag"], record["previous_tag"]) == (
+        item_id,
+        "mlops",
+        "computer-vision",
+    )
+    assert record["comment"] == "really mlops"
+    assert datetime.fromisoformat(record["created_at"]).tzinfo is not None
+    (stored,) = store.feedback_for(item_id)
+    assert stored["id"] == record["id"] and stored["comment"] == "really mlops"
+    after_feedback = store.get_item(item_id)
+    assert after_feedback["needs_review"] is True and after_feedback["updated_at"] > created
+    reviewed = store.review(item_id, "mlops", reviewer="ana")
+    assert reviewed["updated_at"] > after_feedback["updated_at"]
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(store_module.reviews)).all()
+    assert [(r.item_id, r.tag, r.previous_tag, r.reviewer) for r in rows] == [
+        (item_id, "mlops", "computer-vision", "ana")
+    ]
+    with pytest.raises(StoreError, match="no item with id 999"):
+        store.review(999, "mlops")
+    with pytest.raises(StoreError, match="no item with id 999"):
+        store.add_feedback(999, "mlops", None)
+    store.close()
+
+
+def test_review_queue_pages_oldest_first(url):
+    store = Store(url)
+    ids = store.add_items([row(f"Queued item {k}", needs_review=True) for k in range(60)])
+    store.add_items([row("Not queued")])
+    first, total = store.review_queue()
+    assert total == 60 and [it["id"] for it in first] == ids[:50]  # default page: 50
+    page, _ = store.review_queue(limit=2, offset=3)
+    assert [it["id"] for it in page] == ids[3:5]
+    store.close()
