@@ -1,12 +1,13 @@
 """`make mutation`: mutmut over the functions where a silent bug costs most, then the score.
 
-Which functions, and why: docs/mutation.md. The run uses the fast unit tests named in
-pyproject.toml ([tool.mutmut]); mutmut remembers finished mutants in mutants/, so a rerun only
-tests what changed. Survivors listed in docs/mutation.md as equivalent (no test can tell them
-from the original) are shown apart; every other survivor is a missing test.
+Which functions, and why: docs/testing.md. The run uses the fast unit tests named in
+pyproject.toml ([tool.mutmut]); results are kept in mutants/ (git-ignored). Survivors that
+docs/testing.md lists as equivalent (no test can tell them from the original) are shown apart;
+every other survivor is a missing test.
 
-    python scripts/mutation.py            # run, then report
-    python scripts/mutation.py --report   # report the last run only
+    python scripts/mutation.py              # run every mutant in scope (~20 min on 2 cores)
+    python scripts/mutation.py --survivors  # retest the last run's survivors (after new tests)
+    python scripts/mutation.py --report     # report the last run only
     python scripts/mutation.py --min-score 85   # exit 1 below this share of mutants killed
 """
 
@@ -142,7 +143,7 @@ def report(min_score: float, show_diffs: bool = True) -> int:
     missing = [s for s in survivors if s not in eq]
     print(
         f"\nmutation score {score:.1f}% ({total['killed']} of {n} killed); "
-        f"{len(known)} survivors documented as equivalent in docs/mutation.md, "
+        f"{len(known)} survivors documented as equivalent in docs/testing.md, "
         f"{len(missing)} not"
     )
     for s in missing:
@@ -166,9 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="report the last run, run nothing")
     ap.add_argument("--min-score", type=float, default=85.0, help="target share killed, in %%")
     ap.add_argument("--no-diffs", action="store_true", help="survivor names only")
+    ap.add_argument(
+        "--survivors",
+        action="store_true",
+        help="retest only the last run's survivors (after adding tests; after changing the code "
+        "in scope, run everything again)",
+    )
     args = ap.parse_args(argv)
     if not args.report:
-        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", *patterns()], cwd=ROOT)
+        names = patterns()
+        if args.survivors:
+            names = sorted(k for k, status in results().items() if status != "killed")
+            if not names:
+                print("no survivors to retest")
+                return report(args.min_score, show_diffs=not args.no_diffs)
+        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", *names], cwd=ROOT)
         if proc.returncode not in (0, 1):
             print(f"mutmut run failed (exit {proc.returncode})", file=sys.stderr)
             return proc.returncode

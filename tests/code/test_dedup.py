@@ -12,6 +12,7 @@ from mltagger.dedup import (
     EXACT,
     KINDS,
     NEAR,
+    Duplicate,
     EmbeddingIndex,
     build_eval_pairs,
     choose_threshold,
@@ -131,3 +132,48 @@ def test_screen_threshold_falls_back_to_one_and_rounds_to_four_decimals():
     assert choose_threshold(np.array([0.5, 0.9]), truth, 0.97) == 1.0
     # Candidates are rounded to 4 decimals: 0.81234 -> 0.8123.
     assert choose_threshold(np.array([0.81234, 0.3]), truth, 0.97) == 0.8123
+
+
+def test_screen_similarities_thresholds_and_order_of_checks():
+    index = EmbeddingIndex(dim=3)
+    index.add([0, 5], np.stack([unit(1, 0, 0), unit(0, 0, 1)]))  # id 0 is an id like any other
+    near = unit(1, 0.2, 0)
+    cos = float(near @ unit(1, 0, 0))
+    hashes = ["stored", "same", "same", "n1", "n2", "n3"]
+    emb = np.stack(
+        [unit(0, 1, 1), unit(0, 1, 0), unit(0, 1, 0), near, unit(-1, 1, 0), unit(-1, 1.02, 0)]
+    )
+    out = screen(hashes, emb, lambda hs: {"stored": 9}, index, cos)  # threshold exactly cos
+    assert out[0] == Duplicate(EXACT, 1.0, item_id=9)
+    assert out[1] is None and out[2] == Duplicate(EXACT, 1.0, batch_index=1)
+    # At exactly the threshold it is a duplicate; similarity rounded to 4 decimals.
+    assert out[3] == Duplicate(NEAR, round(cos, 4), item_id=0)
+    within = float(emb[5] @ emb[4])
+    assert out[4] is None  # after a stored match, later items are still screened
+    expected = Duplicate(NEAR, round(within, 4), batch_index=4) if within >= cos else None
+    assert out[5] == expected and expected is not None
+    assert round(within, 4) != round(within, 5)
+    # Embeddings without an index (screening off): exact matches only.
+    assert [d and d.kind for d in screen(hashes, emb, lambda hs: {}, None, 0.5)] == [
+        None,
+        None,
+        EXACT,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_index_keeps_every_vector_as_it_grows_one_at_a_time():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = EmbeddingIndex(dim=8, capacity=1)
+    for k, v in enumerate(vectors):
+        index.add([100 + k], v[None, :])
+    ids, sims = index.nearest(vectors)
+    assert ids.tolist() == list(range(100, 140))
+    np.testing.assert_allclose(sims, 1.0, atol=1e-5)
+    assert sims.dtype == np.float64 and ids.dtype == np.int64
+    empty_ids, empty_sims = EmbeddingIndex(dim=8).nearest(vectors[:2])
+    assert empty_ids.tolist() == [-1, -1] and empty_sims.tolist() == [-1.0, -1.0]

@@ -309,3 +309,50 @@ def test_reasons_name_the_path_of_each_tag():
     from mltagger.evaluate import reasons
 
     assert reasons(np.array([False, True])) == ["classifier", "low_confidence"]
+
+
+def test_per_class_intervals_count_the_right_predictions_of_each_tag():
+    pc = report(precision_target=0.85)["per_class"]
+    # a: 1 of 2 right; b: 1 of 2; c: 1 of 1 -> Wilson intervals of those counts.
+    from mltagger.evaluate import wilson_interval
+
+    assert pc["b"]["precision_ci95"] == pytest.approx(wilson_interval(1, 2))
+    assert pc["c"]["precision_ci95"] == pytest.approx(wilson_interval(1, 1))
+    never = evaluate_predictions(ITEMS[:1], PROBS[:1], LABELS, slice_names=[])["per_class"]
+    assert never["a"]["precision"] == 1.0
+    # c is neither gold nor predicted here: precision 0 by convention, never 1.
+    assert never["c"]["precision"] == 0.0 and never["c"]["precision_ci95"] is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lower_bound_threshold_matches_the_wilson_interval_at_every_cut(seed):
+    """The vectorised rule equals the plain definition: the smallest observed confidence whose
+    auto-tagged set has a Wilson lower bound >= target."""
+    from mltagger.evaluate import wilson_interval
+
+    rng = np.random.default_rng(seed)
+    conf = np.round(rng.uniform(0.3, 1.0, size=60), 2)  # ties on purpose
+    correct = (rng.uniform(size=60) < conf).astype(float)
+    for target in (0.6, 0.75, 0.85):
+        expected = None
+        for t in sorted(set(conf)):
+            auto = conf >= t
+            lo = wilson_interval(int(correct[auto].sum()), int(auto.sum()))[0]
+            if lo >= target - 1e-12:
+                expected = float(t)
+                break
+        assert choose_threshold(conf, correct, target, "lower_bound") == expected, target
+
+
+def test_threshold_on_a_single_item_and_on_none():
+    assert choose_threshold(np.array([0.8]), np.array([1.0]), 0.9) == pytest.approx(0.8)
+    assert choose_threshold(np.array([]), np.array([]), 0.9) is None
+
+
+def test_coverage_curve_rows_and_empty_input():
+    from mltagger.evaluate import coverage_curve
+
+    rows = coverage_curve(np.array([0.9, 0.5]), np.array([1.0, 0.0]), [0.6])
+    assert rows == [{"threshold": 0.6, "coverage": 0.5, "precision": 1.0, "num_auto": 1}]
+    empty = coverage_curve(np.array([]), np.array([]), [0.5])
+    assert empty == [{"threshold": 0.5, "coverage": 0.0, "precision": None, "num_auto": 0}]

@@ -37,3 +37,46 @@ def test_confident_items_are_auto_tagged_and_unsure_ones_go_to_review(predictor)
     assert split["scores"]["graph-learning"] == pytest.approx(split["scores"]["time-series"])
     assert [p["id"] for p in (sure, blank, split)] == [1, 2, 3]
     assert sure["model_version"] == "fake-1"
+
+
+def test_probabilities_stay_finite_for_large_logits_row_by_row(predictor):
+    logits = np.array([[2000.0, 0.0, 0, 0, 0, 0, 0], [0.0, -10.0, 0, 0, 0, 0, 0]])
+    probs = predictor.probabilities(logits)
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert probs[0, 0] == pytest.approx(1.0)
+    # The second row is its own softmax: [0, -10/T, 0, ...] with T = 2.
+    assert probs[1, 0] == pytest.approx(1 / (6 + np.exp(-10 / TEMPERATURE)), rel=1e-12)
+
+
+def test_probabilities_of_float32_logits_are_computed_in_float64(predictor):
+    logits = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]], dtype=np.float32)
+    z = logits.astype(np.float64) / TEMPERATURE
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    probs = predictor.probabilities(logits)
+    assert probs.dtype == np.float64
+    np.testing.assert_allclose(probs, expected, rtol=1e-12)
+
+
+def test_decide_rounds_to_six_decimals_and_uses_the_folders_fallback(tmp_path):
+    from mltagger.modelio import InferenceConfig, write_model_metadata
+
+    folder = make_model_folder(tmp_path / "m")
+    write_model_metadata(
+        folder,
+        list(LABELS),
+        InferenceConfig(
+            threshold=0.8,
+            temperature=2.0,
+            fallback_tag="mlops",
+            approved_tags=list(LABELS),
+            model_version="f",
+        ),
+    )
+    predictor = FakePredictor(folder)
+    probs = np.array([[0.1234567, 0.8765433, 0, 0, 0, 0, 0], [0.5, 0.5, 0, 0, 0, 0, 0]])
+    sure, unsure = predictor.decide([{"id": 1}, {"id": 2}], probs)
+    assert (
+        sure["confidence"] == 0.876543 and sure["scores"]["natural-language-processing"] == 0.123457
+    )
+    assert unsure["tag"] == "mlops" and unsure["needs_review"] is True

@@ -197,3 +197,202 @@ def test_tagger_stores_the_decision_it_made(tagger):
             out.prediction["confidence"]
         )
     assert [r["needs_review"] for r in stored] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "message"),
+    [
+        ("title at the limit", {"items": [{"title": "image " + "x" * 194}]}, 200, None),
+        (
+            "title over",
+            {"items": [{"title": "x" * 201}]},
+            413,
+            "items.0.title has 201 characters (max 200)",
+        ),
+        (
+            "description at the limit",
+            {"items": [{"title": "t", "description": "y" * 1000}]},
+            200,
+            None,
+        ),
+        (
+            "description over",
+            {"items": [{"title": "t", "description": "y" * 1001}]},
+            413,
+            "items.0.description has 1001 characters (max 1000)",
+        ),
+        ("second title blank", {"items": [SURE, {"title": " \t "}]}, 422, "items.1.title is blank"),
+        ("empty batch", {"items": []}, 422, f"items is empty: send 1 to {MAX_BATCH} items"),
+        ("missing title", {"items": [{"description": "x"}]}, 422, "items.0.title: Field required"),
+        ("null description", {"items": [{"title": "Image", "description": None}]}, 200, None),
+    ],
+)
+def test_predict_bounds_and_bad_items(client, name, body, status, message):
+    r = client.post("/predict", json=body)
+    assert r.status_code == status, (name, r.text)
+    if message:
+        assert r.json()["detail"] == message or message in r.json()["detail"], (name, r.json())
+
+
+def test_predict_answers_without_ids_and_with_duplicates(client):
+    body = {"items": [SURE, {**SURE, "title": SURE["title"].upper() + "!"}, UNSURE]}
+    out = client.post("/predict", json=body).json()["items"]
+    assert [set(p) for p in out] == [
+        {"tag", "confidence", "needs_review", "reason", "scores", "model_version", "duplicate"}
+    ] * 3
+    assert out[0]["duplicate"] is None and out[2]["duplicate"] is None
+    assert out[1]["duplicate"] == {"kind": "exact", "similarity": 1.0, "batch_index": 0}
+    assert [p["tag"] for p in out] == ["computer-vision", "computer-vision", "other"]
+    assert client.get("/health").json()["store"]["items"] == 0  # /predict stores nothing
+
+
+def test_items_keep_their_description_and_url(client):
+    stored = add(client, {**SURE, "url": "https://example.org/unet"})
+    got = client.get(f"/items/{stored['id']}").json()
+    assert (got["title"], got["description"], got["url"]) == (
+        SURE["title"],
+        SURE["description"],
+        "https://example.org/unet",
+    )
+    assert client.get("/items/12345").status_code == 404
+
+
+def test_unknown_tag_message_lists_the_approved_tags(client):
+    item = add(client, SURE)
+    r = client.post(
+        "/feedback", json={"item_id": item["id"], "correct_tag": "nlp"}, headers={"X-API-Key": KEY}
+    )
+    assert r.json()["detail"] == (
+        "unknown tag 'nlp'; approved tags: natural-language-processing, computer-vision, mlops, "
+        "reinforcement-learning, graph-learning, time-series, other"
+    )
+    r = client.post("/items", json=SURE)
+    assert r.json()["detail"] == "missing or wrong API key (header X-API-Key)"
+
+
+def test_without_a_configured_key_the_service_makes_one_and_prints_it(tagger, tmp_path, capsys):
+    cfg = compose_config("serve", [f"model_dir={tmp_path / 'model'}", "api_key=null"])
+    app = create_app(tagger, cfg)
+    err = capsys.readouterr().err
+    assert "no api_key configured" in err
+    key = err.strip().rsplit("X-API-Key: ", 1)[1]
+    assert len(key) >= 32
+    with TestClient(app) as c:
+        assert c.post("/items", json=SURE).status_code == 401
+        assert c.post("/items", json=SURE, headers={"X-API-Key": "None"}).status_code == 401
+        assert c.post("/items", json=SURE, headers={"X-API-Key": key}).status_code == 201
+        info = c.get("/openapi.json").json()["info"]
+    assert info["title"] == "mltagger" and info["version"] == "fake-1"
+    assert info["description"] == "Tags ML content under one approved tag, or sends it to review."
+    assert app.state.tagger is tagger and app.state.metrics is not None
+
+
+def test_an_unknown_duplicate_policy_is_refused(tagger, tmp_path):
+    cfg = compose_config(
+        "serve", [f"model_dir={tmp_path / 'model'}", f"api_key={KEY}", "dedup.on_duplicate=keep"]
+    )
+    with pytest.raises(
+        ValueError, match=r"dedup.on_duplicate must be one of \('reject', 'flag'\), got 'keep'"
+    ):
+        create_app(tagger, cfg)
+
+
+def test_prepare_cleans_fields_and_joins_the_text():
+    from mltagger.data import join_text
+
+    item = prepare("  Image  segmentation ", None, "https://x")
+    assert item == {
+        "title": "Image segmentation",
+        "description": "",
+        "url": "https://x",
+        "text": join_text("Image segmentation", ""),
+    }
+    full = prepare("Title", " Some  description. ")
+    assert full["description"] == "Some description." and full["url"] is None
+    assert full["text"] == join_text("Title", "Some description.") != join_text("Title", "")
+
+
+class _Recorder:
+    """A raw ASGI exchange: the request body in chunks, and what the middleware sends."""
+
+    def __init__(self, chunks: list[bytes], headers: list | None = None) -> None:
+        self.chunks = list(chunks)
+        self.sent: list[dict] = []
+        self.scope = {"type": "http", "method": "POST", "path": "/", "headers": headers or []}
+
+    async def receive(self) -> dict:
+        body = self.chunks.pop(0) if self.chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(self.chunks)}
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+
+    def statuses(self) -> list[int]:
+        return [m["status"] for m in self.sent if m["type"] == "http.response.start"]
+
+
+def _run_body_limit(app, rec: _Recorder, max_bytes: int = 10) -> None:
+    import asyncio
+
+    from mltagger.serve import BodyLimit
+
+    asyncio.run(BodyLimit(app, max_bytes=max_bytes)(rec.scope, rec.receive, rec.send))
+
+
+async def _echo(scope, receive, send):
+    """Reads the whole body, then answers 200 with its length."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+def test_body_limit_counts_chunks_up_to_exactly_the_limit():
+    ok = _Recorder([b"12345", b"67890"])
+    _run_body_limit(_echo, ok)
+    assert ok.statuses() == [200] and ok.sent[1]["body"] == b"10"
+    over = _Recorder([b"12345", b"67890", b"x"])
+    _run_body_limit(_echo, over)  # _echo does not catch the error: the middleware does
+    assert over.statuses() == [413]
+    start = over.sent[0]
+    assert start["headers"] == [(b"content-type", b"application/json")]
+    assert json.loads(over.sent[1]["body"]) == {"detail": "request body larger than 10 bytes"}
+
+
+def test_body_limit_trusts_a_declared_length_only_to_refuse_early():
+    called = []
+
+    async def app(scope, receive, send):
+        called.append(True)
+        await _echo(scope, receive, send)
+
+    declared = _Recorder([b"small"], headers=[(b"content-length", b"11")])
+    _run_body_limit(app, declared)
+    assert declared.statuses() == [413] and not called
+    exact = _Recorder([b"1234567890"], headers=[(b"content-length", b"10")])
+    _run_body_limit(app, exact)
+    assert exact.statuses() == [200]
+    odd = _Recorder([b"abc"], headers=[(b"content-length", b"ten")])  # not a number: counted
+    _run_body_limit(app, odd)
+    assert odd.statuses() == [200]
+
+
+def test_body_limit_cannot_replace_an_answer_already_started():
+    async def early(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+        await receive()  # over the limit here: too late for a 413
+
+    rec = _Recorder([b"1234567890", b"more"])
+    _run_body_limit(early, rec)
+    assert rec.statuses() == [200]
+
+    async def silent(scope, receive, send):
+        await receive()
+
+    quiet = _Recorder([b"ok"])
+    _run_body_limit(silent, quiet)
+    assert quiet.sent == []  # nothing over the limit: the middleware adds nothing

@@ -216,6 +216,7 @@ def test_split_sources_in_order_keeps_groups_across_sources_together(raw_items, 
     )
     where = {it["id"]: name for name, s in split.items() for it in s}
     assert sorted(where) == sorted(it["id"] for it in items)
+    assert sum(len(s) for s in split.values()) == len(items)  # each item once
     for g in groups:
         assert len({where[i] for i in g}) == 1, {i: where[i] for i in g}
 
@@ -242,3 +243,51 @@ def test_checksum_message_says_how_to_fix_it(items_file):
     )
     assert "put the new sha256 in the data config so runs record which data they saw." in msg
     assert verify_checksum(items_file, None) == verify_checksum(items_file, "")
+
+
+def _one_tag(n: int, tag: str = "a") -> list[dict]:
+    return [{"id": k + 1, "tag": tag, "text": f"t{k}"} for k in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("n", "counts"),
+    [
+        # (test, val, train): each unit goes to the split furthest below its target share,
+        # ties in the order test, val, train, so the smallest tags get evaluation items first.
+        (1, (1, 0, 0)),
+        (2, (1, 1, 0)),
+        (3, (1, 1, 1)),
+        (5, (1, 1, 3)),
+        (10, (2, 2, 6)),
+        (100, (20, 20, 60)),
+    ],
+)
+def test_split_sizes_per_tag(n, counts):
+    split = stratified_group_split(_one_tag(n), val_size=0.2, test_size=0.2, seed=0)
+    assert (len(split["test"]), len(split["val"]), len(split["train"])) == counts
+
+
+def test_a_split_of_size_zero_gets_nothing_and_uneven_sizes_are_kept():
+    split = stratified_group_split(_one_tag(50), val_size=0.1, test_size=0.0, seed=0)
+    assert (len(split["test"]), len(split["val"]), len(split["train"])) == (0, 5, 45)
+    split = stratified_group_split(_one_tag(50), val_size=0.3, test_size=0.1, seed=0)
+    assert (len(split["test"]), len(split["val"]), len(split["train"])) == (5, 15, 30)
+    grouped = stratified_group_split(
+        _one_tag(50), val_size=0.2, test_size=0.2, seed=0, groups=[list(range(1, 11))]
+    )
+    sizes = sorted(len(v) for v in grouped.values())
+    assert sum(sizes) == 50 and sizes[-1] >= 28  # the 10-item group lands whole somewhere
+
+
+def test_one_source_splits_as_the_plain_split_and_pairs_stay_together(raw_items, tags):
+    from mltagger.data import split_sources_in_order
+
+    items = clean(raw_items, tags)
+    plain = stratified_group_split(items, val_size=0.2, test_size=0.2, seed=5, groups=[[1, 2]])
+    ordered = split_sources_in_order(
+        items, ["only"], val_size=0.2, test_size=0.2, seed=5, groups=[[1, 2]]
+    )
+    ids = lambda s: {k: [it["id"] for it in v] for k, v in s.items()}  # noqa: E731
+    assert ids(ordered) == ids(plain)
+    where = {it["id"]: name for name, v in ordered.items() for it in v}
+    assert where[1] == where[2]

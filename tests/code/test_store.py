@@ -165,3 +165,23 @@ def test_review_queue_pages_oldest_first(url):
     page, _ = store.review_queue(limit=2, offset=3)
     assert [it["id"] for it in page] == ids[3:5]
     store.close()
+
+
+def test_embeddings_round_trip_and_hash_lookup_in_chunks(url):
+    store = Store(url)
+    vec = np.array([0.25, -0.5, 1.0], dtype=np.float32)
+    hashes = [f"h{k:05d}" for k in range(1200)]  # looked up 500 at a time
+    stored = {hashes[0]: None, hashes[500]: None, hashes[1000]: None, hashes[1199]: None}
+    rows = [
+        row(f"Embedded {h}", content_hash=h, embedding=vec, embedding_model="m@layer1")
+        for h in stored
+    ]
+    rows.append(row("Not embedded", content_hash="zzz"))
+    ids = store.add_items(rows)
+    found = store.ids_by_hash(hashes)
+    assert found == dict(zip(stored, ids[:4], strict=True))
+    got_ids, matrix, stale = store.embeddings("m@layer1")
+    assert got_ids == ids[:4] and [s["id"] for s in stale] == [ids[4]]
+    np.testing.assert_array_equal(matrix, np.tile(vec, (4, 1)))
+    assert matrix.dtype == np.float32
+    store.close()
