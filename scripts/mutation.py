@@ -76,7 +76,7 @@ def patterns() -> list[str]:
     return [f"{mangled(m, f)}__mutmut_*" for m, fs in SCOPE.items() for f in fs]
 
 
-def equivalents(path: Path = ROOT / "docs" / "mutation.md") -> dict[str, str]:
+def equivalents(path: Path = ROOT / "docs" / "testing.md") -> dict[str, str]:
     """Mutant name -> reason, from the table rows `| mltagger.… | reason |` of the doc."""
     out = {}
     for line in path.read_text().splitlines() if path.is_file() else []:

@@ -141,7 +141,7 @@ def test_screen_similarities_thresholds_and_order_of_checks():
     cos = float(near @ unit(1, 0, 0))
     hashes = ["stored", "same", "same", "n1", "n2", "n3"]
     emb = np.stack(
-        [unit(0, 1, 1), unit(0, 1, 0), unit(0, 1, 0), near, unit(-1, 1, 0), unit(-1, 1.02, 0)]
+        [unit(0, 1, 1), unit(0, 1, 0), unit(0, 1, 0), near, unit(-1, 1, 0), unit(-1, 1.3, 0)]
     )
     out = screen(hashes, emb, lambda hs: {"stored": 9}, index, cos)  # threshold exactly cos
     assert out[0] == Duplicate(EXACT, 1.0, item_id=9)
@@ -152,7 +152,7 @@ def test_screen_similarities_thresholds_and_order_of_checks():
     assert out[4] is None  # after a stored match, later items are still screened
     expected = Duplicate(NEAR, round(within, 4), batch_index=4) if within >= cos else None
     assert out[5] == expected and expected is not None
-    assert round(within, 4) != round(within, 5)
+    assert round(within, 4) != round(within)  # 4 decimals, not a whole number
     # Embeddings without an index (screening off): exact matches only.
     assert [d and d.kind for d in screen(hashes, emb, lambda hs: {}, None, 0.5)] == [
         None,
@@ -177,3 +177,17 @@ def test_index_keeps_every_vector_as_it_grows_one_at_a_time():
     assert sims.dtype == np.float64 and ids.dtype == np.int64
     empty_ids, empty_sims = EmbeddingIndex(dim=8).nearest(vectors[:2])
     assert empty_ids.tolist() == [-1, -1] and empty_sims.tolist() == [-1.0, -1.0]
+
+
+def test_two_item_batch_near_copy_at_exactly_the_threshold():
+    emb = np.stack([unit(1, 0.3, 0), unit(1, 0.31, 0)]).astype(np.float32)
+    within = float((emb @ emb.T)[1, 0])
+    index = EmbeddingIndex(dim=3)
+    out = screen(["a", "b"], emb, lambda hs: {}, index, within)
+    assert out == [None, Duplicate(NEAR, round(within, 4), batch_index=0)]
+    assert screen(["a", "b"], emb, lambda hs: {}, index, within + 1e-6) == [None, None]
+
+
+def test_recall_when_half_of_the_duplicates_are_found():
+    at = precision_recall(np.array([0.9, 0.1]), np.array([True, True]), 0.5)
+    assert (at["tp"], at["fn"], at["recall"]) == (1, 1, 0.5)

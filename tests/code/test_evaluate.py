@@ -356,3 +356,14 @@ def test_coverage_curve_rows_and_empty_input():
     assert rows == [{"threshold": 0.6, "coverage": 0.5, "precision": 1.0, "num_auto": 1}]
     empty = coverage_curve(np.array([]), np.array([]), [0.5])
     assert empty == [{"threshold": 0.5, "coverage": 0.0, "precision": None, "num_auto": 0}]
+
+
+def test_lower_bound_rule_uses_the_exact_wilson_formula():
+    """20 of 20 right: a target just above their Wilson lower bound is out of reach (a bound a
+    little too generous, e.g. z^2/5n^2 for z^2/4n^2 in the root, would reach it)."""
+    from mltagger.evaluate import wilson_interval
+
+    lo = wilson_interval(20, 20)[0]
+    conf, correct = np.full(20, 0.9), np.ones(20)
+    assert choose_threshold(conf, correct, lo, "lower_bound") == pytest.approx(0.9)
+    assert choose_threshold(conf, correct, lo + 0.004, "lower_bound") is None

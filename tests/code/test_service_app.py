@@ -396,3 +396,9 @@ def test_body_limit_cannot_replace_an_answer_already_started():
     quiet = _Recorder([b"ok"])
     _run_body_limit(silent, quiet)
     assert quiet.sent == []  # nothing over the limit: the middleware adds nothing
+
+
+def test_a_null_description_is_stored_empty(client):
+    stored = add(client, {"title": "Image denoising", "description": None})
+    assert client.get(f"/items/{stored['id']}").json()["description"] == ""
+    assert prepare("Title only")["description"] == ""

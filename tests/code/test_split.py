@@ -243,6 +243,14 @@ def test_checksum_message_says_how_to_fix_it(items_file):
     )
     assert "put the new sha256 in the data config so runs record which data they saw." in msg
     assert verify_checksum(items_file, None) == verify_checksum(items_file, "")
+    from mltagger.data import sha256_file
+
+    assert msg == (
+        f"{items_file} was changed: its sha256 is {sha256_file(items_file)}, the data config "
+        f"expects {'0' * 64}. Restore the shipped file (git checkout -- <file>), or, if the "
+        "change is intended, put the new sha256 in the data config so runs record which data "
+        "they saw."
+    )
 
 
 def _one_tag(n: int, tag: str = "a") -> list[dict]:
@@ -291,3 +299,23 @@ def test_one_source_splits_as_the_plain_split_and_pairs_stay_together(raw_items,
     assert ids(ordered) == ids(plain)
     where = {it["id"]: name for name, v in ordered.items() for it in v}
     assert where[1] == where[2]
+
+
+def test_no_validation_split_is_allowed_and_unknown_group_members_are_ignored():
+    split = stratified_group_split(_one_tag(10), val_size=0.0, test_size=0.2, seed=0)
+    assert (len(split["test"]), len(split["val"]), len(split["train"])) == (2, 0, 8)
+    # A group may name items that are gone (e.g. dropped as exact duplicates).
+    grouped = stratified_group_split(
+        _one_tag(10), val_size=0.2, test_size=0.2, seed=0, groups=[[1, 2, 999]]
+    )
+    where = {it["id"]: name for name, v in grouped.items() for it in v}
+    assert sorted(where) == list(range(1, 11)) and where[1] == where[2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_split_of_size_zero_stays_empty_with_groups(seed):
+    groups = [list(range(1, 6)), list(range(6, 9))]
+    split = stratified_group_split(
+        _one_tag(12), val_size=0.1, test_size=0.0, seed=seed, groups=groups
+    )
+    assert split["test"] == []

@@ -185,3 +185,13 @@ def test_embeddings_round_trip_and_hash_lookup_in_chunks(url):
     np.testing.assert_array_equal(matrix, np.tile(vec, (4, 1)))
     assert matrix.dtype == np.float32
     store.close()
+
+
+def test_float64_embeddings_are_stored_as_float32(url):
+    store = Store(url)
+    vec = np.array([0.1, 0.2, 0.3])  # float64, as numpy makes by default
+    (item_id,) = store.add_items([row("Float64 vector", embedding=vec, embedding_model="m")])
+    ids, matrix, _ = store.embeddings("m")
+    assert ids == [item_id] and matrix.shape == (1, 3)
+    np.testing.assert_allclose(matrix[0], vec, rtol=1e-6)
+    store.close()
