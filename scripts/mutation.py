@@ -5,7 +5,7 @@ pyproject.toml ([tool.mutmut]); results are kept in mutants/ (git-ignored). Surv
 docs/testing.md lists as equivalent (no test can tell them from the original) are shown apart;
 every other survivor is a missing test.
 
-    python scripts/mutation.py              # run every mutant in scope (~20 min on 2 cores)
+    python scripts/mutation.py              # run every mutant in scope (~10 min on 2 cores)
     python scripts/mutation.py --survivors  # retest the last run's survivors (after new tests)
     python scripts/mutation.py --report     # report the last run only
     python scripts/mutation.py --min-score 85   # exit 1 below this share of mutants killed
