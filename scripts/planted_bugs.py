@@ -3,6 +3,7 @@ it, and put the code back: one line per bug, caught or missed.
 
     python scripts/planted_bugs.py            # every bug
     python scripts/planted_bugs.py -k sweep   # bugs whose name contains "sweep"
+    python scripts/planted_bugs.py --e2e      # their end-to-end tests instead (slow)
 
 Exit 1 when a bug goes uncaught. It edits files under src/ in place and restores them in a
 `finally`, so do not run it while another process reads src/ (a test run, a training run).
@@ -142,6 +143,38 @@ BUGS = [
     ),
 ]
 
+SERVE = "tests/test_e2e_serve.py"
+TRAIN = "tests/test_e2e_train.py"
+# The end-to-end tests that assert the same behaviour through the real server, export or command
+# line (`--e2e`); minutes per bug, since each run trains and exports the tiny model.
+E2E = {
+    "review endpoint without the API key": (
+        f"{SERVE}::test_feedback_is_stored_and_sends_the_item_to_review",
+    ),
+    "every stored item needs_review=False": (
+        f"{SERVE}::test_confident_items_are_applied_and_unsure_ones_queued_for_review",
+        f"{SERVE}::test_ingest_applies_confident_tags_and_queues_the_unsure_items",
+    ),
+    "feedback stored before its tag is validated": (
+        f"{SERVE}::test_feedback_is_stored_and_sends_the_item_to_review",
+    ),
+    "review threshold chosen on test": (
+        f"{TRAIN}::test_test_split_gets_the_threshold_chosen_on_val",
+    ),
+    "temperature applied as 1/T": (
+        f"{TRAIN}::test_predictor_reproduces_the_runs_calibrated_scores",
+    ),
+    "a batch of exactly max_batch refused": (
+        f"{SERVE}::test_a_batch_of_exactly_max_batch_items_is_answered",
+    ),
+    "body limit checks only a declared Content-Length": (
+        f"{SERVE}::test_an_oversized_chunked_body_gets_413",
+    ),
+    "ingest summary's needs_review always 0": (
+        f"{SERVE}::test_ingest_applies_confident_tags_and_queues_the_unsure_items",
+    ),
+}
+
 
 def run_tests(tests: tuple[str, ...]) -> bool:
     """True when the tests pass."""
@@ -168,8 +201,15 @@ def run_tests(tests: tuple[str, ...]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", default="", help="only bugs whose name contains this")
+    ap.add_argument(
+        "--e2e",
+        action="store_true",
+        help="run each bug's end-to-end tests (E2E) instead of its fast ones",
+    )
     args = ap.parse_args(argv)
     bugs = [b for b in BUGS if args.k.lower() in b.name.lower()]
+    if args.e2e:
+        bugs = [b for b in bugs if b.name in E2E]
     missed = 0
     for bug in bugs:
         path = SRC / bug.file
@@ -178,14 +218,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"CANNOT PLANT  {bug.name}: the code it changes is not in {bug.file} once")
             missed += 1
             continue
-        if not run_tests(bug.tests):
+        tests = E2E[bug.name] if args.e2e else bug.tests
+        if not run_tests(tests):
             print(f"BROKEN        {bug.name}: its tests fail on the unchanged code")
             missed += 1
             continue
         t0 = time.perf_counter()
         try:
             path.write_text(original.replace(bug.old, bug.new))
-            caught = not run_tests(bug.tests)
+            caught = not run_tests(tests)
         finally:
             path.write_text(original)
         missed += not caught

@@ -289,6 +289,9 @@ def test_review_paging_health_metrics_and_docs(server):
     _, past_end = client.call("GET", f"/review?limit=10&offset={all_items['total']}")
     assert past_end["items"] == []
     assert client.call("GET", "/review?limit=100000")[0] == 422
+    # Traffic of this test's own for the metrics below (tests run in any order).
+    pair = [{"title": "Metrics probe item"}, {"title": "metrics probe item!"}]
+    assert client.call("POST", "/predict", {"items": pair}, key=None)[0] == 200
 
     status, health = client.call("GET", "/health")
     assert status == 200 and health["status"] == "ok" and health["backend"] == "onnx"
