@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             missed += 1
             continue
         tests = E2E[bug.name] if args.e2e else bug.tests
-        if not run_tests(tests):
+        # With --e2e the clean run is left to `make test` (each run trains and exports anew).
+        if not (args.e2e or run_tests(tests)):
             print(f"BROKEN        {bug.name}: its tests fail on the unchanged code")
             missed += 1
             continue
