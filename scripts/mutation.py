@@ -14,6 +14,7 @@ every other survivor is a missing test.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -174,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         "in scope, run everything again)",
     )
     args = ap.parse_args(argv)
+    if importlib.util.find_spec("mutmut") is None:
+        print(
+            "mutmut is not installed: `make mutation` installs it "
+            "(or pip install -e '.[mutation]')",
+            file=sys.stderr,
+        )
+        return 2
     if not args.report:
         names = patterns()
         if args.survivors:

@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     bugs = [b for b in BUGS if args.k.lower() in b.name.lower()]
     if args.e2e:
         bugs = [b for b in bugs if b.name in E2E]
+    if not bugs:
+        names = ", ".join(b.name for b in BUGS)
+        print(f"no planted bug matches -k {args.k!r}; the bugs: {names}", file=sys.stderr)
+        return 2
     missed = 0
     for bug in bugs:
         path = SRC / bug.file
