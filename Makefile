@@ -125,5 +125,5 @@ clean: ## remove caches (keeps runs/, models/ and .venv)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 mutation: $(STAMP) ## mutation testing (mutmut) of the decision rule, data checks, screen, store, auth; score + survivors
-	$(PIP) install -q -e ".[mutation]"
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PIP) install -q -e ".[mutation]"
 	$(PY) scripts/mutation.py $(MUTATION_ARGS)
