@@ -34,7 +34,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean
+.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -54,6 +54,9 @@ install: $(STAMP) ## create .venv with the package, its dev tools and torch (GPU
 
 train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/<id>/model and models/latest
 	$(PY) -m mltagger.train $(ARGS)
+
+cv: $(STAMP) ## k-fold CV over train+val of any config (ARGS="cv.folds=3 ..."): mean ± std, out-of-fold predictions -> runs/cv/<id>
+	$(PY) -m mltagger.cv $(ARGS)
 
 distill: $(STAMP) ## distil models/latest into a 3-layer student (experiment=distill_minilm_l3)
 	$(PY) -m mltagger.train experiment=distill_minilm_l3 $(ARGS)

@@ -279,8 +279,48 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+# A tiny fresh evaluation set: new wordings of the tiny topics (none a copy of a training item),
+# with the fields data/eval/fresh.json has. Ids far from the training ids.
+_FRESH = [
+    ("natural-language-processing", "Translate text with a small language model", "paper"),
+    ("natural-language-processing", "Text summaries with GPT", "post"),
+    ("computer-vision", "Detect objects in drone video", "library"),
+    ("computer-vision", "Image segmentation for photos", "tutorial"),
+    ("mlops", "Deploy and monitor models with Kubernetes", "talk"),
+    ("mlops", "Serving pipelines in production", "post"),
+    ("reinforcement-learning", "Agents learn games from reward", "paper"),
+    ("reinforcement-learning", "Policy optimization for control", "library"),
+    ("graph-learning", "Node classification with graph networks", "paper"),
+    ("graph-learning", "Knowledge graph link prediction", "post"),
+    ("time-series", "Forecast energy demand time series", "library"),
+    ("time-series", "Anomaly detection in sensor series", "paper"),
+    ("other", "Cheap flights and hotel deals", "spam"),
+    ("other", "A new release of a web framework", "news"),
+]
+
+
+def make_fresh_items(start_id: int = 90001) -> list[dict]:
+    """Valid rows of a fresh evaluation set (2024 items with kind and reference)."""
+    return [
+        {
+            "id": start_id + k,
+            "created_on": "2024-0%d-01" % (1 + k % 9),
+            "title": title,
+            "description": "",
+            "tag": tag,
+            "kind": kind,
+            "reference": f"test fixture {k}",
+            "non_ml": tag == "other",
+        }
+        for k, (tag, title, kind) in enumerate(_FRESH)
+    ]
+
+
 def tiny_train_overrides(tmp: Path, items_file: Path, model_dir: Path, *extra: str) -> list[str]:
-    """Hydra overrides that train the tiny model on the tiny items into tmp/run."""
+    """Hydra overrides that train the tiny model on the tiny items into tmp/run, with a tiny
+    fresh set evaluated beside test."""
+    fresh = tmp / "fresh.json"
+    fresh.write_text(json.dumps(make_fresh_items()))
     return [
         f"hydra.run.dir={tmp / 'run'}",
         f"model.name_or_path={model_dir}",
@@ -292,6 +332,7 @@ def tiny_train_overrides(tmp: Path, items_file: Path, model_dir: Path, *extra: s
         "data.min_freq=2",
         "data.split.val_size=0.2",
         "data.split.test_size=0.2",
+        f"data.fresh={{path: '{fresh}', sha256: null}}",
         f"paths.models_dir={tmp / 'models'}",
         "trainer.max_epochs=2",
         *extra,

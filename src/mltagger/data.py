@@ -635,6 +635,10 @@ class PreparedData:
     label_noise: dict = field(default_factory=dict)
     # Labels a person corrected (data.reviewed_labels), applied to every split.
     reviewed_labels: dict = field(default_factory=dict)
+    # The fresh evaluation set (data.fresh, mltagger.freshset): 2023-2026 items checked to be
+    # new to every training source; evaluated beside test, never trained on. Empty when unset.
+    fresh: list[dict] = field(default_factory=list)
+    fresh_manifest: dict = field(default_factory=dict)
 
     def label_names(self) -> list[str]:
         """Tags that appear in training data, in the approved list's order: the model's classes."""
@@ -658,6 +662,9 @@ class PreparedData:
             "rejected_rows": sum(len(r.rejected) for r in self.rejected),
             "label_noise": self.label_noise,
             "reviewed_labels": self.reviewed_labels,
+            "fresh": {**self.fresh_manifest, "ids": [it["id"] for it in self.fresh]}
+            if self.fresh
+            else None,
         }
 
     def save_manifest(self, path: str | Path) -> Path:
@@ -764,6 +771,15 @@ def prepare_data(
             {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
         )
 
+    fresh: list[dict] = []
+    fresh_manifest: dict = {}
+    if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
+        from mltagger.freshset import load_fresh
+
+        # Checked against every row of every training source, before any de-duplication.
+        fresh, fresh_manifest = load_fresh(
+            data_cfg.fresh, root_dir, items, tags, data_cfg.get("near_duplicates")
+        )
     items, folded = fold_rare_tags(items, int(data_cfg.get("min_freq", 0)), fallback)
     items, removed = remove_exact_duplicates(items)
     nd = data_cfg.near_duplicates
@@ -819,6 +835,8 @@ def prepare_data(
         split_config=split_config,
         label_noise=label_noise,
         reviewed_labels=reviewed,
+        fresh=fresh,
+        fresh_manifest=fresh_manifest,
     )
 
 

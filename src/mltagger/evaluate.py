@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,18 +76,42 @@ def reasons(review: np.ndarray) -> list[str]:
     return [REASON_LOW_CONFIDENCE if r else REASON_CLASSIFIER for r in review]
 
 
+Thresholds = float | Mapping[str, float]
+
+
+def threshold_vector(threshold: Thresholds, label_names: Sequence[str]) -> np.ndarray:
+    """One review threshold per class: a per-tag mapping, or the same number for every class.
+
+    A mapping must name every class: a tag without a threshold would have no rule at all.
+    """
+    if isinstance(threshold, Mapping):
+        missing = [t for t in label_names if t not in threshold]
+        if missing:
+            raise ValueError(f"per-tag thresholds miss the classes {missing}")
+        return np.array([float(threshold[t]) for t in label_names], dtype=float)
+    return np.full(len(label_names), float(threshold), dtype=float)
+
+
+def is_per_tag(threshold: Thresholds | None) -> bool:
+    return isinstance(threshold, Mapping)
+
+
 def apply_threshold(
-    probs: np.ndarray, label_names: Sequence[str], threshold: float, fallback_tag: str = "other"
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    threshold: Thresholds,
+    fallback_tag: str = "other",
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The product's decision rule: (tags, confidence, needs_review) for each row of probs.
 
-    Confidence is the top probability. Below the threshold the tag is the fallback tag and the
-    item needs review; otherwise the top class is applied automatically.
+    Confidence is the top probability. Below the threshold of the top class (one number for all
+    classes, or one per tag) the tag is the fallback tag and the item needs review; otherwise the
+    top class is applied automatically.
     """
     probs = np.asarray(probs, dtype=float)
     top = probs.argmax(axis=1)
     conf = probs.max(axis=1)
-    review = conf < threshold
+    review = conf < threshold_vector(threshold, label_names)[top]
     tags = [fallback_tag if r else label_names[k] for k, r in zip(top, review, strict=True)]
     return tags, conf, review
 
@@ -200,6 +224,114 @@ def choose_threshold(
     return float(sorted_conf[ok].min())
 
 
+TAG_RULES = ("pooled", "own", "point")
+NEVER = 1.01  # a threshold no probability reaches: the tag always goes to review
+
+
+def _lower_bounds(successes: np.ndarray, n: np.ndarray, prior: tuple[float, float] | None):
+    """95% lower bounds of precision: Wilson (prior None) or the Beta posterior's 2.5% quantile."""
+    if prior is None:
+        z = 1.96
+        p = successes / n
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+        return centre - half
+    from scipy.stats import beta
+
+    a0, b0 = prior
+    return beta.ppf(0.025, successes + a0, n - successes + b0)
+
+
+def choose_tag_thresholds(
+    probs: np.ndarray,
+    gold: Sequence[str],
+    label_names: Sequence[str],
+    target: float,
+    *,
+    rule: str = "pooled",
+    prior_strength: float = 20.0,
+) -> dict:
+    """One review threshold per predicted tag, each the lowest that keeps its promise.
+
+    For tag k the candidates are the confidences of the items whose top class is k; at a candidate
+    t the auto-tagged set is those with confidence >= t, and its precision must reach `target`:
+    - "own": the lower end of the tag's own 95% Wilson interval must reach it. Honest, but a tag
+      with 24 held-out items can never prove 0.85 and goes to review wholesale.
+    - "pooled" (default): the tag's precision gets a Beta prior centred on the precision all tags
+      reach together (the items auto-tagged at the single global lower-bound threshold), worth
+      `prior_strength` items; the 2.5% quantile of the posterior Beta(s + a, n - s + b) must reach
+      the target. A small tag borrows strength from the others and is shrunk toward them; a large
+      tag's own items dominate. Both bounds are reported for every tag.
+    - "point": the observed precision must reach it (for comparison only).
+    A tag whose target no threshold reaches gets NEVER (all its items go to review).
+
+    probs must be held-out probabilities (out-of-fold predictions): chosen on training data the
+    promise would mean nothing.
+    """
+    if rule not in TAG_RULES:
+        raise ValueError(f"per-tag rule must be one of {TAG_RULES}, got {rule!r}")
+    probs = np.asarray(probs, dtype=float)
+    top = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    correct = np.array([label_names[k] == g for k, g in zip(top, gold, strict=True)], dtype=float)
+    g = choose_threshold(conf, correct, target, "lower_bound")
+    pooled_set = conf >= g if g is not None else np.ones(len(conf), dtype=bool)
+    prior_mean = float(correct[pooled_set].mean()) if pooled_set.any() else 0.5
+    prior = (prior_strength * prior_mean, prior_strength * (1 - prior_mean))
+    thresholds: dict[str, float] = {}
+    per_tag: dict[str, dict] = {}
+    for k, tag in enumerate(label_names):
+        sel = top == k
+        c, ok = conf[sel], correct[sel]
+        row = {"num_predicted": int(sel.sum())}
+        chosen = None
+        if sel.any():
+            order = np.argsort(-c, kind="stable")
+            sc, cum = c[order], np.cumsum(ok[order])
+            last = np.searchsorted(-sc, -sc, side="right") - 1
+            n = (last + 1).astype(float)
+            s_ = cum[last]
+            own = _lower_bounds(s_, n, None)
+            pooled = _lower_bounds(s_, n, prior)
+            point = s_ / n
+            crit = {"own": own, "pooled": pooled, "point": point}[rule]
+            hits = np.nonzero(crit >= target - 1e-12)[0]
+            if len(hits):
+                i = int(hits[np.argmin(sc[hits])])
+                chosen = float(sc[i])
+                i = int(last[i])
+                row.update(
+                    num_auto=int(n[i]),
+                    precision=float(point[i]),
+                    own_lower=float(own[i]),
+                    pooled_lower=float(pooled[i]),
+                )
+        thresholds[tag] = chosen if chosen is not None else NEVER
+        row["threshold"] = thresholds[tag]
+        if chosen is None:
+            row.update(num_auto=0, precision=None, own_lower=None, pooled_lower=None)
+        per_tag[tag] = row
+    return {
+        "thresholds": thresholds,
+        "per_tag": per_tag,
+        "rule": rule,
+        "precision_target": float(target),
+        "prior": {"mean": prior_mean, "strength": float(prior_strength)},
+        "global_threshold": g,
+        "num_items": len(conf),
+    }
+
+
+def threshold_json(threshold: Thresholds | None) -> float | dict | None:
+    """A threshold as JSON: a number, a {tag: number} mapping, None for "never auto-tag"."""
+    if threshold is None:
+        return None
+    if is_per_tag(threshold):
+        return {t: (float(v) if np.isfinite(v) else None) for t, v in threshold.items()}
+    return float(threshold) if np.isfinite(threshold) else None
+
+
 def calibration(conf: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> dict:
     """Expected calibration error over equal-width confidence bins, with the bins for plotting."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -229,7 +361,7 @@ def _block(
     probs: np.ndarray,
     label_names: Sequence[str],
     all_tags: list[str],
-    threshold: float | None,
+    threshold: Thresholds | None,
     fallback_tag: str,
 ) -> dict:
     """Figures shared by the whole set and by each slice."""
@@ -242,7 +374,7 @@ def _block(
         auto_gold = [g for g, a in zip(gold, auto, strict=True) if a]
         auto_pred = [p for p, a in zip(tags, auto, strict=True) if a]
         out["at_threshold"] = {
-            Metric.THRESHOLD: threshold if np.isfinite(threshold) else None,
+            Metric.THRESHOLD: threshold_json(threshold),
             Metric.AUTO_PRECISION: float(
                 np.mean([g == p for g, p in zip(auto_gold, auto_pred, strict=True)])
             )
@@ -258,6 +390,17 @@ def _block(
             }
             if auto_gold
             else {},
+            # Per applied tag: how many were auto-applied, how many right, the 95% interval.
+            "per_class_auto": {
+                t: {
+                    "num_auto": v["num_predicted"],
+                    "precision": v["precision"] if v["num_predicted"] else None,
+                    "precision_ci95": v["precision_ci95"],
+                }
+                for t, v in _per_class(auto_gold, auto_pred, all_tags).items()
+            }
+            if auto_gold
+            else {},
         }
     return out
 
@@ -266,14 +409,17 @@ def scope_report(
     gold: Sequence[str],
     probs: np.ndarray,
     label_names: Sequence[str],
-    threshold: float,
+    threshold: Thresholds,
     fallback_tag: str,
 ) -> dict | None:
     """Topic items and out-of-scope items (gold == fallback tag) judged separately.
 
-    Out-of-scope items end in one of three ways: the classifier answers the fallback tag
-    (`as_other`), they go to review (`to_review`), or they are auto-tagged with a topic
-    (`auto_topic`, the harmful case). None when the data has no out-of-scope items.
+    Topic items count as covered when a topic tag is applied automatically; auto-tag precision is
+    the share of those whose topic is right. A topic item auto-tagged with the fallback tag is
+    neither: it is lost (`lost_to_other`: applied without review, so nobody sees it), reported
+    beside coverage. Out-of-scope items end in one of three ways: the classifier answers the
+    fallback tag (`as_other`), they go to review (`to_review`), or they are auto-tagged with a
+    topic (`auto_topic`, the harmful case). None when the data has no out-of-scope items.
     """
     gold_arr = np.array(gold, dtype=object)
     oos = gold_arr == fallback_tag
@@ -297,11 +443,16 @@ def scope_report(
     topic_tags = [t for t in dict.fromkeys([*label_names, *gold]) if t != fallback_tag]
     t_gold = list(gold_arr[topic])
     topics = _prf(t_gold, list(top[topic]), topic_tags)
-    k = int((auto & topic).sum())
+    covered = auto & topic & (applied != fallback_tag)
+    k = int(covered.sum())
     topics[Metric.AUTO_PRECISION] = (
-        float(np.mean(applied[auto & topic] == gold_arr[auto & topic])) if k else None
+        float(np.mean(applied[covered] == gold_arr[covered])) if k else None
     )
     topics[Metric.COVERAGE] = float(k / topic.sum()) if topic.any() else 0.0
+    topics["num_auto"] = k
+    topics["lost_to_other"] = (
+        float(np.mean((auto & (applied == fallback_tag))[topic])) if topic.any() else 0.0
+    )
     topics["answered_other"] = float(np.mean(top[topic] == fallback_tag)) if topic.any() else 0.0
     return {"topics": topics, "out_of_scope": out_of_scope}
 
@@ -315,7 +466,7 @@ def evaluate_predictions(
     fallback_tag: str = "other",
     precision_target: float = 0.85,
     threshold_rule: str = "point",
-    threshold: float | None = None,
+    threshold: Thresholds | None = None,
     slice_names: Sequence[str] | None = None,
     min_slice_size: int = 30,
     calibration_bins: int = 10,
@@ -358,6 +509,7 @@ def evaluate_predictions(
 
     scope = scope_report(gold, probs, label_names, threshold, fallback_tag) if gold else None
     if scope is not None:
+        scope["threshold"] = threshold_json(threshold)
         # The trade-off people weigh: topic precision and coverage against out-of-scope harm.
         scope["curve"] = []
         for t in np.round(np.linspace(0.0, 1.0, 41), 3):
@@ -416,7 +568,8 @@ def evaluate_predictions(
             "threshold_rule": threshold_rule,
             "threshold_for_target": own_threshold,
             "target_reachable": own_threshold is not None,
-            "threshold": threshold if np.isfinite(threshold) else None,
+            "threshold": threshold_json(threshold),
+            "per_tag": is_per_tag(threshold),
             "threshold_chosen_on": chosen_on,
             "at_threshold": at_threshold,
             "curve": coverage_curve(conf, correct, grid),
@@ -431,7 +584,7 @@ def summary_metrics(report: dict, prefix: str = "") -> dict[str, float]:
     out = {k: v for k, v in report["overall"].items() if isinstance(v, int | float)}
     at = report["coverage"]["at_threshold"] or {}
     for key in (Metric.THRESHOLD, Metric.AUTO_PRECISION, Metric.COVERAGE):
-        if at.get(key) is not None:
+        if isinstance(at.get(key), int | float):  # a per-tag threshold is reported per tag
             out[key] = at[key]
     if report["calibration"][Metric.ECE] is not None:
         out[Metric.ECE] = report["calibration"][Metric.ECE]
@@ -482,25 +635,36 @@ def predictions_records(
 # --------------------------------------------------------------------------------------------
 
 
-def fmt(x: float | None, pct: bool = False) -> str:
+def fmt(x: float | dict | None, pct: bool = False) -> str:
     if x is None:
         return "—"
+    if isinstance(x, dict):
+        return "per tag"
     return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
 
 
 def per_class_table(report: dict) -> str:
     """Markdown table tag × precision/recall/F1/support (the table `make baselines` prints)."""
-    at = (report["coverage"]["at_threshold"] or {}).get("per_class_precision", {})
+    at_all = report["coverage"]["at_threshold"] or {}
+    at = at_all.get("per_class_precision", {})
+    auto = at_all.get("per_class_auto", {})
+    thr = report["coverage"].get("threshold")
     lines = [
-        "| tag | precision | 95% CI | recall | f1 | support | auto-tag precision |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| tag | precision | 95% CI | recall | f1 | support | threshold | auto-tagged "
+        "| auto-tag precision | its 95% CI |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ci_txt(ci) -> str:
+        return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "—"
+
     for tag, v in report["per_class"].items():
-        ci = v.get("precision_ci95")
-        ci_txt = f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "—"
+        a = auto.get(tag, {})
+        t = thr.get(tag) if isinstance(thr, dict) else thr
         lines.append(
-            f"| {tag} | {fmt(v['precision'])} | {ci_txt} | {fmt(v['recall'])} | "
-            f"{fmt(v['f1'])} | {v['num_samples']} | {fmt(at.get(tag))} |"
+            f"| {tag} | {fmt(v['precision'])} | {ci_txt(v.get('precision_ci95'))} | "
+            f"{fmt(v['recall'])} | {fmt(v['f1'])} | {v['num_samples']} | {fmt(t)} | "
+            f"{a.get('num_auto', '—')} | {fmt(at.get(tag))} | {ci_txt(a.get('precision_ci95'))} |"
         )
     return "\n".join(lines)
 

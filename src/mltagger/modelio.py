@@ -91,6 +91,15 @@ class InferenceConfig:
     approved_tags: list[str] = field(default_factory=list)
     model_version: str = ""
     extra: dict = field(default_factory=dict)
+    # One review threshold per predicted tag, chosen on out-of-fold predictions (make cv, see
+    # mltagger.evaluate.choose_tag_thresholds); empty = `threshold` for every tag. Small tags
+    # prove their precision at their own sample size this way instead of under one number
+    # set by the big ones.
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def decision_threshold(self) -> float | dict[str, float]:
+        """What apply_threshold takes: the per-tag mapping when there is one, else the number."""
+        return dict(self.thresholds) if self.thresholds else float(self.threshold)
 
 
 def write_model_metadata(folder: str | Path, labels: list[str], inference: InferenceConfig) -> None:
@@ -118,6 +127,11 @@ def read_model_metadata(folder: str | Path) -> tuple[list[str], InferenceConfig]
     labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
     inference = InferenceConfig(**json.loads((folder / INFERENCE_FILE).read_text()))
     outside = [t for t in labels if t not in inference.approved_tags]
+    if inference.thresholds and sorted(inference.thresholds) != sorted(labels):
+        raise ModelNotAvailable(
+            f"{folder}: per-tag thresholds name {sorted(inference.thresholds)}, "
+            f"the model's classes are {sorted(labels)}"
+        )
     if outside or inference.fallback_tag not in inference.approved_tags:
         raise ModelNotAvailable(
             f"{folder}: labels {outside or labels} or fallback tag "

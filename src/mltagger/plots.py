@@ -61,7 +61,12 @@ def precision_coverage_plot(report: dict, path: str | Path, title: str = "") -> 
         color="grey",
         label=f"precision target {cov['precision_target']:.2f}",
     )
-    if cov["threshold"] is not None:
+    if isinstance(cov["threshold"], dict):  # per-tag thresholds: one tick per tag
+        for k, (tag, thr) in enumerate(sorted(cov["threshold"].items(), key=lambda x: x[1])):
+            if thr is not None and thr <= 1.0:
+                ax.axvline(thr, ls=":", color="black", lw=0.8)
+                ax.text(thr, 0.03 + 0.06 * k, tag, fontsize=6, rotation=0, ha="right")
+    elif cov["threshold"] is not None:
         ax.axvline(
             cov["threshold"],
             ls=":",
@@ -148,6 +153,8 @@ def scope_tradeoff_plot(report: dict, path: str | Path, title: str = "") -> Path
         color="crimson",
     )
     applied = report["coverage"].get("threshold")
+    if isinstance(applied, dict):  # the curve moves one global threshold; per-tag is not on it
+        applied = None
     if applied is not None:
         ax.axvline(applied, color="grey", ls=":", label=f"applied threshold {applied:.2f}")
     ax.set_xlabel("review threshold (confidence)")

@@ -94,7 +94,7 @@ class BasePredictor:
     def decide(self, items: Sequence[dict], probs: np.ndarray) -> list[dict]:
         """The product's decision rule on probabilities already computed for `items`."""
         tags, conf, review = apply_threshold(
-            probs, self.labels, self.inference.threshold, self.inference.fallback_tag
+            probs, self.labels, self.inference.decision_threshold(), self.inference.fallback_tag
         )
         return [
             {

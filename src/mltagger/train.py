@@ -103,6 +103,34 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100)
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def fit_vector_scaling(
+    logits: np.ndarray, labels: np.ndarray, l2: float = 1e-2, max_iter: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class scale w and bias b minimising the NLL of softmax(logits * w + b) on held-out data.
+
+    Vector scaling (Guo et al., ICML 2017) can fix a class the model is systematically over- or
+    under-confident about, which one temperature cannot; it has 2K parameters instead of 1, so it
+    needs more held-out items (a small L2 pull toward w = 1, b = 0 keeps it stable). `make cv`
+    compares both on held-out folds.
+    """
+    x = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    k = x.shape[1]
+    w = torch.ones(k, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x * w + b, y)
+        loss = loss + l2 * (((w - 1) ** 2).sum() + (b**2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), b.detach().numpy()
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
@@ -283,11 +311,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
 
 
-def train(cfg: DictConfig, on_epoch=None) -> dict[str, float]:
-    """Fine-tune, evaluate and save; returns flat metrics (val/…, test/…).
+def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> dict[str, float]:
+    """Fine-tune, evaluate and save; returns flat metrics (val/…, test/…, fresh/…).
 
     on_epoch(epoch, metrics) is called after each epoch's validation (a sweep reports to Optuna
-    there, and may raise to prune the trial).
+    there, and may raise to prune the trial). `data` replaces the splits the data config would
+    give (make cv hands each fold in this way; everything else runs as in make train).
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -317,7 +346,8 @@ def train(cfg: DictConfig, on_epoch=None) -> dict[str, float]:
     # Data and model files are resolved before anything slow, so a mistake fails in seconds.
     teacher_dir = _teacher_dir(cfg)
     model_path = resolve_model_path(cfg.model.name_or_path)
-    data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir)
+    if data is None:
+        data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir)
     labels = data.label_names()
     if accelerator.is_main_process:
         write_run_info(
@@ -347,6 +377,12 @@ def train(cfg: DictConfig, on_epoch=None) -> dict[str, float]:
     train_loader = DataLoader(train_ds, batch_size=cfg.model.batch_size, shuffle=True, **loader_kw)
     val_loader = DataLoader(val_ds, batch_size=cfg.model.eval_batch_size, **loader_kw)
     test_loader = DataLoader(test_ds, batch_size=cfg.model.eval_batch_size, **loader_kw)
+    fresh_loader = None
+    if data.fresh:
+        # Fresh gold tags may name a tag the model has no class for; the loader needs none.
+        fresh_items = [{**it, "tag": labels[0]} for it in data.fresh]
+        fresh_ds = tokenize_split(fresh_items, labels, tokenizer, cfg.model.max_length)
+        fresh_loader = DataLoader(fresh_ds, batch_size=cfg.model.eval_batch_size, **loader_kw)
 
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path,
@@ -384,6 +420,8 @@ def train(cfg: DictConfig, on_epoch=None) -> dict[str, float]:
     model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader
     )
+    if fresh_loader is not None:
+        fresh_loader = accelerator.prepare(fresh_loader)
     # Step counts after prepare: sharding across processes changes the loader length.
     batches = len(train_loader)
     if tcfg.limit_train_batches:
@@ -549,6 +587,7 @@ def train(cfg: DictConfig, on_epoch=None) -> dict[str, float]:
             state,
             out_dir,
             run,
+            fresh_loader,
         )
         return metrics
     finally:
@@ -565,34 +604,67 @@ def _finish(
     state: TrainState,
     out_dir: Path,
     run,
+    fresh_loader=None,
 ) -> dict:
-    """Best model -> temperature and threshold on val -> full test report -> model folder."""
+    """Best model -> temperature on val -> decision rule -> val, test and fresh reports -> folder.
+
+    The decision rule is eval.decision: per-tag thresholds chosen on out-of-fold predictions of
+    this recipe (make cv), or one threshold chosen on val. Test and fresh are also scored under
+    the single val threshold (`test_global/`, `fresh_global/`), so every run shows what the
+    per-tag rule changes.
+    """
     from transformers import AutoModelForSequenceClassification
 
     best = AutoModelForSequenceClassification.from_pretrained(out_dir / BEST)
     best = accelerator.prepare(best)
     limit = cfg.trainer.limit_eval_batches
     val_logits, val_y, _ = predict_logits(best, val_loader, accelerator, limit)
-    test_logits, _, _ = predict_logits(best, test_loader, accelerator, limit)
+    test_logits, test_y, _ = predict_logits(best, test_loader, accelerator, limit)
+    fresh_logits = (
+        predict_logits(best, fresh_loader, accelerator)[0] if fresh_loader is not None else None
+    )
     temperature = fit_temperature(val_logits, val_y) if cfg.temperature_scaling else 1.0
     val_probs, test_probs = softmax(val_logits, temperature), softmax(test_logits, temperature)
+    if accelerator.is_main_process:
+        # Raw logits, so calibration methods can be compared later without retraining (make cv).
+        np.savez_compressed(
+            out_dir / "logits.npz",
+            val_logits=val_logits,
+            val_labels=val_y,
+            test_logits=test_logits,
+            test_labels=test_y,
+            **({"fresh_logits": fresh_logits} if fresh_logits is not None else {}),
+        )
 
+    decision = decision_rule(cfg, data, labels)
     title = f"{cfg.model.name} (epoch {state.best_epoch})"
+    write_dir = out_dir if accelerator.is_main_process else None
+    _, test_global, global_thr = evaluate_val_test(
+        data, labels, val_probs, test_probs, cfg.eval, None, title
+    )
     val_report, test_report, applied = evaluate_val_test(
-        data,
-        labels,
-        val_probs,
-        test_probs,
-        cfg.eval,
-        out_dir if accelerator.is_main_process else None,
-        title,
+        data, labels, val_probs, test_probs, cfg.eval, write_dir, title, decision["thresholds"]
     )
     metrics = {
         **summary_metrics(val_report, "val/"),
         **summary_metrics(test_report, "test/"),
+        **summary_metrics(test_global, "test_global/"),
         "best_epoch": float(state.best_epoch),
         "temperature": temperature,
     }
+    fresh_report = None
+    if fresh_logits is not None:
+        fresh_probs = softmax(fresh_logits, temperature)
+        fresh_report = evaluate_fresh(
+            data, labels, fresh_probs, cfg.eval, applied, write_dir, title
+        )
+        metrics.update(summary_metrics(fresh_report, "fresh/"))
+        metrics.update(
+            summary_metrics(
+                evaluate_fresh(data, labels, fresh_probs, cfg.eval, global_thr, None, title),
+                "fresh_global/",
+            )
+        )
     if not accelerator.is_main_process:
         return metrics
 
@@ -602,29 +674,34 @@ def _finish(
     (out_dir / "metrics.json").write_text(
         json.dumps({"summary": metrics, "history": state.history}, indent=1) + "\n"
     )
+    (out_dir / "decision.json").write_text(json.dumps(decision, indent=1) + "\n")
 
     model_dir = out_dir / "model"
     shutil.copytree(out_dir / BEST, model_dir, dirs_exist_ok=True)
+    per_tag = isinstance(applied, dict)
     write_model_metadata(
         model_dir,
         labels,
         InferenceConfig(
-            threshold=applied if np.isfinite(applied) else 1.01,
+            threshold=global_thr if np.isfinite(global_thr) else 1.01,
             temperature=temperature,
             max_length=int(cfg.model.max_length),
             fallback_tag=data.fallback_tag,
             approved_tags=list(data.tags),
             model_version=f"{cfg.model.name}-{out_dir.name}",
+            thresholds=dict(applied) if per_tag else {},
             extra={
                 "data_sha256": data.data_sha256,
                 "base_model": str(cfg.model.name_or_path),
                 "run_dir": str(out_dir),
+                "decision": {k: v for k, v in decision.items() if k != "per_tag_detail"},
                 "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
+                "fresh": {k: v for k, v in metrics.items() if k.startswith("fresh/")},
             },
         ),
     )
     (model_dir / "card.md").write_text(
-        model_card(cfg, data, labels, val_report, test_report, temperature, state)
+        model_card(cfg, data, labels, val_report, test_report, temperature, state, fresh_report)
     )
     if cfg.eval.get("behavior", True):
         metrics.update(_behaviour(model_dir, out_dir))
@@ -634,19 +711,113 @@ def _finish(
     if cfg.update_latest:
         point_latest(model_dir, Path(cfg.paths.models_dir))
     _log_to_wandb(run, cfg, data, out_dir, model_dir, val_report, test_report, metrics)
-    print(
-        f"\n{cfg.model.name}: test weighted F1 {metrics['test/f1_weighted']:.3f}, "
-        f"auto-tag precision {metrics.get('test/auto_precision', float('nan')):.3f} at "
-        f"coverage {metrics.get('test/coverage', 0):.3f} (threshold {applied:.3f} from val)"
-        + (
-            f"; out-of-scope items auto-tagged with a topic "
-            f"{metrics['test/' + Metric.OOS_AUTO_TOPIC]:.3f}"
-            if "test/" + Metric.OOS_AUTO_TOPIC in metrics
-            else ""
-        )
-    )
+    print(headline(cfg.model.name, metrics, decision))
     print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
     return metrics
+
+
+def headline(name: str, metrics: dict, decision: dict) -> str:
+    """The lines `make train` ends with: test and fresh side by side, per-tag and global rule."""
+
+    def f(key: str) -> str:
+        v = metrics.get(key)
+        return "  —  " if v is None else f"{v:.3f}"
+
+    rows = [
+        ("topic weighted F1", Metric.TOPIC_F1_WEIGHTED),
+        ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
+        ("topic coverage", Metric.TOPIC_COVERAGE),
+        ("out-of-scope auto-tagged with a topic", Metric.OOS_AUTO_TOPIC),
+        ("auto-tag precision, all items", Metric.AUTO_PRECISION),
+        ("coverage, all items", Metric.COVERAGE),
+    ]
+    lines = [
+        f"\n{name}: decision rule {decision['rule_used']} ({decision['why']})",
+        f"  {'':40s} {'test':>7s} {'fresh':>7s}   (global val threshold: test  fresh)",
+    ]
+    for label, key in rows:
+        lines.append(
+            f"  {label:40s} {f('test/' + key):>7s} {f('fresh/' + key):>7s}"
+            f"   {f('test_global/' + key):>27s} {f('fresh_global/' + key):>6s}"
+        )
+    return "\n".join(lines)
+
+
+def decision_rule(cfg, data: PreparedData, labels) -> dict:
+    """The thresholds to ship: per-tag from this recipe's out-of-fold predictions, or global.
+
+    Returns {rule_used, why, thresholds (dict or None = choose one on val), ...}.
+    """
+    from mltagger.cv import config_fingerprint
+    from mltagger.evaluate import choose_tag_thresholds
+    from mltagger.paths import resolve_path
+
+    ecfg = cfg.eval
+    mode = ecfg.get("decision", "global")
+    if mode not in ("auto", "per_tag", "global"):
+        raise ValueError(f"eval.decision={mode!r}: use auto, per_tag or global")
+    if mode == "global":
+        return {"rule_used": "global", "why": "eval.decision=global", "thresholds": None}
+    path = resolve_path(ecfg.oof, cfg.paths.root_dir) if ecfg.get("oof") else None
+    fingerprint = config_fingerprint(cfg, data.data_sha256)
+    problem = None
+    if path is None or not path.is_file():
+        problem = f"no out-of-fold predictions at eval.oof={ecfg.get('oof')}"
+    else:
+        oof = json.loads(path.read_text())
+        if oof.get("fingerprint") != fingerprint:
+            problem = (
+                f"{path.name} holds out-of-fold predictions of another recipe (fingerprint "
+                f"{oof.get('fingerprint')}, this run {fingerprint})"
+            )
+        elif list(oof.get("labels", [])) != list(labels):
+            problem = f"{path.name} has classes {oof.get('labels')}, this run {labels}"
+    if problem:
+        hint = "run `make cv` with the same overrides and point eval.oof at its oof.json"
+        if mode == "per_tag":
+            raise ValueError(f"eval.decision=per_tag: {problem}; {hint}")
+        log.warning(
+            "per-tag thresholds not used: %s; falling back to one val threshold (%s)", problem, hint
+        )
+        return {"rule_used": "global", "why": f"auto: {problem}", "thresholds": None}
+    rows = oof["oof"]
+    probs = np.array([[r["scores"][t] for t in labels] for r in rows], dtype=float)
+    chosen = choose_tag_thresholds(
+        probs,
+        [r["gold"] for r in rows],
+        labels,
+        float(ecfg.precision_target),
+        rule=str(ecfg.get("tag_rule", "pooled")),
+        prior_strength=float(ecfg.get("prior_strength", 20.0)),
+    )
+    return {
+        "rule_used": "per_tag",
+        "why": f"{len(rows)} out-of-fold predictions of this recipe ({path.name})",
+        "thresholds": chosen["thresholds"],
+        "tag_rule": chosen["rule"],
+        "precision_target": chosen["precision_target"],
+        "prior": chosen["prior"],
+        "oof_file": str(ecfg.oof),
+        "fingerprint": fingerprint,
+        "per_tag_detail": chosen["per_tag"],
+    }
+
+
+def evaluate_fresh(data, labels, probs, eval_cfg, threshold, out_dir, title) -> dict:
+    """The fresh set's report under the shipped rule (written to <run>/fresh/ with out_dir)."""
+    from mltagger.evaluate import predictions_records, write_report
+
+    kw = eval_kwargs(data, eval_cfg, labels)
+    report = evaluate_predictions(data.fresh, probs, labels, threshold=threshold, **kw)
+    report["fresh"] = data.fresh_manifest
+    if out_dir is not None:
+        write_report(
+            report,
+            Path(out_dir) / "fresh",
+            f"{title} — fresh 2023–2026 set",
+            predictions_records(data.fresh, probs, labels, threshold, data.fallback_tag),
+        )
+    return report
 
 
 def _behaviour(model_dir: Path, out_dir: Path) -> dict[str, float]:
@@ -694,7 +865,14 @@ def _checkpoint(accelerator, state: TrainState, out_dir: Path) -> None:
 
 
 def model_card(
-    cfg, data: PreparedData, labels, val_report, test_report, temperature, state: TrainState
+    cfg,
+    data: PreparedData,
+    labels,
+    val_report,
+    test_report,
+    temperature,
+    state: TrainState,
+    fresh_report: dict | None = None,
 ) -> str:
     """A short model card: what it was trained on, how well it does per tag and slice, limits."""
     from mltagger.evaluate import _scope_md, fmt, per_class_table
@@ -729,7 +907,17 @@ def model_card(
             "## Intended use",
             "",
             "Tag machine-learning content (title + description) on the platform. Items whose "
-            f"calibrated confidence is below {fmt(at.get(Metric.THRESHOLD))} get "
+            "calibrated confidence is below "
+            + (
+                "their predicted tag's threshold ("
+                + ", ".join(
+                    f"{t}: {v:.3f}" for t, v in test_report["coverage"]["threshold"].items()
+                )
+                + "; chosen per tag on out-of-fold predictions)"
+                if isinstance(test_report["coverage"]["threshold"], dict)
+                else fmt(at.get(Metric.THRESHOLD))
+            )
+            + " get "
             f"`{data.fallback_tag}` with needs_review and go to a person"
             + (
                 "."
@@ -751,6 +939,7 @@ def model_card(
             "Weakest slices:",
             *weak_lines,
             "",
+            *_fresh_card(fresh_report),
             "## Limits",
             "",
             f"- Trained on {sum(counts['train'].values())} items; small tags have few test items "
@@ -767,6 +956,26 @@ def model_card(
             "",
         ]
     )
+
+
+def _fresh_card(report: dict | None) -> list[str]:
+    """The model card's fresh-set section: 2023-2026 content the training data never had."""
+    from mltagger.evaluate import _scope_md, fmt, per_class_table
+
+    if report is None:
+        return []
+    at = report["coverage"]["at_threshold"] or {}
+    return [
+        "## Fresh figures (2023–2026 items, never trained on)",
+        "",
+        f"{report[Metric.NUM_SAMPLES]} items ({report.get('fresh', {}).get('path', '')}). "
+        f"Weighted F1 {fmt(report['overall'].get(Metric.F1_WEIGHTED))}; auto-tag precision "
+        f"{fmt(at.get(Metric.AUTO_PRECISION))} at coverage {fmt(at.get(Metric.COVERAGE))}.",
+        "",
+        per_class_table(report),
+        "",
+        *_scope_md(report.get("scope")),
+    ]
 
 
 def _wandb_run(accelerator):
@@ -793,11 +1002,39 @@ def _log_to_wandb(
 
     run.summary.update(metrics)
     tables = {}
-    for split, report in (("val", val_report), ("test", test_report)):
+    fresh_path = out_dir / "fresh" / "metrics.json"
+    fresh_report = json.loads(fresh_path.read_text()) if fresh_path.is_file() else None
+    for split, report in (("val", val_report), ("test", test_report), ("fresh", fresh_report)):
+        if report is None:
+            continue
+        auto = (report["coverage"]["at_threshold"] or {}).get("per_class_auto", {})
+        thr = report["coverage"]["threshold"]
         tables[f"{split}/per_tag"] = wandb.Table(
-            columns=["tag", "precision", "recall", "f1", "support"],
+            columns=[
+                "tag",
+                "precision",
+                "recall",
+                "f1",
+                "support",
+                "threshold",
+                "auto_tagged",
+                "auto_precision",
+                "auto_precision_ci95_low",
+                "auto_precision_ci95_high",
+            ],
             data=[
-                [t, v["precision"], v["recall"], v["f1"], v["num_samples"]]
+                [
+                    t,
+                    v["precision"],
+                    v["recall"],
+                    v["f1"],
+                    v["num_samples"],
+                    thr.get(t) if isinstance(thr, dict) else thr,
+                    auto.get(t, {}).get("num_auto"),
+                    auto.get(t, {}).get("precision"),
+                    (auto.get(t, {}).get("precision_ci95") or [None, None])[0],
+                    (auto.get(t, {}).get("precision_ci95") or [None, None])[1],
+                ]
                 for t, v in report["per_class"].items()
             ],
         )
@@ -838,8 +1075,9 @@ def _log_to_wandb(
     )
     images = {
         f"{split}/{name}": wandb.Image(str(out_dir / split / f"{name}.png"))
-        for split in ("val", "test")
+        for split in ("val", "test", "fresh")
         for name in ("confusion_matrix", "precision_coverage", "reliability")
+        if (out_dir / split / f"{name}.png").is_file()
     }
     images["training_curves"] = wandb.Image(str(out_dir / "training_curves.png"))
     run.log({**tables, **images})
@@ -864,9 +1102,12 @@ def _log_to_wandb(
     for name in ("metrics.json", "run_info.json", "config.yaml", "training_curves.png"):
         if (out_dir / name).is_file():
             evaluation.add_file(str(out_dir / name), name=name)
-    for path in sorted((out_dir / "test").glob("*")):
-        if path.is_file():
-            evaluation.add_file(str(path), name=f"test/{path.name}")
+    for split in ("test", "fresh"):
+        for path in sorted((out_dir / split).glob("*")):
+            if path.is_file():
+                evaluation.add_file(str(path), name=f"{split}/{path.name}")
+    if (out_dir / "decision.json").is_file():
+        evaluation.add_file(str(out_dir / "decision.json"), name="decision.json")
     run.log_artifact(evaluation)
     if cfg.logger.wandb.log_model:
         model_art = wandb.Artifact(

@@ -16,6 +16,7 @@ from mltagger.evaluate import (
     evaluate_predictions,
     summary_metrics,
     write_report,
+    per_class_table,
 )
 
 LABELS = ["a", "b", "c"]
@@ -189,9 +190,15 @@ def test_scope_report_separates_topic_and_out_of_scope_items_by_hand():
     assert o["top_is_topic"] == 0.75
     t = s["topics"]
     assert t[Metric.NUM_SAMPLES] == 3
-    assert t[Metric.COVERAGE] == pytest.approx(2 / 3)  # items 0 and 2 auto-tagged
-    assert t[Metric.AUTO_PRECISION] == 0.5  # item 2 got `other` automatically: wrong
+    # Covered = a topic tag applied automatically: item 0 only (right). Item 2 got `other`
+    # automatically: not coverage, not a precision error, but lost (nobody reviews it).
+    assert t[Metric.COVERAGE] == pytest.approx(1 / 3)
+    assert t[Metric.AUTO_PRECISION] == 1.0
+    assert t["lost_to_other"] == pytest.approx(1 / 3)
     assert t["answered_other"] == pytest.approx(1 / 3)
+    # A topic item auto-tagged with the wrong topic is covered and counts against precision.
+    wrong = scope_report(["b", "other"], probs[[0, 3]], labels, 0.65, "other")["topics"]
+    assert (wrong[Metric.COVERAGE], wrong[Metric.AUTO_PRECISION]) == (1.0, 0.0)
     assert scope_report(["a"], probs[:1], labels, 0.5, "other") is None
 
 
@@ -367,3 +374,82 @@ def test_lower_bound_rule_uses_the_exact_wilson_formula():
     conf, correct = np.full(20, 0.9), np.ones(20)
     assert choose_threshold(conf, correct, lo, "lower_bound") == pytest.approx(0.9)
     assert choose_threshold(conf, correct, lo + 0.004, "lower_bound") is None
+
+
+def test_per_tag_thresholds_apply_the_top_class_own_threshold():
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    labels = ["a", "b", "other"]
+    tags, conf, review = apply_threshold(probs, labels, {"a": 0.6, "b": 0.75, "other": 0.9})
+    assert tags == ["a", "other", "other"]
+    assert review.tolist() == [False, True, True]
+    # The same numbers as one global threshold give another answer: the mapping is used.
+    assert apply_threshold(probs, labels, 0.6)[0] == ["a", "b", "other"]
+    with pytest.raises(ValueError, match="miss the classes"):
+        apply_threshold(probs, labels, {"a": 0.5})
+
+
+def _tag_data(n_small_right: int, n_small_wrong: int = 0):
+    """Big tag a: 200 items, 95% right at confidence .9 (the wrong ones at .6); small tag b."""
+    rows, gold = [], []
+    for i in range(200):
+        right = i % 20 != 0
+        rows.append([0.9, 0.05, 0.05] if right else [0.6, 0.3, 0.1])
+        gold.append("a" if right else "b")
+    for _ in range(n_small_right):
+        rows.append([0.05, 0.9, 0.05])
+        gold.append("b")
+    for _ in range(n_small_wrong):
+        rows.append([0.3, 0.65, 0.05])
+        gold.append("a")
+    return np.array(rows), gold
+
+
+def test_tag_thresholds_own_rule_cannot_prove_a_small_tag_but_pooled_can():
+    from mltagger.evaluate import NEVER, choose_tag_thresholds
+
+    probs, gold = _tag_data(n_small_right=10, n_small_wrong=2)
+    labels = ["a", "b", "other"]
+    own = choose_tag_thresholds(probs, gold, labels, 0.85, rule="own")
+    # 10 of 10 right at .9: Wilson lower bound 0.72 < .85, so the small tag never auto-tags.
+    assert own["thresholds"]["b"] == NEVER
+    # 190 of 200 right: its own lower bound (0.91) clears .85 down to the lowest confidence.
+    assert own["thresholds"]["a"] == pytest.approx(0.6)
+    pooled = choose_tag_thresholds(probs, gold, labels, 0.85, rule="pooled", prior_strength=20)
+    b = pooled["per_tag"]["b"]
+    assert pooled["thresholds"]["b"] == pytest.approx(0.9)
+    assert b["num_auto"] == 10 and b["precision"] == 1.0
+    assert b["own_lower"] < 0.85 <= b["pooled_lower"]
+    # Prior: all 212 items clear the global lower-bound threshold, 200 of them right.
+    assert pooled["prior"]["mean"] == pytest.approx(200 / 212)
+    # `other` is never the top class here: no items, never auto-tagged, nothing invented.
+    assert pooled["per_tag"]["other"]["num_predicted"] == 0
+    assert pooled["thresholds"]["other"] == NEVER
+
+
+def test_tag_thresholds_pooling_does_not_rescue_a_tag_that_is_wrong():
+    from mltagger.evaluate import choose_tag_thresholds
+
+    probs, gold = _tag_data(n_small_right=3, n_small_wrong=0)
+    probs = np.vstack([probs, np.tile([0.05, 0.9, 0.05], (6, 1))])
+    gold = [*gold, *["a"] * 6]  # six of nine confident b answers are wrong
+    pooled = choose_tag_thresholds(probs, gold, ["a", "b", "other"], 0.85)
+    assert pooled["thresholds"]["b"] > 1.0
+    assert pooled["per_tag"]["b"]["pooled_lower"] is None
+
+
+def test_evaluate_predictions_reports_per_tag_thresholds_and_their_precision():
+    from mltagger.evaluate import evaluate_predictions
+
+    labels = ["a", "b", "other"]
+    items = [{"id": i, "text": "x", "tag": g} for i, g in enumerate(["a", "b", "a", "other"])]
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.7, 0.2], [0.1, 0.1, 0.8]])
+    thr = {"a": 0.5, "b": 0.75, "other": 0.5}
+    rep = evaluate_predictions(items, probs, labels, threshold=thr, slice_names=[])
+    at = rep["coverage"]["at_threshold"]
+    assert rep["coverage"]["threshold"] == thr and rep["coverage"]["per_tag"] is True
+    assert at["num_auto"] == 3 and at[Metric.AUTO_PRECISION] == 1.0
+    assert at["per_class_auto"]["b"]["num_auto"] == 1
+    assert summary_metrics(rep)[Metric.COVERAGE] == pytest.approx(0.75)
+    assert Metric.THRESHOLD not in summary_metrics(rep)
+    table = per_class_table(rep)
+    assert "| b | " in table and "0.750" in table

@@ -1,0 +1,110 @@
+"""make cv end to end on the tiny BERT: folds, out-of-fold predictions, per-tag thresholds, and
+the model folder that ships them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import LEARN, make_learnable_items, run_module, tiny_train_overrides
+
+
+# Short but learnable: a fixed 8 epochs per fold (what the ablations do on the real model).
+CV_LEARN = [
+    o for o in LEARN if not o.startswith(("trainer.max_epochs", "trainer.early_stopping"))
+] + ["trainer.max_epochs=8", "trainer.early_stopping_patience=99"]
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("cv")
+    items_file = tmp / "items.json"
+    items_file.write_text(json.dumps(make_learnable_items()))
+    overrides = tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=none", *CV_LEARN)
+    proc = run_module("mltagger.cv", *overrides, "cv.folds=3", "cv.seeds=[0]", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp, proc.stdout
+
+
+def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
+    tmp, stdout = cv_run
+    run = tmp / "run"
+    oof = json.loads((run / "oof.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    pool = set(split["ids"]["train"]) | set(split["ids"]["val"])
+    ids = [r["id"] for r in oof["oof"]]
+    # Every train+val item exactly once; no test item and no fresh item.
+    assert sorted(ids) == sorted(pool)
+    assert not set(ids) & set(split["ids"]["test"])
+    # Each fold's model never saw its held-out items: its training split excludes them.
+    for k in range(3):
+        fold = json.loads((run / f"seed0_fold{k}" / "split.json").read_text())
+        held = {r["id"] for r in oof["oof"] if r["fold"] == k}
+        assert held == set(fold["ids"]["test"])
+        assert not held & (set(fold["ids"]["train"]) | set(fold["ids"]["val"]))
+        assert not set(fold["ids"]["train"]) & set(split["ids"]["test"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["folds"] == 3 and summary["num_oof"] == len(pool)
+    assert summary["global_rule"]["f1_weighted"]["n"] == 3
+    assert "mean ± std" in stdout and "Per-tag thresholds" in stdout
+    # Vector scaling against one temperature, measured on the held-out folds.
+    assert summary["calibration"]["vector_nll"]["n"] == 3
+
+
+def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, tiny_model_dir):
+    """make train with eval.oof from the CV run: the model folder carries per-tag thresholds,
+    and predict applies them."""
+    from mltagger.modelio import read_model_metadata
+
+    tmp, _ = cv_run
+    items_file = tmp / "items.json"
+    train_tmp = tmp / "final"
+    train_tmp.mkdir()
+    proc = run_module(
+        "mltagger.train",
+        *tiny_train_overrides(train_tmp, items_file, tiny_model_dir, "logger=none", *CV_LEARN),
+        f"eval.oof={tmp / 'run' / 'oof.json'}",
+        "eval.decision=per_tag",
+        "eval.behavior=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    labels, inference = read_model_metadata(train_tmp / "run" / "model")
+    chosen = json.loads((tmp / "run" / "operating_points.json").read_text())["thresholds"]
+    assert inference.thresholds == chosen
+    assert sorted(inference.thresholds) == sorted(labels)
+    assert "decision rule per_tag" in proc.stdout
+    # Fresh figures beside test in the run folder and the printed table.
+    assert (train_tmp / "run" / "fresh" / "metrics.json").is_file()
+    assert "fresh" in proc.stdout
+
+
+def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_dir):
+    tmp, _ = cv_run
+    other = tmp / "other_recipe"
+    other.mkdir()
+    proc = run_module(
+        "mltagger.train",
+        *tiny_train_overrides(other, tmp / "items.json", tiny_model_dir, "logger=none"),
+        f"eval.oof={tmp / 'run' / 'oof.json'}",
+        "eval.decision=per_tag",
+        "trainer.max_epochs=1",
+    )
+    assert proc.returncode == 2
+    assert "another recipe" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("folds", "message"), [("1", "at least 2 folds"), ("40", "more folds than the smallest tag")]
+)
+def test_cv_bad_fold_count_is_one_line_exit_2(tmp_path, tiny_model_dir, folds, message):
+    items_file = tmp_path / "items.json"
+    items_file.write_text(json.dumps(make_learnable_items()))
+    proc = run_module(
+        "mltagger.cv",
+        *tiny_train_overrides(tmp_path, items_file, tiny_model_dir, "logger=none"),
+        f"cv.folds={folds}",
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
