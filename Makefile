@@ -80,9 +80,9 @@ predict: $(STAMP) ## tag a file: make predict INPUT=items.jsonl [MODEL=models/la
 	@test -n "$(INPUT)" || { echo "usage: make predict INPUT=items.{json,jsonl,csv} [MODEL=models/latest] [OUTPUT=preds.jsonl]"; exit 2; }
 	$(VENV)/bin/mltagger predict --model $(or $(MODEL),models/latest) --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT),)
 
-validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl
+validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl (FRESH=1: a fresh evaluation set)
 	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }
-	$(VENV)/bin/mltagger validate $(FILE)
+	$(VENV)/bin/mltagger validate $(FILE) $(if $(FRESH),--fresh --data-config with_other,)
 
 serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); ARGS="port=8080 model_dir=..."
 	$(PY) -m mltagger.serve $(ARGS)

@@ -304,7 +304,7 @@ def make_fresh_items(start_id: int = 90001) -> list[dict]:
     return [
         {
             "id": start_id + k,
-            "created_on": "2024-0%d-01" % (1 + k % 9),
+            "created_on": f"2024-0{1 + k % 9}-01",
             "title": title,
             "description": "",
             "tag": tag,

@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import LEARN, make_learnable_items, run_module, tiny_train_overrides
 
-
 # Short but learnable: a fixed 8 epochs per fold (what the ablations do on the real model).
 CV_LEARN = [
     o for o in LEARN if not o.startswith(("trainer.max_epochs", "trainer.early_stopping"))

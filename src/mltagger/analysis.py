@@ -138,10 +138,15 @@ def headline(run: Run, target: float = 0.85) -> dict:
 
 def per_tag_table(metrics: dict) -> list[dict]:
     """Per tag: precision with its 95% interval, recall, F1, support, auto-tag precision."""
-    auto = metrics.get("coverage", {}).get("at_threshold", {}).get("per_class_precision", {})
+    at = metrics.get("coverage", {}).get("at_threshold") or {}
+    auto = at.get("per_class_precision", {})
+    auto_ci = at.get("per_class_auto", {})
+    thr = metrics.get("coverage", {}).get("threshold")
     rows = []
     for tag, m in metrics.get("per_class", {}).items():
         ci = m.get("precision_ci95") or [None, None]
+        a = auto_ci.get(tag, {})
+        aci = a.get("precision_ci95") or [None, None]
         rows.append(
             {
                 "tag": tag,
@@ -152,6 +157,10 @@ def per_tag_table(metrics: dict) -> list[dict]:
                 "f1": m.get("f1"),
                 "support": m.get("num_samples"),
                 "auto_precision": auto.get(tag),
+                "threshold": thr.get(tag) if isinstance(thr, dict) else thr,
+                "num_auto": a.get("num_auto"),
+                "auto_ci_low": aci[0],
+                "auto_ci_high": aci[1],
             }
         )
     return rows

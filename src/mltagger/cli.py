@@ -65,12 +65,37 @@ def load_data_config(name_or_path: str):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     data_cfg = load_data_config(args.data_config)
+    if args.fresh:
+        return validate_fresh(args.file, data_cfg)
     report = load_items(args.file, list(data_cfg.tags), labeled=not args.unlabeled)
     print(report.format(max_problems=args.max_problems))
     if args.rejects and report.rejected:
         path = report.write_rejects(args.rejects)
         print(f"rejected rows written to {path}")
     return 0 if report.ok else EXIT_INVALID
+
+
+def validate_fresh(path: str, data_cfg) -> int:
+    """A fresh evaluation set: the row checks, its own fields, and no overlap with any training
+    source of the data config; every bad row listed, exit 1."""
+    from mltagger.freshset import check_fresh
+    from mltagger.paths import project_root, resolve_path
+
+    training = []
+    for src in data_cfg.sources:
+        src_path = resolve_path(src.path, project_root())
+        report = load_items(src_path, list(data_cfg.tags), labeled=True)
+        training.extend(report.items)
+    near = data_cfg.near_duplicates
+    fresh = check_fresh(
+        path,
+        list(data_cfg.tags),
+        training,
+        near_threshold=float(near.threshold),
+        same_title_min_chars=int(near.same_title_min_chars),
+    )
+    print(fresh.format())
+    return 0 if fresh.ok else EXIT_INVALID
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -154,7 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     probs = {
         s: predictor.predict_proba([it["text"] for it in data.splits[s]]) for s in ("val", "test")
     }
-    threshold = None if args.threshold == "val" else inference.threshold
+    threshold = None if args.threshold == "val" else inference.decision_threshold()
+    title = f"{Path(args.model).resolve().name} on {cfg.data.name}"
     _, test_report, applied = evaluate_val_test(
         data,
         labels,
@@ -162,14 +188,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         probs["test"],
         cfg.eval,
         out_dir,
-        title=f"{Path(args.model).resolve().name} on {cfg.data.name}",
+        title=title,
         threshold=threshold,
     )
     print(render_markdown(test_report, f"{args.model} on {cfg.data.name} — test"))
+    reports = {"test": test_report}
+    if data.fresh:
+        from mltagger.train import evaluate_fresh
+
+        fresh_probs = predictor.predict_proba([it["text"] for it in data.fresh])
+        reports["fresh"] = evaluate_fresh(
+            data, labels, fresh_probs, cfg.eval, applied, out_dir, title
+        )
+        print(render_markdown(reports["fresh"], f"{args.model} — fresh 2023–2026 set"))
+    print(side_by_side(reports))
     origin = "chosen on val" if threshold is None else "from the model folder"
-    print(f"threshold {applied:.3f} ({origin})")
+    shown = (
+        ", ".join(f"{t} {v:.3f}" for t, v in applied.items())
+        if isinstance(applied, dict)
+        else f"{applied:.3f}"
+    )
+    print(f"threshold {shown} ({origin})")
     print(f"report folder: {out_dir}")
     return 0
+
+
+def side_by_side(reports: dict[str, dict]) -> str:
+    """Headline figures of several sets in one table (test beside fresh)."""
+    from mltagger.evaluate import Metric, summary_metrics
+
+    flat = {name: summary_metrics(r) for name, r in reports.items()}
+    rows = [
+        ("topic weighted F1", Metric.TOPIC_F1_WEIGHTED),
+        ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
+        ("topic coverage", Metric.TOPIC_COVERAGE),
+        ("out-of-scope auto-tagged with a topic", Metric.OOS_AUTO_TOPIC),
+        ("auto-tag precision, all items", Metric.AUTO_PRECISION),
+        ("coverage, all items", Metric.COVERAGE),
+        ("items", Metric.NUM_SAMPLES),
+    ]
+    lines = ["| figure | " + " | ".join(flat) + " |", "|---|" + "---:|" * len(flat)]
+    for label, key in rows:
+        cells = []
+        for m in flat.values():
+            v = m.get(key)
+            cells.append(
+                "—" if v is None else (f"{v:.0f}" if key == Metric.NUM_SAMPLES else f"{v:.3f}")
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
@@ -266,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rejects", metavar="PATH", help="write invalid rows (with problems) as JSONL")
     p.add_argument("--max-problems", type=int, default=200, help="problems to print at most")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a fresh evaluation set (data/eval/fresh.json): also kind, reference, 2023-2026 "
+        "date, and no exact or near copy of any training source of --data-config",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(

@@ -161,24 +161,95 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 
 
 def _evaluate(name, predictor, data, eval_cfg, out_dir: Path) -> tuple[dict, dict]:
-    """Probabilities on val/test and the full report (threshold chosen on val)."""
+    """Probabilities on val/test (and fresh) and the full reports under the folder's rule.
+
+    A folder with per-tag thresholds (chosen once on out-of-fold predictions for the trained
+    model) keeps them: they are applied as they are and re-checked on val (`recheck`). A folder
+    with one threshold gets its own, chosen on val.
+    """
+    from mltagger.train import evaluate_fresh
+
     probs = {
         s: predictor.predict_proba([it["text"] for it in data.splits[s]]) for s in ("val", "test")
     }
+    shipped = predictor.inference.thresholds or None
     val_report, test_report, applied = evaluate_val_test(
-        data, predictor.labels, probs["val"], probs["test"], eval_cfg, out_dir / name, name
+        data,
+        predictor.labels,
+        probs["val"],
+        probs["test"],
+        eval_cfg,
+        out_dir / name,
+        name,
+        threshold=shipped,
     )
     summary = {**summary_metrics(val_report, "val/"), **summary_metrics(test_report, "test/")}
-    return {
+    fresh_report = None
+    if data.fresh:
+        probs["fresh"] = predictor.predict_proba([it["text"] for it in data.fresh])
+        fresh_report = evaluate_fresh(
+            data, predictor.labels, probs["fresh"], eval_cfg, applied, out_dir / name, name
+        )
+        summary.update(summary_metrics(fresh_report, "fresh/"))
+    global_thr = val_report["coverage"]["threshold_for_target"] if shipped else applied
+    out = {
         "probs": probs,
         "threshold": applied,
+        "global_threshold": global_thr if global_thr is not None else float("inf"),
         "summary": summary,
         "size_mb": folder_weights_mb(predictor.folder),
-    }, test_report
+        "fresh_report": fresh_report,
+    }
+    if shipped:
+        out["recheck"] = recheck_thresholds(
+            data.splits["val"], probs["val"], predictor.labels, shipped, eval_cfg
+        )
+    return out, test_report
+
+
+def recheck_thresholds(val_items, val_probs, labels, shipped: dict, eval_cfg) -> dict:
+    """The shipped per-tag thresholds against the ones this model's own val would choose.
+
+    Val has ~30 items for a small tag, too few to choose on (that is why the thresholds come from
+    out-of-fold predictions), but enough to notice an export that moved a lot: a tag is flagged
+    when its own val threshold differs by more than eval.recheck_tolerance, or when its val
+    precision at the shipped threshold is under the target.
+    """
+    from mltagger.evaluate import choose_tag_thresholds
+
+    target = float(eval_cfg.precision_target)
+    own = choose_tag_thresholds(
+        val_probs,
+        [it["tag"] for it in val_items],
+        labels,
+        target,
+        rule=str(eval_cfg.get("tag_rule", "pooled")),
+        prior_strength=float(eval_cfg.get("prior_strength", 20.0)),
+    )
+    tol = float(eval_cfg.get("recheck_tolerance", 0.05))
+    top = np.asarray(val_probs).argmax(axis=1)
+    conf = np.asarray(val_probs).max(axis=1)
+    gold = np.array([it["tag"] for it in val_items], dtype=object)
+    rows = {}
+    for k, tag in enumerate(labels):
+        auto = (top == k) & (conf >= shipped[tag])
+        n = int(auto.sum())
+        prec = float(np.mean(gold[auto] == tag)) if n else None
+        mine = own["thresholds"][tag]
+        differs = abs(mine - shipped[tag]) > tol or (prec is not None and prec < target)
+        rows[tag] = {
+            "shipped": float(shipped[tag]),
+            "own_val": float(mine),
+            "val_auto": n,
+            "val_precision": prec,
+            "differs": bool(differs),
+        }
+    return rows
 
 
 def _finish_folder(folder: Path, threshold: float, name: str, source: Path) -> None:
-    """The export's own val threshold and a version name in inference.json."""
+    """The export's own val threshold (the global rule) and a version name in inference.json;
+    per-tag thresholds, when the folder has them, stay as the trained model shipped them."""
     labels, inference = read_model_metadata(folder)
     write_model_metadata(
         folder,
@@ -245,6 +316,14 @@ def export_candidates(cfg) -> dict:
             pred = OnnxPredictor(folder, cfg.batch_size)
             results[name], reports[name] = _evaluate(name, pred, data, cfg.eval, out_dir)
             results[name]["folder"] = str(folder)
+            moved = [t for t, c in results[name].get("recheck", {}).items() if c["differs"]]
+            if moved:
+                log.warning(
+                    "%s: on val its own per-tag thresholds would differ for %s (see the export "
+                    "report); the shipped ones are kept",
+                    name,
+                    ", ".join(moved),
+                )
             check = parity(reference, results[name]["probs"]["test"])
             results[name]["parity"] = check
             bound = float(cfg.parity.min_agreement[precision])
@@ -261,7 +340,7 @@ def export_candidates(cfg) -> dict:
                     f"model's top class (bound {bound:.2%}, max probability difference "
                     f"{check['max_prob_diff']:.3f}); this export must not ship"
                 )
-            _finish_folder(folder, results[name]["threshold"], name, src)
+            _finish_folder(folder, results[name]["global_threshold"], name, src)
             # The near-duplicate threshold belongs to the model whose embedding it thresholds.
             screen = calibrate_screen(pred, data, float(cfg.dedup.min_precision))
             write_screen_calibration(folder, screen)
@@ -295,10 +374,33 @@ def choose_ship(results: dict, teacher_f1: float, max_drop: float) -> str:
 def render(results: dict, reports: dict, ship: str, f1_bound: dict) -> str:
     """The export report: quality of every candidate in one table, then parity and size."""
     lines = [
-        "# Export candidates (test split, threshold chosen on val for each)",
+        "# Export candidates (test split; each folder's decision rule: per-tag thresholds "
+        "as trained, or one threshold chosen on val)",
         "",
         comparison_table(reports),
         "",
+    ]
+    fresh = {n: r["fresh_report"] for n, r in results.items() if r.get("fresh_report")}
+    if fresh:
+        lines += ["## Fresh 2023–2026 set, same rules", "", comparison_table(fresh), ""]
+    for name, r in results.items():
+        if not r.get("recheck"):
+            continue
+        lines += [
+            f"Per-tag thresholds of **{name}** re-checked on val:",
+            "",
+            "| tag | shipped | its own val choice | val auto-tagged | val precision at shipped "
+            "| differs |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for tag, c in r["recheck"].items():
+            prec = "—" if c["val_precision"] is None else f"{c['val_precision']:.3f}"
+            lines.append(
+                f"| {tag} | {c['shipped']:.3f} | {c['own_val']:.3f} | {c['val_auto']} | {prec} | "
+                f"{'**yes**' if c['differs'] else 'no'} |"
+            )
+        lines.append("")
+    lines += [
         "| candidate | size (MB) | label agreement with torch | max probability difference |",
         "|---|---:|---:|---:|",
     ]
@@ -350,7 +452,10 @@ def main(cfg) -> dict:
     }
     text = render(results, reports, ship, f1_bound)
     (out_dir / "export_report.md").write_text(text)
-    summary = {name: {k: v for k, v in r.items() if k != "probs"} for name, r in results.items()}
+    summary = {
+        name: {k: v for k, v in r.items() if k not in ("probs", "fresh_report")}
+        for name, r in results.items()
+    }
     (out_dir / "export.json").write_text(
         json.dumps({"ship": ship, "f1_bound": f1_bound, "candidates": summary}, indent=1) + "\n"
     )

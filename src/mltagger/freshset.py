@@ -172,7 +172,11 @@ def check_fresh(
     for raw in rows:
         data = raw.data if isinstance(raw.data, dict) else {}
         report.problems.extend(_extra_problems(raw, data.get("id")))
-    by_id = {_parse_id(raw.data.get("id")): raw for raw in rows if isinstance(raw.data, dict)}
+    # The first row of each id: a repeated id's later rows are the invalid ones.
+    by_id: dict = {}
+    for raw in rows:
+        if isinstance(raw.data, dict):
+            by_id.setdefault(_parse_id(raw.data.get("id")), raw)
     bad_rows = {p.row for p in report.problems}
     valid = []
     for it in base.items:
@@ -201,6 +205,19 @@ def check_fresh(
                 "a fresh item must be new to the model",
             )
         )
+    from mltagger.data import near_duplicate_groups
+
+    # Within the set too: two entries about the same thing would count one item twice.
+    for group in near_duplicate_groups(valid, near_threshold, same_title_min_chars):
+        for fid in group[1:]:
+            report.problems.append(
+                RowProblem(
+                    by_id[fid].number,
+                    fid,
+                    "title",
+                    f"near copy of fresh item {group[0]}: each item must be counted once",
+                )
+            )
     bad_rows = {p.row for p in report.problems}
     report.items = [it for it in valid if by_id[it["id"]].number not in bad_rows]
     report.problems.sort(key=lambda p: (p.row, p.field))

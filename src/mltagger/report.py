@@ -151,6 +151,28 @@ def behaviour(run: Run, compute: bool = True) -> dict | None:
     return suite
 
 
+def _side_by_side(test: dict, fresh: dict) -> list[list[Any]]:
+    """The headline figures of test and fresh, row by row."""
+
+    def figs(m: dict) -> dict:
+        at = m.get("coverage", {}).get("at_threshold") or {}
+        scope = m.get("scope") or {}
+        t, o = scope.get("topics", {}), scope.get("out_of_scope", {})
+        return {
+            "items": m.get("num_samples"),
+            "topic weighted F1": _num(t.get("f1_weighted")),
+            "topic auto-tag precision": _pct(t.get("auto_precision")),
+            "topic coverage": _pct(t.get("coverage")),
+            "topic items auto-tagged other": _pct(t.get("lost_to_other")),
+            "out-of-scope auto-tagged with a topic": _pct(o.get("auto_topic")),
+            "auto-tag precision, all items": _pct(at.get("auto_precision")),
+            "coverage, all items": _pct(at.get("coverage")),
+        }
+
+    a, b = figs(test), figs(fresh)
+    return [[k, a[k], b[k]] for k in a]
+
+
 def _comparison_rows(run: Run, baselines: dict, previous: Run | None) -> list[list[Any]]:
     def row(name: str, m: dict) -> list[Any]:
         at = m.get("coverage", {}).get("at_threshold", {})
@@ -222,6 +244,13 @@ def build_html(
             f"{html.escape(fastest['name'])}, budget 100 ms</div>"
         )
     parts += ["</div>", f"<p>{html.escape(verdict)}</p>"]
+    fresh_path = run.folder / "fresh" / "metrics.json"
+    fresh = json.loads(fresh_path.read_text()) if fresh_path.is_file() else None
+    if fresh is not None:
+        parts.append("<h2>Test (2020 content) and the fresh 2023–2026 set</h2>")
+        parts.append(_table(["figure", "test", "fresh"], _side_by_side(run.test, fresh)))
+    else:
+        parts.append("<p>No fresh-set figures in this run (data.fresh was off).</p>")
 
     ops = run.test.get("coverage", {}).get("operating_points") or []
     if ops:
@@ -242,24 +271,41 @@ def build_html(
                 ],
             )
         )
-    parts.append("<h2>Per tag (test)</h2>")
-    parts.append(
-        _table(
-            ["tag", "precision", "95% interval", "recall", "F1", "items", "auto-tag precision"],
-            [
+    for split, metrics in (("test", run.test), ("fresh", fresh)):
+        if metrics is None:
+            continue
+        parts.append(f"<h2>Per tag ({split})</h2>")
+        parts.append(
+            _table(
                 [
-                    r["tag"],
-                    _pct(r["precision"]),
-                    f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
-                    _pct(r["recall"]),
-                    _num(r["f1"]),
-                    r["support"],
-                    _pct(r["auto_precision"]),
-                ]
-                for r in per_tag_table(run.test)
-            ],
+                    "tag",
+                    "precision",
+                    "95% interval",
+                    "recall",
+                    "F1",
+                    "items",
+                    "threshold",
+                    "auto-tagged",
+                    "auto-tag precision",
+                    "its 95% interval",
+                ],
+                [
+                    [
+                        r["tag"],
+                        _pct(r["precision"]),
+                        f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
+                        _pct(r["recall"]),
+                        _num(r["f1"]),
+                        r["support"],
+                        _num(r["threshold"]),
+                        r["num_auto"] if r["num_auto"] is not None else "—",
+                        _pct(r["auto_precision"]),
+                        f"{_pct(r['auto_ci_low'])}–{_pct(r['auto_ci_high'])}",
+                    ]
+                    for r in per_tag_table(metrics)
+                ],
+            )
         )
-    )
     parts.append("<h2>Per slice (test)</h2>")
     parts.append(
         _table(

@@ -14,9 +14,9 @@ from mltagger.evaluate import (
     calibration,
     choose_threshold,
     evaluate_predictions,
+    per_class_table,
     summary_metrics,
     write_report,
-    per_class_table,
 )
 
 LABELS = ["a", "b", "c"]
@@ -379,7 +379,7 @@ def test_lower_bound_rule_uses_the_exact_wilson_formula():
 def test_per_tag_thresholds_apply_the_top_class_own_threshold():
     probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
     labels = ["a", "b", "other"]
-    tags, conf, review = apply_threshold(probs, labels, {"a": 0.6, "b": 0.75, "other": 0.9})
+    tags, _, review = apply_threshold(probs, labels, {"a": 0.6, "b": 0.75, "other": 0.9})
     assert tags == ["a", "other", "other"]
     assert review.tolist() == [False, True, True]
     # The same numbers as one global threshold give another answer: the mapping is used.
