@@ -194,3 +194,37 @@ def test_the_best_trial_is_the_maximum_of_the_completed_ones(swept):
     assert len(set(values)) > 1, values  # trials that differ, so min and max are not the same
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert summary["best"]["value"] == max(values)
+
+
+def test_sweep_can_optimise_the_cv_mean(tmp_path, tiny_model_dir):
+    """sweep.objective=cv: each trial is a k-fold CV; its value is the mean over held-out folds."""
+    study = space(
+        tmp_path,
+        "bycv",
+        {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+        n_trials=2,
+    )
+    proc = run_module(
+        "mltagger.sweep",
+        *sweep_args(
+            tmp_path,
+            tiny_model_dir,
+            study,
+            "+sweep.objective=cv",
+            "+sweep.cv_folds=2",
+            "trainer.max_epochs=1",
+        ),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "bycv" / "summary.json").read_text())
+    assert summary["counts"] == {"complete": 2}
+    for t in summary["trials"]:
+        cv = json.loads(
+            (
+                tmp_path / "sweep" / "bycv" / "trials" / f"trial_{t['number']:04d}" / "summary.json"
+            ).read_text()
+        )
+        # The trial's value is the CV mean of the metric, not a single val figure.
+        assert t["value"] == pytest.approx(cv["global_rule"]["f1_weighted"]["mean"])
+        assert cv["folds"] == 2

@@ -173,7 +173,11 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     log.info("study %s in %s: %d trials so far", sw.study_name, storage, len(study.trials))
 
+    objective_kind = str(sw.get("objective", "val"))
+    if objective_kind not in ("val", "cv"):
+        raise ValueError(f"sweep.objective={objective_kind!r}: use val or cv")
     study.set_user_attr("metric", metric)
+    study.set_user_attr("objective", objective_kind)
     trial_base = [o for o in overrides if not o.startswith("hparams_search=")]
 
     # Every trial is a W&B run in a group named after the study (when W&B is on).
@@ -187,8 +191,9 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
             run_dir = sweep_dir / "trials" / f"trial_{trial.number:04d}"
             trial.set_user_attr("overrides", trial_ov)
             trial.set_user_attr("run_dir", str(run_dir))
+            by_cv = objective_kind == "cv"
             trial_cfg = compose_config(
-                "train",
+                "cv" if by_cv else "train",
                 [
                     *trial_base,
                     *trial_ov,
@@ -196,8 +201,22 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
                     "task_name=sweep",
                     *group,
                     "update_latest=false",
+                    *([f"cv.folds={int(sw.get('cv_folds', 3))}"] if by_cv else []),
                 ],
             )
+            if by_cv:
+                # The mean over held-out folds of the same figure (no per-epoch pruning: a
+                # trial is k trainings, judged once at the end).
+                from mltagger.cv import run_cv
+
+                summary = run_cv(trial_cfg)
+                value = summary["global_rule"][metric.removeprefix("val/")]["mean"]
+                trial.set_user_attr(
+                    "cv_std", summary["global_rule"][metric.removeprefix("val/")]["std"]
+                )
+                if value is None or not math.isfinite(value):
+                    raise ValueError(f"trial {trial.number}: CV gave no finite {metric}")
+                return float(value)
 
             def report(epoch: int, metrics: dict) -> None:
                 value = metrics[metric]
