@@ -320,6 +320,7 @@ def tiny_train_overrides(tmp: Path, items_file: Path, model_dir: Path, *extra: s
     """Hydra overrides that train the tiny model on the tiny items into tmp/run, with a tiny
     fresh set evaluated beside test."""
     fresh = tmp / "fresh.json"
+    fresh.parent.mkdir(parents=True, exist_ok=True)
     fresh.write_text(json.dumps(make_fresh_items()))
     return [
         f"hydra.run.dir={tmp / 'run'}",
@@ -386,8 +387,11 @@ def trained(tmp_path_factory, tiny_model_dir):
 def export_overrides(tmp, trained, *extra: str) -> list[str]:
     items_file = tmp / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))
+    fresh = tmp / "fresh.json"
+    fresh.write_text(json.dumps(make_fresh_items()))
     return [
         f"hydra.run.dir={tmp / 'export'}",
+        f"data.fresh={{path: '{fresh}', sha256: null}}",
         "data=projects",
         f"data.sources=[{{name: tiny, path: '{items_file}', sha256: null}}]",
         "data.min_freq=2",

@@ -26,6 +26,9 @@ def test_export_writes_candidates_parity_and_table(exported):
             assert (folder / f).is_file(), (name, f)
         assert (tmp / "export" / name / "test" / "metrics.json").is_file()
     assert (tmp / "models" / "export").resolve() == (tmp / "export" / "models" / "teacher-int8")
+    # Fresh figures beside test for every candidate.
+    assert "## Fresh 2023–2026 set, same rules" in stdout
+    assert "fresh/f1_weighted" in cands["teacher-int8"]["summary"]
 
 
 def test_export_carries_the_screening_embedding_and_its_threshold(exported, trained):

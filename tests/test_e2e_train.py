@@ -37,6 +37,27 @@ def test_run_folder_has_everything(trained):
     assert "## Behavioural tests" in (run / "test" / "report.md").read_text()
 
 
+def test_fresh_set_is_reported_beside_test(trained):
+    """The tiny fresh set: its own report folder, fresh/ figures in the run's metrics, the
+    model card, and the table make train ends with."""
+    run = trained / "run"
+    fresh = json.loads((run / "fresh" / "metrics.json").read_text())
+    assert fresh["num_samples"] == 14 and fresh["fresh"]["rows"] == 14
+    # Applied with the shipped rule, not chosen on the fresh items themselves.
+    assert fresh["coverage"]["threshold_chosen_on"] == "given"
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    for key in ("fresh/topic_auto_precision", "fresh/topic_coverage", "fresh/oos_auto_topic_rate"):
+        assert key in summary, key
+    # No out-of-fold predictions of this recipe: one val threshold, said so.
+    decision = json.loads((run / "decision.json").read_text())
+    assert decision["rule_used"] == "global" and decision["why"].startswith("auto:")
+    card = (run / "model" / "card.md").read_text()
+    assert "## Fresh figures" in card
+    # The split manifest names the fresh items, so a run says which fresh set it saw.
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["fresh"]["ids"]) == 14
+
+
 def test_model_folder_and_latest(trained):
     model = trained / "run" / "model"
     for name in (

@@ -1,0 +1,81 @@
+"""The ablation table: each row a recipe and decision rule, as CV mean ± std, test and fresh.
+
+    python scripts/ablation.py \
+        --row "default, global threshold=runs/cv/<id>:global:runs/train/<id>" \
+        --row "default, per-tag thresholds=runs/cv/<id>:per_tag:runs/train/<id>"
+
+A row is NAME=CV_DIR:RULE:RUN_DIR. RULE is `global` (one threshold chosen on val; in CV on each
+fold's inner val) or `per_tag` (thresholds from out-of-fold predictions; in CV chosen on the other
+folds' out-of-fold predictions and applied to the held-out fold, so the CV figure is honest).
+The test and fresh figures come from the run folder: `test/`/`fresh/` when the run shipped that
+rule, `test_global/`/`fresh_global/` for the global rule of a per-tag run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FIGURES = (
+    ("topic weighted F1", "topic_f1_weighted", False),
+    ("topic auto-tag precision", "topic_auto_precision", True),
+    ("topic coverage", "topic_coverage", True),
+    ("out-of-scope auto-tagged with a topic", "oos_auto_topic_rate", True),
+)
+
+
+def cell_cv(d: dict | None, pct: bool) -> str:
+    if not d or d.get("mean") is None:
+        return "—"
+    if pct:
+        return f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}"
+    return f"{d['mean']:.3f} ± {d['std']:.3f}"
+
+
+def cell(v: float | None, pct: bool) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def row(name: str, spec: str) -> list[str]:
+    cv_dir, rule, run_dir = spec.split(":")
+    cv = json.loads((Path(cv_dir) / "summary.json").read_text())
+    block = cv["global_rule"] if rule == "global" else cv["per_tag_rule"]
+    summary = json.loads((Path(run_dir) / "metrics.json").read_text())["summary"]
+    decision_path = Path(run_dir) / "decision.json"
+    shipped = (
+        json.loads(decision_path.read_text())["rule_used"] if decision_path.is_file() else "global"
+    )
+    prefix = {"test": "test/", "fresh": "fresh/"}
+    if rule == "global" and shipped != "global":
+        prefix = {"test": "test_global/", "fresh": "fresh_global/"}
+    if rule == "per_tag" and shipped != "per_tag":
+        raise SystemExit(f"{run_dir} did not ship per-tag thresholds (decision {shipped})")
+    cells = [name]
+    for _, key, pct in FIGURES:
+        cells.append(
+            f"{cell_cv(block.get(key), pct)} / {cell(summary.get(prefix['test'] + key), pct)}"
+            f" / {cell(summary.get(prefix['fresh'] + key), pct)}"
+        )
+    cells.append(f"{cv['folds']}×{len(cv['seeds'])}")
+    return cells
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--row", action="append", required=True, metavar="NAME=CV:RULE:RUN")
+    args = ap.parse_args()
+    head = ["recipe / rule", *[f[0] for f in FIGURES], "CV folds × seeds"]
+    print("Each cell: CV mean ± std (held-out folds) / test / fresh; percentages except F1.\n")
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * (len(head) - 1))
+    for spec in args.row:
+        name, _, rest = spec.partition("=")
+        print("| " + " | ".join(row(name, rest)) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
