@@ -154,7 +154,7 @@ def fold_data(
     return data
 
 
-def config_fingerprint(cfg: DictConfig, data_sha256: str) -> str:
+def config_fingerprint(cfg: DictConfig, data: PreparedData) -> str:
     """What makes two trainings the same model recipe: model, optimiser, loss, epochs, data.
 
     Out-of-fold predictions (and the thresholds chosen on them) belong to one recipe; training
@@ -170,7 +170,9 @@ def config_fingerprint(cfg: DictConfig, data_sha256: str) -> str:
         },
         "temperature_scaling": cfg.get("temperature_scaling"),
         "label_noise": cfg.data.get("label_noise"),
-        "data_sha256": data_sha256,
+        "data_sha256": data.data_sha256,
+        # Labels a person corrected change what is trained on and what is scored.
+        "reviewed_labels_sha256": (data.reviewed_labels or {}).get("sha256"),
     }
     blob = json.dumps(OmegaConf.to_container(OmegaConf.create(keep), resolve=True), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -224,7 +226,7 @@ def run_cv(cfg: DictConfig) -> dict:
     pool = base.splits["train"] + base.splits["val"]
     check_folds(ccfg.folds, pool)
     labels = base.label_names()
-    fingerprint = config_fingerprint(cfg, base.data_sha256)
+    fingerprint = config_fingerprint(cfg, base)
     write_run_info(out_dir, cfg, base.manifest(), {"cv_fingerprint": fingerprint})
     t_start = time.perf_counter()
     oof: list[dict] = []

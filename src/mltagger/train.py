@@ -759,7 +759,7 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
     if mode == "global":
         return {"rule_used": "global", "why": "eval.decision=global", "thresholds": None}
     path = resolve_path(ecfg.oof, cfg.paths.root_dir) if ecfg.get("oof") else None
-    fingerprint = config_fingerprint(cfg, data.data_sha256)
+    fingerprint = config_fingerprint(cfg, data)
     problem = None
     if path is None or not path.is_file():
         problem = f"no out-of-fold predictions at eval.oof={ecfg.get('oof')}"

@@ -1,0 +1,99 @@
+"""Is a confident `other` an applied tag like any other? Figures from out-of-fold predictions.
+
+    python scripts/other_rule.py runs/cv/<id>/oof.json [--target 0.85]
+
+Compares three rules for the `other` class, every other tag keeping its per-tag threshold, each
+judged honestly (thresholds chosen on the other folds' out-of-fold predictions, applied to the
+held-out fold, summed over folds):
+  same     `other` gets its own threshold by the same pooled lower-bound rule as every tag;
+  review   a predicted `other` always goes to a person (never applied automatically);
+  strict   `other` needs a higher target (--strict, default 0.95) than the topics.
+For each: topic coverage and precision, topic items lost to a confident `other`, out-of-scope
+items answered `other` automatically, out-of-scope items auto-tagged with a topic, and the share
+of all items sent to review.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from mltagger.evaluate import NEVER, apply_threshold, choose_tag_thresholds  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("oof", type=Path)
+    ap.add_argument("--target", type=float, default=0.85)
+    ap.add_argument("--strict", type=float, default=0.95)
+    ap.add_argument("--prior-strength", type=float, default=20.0)
+    args = ap.parse_args()
+    data = json.loads(args.oof.read_text())
+    labels, fallback, rows = data["labels"], data["fallback_tag"], data["oof"]
+    keys = sorted({(r["seed"], r["fold"]) for r in rows})
+    totals: dict[str, dict[str, float]] = {}
+    for rule in ("same", "review", "strict"):
+        acc = dict.fromkeys(
+            ("topic", "covered", "right", "lost", "oos", "oos_other", "oos_topic", "review", "n"),
+            0.0,
+        )
+        for seed, fold in keys:
+            fit = [r for r in rows if r["seed"] == seed and r["fold"] != fold]
+            held = [r for r in rows if r["seed"] == seed and r["fold"] == fold]
+
+            def arr(rs):
+                return [r["gold"] for r in rs], np.array(
+                    [[r["scores"][t] for t in labels] for r in rs]
+                )
+
+            g_fit, p_fit = arr(fit)
+            thr = choose_tag_thresholds(
+                p_fit, g_fit, labels, args.target, prior_strength=args.prior_strength
+            )["thresholds"]
+            if rule == "review":
+                thr[fallback] = NEVER
+            elif rule == "strict":
+                thr[fallback] = choose_tag_thresholds(
+                    p_fit, g_fit, labels, args.strict, prior_strength=args.prior_strength
+                )["thresholds"][fallback]
+            gold, probs = arr(held)
+            tags, _, review = apply_threshold(probs, labels, thr, fallback)
+            gold = np.array(gold, dtype=object)
+            tags = np.array(tags, dtype=object)
+            auto = ~review
+            topic = gold != fallback
+            acc["n"] += len(gold)
+            acc["topic"] += topic.sum()
+            acc["covered"] += (auto & topic & (tags != fallback)).sum()
+            acc["right"] += (auto & topic & (tags == gold)).sum()
+            acc["lost"] += (auto & topic & (tags == fallback)).sum()
+            acc["oos"] += (~topic).sum()
+            acc["oos_other"] += (auto & ~topic & (tags == fallback)).sum()
+            acc["oos_topic"] += (auto & ~topic & (tags != fallback)).sum()
+            acc["review"] += review.sum()
+        totals[rule] = acc
+    print(f"{len(rows)} out-of-fold predictions, {len(keys)} folds, target {args.target}\n")
+    print(
+        "| rule for `other` | topic coverage | topic auto-tag precision | topic items lost to a "
+        "confident `other` | out-of-scope answered `other` automatically | out-of-scope "
+        "auto-tagged with a topic | all items to review |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for rule, a in totals.items():
+        prec = a["right"] / a["covered"] if a["covered"] else float("nan")
+        print(
+            f"| {rule} | {a['covered'] / a['topic']:.1%} | {prec:.1%} | "
+            f"{a['lost'] / a['topic']:.1%} | {a['oos_other'] / a['oos']:.1%} | "
+            f"{a['oos_topic'] / a['oos']:.1%} | {a['review'] / a['n']:.1%} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
