@@ -44,12 +44,15 @@ def bag_embedding(text: str) -> np.ndarray:
     return vec / norm if norm else vec
 
 
-def make_model_folder(folder: Path, threshold: float = THRESHOLD) -> Path:
+def make_model_folder(
+    folder: Path, threshold: float = THRESHOLD, thresholds: dict | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_model_metadata(
         folder,
         list(LABELS),
         InferenceConfig(
+            thresholds=dict(thresholds or {}),
             threshold=threshold,
             temperature=TEMPERATURE,
             approved_tags=list(TAGS),

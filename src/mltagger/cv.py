@@ -343,9 +343,6 @@ def summarise(cfg, labels, base, oof, fold_metrics, calib, seconds, fingerprint)
     per_fold_global = {
         key: _mean_std([m.get(f"test/{key}") for m in fold_metrics]) for key in HEADLINE
     }
-    per_fold_fresh = {
-        key: _mean_std([m.get(f"fresh/{key}") for m in fold_metrics]) for key in HEADLINE
-    }
     crossed = cross_fitted_rule(oof, labels, base.fallback_tag, target, rule, strength)
     keys = sorted({k for row in crossed for k in row})
     per_fold_tag = {k: _mean_std([row.get(k) for row in crossed]) for k in keys}
@@ -361,7 +358,6 @@ def summarise(cfg, labels, base, oof, fold_metrics, calib, seconds, fingerprint)
         "oof_counts": dict(sorted(Counter(gold).items())),
         "global_rule": per_fold_global,
         "per_tag_rule": per_fold_tag,
-        "fresh_global_rule": per_fold_fresh,
         "epochs": _mean_std([m.get("best_epoch") for m in fold_metrics]),
         "calibration": {
             key: _mean_std([c.get(key) for c in calib])
@@ -414,7 +410,7 @@ def _ms(d: dict | None, pct: bool = False) -> str:
 
 
 def render_summary(s: dict) -> str:
-    g, t, f = s["global_rule"], s["per_tag_rule"], s["fresh_global_rule"]
+    g, t = s["global_rule"], s["per_tag_rule"]
     lines = [
         f"# Cross-validation: {s['folds']} folds × seeds {s['seeds']} "
         f"({s['num_oof']} out-of-fold predictions, {s['seconds'] / 60:.1f} min)",
@@ -422,8 +418,8 @@ def render_summary(s: dict) -> str:
         f"Overrides: `{' '.join(s['overrides']) or '(defaults)'}`. Best epoch {_ms(s['epochs'])}.",
         "",
         "| figure (mean ± std over folds) | held-out, global threshold (from inner val) "
-        "| held-out, per-tag thresholds (from other folds' OOF) | fresh, global |",
-        "|---|---:|---:|---:|",
+        "| held-out, per-tag thresholds (from other folds' OOF) |",
+        "|---|---:|---:|",
     ]
     names = {
         Metric.F1_WEIGHTED: "weighted F1",
@@ -438,9 +434,7 @@ def render_summary(s: dict) -> str:
     }
     for key, name in names.items():
         pct = key not in (Metric.F1_WEIGHTED, Metric.TOPIC_F1_WEIGHTED, Metric.ECE)
-        lines.append(
-            f"| {name} | {_ms(g.get(key), pct)} | {_ms(t.get(key), pct)} | {_ms(f.get(key), pct)} |"
-        )
+        lines.append(f"| {name} | {_ms(g.get(key), pct)} | {_ms(t.get(key), pct)} |")
     op = s["operating_points"]
     lines += [
         "",

@@ -652,6 +652,8 @@ def _finish(
         "best_epoch": float(state.best_epoch),
         "temperature": temperature,
     }
+    if isinstance(applied, dict):  # the shipped per-tag thresholds, in the W&B summary too
+        metrics.update({f"threshold/{t}": float(v) for t, v in applied.items()})
     fresh_report = None
     if fresh_logits is not None:
         fresh_probs = softmax(fresh_logits, temperature)

@@ -80,3 +80,23 @@ def test_decide_rounds_to_six_decimals_and_uses_the_folders_fallback(tmp_path):
         sure["confidence"] == 0.876543 and sure["scores"]["natural-language-processing"] == 0.123457
     )
     assert unsure["tag"] == "mlops" and unsure["needs_review"] is True
+
+
+def test_a_folder_with_per_tag_thresholds_applies_each_tags_own(tmp_path):
+    """The same confident computer-vision item is auto-tagged under a low CV threshold and sent
+    to review under a high one; the global threshold in the folder is not used then."""
+    from mltagger.modelio import ModelNotAvailable, read_model_metadata
+
+    item = [{"id": 1, "text": "Image segmentation"}]
+    conf = FakePredictor(make_model_folder(tmp_path / "g")).predict(item)[0]["confidence"]
+    low = dict.fromkeys(LABELS, 0.99) | {"computer-vision": conf - 0.01}
+    high = dict.fromkeys(LABELS, 0.0) | {"computer-vision": conf + 0.01}
+    auto = FakePredictor(make_model_folder(tmp_path / "low", threshold=0.999, thresholds=low))
+    review = FakePredictor(make_model_folder(tmp_path / "high", threshold=0.0, thresholds=high))
+    assert auto.predict(item)[0]["tag"] == "computer-vision"
+    assert review.predict(item)[0]["needs_review"] is True
+    assert read_model_metadata(tmp_path / "low")[1].thresholds == low
+    # Thresholds that do not name exactly the model's classes are refused when opening.
+    make_model_folder(tmp_path / "bad", thresholds={"computer-vision": 0.5})
+    with pytest.raises(ModelNotAvailable, match="per-tag thresholds"):
+        read_model_metadata(tmp_path / "bad")
