@@ -20,8 +20,15 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("cv")
     items_file = tmp / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))
-    overrides = tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=none", *CV_LEARN)
-    proc = run_module("mltagger.cv", *overrides, "cv.folds=3", "cv.seeds=[0]", timeout=600)
+    overrides = tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb", *CV_LEARN)
+    proc = run_module(
+        "mltagger.cv",
+        *overrides,
+        "cv.folds=3",
+        "cv.seeds=[0]",
+        timeout=600,
+        env={"WANDB_MODE": "offline"},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, proc.stdout
 
@@ -49,6 +56,8 @@ def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
     assert "mean ± std" in stdout and "Per-tag thresholds" in stdout
     # Vector scaling against one temperature, measured on the held-out folds.
     assert summary["calibration"]["vector_nll"]["n"] == 3
+    # Mirrored in W&B: one offline run per fold and one for the CV summary.
+    assert len(list(run.rglob("offline-run-*"))) >= 4
 
 
 def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, tiny_model_dir):

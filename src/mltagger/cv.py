@@ -295,6 +295,7 @@ def run_cv(cfg: DictConfig) -> dict:
         json.dumps(summary["operating_points"], indent=1) + "\n"
     )
     (out_dir / "summary.md").write_text(render_summary(summary))
+    _log_to_wandb(cfg, summary, out_dir)
     print(render_summary(summary))
     print(f"CV folder: {out_dir}")
     return summary
@@ -307,6 +308,62 @@ def _command_line_overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # called outside a Hydra app (tests)
         return []
+
+
+def _log_to_wandb(cfg: DictConfig, summary: dict, out_dir: Path) -> None:
+    """The CV summary as its own W&B run (job type cv) in the folds' group: mean/std per figure,
+    the per-tag thresholds table and the out-of-fold file as an artifact."""
+    from mltagger.train import wandb_settings
+
+    settings = wandb_settings(cfg)
+    if settings is None:
+        return
+    import wandb
+
+    settings.update(group=f"cv-{out_dir.name}", job_type="cv", name=f"cv-{out_dir.name}")
+    run = wandb.init(project=cfg.logger.wandb.project, config={"cv": dict(cfg.cv)}, **settings)
+    try:
+        flat = {}
+        for block in ("global_rule", "per_tag_rule"):
+            for key, v in summary[block].items():
+                if v.get("mean") is not None:
+                    flat[f"cv/{block}/{key}/mean"] = v["mean"]
+                    flat[f"cv/{block}/{key}/std"] = v["std"]
+        run.summary.update({**flat, "cv/seconds": summary["seconds"]})
+        op = summary["operating_points"]["per_tag"]
+        run.log(
+            {
+                "cv/operating_points": wandb.Table(
+                    columns=[
+                        "tag",
+                        "num_predicted",
+                        "threshold",
+                        "num_auto",
+                        "precision",
+                        "own_lower",
+                        "pooled_lower",
+                    ],
+                    data=[
+                        [
+                            t,
+                            r["num_predicted"],
+                            r["threshold"],
+                            r["num_auto"],
+                            r["precision"],
+                            r["own_lower"],
+                            r["pooled_lower"],
+                        ]
+                        for t, r in op.items()
+                    ],
+                )
+            }
+        )
+        art = wandb.Artifact(f"oof-{out_dir.name}", type="evaluation")
+        art.add_file(str(out_dir / OOF_FILE))
+        art.add_file(str(out_dir / "summary.json"))
+        run.log_artifact(art)
+    finally:
+        run.finish()
 
 
 def oof_arrays(oof: Sequence[dict], labels: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -402,3 +402,26 @@ def test_a_null_description_is_stored_empty(client):
     stored = add(client, {"title": "Image denoising", "description": None})
     assert client.get(f"/items/{stored['id']}").json()["description"] == ""
     assert prepare("Title only")["description"] == ""
+
+
+def test_the_service_applies_the_folders_per_tag_thresholds(tmp_path):
+    """A model folder shipping per-tag thresholds: the same confident CV item goes to review
+    when computer-vision's own threshold is above its confidence, although the folder's global
+    threshold would apply it."""
+    from tests.fakes import LABELS
+
+    folder = make_model_folder(
+        tmp_path / "model",
+        threshold=0.0,
+        thresholds=dict.fromkeys(LABELS, 0.0) | {"computer-vision": 0.999},
+    )
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        tagger = Tagger(FakePredictor(folder), store, near_threshold=0.99)
+        cfg = compose_config("serve", [f"model_dir={folder}", f"api_key={KEY}"])
+        with TestClient(create_app(tagger, cfg)) as c:
+            got = add(c, SURE)
+        assert (got["tag"], got["needs_review"]) == ("other", True)
+        assert got["reason"] == "low_confidence"
+    finally:
+        store.close()
