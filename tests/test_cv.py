@@ -60,31 +60,39 @@ def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
     assert len(list(run.rglob("offline-run-*"))) >= 4
 
 
-def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, tiny_model_dir):
-    """make train with eval.oof from the CV run: the model folder carries per-tag thresholds,
-    and predict applies them."""
-    from mltagger.modelio import read_model_metadata
-
+@pytest.fixture(scope="module")
+def final_run(cv_run, tiny_model_dir):
+    """make train with eval.oof from the CV run and the same recipe: the model that ships."""
     tmp, _ = cv_run
-    items_file = tmp / "items.json"
     train_tmp = tmp / "final"
-    train_tmp.mkdir()
+    train_tmp.mkdir(exist_ok=True)
     proc = run_module(
         "mltagger.train",
-        *tiny_train_overrides(train_tmp, items_file, tiny_model_dir, "logger=none", *CV_LEARN),
+        *tiny_train_overrides(
+            train_tmp, tmp / "items.json", tiny_model_dir, "logger=none", *CV_LEARN
+        ),
         f"eval.oof={tmp / 'run' / 'oof.json'}",
         "eval.decision=per_tag",
         "eval.behavior=false",
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    labels, inference = read_model_metadata(train_tmp / "run" / "model")
+    return train_tmp / "run", proc.stdout
+
+
+def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, final_run):
+    """The model folder carries the per-tag thresholds chosen on the CV's out-of-fold
+    predictions, and reports fresh beside test."""
+    from mltagger.modelio import read_model_metadata
+
+    tmp, _ = cv_run
+    run, stdout = final_run
+    labels, inference = read_model_metadata(run / "model")
     chosen = json.loads((tmp / "run" / "operating_points.json").read_text())["thresholds"]
     assert inference.thresholds == chosen
     assert sorted(inference.thresholds) == sorted(labels)
-    assert "decision rule per_tag" in proc.stdout
-    # Fresh figures beside test in the run folder and the printed table.
-    assert (train_tmp / "run" / "fresh" / "metrics.json").is_file()
-    assert "fresh" in proc.stdout
+    assert "decision rule per_tag" in stdout
+    assert (run / "fresh" / "metrics.json").is_file()
+    assert "fresh" in stdout
 
 
 def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_dir):
@@ -116,3 +124,41 @@ def test_cv_bad_fold_count_is_one_line_exit_2(tmp_path, tiny_model_dir, folds, m
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_other_rule_and_ablation_scripts_read_a_cv_run(cv_run, final_run):
+    """scripts/other_rule.py and scripts/ablation.py, as the docs run them, on the tiny CV."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    tmp, _ = cv_run
+    oof = tmp / "run" / "oof.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/other_rule.py", str(oof)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["same", "review", "strict"]
+    # "review" never applies `other`, so no out-of-scope item is answered `other` automatically.
+    assert rows[2].split("|")[5].strip() == "0.0%"
+    final, _ = final_run
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/ablation.py",
+            "--row",
+            f"tiny global={tmp / 'run'}:global:{final}",
+            "--row",
+            f"tiny per-tag={tmp / 'run'}:per_tag:{final}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| tiny global |" in proc.stdout and "| tiny per-tag |" in proc.stdout
