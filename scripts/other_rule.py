@@ -2,12 +2,12 @@
 
     python scripts/other_rule.py runs/cv/<id>/oof.json [--target 0.85]
 
-Compares three rules for the `other` class, every other tag keeping its per-tag threshold, each
-judged honestly (thresholds chosen on the other folds' out-of-fold predictions, applied to the
-held-out fold, summed over folds):
-  same     `other` gets its own threshold by the same pooled lower-bound rule as every tag;
-  review   a predicted `other` always goes to a person (never applied automatically);
-  strict   `other` needs a higher target (--strict, default 0.95) than the topics.
+Compares rules for the `other` class, every topic keeping its per-tag threshold at --target,
+each judged honestly (thresholds chosen on the other folds' out-of-fold predictions, applied to
+the held-out fold, summed over folds):
+  same       `other` gets its own threshold by the same pooled lower-bound rule and target;
+  review     a predicted `other` always goes to a person (never applied automatically);
+  other@T    `other` by the same rule at its own target T (--other-targets, e.g. 0.85 0.80).
 For each: topic coverage and precision, topic items lost to a confident `other`, out-of-scope
 items answered `other` automatically, out-of-scope items auto-tagged with a topic, and the share
 of all items sent to review.
@@ -31,14 +31,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("oof", type=Path)
     ap.add_argument("--target", type=float, default=0.85)
-    ap.add_argument("--strict", type=float, default=0.95)
+    ap.add_argument("--other-targets", type=float, nargs="*", default=[0.85, 0.8])
     ap.add_argument("--prior-strength", type=float, default=20.0)
     args = ap.parse_args()
     data = json.loads(args.oof.read_text())
     labels, fallback, rows = data["labels"], data["fallback_tag"], data["oof"]
     keys = sorted({(r["seed"], r["fold"]) for r in rows})
     totals: dict[str, dict[str, float]] = {}
-    for rule in ("same", "review", "strict"):
+    for rule in ("same", "review", *[f"other@{t:g}" for t in args.other_targets]):
         acc = dict.fromkeys(
             ("topic", "covered", "right", "lost", "oos", "oos_other", "oos_topic", "review", "n"),
             0.0,
@@ -58,9 +58,13 @@ def main() -> int:
             )["thresholds"]
             if rule == "review":
                 thr[fallback] = NEVER
-            elif rule == "strict":
+            elif rule.startswith("other@"):
                 thr[fallback] = choose_tag_thresholds(
-                    p_fit, g_fit, labels, args.strict, prior_strength=args.prior_strength
+                    p_fit,
+                    g_fit,
+                    labels,
+                    float(rule.split("@")[1]),
+                    prior_strength=args.prior_strength,
                 )["thresholds"][fallback]
             gold, probs = arr(held)
             tags, _, review = apply_threshold(probs, labels, thr, fallback)

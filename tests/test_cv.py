@@ -143,7 +143,12 @@ def test_other_rule_and_ablation_scripts_read_a_cv_run(cv_run, final_run):
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["same", "review", "strict"]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == [
+        "same",
+        "review",
+        "other@0.85",
+        "other@0.8",
+    ]
     # "review" never applies `other`, so no out-of-scope item is answered `other` automatically.
     assert rows[2].split("|")[5].strip() == "0.0%"
     final, _ = final_run

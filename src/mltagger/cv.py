@@ -392,7 +392,7 @@ def cross_fitted_rule(
 
 def summarise(cfg, labels, base, oof, fold_metrics, calib, seconds, fingerprint) -> dict:
     ecfg = cfg.eval
-    target = float(ecfg.precision_target)
+    target = float(ecfg.get("tag_precision_target", ecfg.precision_target))
     rule = str(ecfg.get("tag_rule", "pooled"))
     strength = float(ecfg.get("prior_strength", 20.0))
     gold, probs = oof_arrays(oof, labels)
@@ -496,7 +496,7 @@ def render_summary(s: dict) -> str:
     lines += [
         "",
         f"## Per-tag thresholds ({op['rule']} rule, target {op['precision_target']:.2f}; "
-        f"prior mean {op['prior']['mean']:.3f}, strength {op['prior']['strength']:.0f})",
+        f"prior: all tags at the same threshold, strength {op['prior']['strength']:.0f})",
         "",
         "| tag | OOF predicted | threshold | auto-tagged | precision | own 95% lower "
         "| pooled 95% lower |",

@@ -258,10 +258,11 @@ def choose_tag_thresholds(
     t the auto-tagged set is those with confidence >= t, and its precision must reach `target`:
     - "own": the lower end of the tag's own 95% Wilson interval must reach it. Honest, but a tag
       with 24 held-out items can never prove 0.85 and goes to review wholesale.
-    - "pooled" (default): the tag's precision gets a Beta prior centred on the precision all tags
-      reach together (the items auto-tagged at the single global lower-bound threshold), worth
-      `prior_strength` items; the 2.5% quantile of the posterior Beta(s + a, n - s + b) must reach
-      the target. A small tag borrows strength from the others and is shrunk toward them; a large
+    - "pooled" (default): the tag's precision gets a Beta prior centred on the precision that all
+      tags together reach at the same threshold (every item, whatever its top class, with
+      confidence >= t), worth `prior_strength` items; the 2.5% quantile of the posterior
+      Beta(s + a, n - s + b) must reach the target. A small tag borrows what the model's
+      confidence means across tags and is shrunk toward it; its own errors pull it down; a large
       tag's own items dominate. Both bounds are reported for every tag.
     - "point": the observed precision must reach it (for comparison only).
     A tag whose target no threshold reaches gets NEVER (all its items go to review).
@@ -275,10 +276,15 @@ def choose_tag_thresholds(
     top = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     correct = np.array([label_names[k] == g for k, g in zip(top, gold, strict=True)], dtype=float)
-    g = choose_threshold(conf, correct, target, "lower_bound")
-    pooled_set = conf >= g if g is not None else np.ones(len(conf), dtype=bool)
-    prior_mean = float(correct[pooled_set].mean()) if pooled_set.any() else 0.5
-    prior = (prior_strength * prior_mean, prior_strength * (1 - prior_mean))
+    # Precision of all items at confidence >= t, for any t: the pooled prior's centre.
+    order_all = np.argsort(-conf, kind="stable")
+    conf_all = conf[order_all]
+    prec_all = np.cumsum(correct[order_all]) / np.arange(1, len(conf) + 1)
+
+    def pooled_mean(t: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(-conf_all, -t, side="right") - 1
+        return np.clip(prec_all[np.maximum(idx, 0)], 1e-6, 1 - 1e-6)
+
     thresholds: dict[str, float] = {}
     per_tag: dict[str, dict] = {}
     for k, tag in enumerate(label_names):
@@ -293,32 +299,37 @@ def choose_tag_thresholds(
             n = (last + 1).astype(float)
             s_ = cum[last]
             own = _lower_bounds(s_, n, None)
-            pooled = _lower_bounds(s_, n, prior)
+            m = pooled_mean(sc)
+            pooled = _lower_bounds(s_, n, (prior_strength * m, prior_strength * (1 - m)))
             point = s_ / n
             crit = {"own": own, "pooled": pooled, "point": point}[rule]
             hits = np.nonzero(crit >= target - 1e-12)[0]
             if len(hits):
                 i = int(hits[np.argmin(sc[hits])])
                 chosen = float(sc[i])
-                i = int(last[i])
                 row.update(
                     num_auto=int(n[i]),
                     precision=float(point[i]),
                     own_lower=float(own[i]),
                     pooled_lower=float(pooled[i]),
+                    prior_mean=float(m[i]),
                 )
         thresholds[tag] = chosen if chosen is not None else NEVER
         row["threshold"] = thresholds[tag]
         if chosen is None:
-            row.update(num_auto=0, precision=None, own_lower=None, pooled_lower=None)
+            row.update(
+                num_auto=0, precision=None, own_lower=None, pooled_lower=None, prior_mean=None
+            )
         per_tag[tag] = row
     return {
         "thresholds": thresholds,
         "per_tag": per_tag,
         "rule": rule,
         "precision_target": float(target),
-        "prior": {"mean": prior_mean, "strength": float(prior_strength)},
-        "global_threshold": g,
+        "prior": {
+            "centre": "all tags' precision at the same threshold",
+            "strength": float(prior_strength),
+        },
         "num_items": len(conf),
     }
 

@@ -217,7 +217,7 @@ def recheck_thresholds(val_items, val_probs, labels, shipped: dict, eval_cfg) ->
     """
     from mltagger.evaluate import choose_tag_thresholds
 
-    target = float(eval_cfg.precision_target)
+    target = float(eval_cfg.get("tag_precision_target", eval_cfg.precision_target))
     own = choose_tag_thresholds(
         val_probs,
         [it["tag"] for it in val_items],

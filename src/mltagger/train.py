@@ -788,7 +788,7 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
         probs,
         [r["gold"] for r in rows],
         labels,
-        float(ecfg.precision_target),
+        float(ecfg.get("tag_precision_target", ecfg.precision_target)),
         rule=str(ecfg.get("tag_rule", "pooled")),
         prior_strength=float(ecfg.get("prior_strength", 20.0)),
     )
