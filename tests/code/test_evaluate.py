@@ -419,8 +419,13 @@ def test_tag_thresholds_own_rule_cannot_prove_a_small_tag_but_pooled_can():
     assert pooled["thresholds"]["b"] == pytest.approx(0.9)
     assert b["num_auto"] == 10 and b["precision"] == 1.0
     assert b["own_lower"] < 0.85 <= b["pooled_lower"]
-    # Prior: all 212 items clear the global lower-bound threshold, 200 of them right.
-    assert pooled["prior"]["mean"] == pytest.approx(200 / 212)
+    # Prior centre at b's threshold .9: every item (any tag) with confidence >= .9 is right.
+    assert b["prior_mean"] == pytest.approx(1.0, abs=1e-5)
+    # At .65 the centre is 200/202 and b's own 10 of 12 pull the bound under .85: not chosen.
+    from scipy.stats import beta
+
+    centre = 200 / 202
+    assert beta.ppf(0.025, 10 + 20 * centre, 2 + 20 * (1 - centre)) < 0.85
     # `other` is never the top class here: no items, never auto-tagged, nothing invented.
     assert pooled["per_tag"]["other"]["num_predicted"] == 0
     assert pooled["thresholds"]["other"] == NEVER
