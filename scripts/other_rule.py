@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mltagger.evaluate import NEVER, apply_threshold, choose_tag_thresholds  # noqa: E402
+from mltagger.evaluate import NEVER, apply_threshold, choose_tag_thresholds
 
 
 def main() -> int:
