@@ -101,5 +101,7 @@ def test_with_other_shares_the_topic_split_and_applies_both_layers(with_other):
         topic_ids = [it["id"] for it in data.splits[split] if it.get("source") == "projects"]
         assert topic_ids == [it["id"] for it in six.splits[split]], split
     assert data.label_noise["affected"] > 0 and data.label_noise["action"] == "relabel"
-    assert data.reviewed_labels["corrected"] == 19
+    # Every weak `other` row was read: 19 val/test and 46 train rows corrected.
+    assert data.reviewed_labels["corrected"] == 65
+    assert data.reviewed_labels["by_split"]["train"] == 46
     assert data.label_names() == list(DATA_CFG.tags)  # seven classes
