@@ -239,6 +239,7 @@ def data_cfg(items_file):
     cfg.sources = [{"name": "tiny", "path": str(items_file), "sha256": sha256_file(items_file)}]
     cfg.min_freq = 2
     cfg.split = {"val_size": 0.2, "test_size": 0.2, "seed": 0}
+    cfg.fresh = None  # the shipped fresh set belongs to the shipped data, not to the tiny items
     return cfg
 
 

@@ -34,7 +34,7 @@ def test_baselines_write_the_run_folder(tmp_path):
     info = json.loads((run_dir / "run_info.json").read_text())
     manifest = json.loads((run_dir / "split.json").read_text())
     assert manifest["label_noise"]["action"] == "relabel" and manifest["label_noise"]["affected"]
-    assert manifest["reviewed_labels"]["corrected"] == 19
+    assert manifest["reviewed_labels"]["corrected"] == 65
     assert info["data_sha256"] == json.loads((run_dir / "split.json").read_text())["data_sha256"]
     for model in ("rules", "tfidf"):
         for split in ("val", "test"):
