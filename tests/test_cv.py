@@ -108,11 +108,23 @@ def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_d
     )
     assert proc.returncode == 2
     assert "another recipe" in proc.stderr and "Traceback" not in proc.stderr
+    # Refused before any training: no epoch ran, no checkpoint was written.
+    assert not list((other / "run").glob("checkpoints/epoch_*"))
 
 
-@pytest.mark.parametrize(
-    ("folds", "message"), [("1", "at least 2 folds"), ("40", "more folds than the smallest tag")]
-)
+def test_fold_counts_are_checked_against_the_smallest_tag():
+    from mltagger.cv import check_folds
+    from mltagger.data import DataError
+
+    items = [{"tag": "a"}] * 10 + [{"tag": "b"}] * 3
+    check_folds(3, items)
+    with pytest.raises(DataError, match=r"more folds than the smallest tag has items \(b: 3\)"):
+        check_folds(4, items)
+    with pytest.raises(DataError, match="at least 2 folds"):
+        check_folds(1, items)
+
+
+@pytest.mark.parametrize(("folds", "message"), [("1", "at least 2 folds")])
 def test_cv_bad_fold_count_is_one_line_exit_2(tmp_path, tiny_model_dir, folds, message):
     items_file = tmp_path / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))

@@ -130,6 +130,7 @@ def test_rerunning_resumes_the_study(swept, tiny_model_dir):
     assert [n for n, _ in trials_in(tmp, "tiny")] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # two concurrent sweep processes (~30 s); the resume test covers the storage
 def test_two_workers_share_one_study(tmp_path, tiny_model_dir):
     study = space(tmp_path, "shared", PARAMS, n_trials=2)
     args = sweep_args(tmp_path, tiny_model_dir, study)

@@ -349,6 +349,9 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
     if data is None:
         data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir)
     labels = data.label_names()
+    # The decision rule is settled before training: out-of-fold predictions of another recipe
+    # stop the run now, not after the epochs.
+    decision = decision_rule(cfg, data, labels)
     if accelerator.is_main_process:
         write_run_info(
             out_dir,
@@ -588,6 +591,7 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
             out_dir,
             run,
             fresh_loader,
+            decision,
         )
         return metrics
     finally:
@@ -605,6 +609,7 @@ def _finish(
     out_dir: Path,
     run,
     fresh_loader=None,
+    decision: dict | None = None,
 ) -> dict:
     """Best model -> temperature on val -> decision rule -> val, test and fresh reports -> folder.
 
@@ -636,7 +641,8 @@ def _finish(
             **({"fresh_logits": fresh_logits} if fresh_logits is not None else {}),
         )
 
-    decision = decision_rule(cfg, data, labels)
+    if decision is None:
+        decision = decision_rule(cfg, data, labels)
     title = f"{cfg.model.name} (epoch {state.best_epoch})"
     write_dir = out_dir if accelerator.is_main_process else None
     _, test_global, global_thr = evaluate_val_test(
