@@ -215,18 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def side_by_side(reports: dict[str, dict]) -> str:
     """Headline figures of several sets in one table (test beside fresh)."""
-    from mltagger.evaluate import Metric, summary_metrics
+    from mltagger.evaluate import HEADLINE_ROWS, Metric, summary_metrics
 
     flat = {name: summary_metrics(r) for name, r in reports.items()}
-    rows = [
-        ("topic weighted F1", Metric.TOPIC_F1_WEIGHTED),
-        ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
-        ("topic coverage", Metric.TOPIC_COVERAGE),
-        ("out-of-scope auto-tagged with a topic", Metric.OOS_AUTO_TOPIC),
-        ("auto-tag precision, all items", Metric.AUTO_PRECISION),
-        ("coverage, all items", Metric.COVERAGE),
-        ("items", Metric.NUM_SAMPLES),
-    ]
+    rows = [*HEADLINE_ROWS, ("items", Metric.NUM_SAMPLES)]
     lines = ["| figure | " + " | ".join(flat) + " |", "|---|" + "---:|" * len(flat)]
     for label, key in rows:
         cells = []

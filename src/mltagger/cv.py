@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mltagger.data import DataError, PreparedData, prepare_data, stratified_group_split
+from mltagger.data import (
+    DataError,
+    PreparedData,
+    group_units,
+    prepare_data,
+    stratified_group_split,
+)
 from mltagger.evaluate import (
     Metric,
     apply_threshold,
@@ -78,22 +84,7 @@ def make_folds(
     Within each tag the units (groups and single items) are shuffled with (seed, tag) and each
     goes to the fold holding the fewest items of that tag so far.
     """
-    by_id = {it["id"]: it for it in items}
-    unit_of: dict[int, int] = {}
-    units: list[list[int]] = []
-    for g in groups:
-        members = [i for i in g if i in by_id and i not in unit_of]
-        if len(members) > 1:
-            for i in members:
-                unit_of[i] = len(units)
-            units.append(sorted(members))
-    for it in items:
-        if it["id"] not in unit_of:
-            unit_of[it["id"]] = len(units)
-            units.append([it["id"]])
-    by_tag: dict[str, list[list[int]]] = defaultdict(list)
-    for u in units:
-        by_tag[Counter(by_id[i]["tag"] for i in u).most_common(1)[0][0]].append(u)
+    by_tag = group_units(items, groups)
     out: list[list[int]] = [[] for _ in range(folds)]
     for tag in sorted(by_tag):
         tag_units = sorted(by_tag[tag], key=lambda u: u[0])

@@ -503,6 +503,32 @@ def fold_rare_tags(
 # --------------------------------------------------------------------------------------------
 
 
+def group_units(
+    items: Sequence[dict], groups: Iterable[Sequence[int]] = ()
+) -> dict[str, list[list[int]]]:
+    """Units of splitting, by tag: each near-duplicate group (ids present in items) is one unit,
+    every other item is its own; a unit's tag is its most common tag. Shared by the split and by
+    the cross-validation folds, so neither ever puts a near-copy on both sides."""
+    by_id = {it["id"]: it for it in items}
+    unit_of: dict[int, int] = {}
+    units: list[list[int]] = []
+    for group in groups:
+        members = [i for i in group if i in by_id and i not in unit_of]
+        if members:
+            for i in members:
+                unit_of[i] = len(units)
+            units.append(sorted(members))
+    for it in items:
+        if it["id"] not in unit_of:
+            unit_of[it["id"]] = len(units)
+            units.append([it["id"]])
+    units_by_tag: dict[str, list[list[int]]] = defaultdict(list)
+    for unit in units:
+        tag = Counter(by_id[i]["tag"] for i in unit).most_common(1)[0][0]
+        units_by_tag[tag].append(unit)
+    return units_by_tag
+
+
 def stratified_group_split(
     items: Sequence[dict],
     *,
@@ -524,23 +550,7 @@ def stratified_group_split(
             f"split sizes must be in [0, 1) and sum below 1, got val={val_size} test={test_size}"
         )
     by_id = {it["id"]: it for it in items}
-    unit_of: dict[int, int] = {}
-    units: list[list[int]] = []
-    for group in groups:
-        members = [i for i in group if i in by_id and i not in unit_of]
-        if members:
-            for i in members:
-                unit_of[i] = len(units)
-            units.append(sorted(members))
-    for it in items:
-        if it["id"] not in unit_of:
-            unit_of[it["id"]] = len(units)
-            units.append([it["id"]])
-
-    units_by_tag: dict[str, list[list[int]]] = defaultdict(list)
-    for unit in units:
-        tag = Counter(by_id[i]["tag"] for i in unit).most_common(1)[0][0]
-        units_by_tag[tag].append(unit)
+    units_by_tag = group_units(items, groups)
 
     fractions = {"test": test_size, "val": val_size, "train": 1 - val_size - test_size}
     assignment: dict[str, list[int]] = {s: [] for s in SPLITS}

@@ -67,6 +67,16 @@ class Metric:
     )
 
 
+# The figures shown side by side for test and fresh (make train, mltagger evaluate).
+HEADLINE_ROWS = (
+    ("topic weighted F1", Metric.TOPIC_F1_WEIGHTED),
+    ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
+    ("topic coverage", Metric.TOPIC_COVERAGE),
+    ("out-of-scope auto-tagged with a topic", Metric.OOS_AUTO_TOPIC),
+    ("auto-tag precision, all items", Metric.AUTO_PRECISION),
+    ("coverage, all items", Metric.COVERAGE),
+)
+
 REASON_CLASSIFIER = "classifier"  # the model's top class, confident enough to apply
 REASON_LOW_CONFIDENCE = "low_confidence"  # below the threshold: fallback tag + human review
 

@@ -731,14 +731,9 @@ def headline(name: str, metrics: dict, decision: dict) -> str:
         v = metrics.get(key)
         return "  —  " if v is None else f"{v:.3f}"
 
-    rows = [
-        ("topic weighted F1", Metric.TOPIC_F1_WEIGHTED),
-        ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
-        ("topic coverage", Metric.TOPIC_COVERAGE),
-        ("out-of-scope auto-tagged with a topic", Metric.OOS_AUTO_TOPIC),
-        ("auto-tag precision, all items", Metric.AUTO_PRECISION),
-        ("coverage, all items", Metric.COVERAGE),
-    ]
+    from mltagger.evaluate import HEADLINE_ROWS
+
+    rows = HEADLINE_ROWS
     lines = [
         f"\n{name}: decision rule {decision['rule_used']} ({decision['why']})",
         f"  {'':40s} {'test':>7s} {'fresh':>7s}   (global val threshold: test  fresh)",

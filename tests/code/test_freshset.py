@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import REPO, make_fresh_items, make_items, run_module
-
-TAGS = [
-    "natural-language-processing",
-    "computer-vision",
-    "mlops",
-    "reinforcement-learning",
-    "graph-learning",
-    "time-series",
-    "other",
-]
+from tests.conftest import REPO, TAGS, make_fresh_items, make_items, run_module
 
 
 def _training() -> list[dict]:
