@@ -95,21 +95,33 @@ def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, fina
     assert "fresh" in stdout
 
 
-def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_dir):
+def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_dir, tmp_path):
+    """The decision rule is settled before training: thresholds from another recipe's
+    out-of-fold predictions are refused (per_tag) or replaced by one val threshold (auto)."""
+    from mltagger.cli import compose_config
+    from mltagger.data import prepare_data
+    from mltagger.train import decision_rule
+
     tmp, _ = cv_run
-    other = tmp / "other_recipe"
-    other.mkdir()
-    proc = run_module(
-        "mltagger.train",
-        *tiny_train_overrides(other, tmp / "items.json", tiny_model_dir, "logger=none"),
-        f"eval.oof={tmp / 'run' / 'oof.json'}",
-        "eval.decision=per_tag",
-        "trainer.max_epochs=1",
+    overrides = [
+        o
+        for o in tiny_train_overrides(tmp_path, tmp / "items.json", tiny_model_dir, "logger=none")
+        if not o.startswith("hydra.")
+    ]
+    oof = f"eval.oof={tmp / 'run' / 'oof.json'}"
+    # Another recipe: one epoch instead of the CV's fixed six.
+    cfg = compose_config(
+        "train", [*overrides, oof, "eval.decision=per_tag", "trainer.max_epochs=1"]
     )
-    assert proc.returncode == 2
-    assert "another recipe" in proc.stderr and "Traceback" not in proc.stderr
-    # Refused before any training: no epoch ran, no checkpoint was written.
-    assert not list((other / "run").glob("checkpoints/epoch_*"))
+    data = prepare_data(cfg.data, cfg.paths.root_dir)
+    with pytest.raises(ValueError, match="another recipe"):
+        decision_rule(cfg, data, data.label_names())
+    auto = compose_config("train", [*overrides, oof, "eval.decision=auto", "trainer.max_epochs=1"])
+    got = decision_rule(auto, data, data.label_names())
+    assert got["rule_used"] == "global" and "another recipe" in got["why"]
+    # The CV's own recipe gets its thresholds.
+    same = compose_config("train", [*overrides, oof, "eval.decision=per_tag", *CV_LEARN])
+    assert decision_rule(same, data, data.label_names())["rule_used"] == "per_tag"
 
 
 def test_fold_counts_are_checked_against_the_smallest_tag():

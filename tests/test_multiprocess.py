@@ -11,9 +11,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, run_module, tiny_train_overrides
 
 
+@pytest.mark.slow  # two launches with process start-up (~40 s); kept out of the 10-minute CI
 def test_two_processes_match_one(tmp_path, items_file, tiny_model_dir):
     common = [
         "logger=none",
