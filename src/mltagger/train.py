@@ -645,11 +645,15 @@ def _finish(
         decision = decision_rule(cfg, data, labels)
     title = f"{cfg.model.name} (epoch {state.best_epoch})"
     write_dir = out_dir if accelerator.is_main_process else None
-    _, test_global, global_thr = evaluate_val_test(
-        data, labels, val_probs, test_probs, cfg.eval, None, title
-    )
     val_report, test_report, applied = evaluate_val_test(
         data, labels, val_probs, test_probs, cfg.eval, write_dir, title, decision["thresholds"]
+    )
+    per_tag = decision["thresholds"] is not None
+    # The single val threshold, for comparison (the same reports when it is the shipped rule).
+    _, test_global, global_thr = (
+        evaluate_val_test(data, labels, val_probs, test_probs, cfg.eval, None, title)
+        if per_tag
+        else (val_report, test_report, applied)
     )
     metrics = {
         **summary_metrics(val_report, "val/"),
@@ -667,12 +671,12 @@ def _finish(
             data, labels, fresh_probs, cfg.eval, applied, write_dir, title
         )
         metrics.update(summary_metrics(fresh_report, "fresh/"))
-        metrics.update(
-            summary_metrics(
-                evaluate_fresh(data, labels, fresh_probs, cfg.eval, global_thr, None, title),
-                "fresh_global/",
-            )
+        fresh_global = (
+            evaluate_fresh(data, labels, fresh_probs, cfg.eval, global_thr, None, title)
+            if per_tag
+            else fresh_report
         )
+        metrics.update(summary_metrics(fresh_global, "fresh_global/"))
     if not accelerator.is_main_process:
         return metrics
 
@@ -686,7 +690,6 @@ def _finish(
 
     model_dir = out_dir / "model"
     shutil.copytree(out_dir / BEST, model_dir, dirs_exist_ok=True)
-    per_tag = isinstance(applied, dict)
     write_model_metadata(
         model_dir,
         labels,
