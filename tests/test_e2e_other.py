@@ -51,7 +51,8 @@ def seven(tmp_path_factory, tiny_model_dir):
 def test_label_issue_layer_is_written_for_the_train_split(seven):
     tmp, stdout = seven
     layer = json.loads((tmp / "layer.json").read_text())
-    assert layer["method"]["name"] == "confident_learning" and layer["method"]["folds"] == 3
+    assert layer["method"]["name"] == "cleanlab.filter.find_label_issues"
+    assert layer["method"]["folds"] == 3 and layer["method"]["probs"].startswith("tfidf_logreg")
     train_ids = set(json.loads((tmp / "run" / "split.json").read_text())["ids"]["train"])
     assert {r["id"] for r in layer["issues"]} <= train_ids
     assert "suspect labels among" in stdout
