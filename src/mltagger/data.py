@@ -585,14 +585,21 @@ def split_sources_in_order(
     test_size: float,
     seed: int,
     groups: Iterable[Sequence[int]] = (),
+    train_only: Iterable[str] = (),
+    dropped: list[dict] | None = None,
 ) -> dict[str, list[dict]]:
     """Split each source in turn, so adding a source never moves an item of an earlier one.
 
     Six-topic and six + `other` runs then share their topic test items exactly, which is what
     makes their figures comparable. A near-duplicate of an already placed item (across sources)
     follows it into its split, so no near-copy straddles train and test.
+
+    Sources in `train_only` (weak sources such as the external lists) go to train whole, so the
+    val and test splits - and every figure computed on them - stay those of the platform's own
+    items; their near-copies of a val/test item are left out (appended to `dropped`).
     """
     groups = [list(g) for g in groups]
+    train_only = set(train_only)
     placed: dict[int, str] = {}
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for name in source_order:
@@ -603,6 +610,17 @@ def split_sources_in_order(
             anchor = next((placed[i] for i in g if i in placed), None)
             if anchor is not None:
                 follow.update({i: anchor for i in g if i in src_ids})
+        if name in train_only:
+            kept = [it for it in src_items if follow.get(it["id"], "train") == "train"]
+            if dropped is not None:
+                dropped += [
+                    {"id": it["id"], "source": name, "near_copy_in": follow[it["id"]]}
+                    for it in src_items
+                    if follow.get(it["id"], "train") != "train"
+                ]
+            out["train"].extend(kept)
+            placed.update({it["id"]: "train" for it in kept})
+            continue
         rest = [it for it in src_items if it["id"] not in follow]
         rest_ids = {it["id"] for it in rest}
         src_groups = [[i for i in g if i in rest_ids] for g in groups]
@@ -776,10 +794,27 @@ def prepare_data(
             raise DataError(
                 f"data source {src.name!r} reuses ids of an earlier source: {clash[:10]}"
             )
-        items.extend({**it, "source": src.name} for it in report.items)
-        sources.append(
-            {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
-        )
+        src_items = [{**it, "source": src.name} for it in report.items]
+        src_items, capped = cap_per_tag(src_items, src.get("max_per_tag"), src.get("seed", 0))
+        weight = float(src.get("weight", 1.0))
+        if not 0.0 < weight <= 1.0:
+            raise DataError(f"data source {src.name!r}: weight must be in (0, 1], got {weight}")
+        if weight != 1.0:  # the loss weight of every row of this source (train split only)
+            src_items = [{**it, "weight": weight} for it in src_items]
+        items.extend(src_items)
+        entry = {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
+        if src.get("split", "all") not in ("all", "train"):
+            raise DataError(
+                f"data source {src.name!r}: split must be `all` or `train`, got {src.split!r}"
+            )
+        if src.get("split", "all") == "train":
+            entry["split"] = "train"
+        if weight != 1.0:
+            entry["weight"] = weight
+        if capped:
+            entry["max_per_tag"] = int(src.max_per_tag)
+            entry["used"] = len(src_items)
+        sources.append(entry)
 
     fresh: list[dict] = []
     fresh_manifest: dict = {}
@@ -795,6 +830,7 @@ def prepare_data(
     nd = data_cfg.near_duplicates
     groups = near_duplicate_groups(items, nd.threshold, nd.same_title_min_chars)
     sp = data_cfg.split
+    near_copies: list[dict] = []
     splits = split_sources_in_order(
         items,
         [src["name"] for src in sources],
@@ -802,7 +838,10 @@ def prepare_data(
         test_size=sp.test_size,
         seed=sp.seed,
         groups=groups,
+        train_only=[s["name"] for s in sources if s.get("split") == "train"],
+        dropped=near_copies,
     )
+    removed = removed + near_copies
     split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
     data_sha = combined_sha256(sources)
     reviewed: dict = {}
@@ -848,6 +887,29 @@ def prepare_data(
         fresh=fresh,
         fresh_manifest=fresh_manifest,
     )
+
+
+def cap_per_tag(items: list[dict], cap: Any, seed: int = 0) -> tuple[list[dict], bool]:
+    """At most `cap` items of each tag (a seeded sample, kept in id order); cap null = all.
+
+    Weak sources can be larger than the platform's own data (the external lists hold ~680
+    time-series paper titles against 28 time-series items): a cap keeps one source's style from
+    dominating a tag, and training time in budget.
+    """
+    if cap is None:
+        return items, False
+    cap = int(cap)
+    if cap < 1:
+        raise DataError(f"max_per_tag must be a positive number of items, got {cap}")
+    by_tag: dict[str, list[dict]] = defaultdict(list)
+    for it in items:
+        by_tag[it["tag"]].append(it)
+    keep: set = set()
+    for tag, tag_items in sorted(by_tag.items()):
+        ids = sorted(it["id"] for it in tag_items)
+        random.Random(f"{seed}:{tag}").shuffle(ids)
+        keep.update(ids[:cap])
+    return [it for it in items if it["id"] in keep], any(len(v) > cap for v in by_tag.values())
 
 
 def to_hf_dataset(items: Sequence[dict], label_names: Sequence[str]):

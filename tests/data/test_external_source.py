@@ -1,0 +1,35 @@
+"""The shipped external weak source: it is what `make data-external` builds from the raw lists
+in the repo (whose de-duplication against evaluation items is unit-tested in
+tests/code/test_external.py), and its rows are valid."""
+
+from __future__ import annotations
+
+import json
+
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO, TAGS
+
+CFG = OmegaConf.load(REPO / "conf" / "data" / "with_external.yaml")
+SOURCE = next(s for s in CFG.sources if s.name == "external")
+
+
+def test_external_json_is_reproduced_by_the_build(tmp_path):
+    from mltagger.data import sha256_file
+    from mltagger.external import build, write
+
+    path = REPO / SOURCE.path
+    assert sha256_file(path) == SOURCE.sha256
+    items, report = build(REPO / "conf" / "external" / "mapping.yaml", REPO)
+    sha = write(items, report, tmp_path / "external.json", tmp_path / "report.json")
+    assert sha == SOURCE.sha256, "data/external.json is not what `make data-external` builds"
+
+
+def test_every_row_is_valid_and_carries_its_provenance():
+    from mltagger.data import load_items
+
+    report = load_items(REPO / SOURCE.path, TAGS)
+    assert report.ok, report.format()
+    rows = json.loads((REPO / SOURCE.path).read_text())
+    assert all(r["list"] and r["licence"] and r["mapped_by"] for r in rows)
+    assert {r["tag"] for r in rows} == set(TAGS)
