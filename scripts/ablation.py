@@ -49,7 +49,12 @@ def per_tag_block(cv_dir: Path, target: float, strength: float) -> dict:
 
     oof = json.loads((cv_dir / "oof.json").read_text())
     rows = cross_fitted_rule(
-        oof["oof"], oof["labels"], oof["fallback_tag"], target, "pooled", strength
+        [r for r in oof["oof"] if not r.get("weak")],
+        oof["labels"],
+        oof["fallback_tag"],
+        target,
+        "pooled",
+        strength,
     )
     return {k: _mean_std([r.get(k) for r in rows]) for k in {k for r in rows for k in r}}
 

@@ -27,18 +27,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mltagger.evaluate import NEVER, apply_threshold, choose_tag_thresholds
 
 
+def prior_shift(p: np.ndarray, k: int, share_from: float, share_to: float) -> np.ndarray:
+    """Scores as if class k made up share_to of the items instead of share_from (Bayes' rule:
+    its probability reweighted by the ratio of priors, the other classes by theirs, renormalised).
+    """
+    w = np.full(p.shape[1], (1 - share_to) / (1 - share_from))
+    w[k] = share_to / share_from
+    q = p * w
+    return q / q.sum(axis=1, keepdims=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("oof", type=Path)
     ap.add_argument("--target", type=float, default=0.85)
     ap.add_argument("--other-targets", type=float, nargs="*", default=[0.85, 0.8])
     ap.add_argument("--prior-strength", type=float, default=20.0)
+    ap.add_argument(
+        "--other-shares",
+        type=float,
+        nargs="*",
+        default=[],
+        help="stream shares of `other` to shift the scores to (prior shift, e.g. 0.25 0.35)",
+    )
     args = ap.parse_args()
     data = json.loads(args.oof.read_text())
-    labels, fallback, rows = data["labels"], data["fallback_tag"], data["oof"]
+    labels, fallback, rows = (
+        data["labels"],
+        data["fallback_tag"],
+        [r for r in data["oof"] if not r.get("weak")],
+    )
     keys = sorted({(r["seed"], r["fold"]) for r in rows})
     totals: dict[str, dict[str, float]] = {}
-    for rule in ("same", "review", *[f"other@{t:g}" for t in args.other_targets]):
+    k_other = labels.index(fallback)
+    train_share = float(np.mean([r["gold"] == fallback for r in rows]))
+    rules = ["same", "review", *[f"other@{t:g}" for t in args.other_targets]]
+    rules += [f"share={s:g}" for s in args.other_shares]
+    for rule in rules:
         acc = dict.fromkeys(
             ("topic", "covered", "right", "lost", "oos", "oos_other", "oos_topic", "review", "n"),
             0.0,
@@ -47,10 +72,11 @@ def main() -> int:
             fit = [r for r in rows if r["seed"] == seed and r["fold"] != fold]
             held = [r for r in rows if r["seed"] == seed and r["fold"] == fold]
 
-            def arr(rs):
-                return [r["gold"] for r in rs], np.array(
-                    [[r["scores"][t] for t in labels] for r in rs]
-                )
+            def arr(rs, rule=rule):
+                p = np.array([[r["scores"][t] for t in labels] for r in rs])
+                if rule.startswith("share="):
+                    p = prior_shift(p, k_other, train_share, float(rule.split("=")[1]))
+                return [r["gold"] for r in rs], p
 
             g_fit, p_fit = arr(fit)
             thr = choose_tag_thresholds(
@@ -82,7 +108,10 @@ def main() -> int:
             acc["oos_topic"] += (auto & ~topic & (tags != fallback)).sum()
             acc["review"] += review.sum()
         totals[rule] = acc
-    print(f"{len(rows)} out-of-fold predictions, {len(keys)} folds, target {args.target}\n")
+    print(
+        f"{len(rows)} out-of-fold predictions, {len(keys)} folds, target {args.target}, "
+        f"`other` share of these items {train_share:.1%}\n"
+    )
     print(
         "| rule for `other` | topic coverage | topic auto-tag precision | topic items lost to a "
         "confident `other` | out-of-scope answered `other` automatically | out-of-scope "

@@ -107,7 +107,11 @@ def fold_data(
     """
     pool = base.splits["train"] + base.splits["val"]
     rest = [it for it in pool if it["id"] not in held_ids]
-    held = [it for it in pool if it["id"] in held_ids]
+    weak = train_only_sources(base)
+    held = [it for it in pool if it["id"] in held_ids and it.get("source") not in weak]
+    # Held-out rows of train-only (weak) sources are scored in the fresh slot: their
+    # out-of-fold probabilities feed the label-issue search, never a figure or a threshold.
+    held_weak = [it for it in pool if it["id"] in held_ids and it.get("source") in weak]
     rest_ids = {it["id"] for it in rest}
     inner = stratified_group_split(
         rest,
@@ -126,12 +130,16 @@ def fold_data(
         splits={"train": inner["train"], "val": inner["val"], "test": held},
         split_config=split_config,
         label_noise={},
+        fresh=held_weak,
+        fresh_manifest={"held_out_weak_rows": len(held_weak)} if held_weak else {},
     )
     noise = cfg.data.get("label_noise")
     if noise and noise.get("action", "keep") != "keep":
         from mltagger.label_issues import apply_layer, build_layer
 
-        layer = build_layer(data, noise)
+        # TF-IDF probabilities, never label_noise.oof: the `make cv` predictions of this fold's
+        # train rows come from models that were trained on this fold's held-out rows.
+        layer = build_layer(data, noise, use_oof=False)
         splits, summary = apply_layer(
             data.splits,
             layer,
@@ -143,6 +151,25 @@ def fold_data(
         )
         data = replace(data, splits=splits, label_noise={**summary, "built_in_fold": True})
     return data
+
+
+def train_only_sources(data: PreparedData) -> set[str]:
+    """Sources that go to train whole (`split: train`): weak rows that no figure is computed on."""
+    return {s["name"] for s in data.sources if s.get("split") == "train"}
+
+
+def _sha_or_none(path, cfg) -> str | None:
+    if not path:
+        return None
+    from mltagger.data import sha256_file
+    from mltagger.paths import resolve_path
+
+    full = resolve_path(path, cfg.paths.root_dir)
+    return sha256_file(full) if Path(full).is_file() else None
+
+
+def _without_oof(noise):
+    return None if noise is None else {k: v for k, v in noise.items() if k != "oof"}
 
 
 def config_fingerprint(cfg: DictConfig, data: PreparedData) -> str:
@@ -160,8 +187,24 @@ def config_fingerprint(cfg: DictConfig, data: PreparedData) -> str:
             for k in ("max_epochs", "early_stopping_patience", "monitor", "limit_train_batches")
         },
         "temperature_scaling": cfg.get("temperature_scaling"),
-        "label_noise": cfg.data.get("label_noise"),
+        # label_noise.oof only picks the probabilities `make label-issues` judges with (folds
+        # rebuild the layer from TF-IDF); counting it would make the oof.json it names a
+        # file of another recipe.
+        "label_noise": _without_oof(cfg.data.get("label_noise")),
         "data_sha256": data.data_sha256,
+        # Per-source loss weights, caps and train-only roles change what is trained on.
+        "sources": [
+            {k: s[k] for k in ("name", "split", "weight", "max_per_tag") if k in s}
+            for s in data.sources
+        ],
+        # A shipped teacher's soft labels change the loss (teacher folders are not CV'd).
+        "distill": {
+            "soft_labels_sha256": _sha_or_none(cfg.distill.get("soft_labels"), cfg)
+            if cfg.get("distill")
+            else None,
+            "alpha": cfg.distill.get("alpha") if cfg.get("distill") else None,
+            "temperature": cfg.distill.get("temperature") if cfg.get("distill") else None,
+        },
         # Labels a person corrected change what is trained on and what is scored.
         "reviewed_labels_sha256": (data.reviewed_labels or {}).get("sha256"),
     }
@@ -252,20 +295,28 @@ def run_cv(cfg: DictConfig) -> dict:
                     fcfg.logger.wandb.log_model = False
             metrics = train(fcfg, data=fdata)
             fold_metrics.append({"seed": seed, "fold": k, **metrics})
-            rows, probs = _read_scores(fold_dir / "test" / "predictions.jsonl", labels)
-            for r, p in zip(rows, probs, strict=True):
-                oof.append(
-                    {
-                        "id": r["id"],
-                        "gold": r["gold"],
-                        "seed": seed,
-                        "fold": k,
-                        "scores": dict(zip(labels, map(float, p), strict=True)),
-                    }
-                )
+            for part, weak in (("test", False), ("fresh", True)):
+                path = fold_dir / part / "predictions.jsonl"
+                if weak and not fdata.fresh:
+                    continue
+                rows, probs = _read_scores(path, labels)
+                gold = {it["id"]: it["tag"] for it in fdata.fresh} if weak else None
+                for r, p in zip(rows, probs, strict=True):
+                    oof.append(
+                        {
+                            "id": r["id"],
+                            "gold": gold[r["id"]] if weak else r["gold"],
+                            "seed": seed,
+                            "fold": k,
+                            "scores": dict(zip(labels, map(float, p), strict=True)),
+                            **({"weak": True} if weak else {}),
+                        }
+                    )
             calib.append(calibration_comparison(fold_dir))
     seconds = time.perf_counter() - t_start
-    summary = summarise(cfg, labels, base, oof, fold_metrics, calib, seconds, fingerprint)
+    scored = [r for r in oof if not r.get("weak")]
+    summary = summarise(cfg, labels, base, scored, fold_metrics, calib, seconds, fingerprint)
+    summary["num_oof_weak"] = len(oof) - len(scored)
     (out_dir / OOF_FILE).write_text(
         json.dumps(
             {

@@ -406,6 +406,36 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
         teacher_logits = _teacher_train_logits(
             teacher_dir, data.splits["train"], labels, cfg, accelerator, collator_kw=loader_kw
         )
+    soft_info: dict = {}
+    if teacher_dir is None and cfg.get("distill") and cfg.distill.get("soft_labels"):
+        from mltagger.paths import resolve_path
+        from mltagger.teacher import load_soft_labels
+
+        # A shipped teacher's probabilities (make teacher): distillation without running it.
+        soft, soft_info = load_soft_labels(
+            resolve_path(cfg.distill.soft_labels, cfg.paths.root_dir),
+            data,
+            labels,
+            data.splits["train"],
+        )
+        if accelerator.is_main_process:  # what the run learnt from, next to its config
+            (out_dir / "soft_labels.json").write_text(json.dumps(soft_info, indent=1) + "\n")
+        if soft is None:
+            log.warning(
+                "distill.soft_labels=%s NOT used: %s (training on gold labels only; rebuild "
+                "them with `make teacher` for this data)",
+                cfg.distill.soft_labels,
+                soft_info["reason"],
+            )
+        else:
+            teacher_logits = torch.log(torch.tensor(soft, dtype=torch.float32).clamp_min(1e-6))
+            log.info(
+                "soft labels of teacher %s for %d train items (alpha %.2f, T %.1f)",
+                (soft_info.get("teacher") or {}).get("name"),
+                len(soft),
+                cfg.distill.alpha,
+                cfg.distill.temperature,
+            )
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
         {
@@ -593,6 +623,8 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
             fresh_loader,
             decision,
         )
+        if soft_info:
+            metrics["distill/soft_labels_used"] = float(bool(soft_info.get("used")))
         return metrics
     finally:
         accelerator.end_training()
@@ -786,7 +818,8 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
             "per-tag thresholds not used: %s; falling back to one val threshold (%s)", problem, hint
         )
         return {"rule_used": "global", "why": f"auto: {problem}", "thresholds": None}
-    rows = oof["oof"]
+    # Rows of weak train-only sources (`weak`) are there for the label-issue search only.
+    rows = [r for r in oof["oof"] if not r.get("weak")]
     probs = np.array([[r["scores"][t] for t in labels] for r in rows], dtype=float)
     chosen = choose_tag_thresholds(
         probs,
