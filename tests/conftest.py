@@ -376,13 +376,40 @@ def trained(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("train")
     items_file = tmp / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))
+    overrides = tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb", *LEARN)
+    soft = tmp / "soft_labels.json"
+    soft.write_text(json.dumps(gold_soft_labels(overrides)))
     proc = run_module(
         "mltagger.train",
-        *tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb", *LEARN),
+        *overrides,
+        f"distill.soft_labels={soft}",
         env={"WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp
+
+
+def gold_soft_labels(overrides: list[str], gold: float = 0.9) -> dict:
+    """A teacher file (mltagger.teacher format) for the data these overrides train on, whose
+    teacher agrees with the gold labels: the shipped-soft-labels path runs without changing
+    what the tiny model learns."""
+    from hydra import compose, initialize_config_dir
+
+    from mltagger.data import prepare_data
+    from mltagger.teacher import pool_items, soft_labels_file
+
+    keep = [o for o in overrides if o.startswith(("data", "paths"))]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=keep)
+    data = prepare_data(cfg.data, REPO)
+    labels = data.label_names()
+    items = pool_items(data)
+    probs = [
+        [gold if t == it["tag"] else (1 - gold) / (len(labels) - 1) for t in labels] for it in items
+    ]
+    import numpy as np
+
+    return soft_labels_file(items, np.array(probs), labels, data, {"name": "gold-agreeing test"})
 
 
 def export_overrides(tmp, trained, *extra: str) -> list[str]:

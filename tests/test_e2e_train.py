@@ -35,6 +35,10 @@ def test_run_folder_has_everything(trained):
     assert behaviour["approved_output"]["pass_rate"] == 1.0
     assert summary["summary"]["behavior/approved_output"] == 1.0
     assert "## Behavioural tests" in (run / "test" / "report.md").read_text()
+    # The shipped-teacher path: soft labels for this data were found and mixed into the loss.
+    soft = json.loads((run / "soft_labels.json").read_text())
+    assert soft["used"] is True and soft["teacher"]["name"] == "gold-agreeing test"
+    assert soft["rows"] == len(json.loads((run / "split.json").read_text())["ids"]["train"])
 
 
 def test_fresh_set_is_reported_beside_test(trained):
