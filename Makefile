@@ -30,6 +30,9 @@ MUTATION_ARGS ?=
 MPNET_ARGS ?=
 # mltagger.external arguments, e.g. EXTERNAL_ARGS="--mapping conf/external/mapping.yaml"
 EXTERNAL_ARGS ?=
+# mltagger.teacher arguments (see `python -m mltagger.teacher --help`)
+TEACHER_ARGS ?=
+PACKAGES_ARGS ?=
 
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 
@@ -38,7 +41,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external
+.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -79,6 +82,12 @@ bench: $(STAMP) ## latency p50/p95/p99 and batch throughput of models/latest and
 
 data-external: $(STAMP) ## rebuild data/external.json from the raw lists in data/external/raw (conf/external/mapping.yaml)
 	$(PY) -m mltagger.external $(EXTERNAL_ARGS)
+
+data-packages: $(STAMP) ## rebuild data/packages.json (PyPI 2023-26 packages, keyword votes) from data/packages/ (PACKAGES_ARGS="--registry path/to/pypi.tsv")
+	$(PY) -m mltagger.package_pool $(PACKAGES_ARGS)
+
+teacher: $(STAMP) ## teacher soft labels for train+val (needs make install-mpnet; TEACHER_ARGS="--teacher ensemble --oof runs/cv/<id>/oof.json") -> data/teacher/
+	$(PY) -m mltagger.teacher $(TEACHER_ARGS)
 
 label-issues: $(STAMP) ## find likely wrong labels in weak data (data=with_other) -> data/corrections/
 	$(PY) -m mltagger.label_issues data=with_other task_name=label_issues logger=none $(ARGS)

@@ -33,3 +33,16 @@ def test_every_row_is_valid_and_carries_its_provenance():
     rows = json.loads((REPO / SOURCE.path).read_text())
     assert all(r["list"] and r["licence"] and r["mapped_by"] for r in rows)
     assert {r["tag"] for r in rows} == set(TAGS)
+
+
+def test_package_pool_is_reproduced_from_the_shipped_registry_rows(tmp_path):
+    from mltagger.data import sha256_file
+    from mltagger.package_pool import build
+
+    cfg = OmegaConf.load(REPO / "conf" / "data" / "with_packages.yaml")
+    src = next(s for s in cfg.sources if s.name == "packages")
+    assert sha256_file(REPO / src.path) == src.sha256
+    items, _, _ = build(REPO / "data" / "packages" / "pypi_subset.tsv", REPO)
+    out = tmp_path / "packages.json"
+    out.write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert sha256_file(out) == src.sha256, "data/packages.json is not what the subset rebuilds"
