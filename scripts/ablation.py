@@ -4,7 +4,8 @@
         --row "default, global threshold=runs/cv/<id>:global:runs/train/<id>" \
         --row "default, per-tag thresholds=runs/cv/<id>:per_tag:runs/train/<id>"
 
-A row is NAME=CV_DIR:RULE:RUN_DIR. RULE is `global` (one threshold chosen on val; in CV on each
+A row is NAME=CV_DIR:RULE:RUN_DIR; RUN_DIR `folds` takes test and fresh from the CV's own fold
+models instead (mean ± std, `cv.score_heldout`, per-tag rule). RULE is `global` (one threshold chosen on val; in CV on each
 fold's inner val) or `per_tag` (thresholds from out-of-fold predictions; in CV chosen on the other
 folds' out-of-fold predictions and applied to the held-out fold, so the CV figure is honest).
 The test and fresh figures come from the run folder: `test/`/`fresh/` when the run shipped that
@@ -69,6 +70,20 @@ def row(name: str, spec: str, target: float, strength: float) -> list[str]:
             **per_tag_block(Path(cv_dir), target, strength),
             "topic_f1_weighted": cv["global_rule"]["topic_f1_weighted"],
         }
+    if run_dir == "folds":
+        # Test and fresh as scored by the CV's own fold models (cv.score_heldout): mean ± std.
+        held = cv.get("heldout")
+        if not held:
+            raise SystemExit(f"{cv_dir} has no test/fresh scores: python scripts/cv_heldout.py")
+        if rule != "per_tag":
+            raise SystemExit("fold models are scored under the per-tag thresholds only")
+        cells = [name]
+        for _, key, pct in FIGURES:
+            parts = [cell_cv(block.get(key), pct)]
+            parts += [cell_cv(held.get(s, {}).get(key), pct) for s in ("test", "fresh")]
+            cells.append(" / ".join(parts))
+        cells.append(f"{cv['folds']}×{len(cv['seeds'])}")
+        return cells
     summary = json.loads((Path(run_dir) / "metrics.json").read_text())["summary"]
     decision_path = Path(run_dir) / "decision.json"
     shipped = (
