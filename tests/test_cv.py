@@ -21,6 +21,17 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     items_file = tmp / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))
     overrides = tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb", *CV_LEARN)
+    # A weak train-only source (like the external lists): in every fold's training part or
+    # held out for the label-issue search only, never in a figure.
+    weak_file = tmp / "weak.json"
+    weak_file.write_text(json.dumps(make_weak_items()))
+    overrides = [
+        o
+        if not o.startswith("data.sources=")
+        else o[:-1] + f", {{name: weak, path: '{weak_file}', sha256: null, split: train, "
+        "weight: 0.5}]"
+        for o in overrides
+    ]
     proc = run_module(
         "mltagger.cv",
         *overrides,
@@ -33,12 +44,38 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     return tmp, proc.stdout
 
 
+def make_weak_items() -> list[dict]:
+    """Three weakly labelled variants per topic, ids 7001+ (not copies of the learnable items)."""
+    from tests.conftest import _TOPICS
+
+    rows = []
+    for tag, pairs in _TOPICS.items():
+        for i in range(3):
+            rows.append(
+                {
+                    "id": 7001 + len(rows),
+                    "created_on": "2024-01-01 00:00:00",
+                    "title": f"{pairs[i][0]} for beginners",
+                    "description": pairs[(i + 2) % len(pairs)][1],
+                    "tag": tag,
+                }
+            )
+    return rows
+
+
 def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
     tmp, stdout = cv_run
     run = tmp / "run"
     oof = json.loads((run / "oof.json").read_text())
     split = json.loads((run / "split.json").read_text())
-    pool = set(split["ids"]["train"]) | set(split["ids"]["val"])
+    weak_ids = {it["id"] for it in make_weak_items()}
+    # The weak source went to train only; its held-out rows are scored and marked `weak`.
+    assert not weak_ids & (set(split["ids"]["val"]) | set(split["ids"]["test"]))
+    weak_in_train = weak_ids & set(split["ids"]["train"])
+    assert weak_in_train
+    assert {r["id"] for r in oof["oof"] if r.get("weak")} == weak_in_train
+    oof["oof"] = [r for r in oof["oof"] if not r.get("weak")]
+    pool = (set(split["ids"]["train"]) | set(split["ids"]["val"])) - weak_ids
     ids = [r["id"] for r in oof["oof"]]
     # Every train+val item exactly once; no test item and no fresh item.
     assert sorted(ids) == sorted(pool)
@@ -52,6 +89,11 @@ def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
         assert not set(fold["ids"]["train"]) & set(split["ids"]["test"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["folds"] == 2 and summary["num_oof"] == len(pool)
+    assert summary["num_oof_weak"] == len(weak_in_train)
+    # Test and fresh scored by both fold models after the choices (reported, not chosen on).
+    assert summary["heldout"]["test"]["topic_auto_precision"]["n"] == 2
+    assert summary["heldout"]["fresh"]["topic_coverage"]["n"] == 2
+    assert "Test and fresh, scored by each fold model" in stdout
     assert summary["global_rule"]["f1_weighted"]["n"] == 2
     assert "mean ± std" in stdout and "Per-tag thresholds" in stdout
     # Vector scaling against one temperature, measured on the held-out folds.

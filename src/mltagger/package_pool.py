@@ -155,6 +155,21 @@ LABELLING_FUNCTIONS: dict[str, list[str]] = {
 }
 # A blind check of 140 pool items (20 per tag, data/packages/sample_check.json) agreed with 126
 # (90%); the bare word "forecast(s)" caught weather apps and ERP add-ons and was removed after it.
+# Not ML at all: a popular package (in the registry's top-15000 by downloads, so a real,
+# maintained project rather than a placeholder) whose name and summary use none of this
+# vocabulary is `other` - what the stream's web frameworks, cloud SDKs and developer tools look
+# like. Kept apart from the ML `other` votes and capped on its own (NON_ML_CAP).
+_ML_VOCAB = re.compile(
+    r"machine learning|deep learning|neural|\bAI\b|artificial intelligence|\bmodels?\b|\bLLM|"
+    r"\bGPT|language model|learning|data science|dataset|tensor|torch|vision|\bNLP\b|embedding|"
+    r"inference|training|predict|classif|regression|statistic|forecast|agent|transformer|cuda|"
+    r"\bgpu|numpy|pandas|scipy|jupyter|notebook|mlflow|onnx|keras|scikit|sklearn|bayes|"
+    r"optimi[sz]|analytics|analysis|kalman|signal|time.?series|graph|image|video|audio|speech|"
+    r"text|chat|semantic|vector|recommend|reinforcement|robot",
+    re.IGNORECASE,
+)
+NON_ML_VOTE = "non-ML: top-15000 package, no ML vocabulary"
+NON_ML_CAP = 150
 # Any of these makes a summary a candidate at all (kept in the shipped subset).
 _ANY = re.compile("|".join(p for ps in LABELLING_FUNCTIONS.values() for p in ps), re.IGNORECASE)
 _COMPILED = {t: [re.compile(p, re.IGNORECASE) for p in ps] for t, ps in LABELLING_FUNCTIONS.items()}
@@ -224,13 +239,14 @@ def build(
     candidates, items, abstained, by_name = [], [], Counter(), 0
     for row in read_registry(registry):
         text = f"{row['name']}: {row['summary']}"
-        if not _ANY.search(text):
+        non_ml = bool(row["rank"]) and not _ML_VOCAB.search(text)
+        if not _ANY.search(text) and not non_ml:
             continue
         candidates.append(row)
         if _norm(row["name"]) in excluded:
             by_name += 1
             continue
-        v = votes(text)
+        v = {"other": [NON_ML_VOTE]} if non_ml and not _ANY.search(text) else votes(text)
         if len(v) != 1:
             abstained["no vote" if not v else "conflicting votes"] += 1
             continue
@@ -292,8 +308,11 @@ def _cap(items: list[dict], cap: int) -> list[dict]:
     import random
 
     keep: set[int] = set()
+    non_ml = [it for it in items if it["votes"] == [NON_ML_VOTE]]
+    random.Random("packages:non-ml").shuffle(non_ml)
+    keep.update(it["id"] for it in non_ml[:NON_ML_CAP])
     for tag in LABELLING_FUNCTIONS:
-        rows = [it for it in items if it["tag"] == tag]
+        rows = [it for it in items if it["tag"] == tag and it["votes"] != [NON_ML_VOTE]]
         ranked = sorted((it for it in rows if it["rank"]), key=lambda it: int(it["rank"] or 0))[
             :cap
         ]

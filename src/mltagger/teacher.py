@@ -41,8 +41,35 @@ MPNET_DIR = "models/teachers/all-mpnet-base-v2"
 SOFT_LABELS_VERSION = 1
 
 
-def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32) -> np.ndarray:
-    """L2-normalised mean-pooled sentence embeddings (what sentence-transformers computes)."""
+def embed(
+    texts: Sequence[str],
+    model_dir: str | Path,
+    batch_size: int = 32,
+    cache: str | Path | None = None,
+) -> np.ndarray:
+    """L2-normalised mean-pooled sentence embeddings (what sentence-transformers computes).
+
+    `cache`: an .npz of text sha1 -> vector, so several data configs share one pass of the
+    (slow, ~8 texts/s on 2 cores) encoder; written back with the new texts.
+    """
+    import hashlib
+
+    keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+    known: dict[str, np.ndarray] = {}
+    if cache is not None and Path(cache).is_file():
+        z = np.load(cache)
+        known = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
+    todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+    if todo:
+        new = _embed([t for _, t in todo], model_dir, batch_size)
+        known.update({k: v for (k, _), v in zip(todo, new, strict=True)})
+        if cache is not None:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0))
+
+
+def _embed(texts: Sequence[str], model_dir: str | Path, batch_size: int) -> np.ndarray:
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
@@ -190,8 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--out", default=None, help="default data/teacher/<teacher>_<data>.json")
     p.add_argument("--evaluate", action="store_true", help="also score test and fresh")
+    p.add_argument("--cache", default="runs/teacher_cache/mpnet_embeddings.npz")
     args = p.parse_args(argv)
     root = resolve_path(".", None)
+    cache = resolve_path(args.cache, root) if args.cache else None
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"data={args.data}", f"paths.root_dir={root}"])
     try:
@@ -204,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.teacher in ("mpnet_lr", "ensemble"):
             folder = Path(resolve_model_path(str(resolve_path(args.mpnet, root))))
             t0 = time.perf_counter()
-            x = embed([it["text"] for it in items], folder)
+            x = embed([it["text"] for it in items], folder, cache=cache)
             secs = time.perf_counter() - t0
             print(f"embedded {len(items)} items with all-mpnet-base-v2 in {secs:.0f} s")
             parts.append(cross_fitted_probs(x, y, len(labels), folds=args.folds))
@@ -226,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         teacher["cross_fitted_figures_on_pool"] = fig
         print(f"teacher {args.teacher} on {len(items)} train+val items (out of fold): {fig}")
         if args.evaluate and args.teacher in ("mpnet_lr", "ensemble"):
-            teacher["evaluation"] = _evaluate_mpnet(data, labels, folder, x, items, y)
+            teacher["evaluation"] = _evaluate_mpnet(data, labels, folder, x, items, y, cache)
             print(json.dumps(teacher["evaluation"], indent=1))
     except (DataError, ModelNotAvailable) as err:
         print(f"error: {err}")
@@ -238,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _evaluate_mpnet(data, labels, folder, x_pool, pool, y_pool) -> dict:
+def _evaluate_mpnet(data, labels, folder, x_pool, pool, y_pool, cache) -> dict:
     """The mpnet regression fitted on the train split, scored on test and the fresh set."""
     train_n = len(data.splits["train"])
     model = _logreg().fit(x_pool[:train_n], y_pool[:train_n])
@@ -247,7 +276,8 @@ def _evaluate_mpnet(data, labels, folder, x_pool, pool, y_pool) -> dict:
         if not items:
             continue
         p = np.zeros((len(items), len(labels)))
-        p[:, model.classes_] = model.predict_proba(embed([it["text"] for it in items], folder))
+        x = embed([it["text"] for it in items], folder, cache=cache)
+        p[:, model.classes_] = model.predict_proba(x)
         out[name] = _figures([it["tag"] for it in items], p, labels, data.fallback_tag)
     return out
 
