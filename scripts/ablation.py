@@ -6,8 +6,9 @@
 
 A row is NAME=CV_DIR:RULE:RUN_DIR; RUN_DIR `folds` takes test and fresh from the CV's own fold
 models instead (mean ± std, `cv.score_heldout`, per-tag rule). RULE is `global` (one threshold
-chosen on val; in CV on each fold's inner val) or `per_tag` (thresholds from out-of-fold predictions; in CV chosen on the other
-folds' out-of-fold predictions and applied to the held-out fold, so the CV figure is honest).
+chosen on val; in CV on each fold's inner val) or `per_tag` (thresholds from out-of-fold
+predictions; in CV chosen on the other folds' out-of-fold predictions and applied to the held-out
+fold, so the CV figure is honest).
 The test and fresh figures come from the run folder: `test/`/`fresh/` when the run shipped that
 rule, `test_global/`/`fresh_global/` for the global rule of a per-tag run.
 """
