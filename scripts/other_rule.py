@@ -7,7 +7,10 @@ each judged honestly (thresholds chosen on the other folds' out-of-fold predicti
 the held-out fold, summed over folds):
   same       `other` gets its own threshold by the same pooled lower-bound rule and target;
   review     a predicted `other` always goes to a person (never applied automatically);
-  other@T    `other` by the same rule at its own target T (--other-targets, e.g. 0.85 0.80).
+  other@T    `other` by the same rule at its own target T (--other-targets, e.g. 0.85 0.80);
+  share=S    scores shifted to a stream where `other` makes up S of the items (Bayes' rule);
+  two-stage<=H  stage 1 gates on the in-scope score 1 - p(other) (gate chosen on the other
+             folds so at most H of their out-of-scope items get a topic), stage 2 as `same`.
 For each: topic coverage and precision, topic items lost to a confident `other`, out-of-scope
 items answered `other` automatically, out-of-scope items auto-tagged with a topic, and the share
 of all items sent to review.
@@ -37,6 +40,20 @@ def prior_shift(p: np.ndarray, k: int, share_from: float, share_to: float) -> np
     return q / q.sum(axis=1, keepdims=True)
 
 
+def choose_gate(p, gold, labels, thr, fallback, k_other, harm) -> float:
+    """Smallest in-scope gate g (topic auto-applied only when 1 - p(other) >= g) that keeps the
+    out-of-scope items auto-tagged with a topic at or below `harm` on these (fit) predictions."""
+    tags, _, review = apply_threshold(p, labels, thr, fallback)
+    tags = np.array(tags, dtype=object)
+    oos = np.array(gold, dtype=object) == fallback
+    topic_auto = ~review & (tags != fallback)
+    for g in np.linspace(0, 1, 101):
+        kept = topic_auto & ((1 - p[:, k_other]) >= g)
+        if kept[oos].mean() <= harm:
+            return float(g)
+    return 1.01
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("oof", type=Path)
@@ -49,6 +66,14 @@ def main() -> int:
         nargs="*",
         default=[],
         help="stream shares of `other` to shift the scores to (prior shift, e.g. 0.25 0.35)",
+    )
+    ap.add_argument(
+        "--two-stage",
+        type=float,
+        nargs="*",
+        default=[],
+        help="two-stage rule: an in-scope gate on 1 - p(other), chosen on the other folds to "
+        "keep out-of-scope items auto-tagged with a topic at or below each value (e.g. 0.02)",
     )
     args = ap.parse_args()
     data = json.loads(args.oof.read_text())
@@ -63,6 +88,7 @@ def main() -> int:
     train_share = float(np.mean([r["gold"] == fallback for r in rows]))
     rules = ["same", "review", *[f"other@{t:g}" for t in args.other_targets]]
     rules += [f"share={s:g}" for s in args.other_shares]
+    rules += [f"two-stage<={h:g}" for h in args.two_stage]
     for rule in rules:
         acc = dict.fromkeys(
             ("topic", "covered", "right", "lost", "oos", "oos_other", "oos_topic", "review", "n"),
@@ -92,8 +118,17 @@ def main() -> int:
                     float(rule.split("@")[1]),
                     prior_strength=args.prior_strength,
                 )["thresholds"][fallback]
+            gate = None
+            if rule.startswith("two-stage"):
+                gate = choose_gate(
+                    p_fit, g_fit, labels, thr, fallback, k_other, float(rule.split("=")[1])
+                )
             gold, probs = arr(held)
             tags, _, review = apply_threshold(probs, labels, thr, fallback)
+            if gate is not None:  # stage 1: in scope enough to auto-apply a topic?
+                review = review | ((1 - probs[:, k_other]) < gate) & (
+                    np.array(tags, dtype=object) != fallback
+                )
             gold = np.array(gold, dtype=object)
             tags = np.array(tags, dtype=object)
             auto = ~review
