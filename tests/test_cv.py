@@ -25,13 +25,7 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     # held out for the label-issue search only, never in a figure.
     weak_file = tmp / "weak.json"
     weak_file.write_text(json.dumps(make_weak_items()))
-    overrides = [
-        o
-        if not o.startswith("data.sources=")
-        else o[:-1] + f", {{name: weak, path: '{weak_file}', sha256: null, split: train, "
-        "weight: 0.5}]"
-        for o in overrides
-    ]
+    overrides = with_weak(overrides, weak_file)
     proc = run_module(
         "mltagger.cv",
         *overrides,
@@ -42,6 +36,17 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, proc.stdout
+
+
+def with_weak(overrides: list[str], weak_file) -> list[str]:
+    """The tiny overrides with the weak source added after the tiny one."""
+    return [
+        o
+        if not o.startswith("data.sources=")
+        else o[:-1] + f", {{name: weak, path: '{weak_file}', sha256: null, split: train, "
+        "weight: 0.5}]"
+        for o in overrides
+    ]
 
 
 def make_weak_items() -> list[dict]:
@@ -91,8 +96,8 @@ def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
     assert summary["folds"] == 2 and summary["num_oof"] == len(pool)
     assert summary["num_oof_weak"] == len(weak_in_train)
     # Test and fresh scored by both fold models after the choices (reported, not chosen on).
-    assert summary["heldout"]["test"]["topic_auto_precision"]["n"] == 2
-    assert summary["heldout"]["fresh"]["topic_coverage"]["n"] == 2
+    assert summary["heldout"]["test"]["coverage"]["n"] == 2
+    assert summary["heldout"]["fresh"]["coverage"]["n"] == 2
     assert "Test and fresh, scored by each fold model" in stdout
     assert summary["global_rule"]["f1_weighted"]["n"] == 2
     assert "mean ± std" in stdout and "Per-tag thresholds" in stdout
@@ -110,8 +115,11 @@ def final_run(cv_run, tiny_model_dir):
     train_tmp.mkdir(exist_ok=True)
     proc = run_module(
         "mltagger.train",
-        *tiny_train_overrides(
-            train_tmp, tmp / "items.json", tiny_model_dir, "logger=none", *CV_LEARN
+        *with_weak(
+            tiny_train_overrides(
+                train_tmp, tmp / "items.json", tiny_model_dir, "logger=none", *CV_LEARN
+            ),
+            tmp / "weak.json",
         ),
         f"eval.oof={tmp / 'run' / 'oof.json'}",
         "eval.decision=per_tag",
@@ -147,7 +155,10 @@ def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_d
     tmp, _ = cv_run
     overrides = [
         o
-        for o in tiny_train_overrides(tmp_path, tmp / "items.json", tiny_model_dir, "logger=none")
+        for o in with_weak(
+            tiny_train_overrides(tmp_path, tmp / "items.json", tiny_model_dir, "logger=none"),
+            tmp / "weak.json",
+        )
         if not o.startswith("hydra.")
     ]
     oof = f"eval.oof={tmp / 'run' / 'oof.json'}"

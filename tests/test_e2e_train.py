@@ -9,7 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import PROBES, TAGS, run_module, split_by_confidence, tiny_train_overrides
+from tests.conftest import (
+    PROBES,
+    TAGS,
+    gold_soft_labels,
+    run_module,
+    split_by_confidence,
+    tiny_train_overrides,
+)
 
 
 def test_run_folder_has_everything(trained):
@@ -35,10 +42,6 @@ def test_run_folder_has_everything(trained):
     assert behaviour["approved_output"]["pass_rate"] == 1.0
     assert summary["summary"]["behavior/approved_output"] == 1.0
     assert "## Behavioural tests" in (run / "test" / "report.md").read_text()
-    # The shipped-teacher path: soft labels for this data were found and mixed into the loss.
-    soft = json.loads((run / "soft_labels.json").read_text())
-    assert soft["used"] is True and soft["teacher"]["name"] == "gold-agreeing test"
-    assert soft["rows"] == len(json.loads((run / "split.json").read_text())["ids"]["train"])
 
 
 def test_fresh_set_is_reported_beside_test(trained):
@@ -204,10 +207,21 @@ def test_predict_cli_round_trip(trained, tmp_path):
 
 
 def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_model_dir):
+    # With shipped teacher soft labels (distill.soft_labels): they are used, and a resumed run
+    # still ends exactly where the uninterrupted one does.
+    soft = tmp_path / "soft_labels.json"
+    soft.write_text(
+        json.dumps(gold_soft_labels(tiny_train_overrides(tmp_path, items_file, tiny_model_dir)))
+    )
     full = run_module(
         "mltagger.train",
         *tiny_train_overrides(
-            tmp_path / "full", items_file, tiny_model_dir, "logger=none", "trainer.max_epochs=3"
+            tmp_path / "full",
+            items_file,
+            tiny_model_dir,
+            "logger=none",
+            "trainer.max_epochs=3",
+            f"distill.soft_labels={soft}",
         ),
     )
     assert full.returncode == 0, full.stderr[-3000:]
@@ -220,6 +234,7 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
             "logger=none",
             "trainer.max_epochs=3",
             "trainer.stop_after_epochs=1",
+            f"distill.soft_labels={soft}",
         ),
     )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
@@ -233,6 +248,7 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
             "logger=none",
             "trainer.max_epochs=3",
             f"resume={tmp_path / 'stopped' / 'run'}",
+            f"distill.soft_labels={soft}",
         ),
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -240,6 +256,10 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
     def history(name):
         return json.loads((tmp_path / name / "run" / "metrics.json").read_text())
 
+    used = json.loads((tmp_path / "full" / "run" / "soft_labels.json").read_text())
+    assert used["used"] is True and used["teacher"]["name"] == "gold-agreeing test"
+    train_ids = json.loads((tmp_path / "full" / "run" / "split.json").read_text())["ids"]["train"]
+    assert used["rows"] == len(train_ids)
     a, b = history("full"), history("resumed")
     assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
     for key in ("val/f1_weighted", "test/f1_weighted", "test/accuracy", "best_epoch"):
