@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO
 
 PROJECTS = OmegaConf.load(REPO / "conf" / "data" / "projects.yaml")
-WITH_OTHER = OmegaConf.load(REPO / "conf" / "data" / "with_other.yaml")
+# Every training source of the widest data config: projects, other, the external lists and the
+# package pool.
+WIDEST = OmegaConf.load(REPO / "conf" / "data" / "with_packages.yaml")
 FRESH = REPO / PROJECTS.fresh.path
 SECOND = REPO / "data" / "eval" / "fresh_second_labels.json"
 TOPICS = [t for t in PROJECTS.tags if t != PROJECTS.fallback_tag]
@@ -25,12 +27,13 @@ def rows() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def checked():
-    """check_fresh against every training source (projects + other), as training loads it."""
+    """check_fresh against every training source (projects, other, external, packages), as
+    training loads it."""
     from mltagger.data import load_items
     from mltagger.freshset import check_fresh
 
     training = []
-    for src in WITH_OTHER.sources:
+    for src in WIDEST.sources:
         training += load_items(REPO / src.path, list(PROJECTS.tags)).items
     return check_fresh(FRESH, list(PROJECTS.tags), training)
 
