@@ -209,3 +209,40 @@ def test_cap_per_tag_is_seeded_and_keeps_small_tags_whole():
     assert cap_per_tag(items, None) == (items, False)
     with pytest.raises(DataError, match="positive"):
         cap_per_tag(items, 0)
+
+
+def test_a_weak_sources_weight_reaches_its_training_rows(data_cfg, tmp_path):
+    from mltagger.data import DataError, prepare_data, sha256_file
+
+    weak = tmp_path / "weak.json"
+    weak.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 9001 + i,
+                    "created_on": "2024-01-01 00:00:00",
+                    "title": f"Weak item number {i} about {tag}",
+                    "description": f"A list entry filed under {tag}.",
+                    "tag": tag,
+                }
+                for i, tag in enumerate(TAGS[:6])
+            ]
+        )
+    )
+    data_cfg.sources.append(
+        {
+            "name": "weak",
+            "path": str(weak),
+            "sha256": sha256_file(weak),
+            "split": "train",
+            "weight": 0.25,
+        }
+    )
+    data = prepare_data(data_cfg)
+    train = data.splits["train"]
+    assert {it.get("weight") for it in train if it["source"] == "weak"} == {0.25}
+    assert all("weight" not in it for it in train if it["source"] != "weak")
+    assert data.manifest()["sources"][-1]["weight"] == 0.25
+    data_cfg.sources[-1]["weight"] = 1.5
+    with pytest.raises(DataError, match=r"weight must be in \(0, 1\]"):
+        prepare_data(data_cfg)
