@@ -303,7 +303,7 @@ def check_config(cfg: DictConfig) -> None:
         )
     if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"trainer.mixed_precision={tcfg.mixed_precision!r}: use no, bf16 or fp16")
-    if cfg.get("distill") and cfg.distill.get("teacher"):
+    if cfg.get("distill") and (cfg.distill.get("teacher") or cfg.distill.get("soft_labels")):
         from mltagger.distill import check_distill_config
 
         check_distill_config(cfg)
