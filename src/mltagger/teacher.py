@@ -221,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     root = resolve_path(".", None)
     cache = resolve_path(args.cache, root) if args.cache else None
+    if not (root / "conf" / "data" / f"{args.data}.yaml").is_file():
+        known = sorted(p.stem for p in (root / "conf" / "data").glob("*.yaml"))
+        print(f"error: --data {args.data}: no such data config; use one of {known}")
+        return 2
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"data={args.data}", f"paths.root_dir={root}"])
     try:

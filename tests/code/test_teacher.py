@@ -65,3 +65,13 @@ def test_cross_fitted_probs_come_from_models_that_never_saw_the_row():
     assert p.shape == (20, 2) and np.allclose(p.sum(1), 1)
     assert p[0, 1] < 0.2  # judged by regressions fitted on the other rows: looks like class 0
     assert (p[1:10, 0] > 0.5).all() and (p[10:, 1] > 0.5).all()
+
+
+def test_make_teacher_with_an_unknown_data_config_says_so_in_one_line(capsys, monkeypatch):
+    from mltagger.teacher import main
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("MLTAGGER_ROOT", str(REPO))
+    assert main(["--data", "nosuch"]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "--data nosuch: no such data config" in out[0]
