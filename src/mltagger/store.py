@@ -21,8 +21,13 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from mltagger.links import url_key
+
 HUMAN = "human"
 MODEL = "model"
+ACTIVE = "active"
+HELD_DUPLICATE = "duplicate"
+STATUSES = (ACTIVE, HELD_DUPLICATE)
 
 metadata = sa.MetaData()
 
@@ -54,9 +59,14 @@ items = sa.Table(
     sa.Column("duplicate_kind", sa.String(16)),
     sa.Column("duplicate_similarity", sa.Float),
     sa.Column("source", sa.Text, nullable=False, default="api"),
-    # float32 bytes of the screening embedding, and the model version that made it
+    # float32 bytes of the duplicate screen's sketch, and the screen version that made it
     sa.Column("embedding", sa.LargeBinary),
     sa.Column("embedding_model", sa.Text),
+    # active: publishable; duplicate: held back as a likely copy of `duplicate_of` until a
+    # person decides (schema v3)
+    sa.Column("status", sa.String(16), nullable=False, default="active", index=True),
+    # the normalised link (no scheme, www., query or fragment): the same link is an exact copy
+    sa.Column("url_key", sa.Text, index=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -102,10 +112,39 @@ def _create(*tables: sa.Table) -> Callable[[sa.Connection], None]:
     return step
 
 
+def _v3_status_and_links(conn: sa.Connection) -> None:
+    """items.status (near duplicates stored before are held: status `duplicate`) and
+    items.url_key (filled from the stored links), both indexed."""
+    from mltagger.links import url_key
+
+    have = {c["name"] for c in sa.inspect(conn).get_columns("items")}
+    if "status" not in have:
+        conn.execute(
+            sa.text("ALTER TABLE items ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'")
+        )
+    if "url_key" not in have:
+        conn.execute(sa.text("ALTER TABLE items ADD COLUMN url_key TEXT"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_items_status ON items (status)"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_items_url_key ON items (url_key)"))
+    conn.execute(
+        items.update().where(items.c.duplicate_of.is_not(None)).values(status=HELD_DUPLICATE)
+    )
+    rows = conn.execute(sa.select(items.c.id, items.c.url).where(items.c.url.is_not(None))).all()
+    for row in rows:
+        key = url_key(row.url)
+        if key:
+            conn.execute(items.update().where(items.c.id == row.id).values(url_key=key))
+
+
 # Append-only: (version, description, step). Never edit a released step; add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "items, feedback and reviews", _create(items, feedback, reviews)),
     (2, "ingest runs (one row per batch file, with its summary)", _create(ingest_runs)),
+    (
+        3,
+        "items.status (held duplicates) and items.url_key (same-link copies)",
+        _v3_status_and_links,
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -211,6 +250,8 @@ class Store:
                 position = values.pop("duplicate_of_position", None)
                 if position is not None:  # a duplicate of an earlier row of this call
                     values["duplicate_of"] = ids[position]
+                if values.get("url") and "url_key" not in values:
+                    values["url_key"] = url_key(values["url"])
                 emb = values.get("embedding")
                 if emb is not None:
                     values["embedding"] = np.asarray(emb, dtype=np.float32).tobytes()
@@ -240,10 +281,27 @@ class Store:
                 found.update({h: int(i) for h, i in conn.execute(query)})
         return found
 
-    def embeddings(self, model: str) -> tuple[list[int], np.ndarray | None, list[dict]]:
-        """(ids, matrix) of items embedded by `model`, and the items embedded by another model
-        (or none), which the caller re-embeds."""
-        ids, vectors, stale = [], [], []
+    def ids_by_url(self, keys: Iterable[str | None]) -> dict[str, int]:
+        """The first stored item of each known link key (`mltagger.links.url_key`)."""
+        keys = sorted({k for k in keys if k})
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                query = (
+                    sa.select(items.c.url_key, sa.func.min(items.c.id))
+                    .where(items.c.url_key.in_(keys[start : start + 500]))
+                    .group_by(items.c.url_key)
+                )
+                found.update({k: int(i) for k, i in conn.execute(query)})
+        return found
+
+    def screen_rows(
+        self, version: str
+    ) -> tuple[list[int], np.ndarray | None, list[tuple[str, str]], list[dict]]:
+        """What the duplicate screen loads at start: (ids, sketches, (title, description)) of
+        items sketched by screen `version`, and the items sketched by another version (or not
+        at all), which the caller sketches again and stores with `set_embeddings`."""
+        ids, vectors, texts, stale = [], [], [], []
         query = sa.select(
             items.c.id,
             items.c.title,
@@ -253,12 +311,13 @@ class Store:
         ).order_by(items.c.id)
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                if row.embedding is not None and row.embedding_model == model:
+                if row.embedding is not None and row.embedding_model == version:
                     ids.append(int(row.id))
                     vectors.append(np.frombuffer(row.embedding, dtype=np.float32))
+                    texts.append((row.title, row.description))
                 else:
                     stale.append({"id": row.id, "title": row.title, "description": row.description})
-        return ids, (np.stack(vectors) if vectors else None), stale
+        return ids, (np.stack(vectors) if vectors else None), texts, stale
 
     def set_embeddings(self, ids: Sequence[int], vectors: np.ndarray, model: str) -> None:
         with self.engine.begin() as conn:
@@ -268,6 +327,30 @@ class Store:
                     .where(items.c.id == item_id)
                     .values(embedding=np.asarray(vec, np.float32).tobytes(), embedding_model=model)
                 )
+
+    def list_items(
+        self, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[dict], int]:
+        """Stored items, newest first, optionally only one `status` (`active` is what the
+        platform publishes), and the total."""
+        where = items.c.status == status if status else sa.true()
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(where)
+            ).scalar()
+            rows = conn.execute(
+                sa.select(items)
+                .where(where)
+                .order_by(items.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [_public(r) for r in rows], int(total or 0)
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(items.c.status, sa.func.count()).group_by(items.c.status))
+            return {str(k): int(v) for k, v in rows}
 
     def review_queue(self, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
         """Items needing a person, oldest first (they have waited longest), and the total."""
@@ -320,13 +403,28 @@ class Store:
             "created_at": stamp.isoformat(),
         }
 
-    def review(self, item_id: int, tag: str, reviewer: str | None = None) -> dict:
-        """A person sets (or confirms) an item's tag: it leaves the review queue."""
+    def review(
+        self, item_id: int, tag: str, reviewer: str | None = None, duplicate: bool | None = None
+    ) -> dict:
+        """A person sets (or confirms) an item's tag: it leaves the review queue.
+
+        An item held as a likely duplicate needs the person's answer too: `duplicate=True`
+        keeps it out of what is published, `False` publishes it (status `active`)."""
         stamp = now()
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(items.c.tag).where(items.c.id == item_id)).first()
+            row = conn.execute(
+                sa.select(items.c.tag, items.c.status, items.c.duplicate_of).where(
+                    items.c.id == item_id
+                )
+            ).first()
             if row is None:
                 raise StoreError(f"no item with id {item_id}")
+            if row.status == HELD_DUPLICATE and duplicate is None:
+                raise StoreError(
+                    f"item {item_id} is held as a likely duplicate of item {row.duplicate_of}: "
+                    "say duplicate: true (keep it out) or false (publish it)"
+                )
+            status = {None: row.status, True: HELD_DUPLICATE, False: ACTIVE}[duplicate]
             conn.execute(
                 reviews.insert().values(
                     item_id=item_id,
@@ -339,7 +437,9 @@ class Store:
             conn.execute(
                 items.update()
                 .where(items.c.id == item_id)
-                .values(tag=tag, tagged_by=HUMAN, needs_review=False, updated_at=stamp)
+                .values(
+                    tag=tag, tagged_by=HUMAN, needs_review=False, status=status, updated_at=stamp
+                )
             )
         item = self.get_item(item_id)
         assert item is not None

@@ -14,7 +14,17 @@ import pytest
 import sqlalchemy as sa
 
 from mltagger import store as store_module
-from mltagger.store import HUMAN, LATEST_VERSION, MODEL, Store, StoreError, make_engine, migrate
+from mltagger.store import (
+    ACTIVE,
+    HELD_DUPLICATE,
+    HUMAN,
+    LATEST_VERSION,
+    MODEL,
+    Store,
+    StoreError,
+    make_engine,
+    migrate,
+)
 
 PG_ENV = "MLTAGGER_TEST_PG_URL"
 
@@ -75,7 +85,7 @@ def test_an_old_database_is_migrated_with_its_data_and_a_newer_one_refused(url):
         )
     engine.dispose()
     store = Store(url)
-    assert store.migrations_applied == [2]
+    assert store.migrations_applied == [2, 3]
     assert store.get_item(1)["title"] == "kept"
     store.record_ingest("drop.jsonl", "abc", {"stored": 1})  # the v2 table works
     with store.engine.begin() as conn:
@@ -96,9 +106,9 @@ def test_items_feedback_review_and_human_labels(url):
         [row("a", embedding=emb, embedding_model="m1"), row("b"), row("c", tag="mlops")]
     )
     assert store.ids_by_hash(["hash-a", "hash-c", "nope"]) == {"hash-a": a, "hash-c": c}
-    ids, matrix, stale = store.embeddings("m1")
-    assert ids == [a] and np.array_equal(matrix[0], emb)
-    assert [s["id"] for s in stale] == [b, c]  # no embedding yet: the caller re-embeds them
+    ids, matrix, texts, stale = store.screen_rows("m1")
+    assert ids == [a] and np.array_equal(matrix[0], emb) and texts == [("a", "")]
+    assert [s["id"] for s in stale] == [b, c]  # no sketch yet: the caller sketches them
 
     with pytest.raises(StoreError, match="no item with id 999"):
         store.add_feedback(999, "mlops", None)
@@ -180,7 +190,7 @@ def test_embeddings_round_trip_and_hash_lookup_in_chunks(url):
     ids = store.add_items(rows)
     found = store.ids_by_hash(hashes)
     assert found == dict(zip(stored, ids[:4], strict=True))
-    got_ids, matrix, stale = store.embeddings("m@layer1")
+    got_ids, matrix, _, stale = store.screen_rows("m@layer1")
     assert got_ids == ids[:4] and [s["id"] for s in stale] == [ids[4]]
     np.testing.assert_array_equal(matrix, np.tile(vec, (4, 1)))
     assert matrix.dtype == np.float32
@@ -191,7 +201,95 @@ def test_float64_embeddings_are_stored_as_float32(url):
     store = Store(url)
     vec = np.array([0.1, 0.2, 0.3])  # float64, as numpy makes by default
     (item_id,) = store.add_items([row("Float64 vector", embedding=vec, embedding_model="m")])
-    ids, matrix, _ = store.embeddings("m")
+    ids, matrix, _, _ = store.screen_rows("m")
     assert ids == [item_id] and matrix.shape == (1, 3)
     np.testing.assert_allclose(matrix[0], vec, rtol=1e-6)
+    store.close()
+
+
+# The items table as schema versions 1 and 2 made it (before items.status and items.url_key):
+# frozen here, so the v3 step is tested on a database an earlier mltagger really wrote.
+_v2 = sa.MetaData()
+_v2_items = sa.Table(
+    "items",
+    _v2,
+    *[
+        sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in store_module.items.columns
+        if c.name not in ("status", "url_key")
+    ],
+)
+_v2_schema = store_module.schema_version.to_metadata(_v2)
+
+
+def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
+    engine = make_engine(url)
+    _v2.create_all(engine)
+    stamp = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        for version in (1, 2):
+            conn.execute(
+                _v2_schema.insert().values(version=version, description="old", applied_at=stamp)
+            )
+        for k in range(30):
+            conn.execute(
+                _v2_items.insert().values(
+                    **row(
+                        f"old item {k}",
+                        url=f"https://www.github.com/org/repo{k}/" if k % 3 else None,
+                    ),
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+            )
+        conn.execute(
+            _v2_items.insert().values(
+                **row(
+                    "old near copy",
+                    duplicate_of=2,
+                    duplicate_kind="near",
+                    duplicate_similarity=0.91,
+                ),
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+    engine.dispose()
+    store = Store(url)
+    assert store.migrations_applied == [3]
+    assert store.count_items() == 31  # nothing lost
+    assert store.count_by_status() == {ACTIVE: 30, HELD_DUPLICATE: 1}
+    assert store.get_item(31)["status"] == HELD_DUPLICATE  # a flagged copy is held
+    assert store.get_item(2)["url_key"] == "github.com/org/repo1"
+    assert store.get_item(1)["url_key"] is None
+    assert store.ids_by_url(["github.com/org/repo4", "nowhere.org/x", None]) == {
+        "github.com/org/repo4": 5
+    }
+    # new rows get their link key and status from add_items
+    (new,) = store.add_items([row("new", url="http://github.com/Org/Repo4?x=1")])
+    assert store.get_item(new)["url_key"] == "github.com/org/repo4"
+    assert store.get_item(new)["status"] == ACTIVE
+    store.close()
+    assert Store(url).migrations_applied == []  # reopening changes nothing
+
+
+def test_listing_by_status_and_the_duplicate_decision_in_review(url):
+    store = Store(url)
+    first, held = store.add_items(
+        [
+            row("published"),
+            row("held copy", duplicate_of_position=0, status=HELD_DUPLICATE, needs_review=True),
+        ]
+    )
+    items, total = store.list_items(ACTIVE)
+    assert total == 1 and [it["id"] for it in items] == [first]
+    assert [it["id"] for it in store.list_items()[0]] == [held, first]  # newest first
+    with pytest.raises(StoreError, match=f"likely duplicate of item {first}"):
+        store.review(held, "mlops")  # a held item needs the duplicate question answered
+    assert store.get_item(held)["needs_review"] is True  # nothing changed
+    kept_out = store.review(held, "mlops", duplicate=True)
+    assert (kept_out["status"], kept_out["needs_review"]) == (HELD_DUPLICATE, False)
+    published = store.review(held, "mlops", duplicate=False)
+    assert published["status"] == ACTIVE and published["tag"] == "mlops"
+    assert store.count_by_status() == {ACTIVE: 2}
     store.close()
