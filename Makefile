@@ -41,7 +41,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages teacher
+.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -113,8 +113,11 @@ ingest: $(STAMP) ## hourly batch job: make ingest FILE=drop.jsonl [ARGS="store.u
 dataset: $(STAMP) ## next training file from the store's human labels -> data/feedback/, conf/data/
 	$(VENV)/bin/mltagger dataset build $(ARGS)
 
-dedup-eval: $(STAMP) ## duplicate screen precision/recall and cost at 1k/100k items (MODEL=models/export)
+dedup-eval: $(STAMP) ## duplicate screen at store scale: false duplicates at 1k/10k/100k, recall per copy kind, cost (DEDUP_ARGS="--write" refits data/dedup/screen.json)
 	$(PY) scripts/dedup_eval.py --model $(or $(MODEL),models/export) $(DEDUP_ARGS)
+
+data-dedup: $(STAMP) ## rebuild data/dedup/registry.tsv.gz (the duplicate benchmark's stores and queries) from the env registry list (DEDUP_DATA_ARGS="--registry path/to/pypi.tsv")
+	$(PY) -m mltagger.dedup_bench $(DEDUP_DATA_ARGS)
 
 load-test: $(STAMP) ## loopback load test of /predict (single and batched) on the exported model
 	$(PY) scripts/load_test.py $(LOAD_ARGS)
