@@ -62,19 +62,16 @@ def load_texts(n: int) -> list[dict]:
     return [{"title": it["title"], "description": it["description"]} for it in items][:n]
 
 
-def prefill(db_url: str, model: str, size: int) -> None:
-    """`size` stored items whose embeddings are real embeddings of shipped items plus noise, so
-    the service's duplicate search runs over a store of that size (the hash index too)."""
-    from mltagger.dedup import embedding_id, fill_store
-    from mltagger.paths import resolve_path
-    from mltagger.predict import Predictor
+def prefill(db_url: str, size: int) -> None:
+    """`size` stored items (the duplicate benchmark's ML store: real, distinct items) with
+    their screen sketches, so the service's duplicate search runs over a store of that size."""
+    from mltagger.dedup import fill_store
+    from mltagger.dedup_bench import load_bench
     from mltagger.store import Store
 
-    predictor = Predictor(resolve_path(model, REPO))
-    items = load_texts(10_000)
-    base = predictor.embed([f"{it['title']}. {it['description']}" for it in items])
+    items = load_bench().stores["ml"][:size]
     store = Store(db_url)
-    fill_store(store, base, size, embedding_id(predictor), noise=0.05)
+    fill_store(store, items)
     store.close()
 
 
@@ -166,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         host, port = "127.0.0.1", free_port()
         if args.prefill:
             t0 = time.perf_counter()
-            prefill(f"sqlite:///{tmp.name}/load.db", args.model, args.prefill)
+            prefill(f"sqlite:///{tmp.name}/load.db", args.prefill)
             print(f"prefilled {args.prefill} items in {time.perf_counter() - t0:.0f}s", flush=True)
         log = open(Path(tmp.name) / "serve.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(

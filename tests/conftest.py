@@ -435,7 +435,7 @@ def export_overrides(tmp, trained, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, trained):
-    """The tiny trained model exported (ONNX fp32 + int8, dedup.json), shared by export and
+    """The tiny trained model exported (ONNX fp32 + int8), shared by export and
     service tests: (folder of the export run, its stdout)."""
     tmp = tmp_path_factory.mktemp("export")
     proc = run_module("mltagger.export", *export_overrides(tmp, trained))

@@ -71,3 +71,18 @@ class FakePredictor(BasePredictor):
         logits = np.array([keyword_logits(t) for t in texts]).reshape(len(texts), len(LABELS))
         emb = np.array([bag_embedding(t) for t in texts], dtype=np.float32).reshape(-1, DIM)
         return logits, emb
+
+
+def write_screen(path: Path, threshold: float = 0.5) -> Path:
+    """A duplicate-screen calibration whose pair model is a steep step at char4 cosine 0.8
+    (probability 0.5 there), so tests know which items are near copies without the benchmark."""
+    import json
+
+    from mltagger.screen import FEATURES, PairModel
+
+    w = np.zeros(len(FEATURES))
+    w[0] = 50.0
+    model = PairModel(w, -40.0, threshold, k=5, floor=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model": model.to_dict()}))
+    return path

@@ -256,7 +256,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             tagger,
             path,
             rejects=args.rejects,
-            policy=str(cfg.dedup.on_duplicate),
             chunk_size=int(cfg.ingest.chunk_size),
             progress=not args.quiet,
         )

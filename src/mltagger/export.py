@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mltagger.dedup import calibrate_screen, write_screen_calibration
 from mltagger.evaluate import Metric, comparison_table, evaluate_val_test, summary_metrics
 from mltagger.modelio import point_latest, read_model_metadata, write_model_metadata
 from mltagger.predict import (
@@ -341,17 +340,6 @@ def export_candidates(cfg) -> dict:
                     f"{check['max_prob_diff']:.3f}); this export must not ship"
                 )
             _finish_folder(folder, results[name]["global_threshold"], name, src)
-            # The near-duplicate threshold belongs to the model whose embedding it thresholds.
-            screen = calibrate_screen(pred, data, float(cfg.dedup.min_precision))
-            write_screen_calibration(folder, screen)
-            results[name]["dedup"] = {k: screen[k] for k in ("threshold", "val", "test")}
-            log.info(
-                "%s duplicate screen: threshold %.3f, test precision %.3f recall %.3f",
-                name,
-                screen["threshold"],
-                screen["test"]["precision"],
-                screen["test"]["recall"],
-            )
     return {"results": results, "reports": reports, "data": data}
 
 

@@ -1,9 +1,10 @@
 """The hourly batch job: `mltagger ingest DROP.jsonl` (or .csv/.json) from the discovery pipeline.
 
-Every row ends somewhere: stored (tagged), skipped as a duplicate (of a stored item or of an
-earlier row of the drop), or written to the rejects file with its problems. Exact copies of
-stored items are never stored again, so running the job twice on one file adds nothing the
-second time; near-duplicates follow the service's policy (`dedup.on_duplicate`).
+Every row ends somewhere: stored (tagged), stored but held as a likely near duplicate (status
+`duplicate`, `duplicate_of` set, in the review queue), skipped as an exact copy (the same text or
+link as a stored item or an earlier row: the content already is in the store), or written to the
+rejects file with its problems. Nothing is dropped on a guess: `dedup.on_duplicate=reject` applies
+to POST /items only. Running the job twice on one file adds nothing the second time.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def ingest_file(
     path: str | Path,
     *,
     rejects: str | Path | None = None,
-    policy: str = "reject",
     chunk_size: int = 64,
     progress: bool = True,
 ) -> dict:
     """Validate, screen, tag and store one drop; returns the summary (also stored in the DB)."""
     from tqdm.auto import tqdm
+
+    from mltagger.service import OUTCOMES
 
     path = Path(path)
     sha = sha256_file(path) if path.is_file() else None
@@ -40,15 +42,17 @@ def ingest_file(
     seen_before = tagger.store.ingest_history(sha) if sha else []
     stored_tags: Counter = Counter()
     dup_kinds: Counter = Counter()
+    outcomes: Counter = Counter({o: 0 for o in OUTCOMES})
     needs_review = stored = 0
     items = [prepare(it["title"], it["description"], it.get("url")) for it in report.items]
     bar = tqdm(total=len(items), desc=f"ingest {path.name}", unit="item", disable=not progress)
     for start in range(0, len(items), chunk_size):
         chunk = items[start : start + chunk_size]
-        outcomes = tagger.add(chunk, source=f"ingest:{path.name}", policy=policy, skip_exact=True)
-        for out in outcomes:
+        for out in tagger.add(chunk, source=f"ingest:{path.name}"):
+            outcomes[out.outcome] += 1
             if out.duplicate is not None:
-                dup_kinds[out.duplicate.kind + ("" if out.stored else "_skipped")] += 1
+                how = f"_{out.duplicate.how}" if out.duplicate.how else ""
+                dup_kinds[out.duplicate.kind + how] += 1
             if out.stored:
                 stored += 1
                 stored_tags[out.prediction["tag"]] += 1
@@ -63,8 +67,9 @@ def ingest_file(
         "rejected": len(report.rejected),
         "rejects_file": str(rejects_path) if rejects_path else None,
         "stored": stored,
-        "duplicates_skipped": sum(v for k, v in dup_kinds.items() if k.endswith("_skipped")),
-        "duplicates_stored_flagged": sum(v for k, v in dup_kinds.items() if k in ("exact", "near")),
+        "outcomes": dict(outcomes),
+        "duplicates_skipped": outcomes["skipped_exact_copy"],
+        "duplicates_stored_held": outcomes["stored_held_duplicate"],
         "duplicates_by_kind": dict(dup_kinds),
         "needs_review": needs_review,
         "stored_by_tag": dict(stored_tags.most_common()),
@@ -78,9 +83,9 @@ def format_summary(s: dict) -> str:
     lines = [
         f"{s['file']}: {s['rows']} rows, {s['valid']} valid, {s['rejected']} rejected"
         + (f" (-> {s['rejects_file']})" if s["rejects_file"] else ""),
-        f"  stored {s['stored']} (needs_review {s['needs_review']}), duplicates skipped "
-        f"{s['duplicates_skipped']}, duplicates stored with a flag "
-        f"{s['duplicates_stored_flagged']}",
+        f"  stored {s['stored']} (needs_review {s['needs_review']}), of which held as likely "
+        f"duplicates {s['duplicates_stored_held']}; exact copies skipped "
+        f"{s['duplicates_skipped']}",
     ]
     if s["duplicates_by_kind"]:
         lines.append(

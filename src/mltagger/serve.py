@@ -2,7 +2,9 @@
 
 Endpoints (OpenAPI docs at /docs):
   POST /predict        tag up to `limits.max_batch` items, with duplicate info; stores nothing
-  POST /items          screen, tag and store one item (409 for a duplicate, or flag it)
+  POST /items          screen, tag and store one item (409 for an exact copy; a near duplicate
+                       is stored held, status `duplicate`, or refused with policy reject)
+  GET  /items          stored items, newest first (?status=active: what is published)
   POST /feedback       a user reports a wrong tag: stored, and the item goes back to review
   GET  /items/{id}     a stored item with its feedback
   GET  /review         items waiting for a person, paged;  POST /review/{id} sets the tag
@@ -29,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mltagger.service import POLICIES, Tagger, prepare
-from mltagger.store import StoreError
+from mltagger.store import STATUSES, StoreError
 
 log = logging.getLogger("mltagger.serve")
 
@@ -56,6 +58,11 @@ class FeedbackIn(BaseModel):
 class ReviewIn(BaseModel):
     tag: str
     reviewer: str | None = None
+    duplicate: bool | None = Field(
+        default=None,
+        description="for an item held as a likely duplicate (status `duplicate`): true keeps it "
+        "out of what is published, false publishes it (status `active`); required for those",
+    )
 
 
 class Metrics:
@@ -90,7 +97,21 @@ class Metrics:
         self.duplicates = Counter(
             "mltagger_duplicates", "Duplicates found, by kind", ["kind"], registry=r
         )
+        self.outcomes = Counter(
+            "mltagger_add_outcomes",
+            "Items sent to be stored, by what happened (stored, stored_held_duplicate, "
+            "skipped_exact_copy, rejected_near_duplicate)",
+            ["outcome", "source"],
+            registry=r,
+        )
         self.stored = Counter("mltagger_items_stored", "Items stored", registry=r)
+        self.by_status = Gauge(
+            "mltagger_store_items",
+            "Items in the store by status (active: published; duplicate: held as a likely copy), "
+            "whoever stored them (the API or `mltagger ingest`), read at each scrape",
+            ["status"],
+            registry=r,
+        )
         self.feedback = Counter("mltagger_feedback", "Wrong-tag reports stored", registry=r)
         self._tagged = 0
         self._review = 0
@@ -275,6 +296,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         (item,) = check_items([body])
         (out,) = tagger.add([item], source="api", policy=policy)
         metrics.observe_predictions([out.prediction], [out.duplicate])
+        metrics.outcomes.labels(out.outcome, "api").inc()
         if not out.stored:
             dup = out.duplicate
             return JSONResponse(
@@ -283,6 +305,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                     "detail": f"duplicate ({dup.kind}) of item {dup.item_id}",
                     "duplicate_of": dup.item_id,
                     "kind": dup.kind,
+                    "how": dup.how,
                     "similarity": dup.similarity,
                 },
             )
@@ -291,6 +314,19 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             "item": tagger.store.get_item(out.item_id),
             "duplicate": out.duplicate.to_dict() if out.duplicate else None,
         }
+
+    @app.get("/items", summary="Stored items, newest first; status=active is what is published")
+    def list_items(
+        status: str | None = Query(default=None, description=f"one of {', '.join(STATUSES)}"),
+        limit: int = Query(
+            default=int(cfg.review.page_size), ge=1, le=int(cfg.review.max_page_size)
+        ),
+        offset: int = Query(default=0, ge=0),
+    ) -> dict:
+        if status is not None and status not in STATUSES:
+            raise HTTPException(422, f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        rows, total = tagger.store.list_items(status, limit, offset)
+        return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
     @app.get("/items/{item_id}")
     def get_item(item_id: int) -> dict:
@@ -322,10 +358,12 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     @app.post("/review/{item_id}", dependencies=[Depends(require_key)])
     def review(item_id: int, body: ReviewIn) -> dict:
         check_tag(body.tag)
+        if tagger.store.get_item(item_id) is None:
+            raise HTTPException(404, f"no item with id {item_id}")
         try:
-            return tagger.store.review(item_id, body.tag, body.reviewer)
+            return tagger.store.review(item_id, body.tag, body.reviewer, body.duplicate)
         except StoreError as err:
-            raise HTTPException(404, str(err)) from None
+            raise HTTPException(422, str(err)) from None
 
     @app.get("/health")
     def health() -> dict:
@@ -338,6 +376,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                 "url": describe(tagger.store.url),
                 "schema_version": current_version(tagger.store.engine),
                 "items": tagger.store.count_items(),
+                "items_by_status": tagger.store.count_by_status(),
             },
         }
 
@@ -345,6 +384,9 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     def prometheus() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        counts = tagger.store.count_by_status()
+        for status in STATUSES:
+            metrics.by_status.labels(status).set(counts.get(status, 0))
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -373,6 +415,7 @@ def build_tagger(cfg: Any) -> Tagger:
         store,
         dedup=bool(cfg.dedup.enabled),
         near_threshold=cfg.dedup.get("near_threshold"),
+        screen_file=resolve_path(cfg.dedup.screen_file, cfg.paths.root_dir),
     )
 
 

@@ -1,9 +1,17 @@
 """The product's one way to tag and store content, shared by the HTTP service and the batch job.
 
-`Tagger` holds the model (loaded once), the store and the in-memory embedding index. For a
-batch of items it runs one forward pass (tag scores and the screening embedding together),
-screens duplicates against the store and within the batch, and either only answers
-(`analyze`, for /predict) or also stores (`add`, for /items and `mltagger ingest`).
+`Tagger` holds the model (loaded once), the store and the duplicate screen's index. For a batch
+of items it runs one forward pass (tag scores), screens duplicates against the store and within
+the batch with the lexical screen (`mltagger.screen`: its own sketch, index and calibration,
+independent of the classifier), and either only answers (`analyze`, for /predict) or also stores
+(`add`, for /items and `mltagger ingest`).
+
+What happens to a duplicate (`add`):
+- an exact copy (same normalised text or same link) of a stored item or of an earlier item of the
+  batch is not stored again: the item already is (`Outcome.stored` False, the id it repeats);
+- a near duplicate is stored, `status="duplicate"` (held out of what is published),
+  `duplicate_of` set and `needs_review`, so a person decides; nothing is lost for a guess.
+  With policy `reject` (POST /items only) it is refused instead and the caller gets the id.
 """
 
 from __future__ import annotations
@@ -12,30 +20,39 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from mltagger.data import clean_text, join_text
-from mltagger.dedup import (
-    EXACT,
-    Duplicate,
-    EmbeddingIndex,
-    content_hash,
-    embedding_id,
-    read_screen_threshold,
-    screen,
+from mltagger.dedup import EXACT, Duplicate, content_hash, screen_batch
+from mltagger.links import url_key
+from mltagger.screen import (
+    VERSION,
+    PairModel,
+    ScreenError,
+    ScreenIndex,
+    load_model,
+    profile,
+    sketch,
 )
-from mltagger.store import MODEL, Store
+from mltagger.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
 
 log = logging.getLogger(__name__)
 
 REJECT = "reject"
 FLAG = "flag"
-POLICIES = (REJECT, FLAG)
+POLICIES = (FLAG, REJECT)
+# outcomes of `add`, counted by the ingest summary and /metrics
+STORED = "stored"
+HELD = "stored_held_duplicate"
+SKIPPED_EXACT = "skipped_exact_copy"
+REJECTED_NEAR = "rejected_near_duplicate"
+OUTCOMES = (STORED, HELD, SKIPPED_EXACT, REJECTED_NEAR)
 
 
 class ConfigError(ValueError):
-    """A service setting that cannot work (e.g. no duplicate threshold for this model)."""
+    """A service setting that cannot work (e.g. no screen calibration)."""
 
 
 def prepare(title: str, description: str = "", url: str | None = None) -> dict:
@@ -51,12 +68,14 @@ def prepare(title: str, description: str = "", url: str | None = None) -> dict:
 
 @dataclass
 class Outcome:
-    """One item of an `add` call: stored (with its id) or refused as a duplicate."""
+    """One item of an `add` call: what happened to it (`outcome`, one of OUTCOMES), its id when
+    stored, and what it duplicates."""
 
     stored: bool
     prediction: dict
     duplicate: Duplicate | None
     item_id: int | None = None
+    outcome: str = STORED
 
 
 class Tagger:
@@ -67,75 +86,77 @@ class Tagger:
         *,
         dedup: bool = True,
         near_threshold: float | None = None,
+        screen_file: str | Path | None = None,
     ) -> None:
         self.predictor = predictor
         self.store = store
         self.dedup = dedup
         self.lock = threading.Lock()
-        self.index: EmbeddingIndex | None = None
-        self.near_threshold = 1.01
-        self.embedding_model = embedding_id(predictor)
+        self.index: ScreenIndex | None = None
+        self.model: PairModel | None = None
+        self.screen_file = screen_file
         if not dedup:
             return
-        if near_threshold is None:
-            near_threshold = read_screen_threshold(predictor.folder)
-            if near_threshold is None:
-                raise ConfigError(
-                    f"{predictor.folder} has no calibrated near-duplicate threshold (dedup.json): "
-                    "run `make dedup-eval MODEL=<folder> DEDUP_ARGS=--write` (exports get one from "
-                    "`make export`), "
-                    "or set dedup.near_threshold"
-                )
-        if not predictor.has_embeddings:
-            raise ConfigError(
-                f"{predictor.folder} gives no sentence embeddings (an export made before they "
-                "were added): re-export it with `make export`, or set dedup.enabled=false"
+        if screen_file is None:  # the shipped calibration
+            from mltagger.paths import resolve_path
+            from mltagger.screen import CALIBRATION_FILE
+
+            screen_file = self.screen_file = resolve_path(CALIBRATION_FILE)
+        try:
+            model = load_model(screen_file)
+        except ScreenError as e:
+            raise ConfigError(str(e)) from None
+        if near_threshold is not None:
+            model = PairModel(
+                model.weights, model.bias, float(near_threshold), model.k, model.floor
             )
-        self.near_threshold = float(near_threshold)
+        self.model = model
         self._load_index()
 
+    @property
+    def near_threshold(self) -> float | None:
+        return self.model.threshold if self.model is not None else None
+
     def _load_index(self) -> None:
-        """Stored embeddings into memory; items embedded by another model are re-embedded."""
-        ids, vectors, stale = self.store.embeddings(self.embedding_model)
+        """Stored sketches into the FAISS index; items sketched by another screen version (or
+        stored before the screen existed) are sketched again, once, and the sketch stored. The
+        classifier plays no part: a new model never re-screens the store."""
+        ids, vectors, texts, stale = self.store.screen_rows(VERSION)
         if stale:
             from tqdm.auto import tqdm
 
-            log.info("re-embedding %d stored items for %s", len(stale), self.embedding_model)
-            for start in tqdm(range(0, len(stale), 256), desc="re-embed", unit="batch"):
-                chunk = stale[start : start + 256]
-                texts = [prepare(r["title"], r["description"])["text"] for r in chunk]
-                vecs = self.predictor.embed(texts)
-                self.store.set_embeddings([r["id"] for r in chunk], vecs, self.embedding_model)
-            ids, vectors, _ = self.store.embeddings(self.embedding_model)
-        dim = vectors.shape[1] if vectors is not None else self._dim()
-        self.index = EmbeddingIndex(dim, capacity=max(1024, 2 * len(ids)))
+            log.info("sketching %d stored items for duplicate screen %s", len(stale), VERSION)
+            for start in tqdm(range(0, len(stale), 1000), desc="sketch", unit="1k"):
+                chunk = stale[start : start + 1000]
+                vecs = sketch([profile(r["title"], r["description"]) for r in chunk])
+                self.store.set_embeddings([r["id"] for r in chunk], vecs, VERSION)
+            ids, vectors, texts, _ = self.store.screen_rows(VERSION)
+        self.index = ScreenIndex()
         if ids:
-            self.index.add(ids, vectors)
-
-    def _dim(self) -> int:
-        return int(self.predictor.embed(["dimension probe"]).shape[1])
+            self.index.add(ids, vectors, texts)
 
     def analyze(self, items: Sequence[dict]) -> tuple[list[dict], list[Duplicate | None], dict]:
         """Predictions and duplicates for prepared items; nothing is stored."""
         texts = [it["text"] for it in items]
-        logits, emb = self.predictor.encode(texts)
+        logits, _ = self.predictor.encode(texts)
         preds = self.predictor.decide(items, self.predictor.probabilities(logits))
         hashes = [content_hash(it["title"], it["description"]) for it in items]
         if self.dedup:
-            dups = screen(hashes, emb, self.store.ids_by_hash, self.index, self.near_threshold)
+            dups, sketches = screen_batch(
+                items,
+                hashes,
+                self.store.ids_by_hash,
+                self.store.ids_by_url,
+                self.index,
+                self.model,
+            )
         else:
-            dups = [None] * len(items)
-        return preds, dups, {"hashes": hashes, "embeddings": emb}
+            dups, sketches = [None] * len(items), None
+        return preds, dups, {"hashes": hashes, "sketches": sketches}
 
-    def add(
-        self, items: Sequence[dict], *, source: str, policy: str = REJECT, skip_exact: bool = False
-    ) -> list[Outcome]:
-        """Screen, tag and store a batch in one transaction.
-
-        policy=reject: a duplicate is not stored (the outcome names what it duplicates);
-        policy=flag: it is stored with duplicate_of set. skip_exact: exact copies of stored items
-        are never stored again, whatever the policy (what makes `mltagger ingest` idempotent).
-        """
+    def add(self, items: Sequence[dict], *, source: str, policy: str = FLAG) -> list[Outcome]:
+        """Screen, tag and store a batch in one transaction (see the module docstring for what
+        happens to duplicates)."""
         if policy not in POLICIES:
             raise ConfigError(f"duplicate policy must be one of {POLICIES}, got {policy!r}")
         with self.lock:  # screen + insert as one step, so two requests cannot both add an item
@@ -151,14 +172,13 @@ class Tagger:
                 return ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
 
             for j, (it, pred, dup) in enumerate(zip(items, preds, dups, strict=True)):
-                if dup is not None and (
-                    policy == REJECT or (skip_exact and dup.kind == EXACT and dup.item_id)
-                ):
+                if dup is not None and (dup.kind == EXACT or policy == REJECT):
                     continue
                 row = {
                     "title": it["title"],
                     "description": it["description"],
                     "url": it.get("url"),
+                    "url_key": url_key(it.get("url")),
                     "content_hash": extra["hashes"][j],
                     "tag": pred["tag"],
                     "tagged_by": MODEL,
@@ -167,22 +187,30 @@ class Tagger:
                     "reason": pred["reason"],
                     "scores": pred["scores"],
                     "needs_review": pred["needs_review"],
+                    "status": ACTIVE,
                     "source": source,
-                    "embedding": None if extra["embeddings"] is None else extra["embeddings"][j],
-                    "embedding_model": self.embedding_model,
+                    "embedding": None if extra["sketches"] is None else extra["sketches"][j],
+                    "embedding_model": VERSION if extra["sketches"] is not None else None,
                 }
-                if dup is not None:  # policy=flag: stored, pointing at what it repeats
+                if dup is not None:  # a near duplicate: stored, held, for a person to decide
                     kind, ref = (
                         ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
                     )
                     row["duplicate_of" if kind == "id" else "duplicate_of_position"] = ref
                     row["duplicate_kind"] = dup.kind
                     row["duplicate_similarity"] = dup.similarity
+                    row["status"] = HELD_DUPLICATE
+                    row["needs_review"] = True
                 positions[j] = len(rows)
                 rows.append(row)
             ids = self.store.add_items(rows)
-            if self.index is not None and extra["embeddings"] is not None and ids:
-                self.index.add(ids, np.asarray(extra["embeddings"])[list(positions)])
+            if self.index is not None and extra["sketches"] is not None and ids:
+                stored = list(positions)
+                self.index.add(
+                    ids,
+                    np.asarray(extra["sketches"])[stored],
+                    [(items[j]["title"], items[j]["description"]) for j in stored],
+                )
 
         def stored_id(j: int) -> int | None:
             kind, ref = origin(j)
@@ -191,9 +219,17 @@ class Tagger:
         outcomes = []
         for j, (pred, dup) in enumerate(zip(preds, dups, strict=True)):
             if dup is not None and dup.item_id is None:  # name the stored item it repeats
-                dup = Duplicate(dup.kind, dup.similarity, item_id=stored_id(dup.batch_index))
+                dup = Duplicate(
+                    dup.kind, dup.similarity, item_id=stored_id(dup.batch_index), how=dup.how
+                )
             stored = j in positions
-            outcomes.append(Outcome(stored, pred, dup, stored_id(j) if stored else None))
+            if stored:
+                outcome = HELD if dup is not None else STORED
+            else:
+                outcome = SKIPPED_EXACT if dup.kind == EXACT else REJECTED_NEAR
+            if stored and dup is not None:
+                pred = {**pred, "needs_review": True}
+            outcomes.append(Outcome(stored, pred, dup, stored_id(j) if stored else None, outcome))
         return outcomes
 
     def health(self) -> dict:
@@ -203,7 +239,9 @@ class Tagger:
             "labels": list(self.predictor.labels),
             "duplicate_screen": {
                 "enabled": self.dedup,
-                "near_threshold": self.near_threshold if self.dedup else None,
+                "version": VERSION if self.dedup else None,
+                "near_threshold": self.near_threshold,
+                "calibration": str(self.screen_file) if self.dedup else None,
                 "indexed_items": len(self.index) if self.index is not None else 0,
             },
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,7 +15,7 @@ from mltagger.ingest import ingest_file
 from mltagger.serve import create_app
 from mltagger.service import Tagger, prepare
 from mltagger.store import Store
-from tests.fakes import FakePredictor, make_model_folder
+from tests.fakes import FakePredictor, make_model_folder, write_screen
 
 KEY = "unit-key"
 MAX_BATCH = 4
@@ -27,7 +28,11 @@ UNSURE = {"title": "Nothing to go on", "description": "No words it knows."}  # t
 @pytest.fixture
 def tagger(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield Tagger(FakePredictor(make_model_folder(tmp_path / "model")), store, near_threshold=0.99)
+    yield Tagger(
+        FakePredictor(make_model_folder(tmp_path / "model")),
+        store,
+        screen_file=write_screen(tmp_path / "screen.json"),
+    )
     store.close()
 
 
@@ -179,7 +184,13 @@ def test_ingest_counts_what_it_stored_and_queues_the_unsure_items(tagger, tmp_pa
     assert (s["rows"], s["valid"], s["rejected"], s["stored"]) == (6, 5, 1, 4)
     assert s["needs_review"] == 2
     assert s["stored_by_tag"] == {"other": 2, "computer-vision": 1, "time-series": 1}
-    assert s["duplicates_skipped"] == 1 and s["duplicates_by_kind"] == {"exact_skipped": 1}
+    assert s["duplicates_skipped"] == 1 and s["duplicates_by_kind"] == {"exact_text": 1}
+    assert s["outcomes"] == {
+        "stored": 4,
+        "stored_held_duplicate": 0,
+        "skipped_exact_copy": 1,
+        "rejected_near_duplicate": 0,
+    }
     queue, total = tagger.store.review_queue(50)
     assert total == 2
     assert [it["title"] for it in queue] == [UNSURE["title"], "Graph forecast"]
@@ -241,7 +252,12 @@ def test_predict_answers_without_ids_and_with_duplicates(client):
         {"tag", "confidence", "needs_review", "reason", "scores", "model_version", "duplicate"}
     ] * 3
     assert out[0]["duplicate"] is None and out[2]["duplicate"] is None
-    assert out[1]["duplicate"] == {"kind": "exact", "similarity": 1.0, "batch_index": 0}
+    assert out[1]["duplicate"] == {
+        "kind": "exact",
+        "similarity": 1.0,
+        "batch_index": 0,
+        "how": "text",
+    }
     assert [p["tag"] for p in out] == ["computer-vision", "computer-vision", "other"]
     assert client.get("/health").json()["store"]["items"] == 0  # /predict stores nothing
 
@@ -292,7 +308,7 @@ def test_an_unknown_duplicate_policy_is_refused(tagger, tmp_path):
         "serve", [f"model_dir={tmp_path / 'model'}", f"api_key={KEY}", "dedup.on_duplicate=keep"]
     )
     with pytest.raises(
-        ValueError, match=r"dedup.on_duplicate must be one of \('reject', 'flag'\), got 'keep'"
+        ValueError, match=r"dedup.on_duplicate must be one of \('flag', 'reject'\), got 'keep'"
     ):
         create_app(tagger, cfg)
 
@@ -425,3 +441,172 @@ def test_the_service_applies_the_folders_per_tag_thresholds(tmp_path):
         assert got["reason"] == "low_confidence"
     finally:
         store.close()
+
+
+# -- the duplicate screen in the service: nothing lost for a guess --------------------------------
+
+NEAR_COPY = {"title": "Image segmentation", "description": "U-Net on the scans!!"}  # near SURE
+
+
+def test_a_near_copy_is_stored_held_for_review_and_kept_out_of_the_published_list(client):
+    original = add(client, SURE)
+    r = client.post("/items", json=NEAR_COPY, headers={"X-API-Key": KEY})
+    assert r.status_code == 201, r.text
+    held, dup = r.json()["item"], r.json()["duplicate"]
+    assert dup["kind"] == "near" and dup["item_id"] == original["id"]
+    assert (held["status"], held["duplicate_of"], held["needs_review"]) == (
+        "duplicate",
+        original["id"],
+        True,
+    )
+    published = client.get("/items", params={"status": "active"}).json()
+    assert [it["id"] for it in published["items"]] == [original["id"]]
+    assert client.get("/items").json()["total"] == 2
+    assert client.get("/items", params={"status": "gone"}).status_code == 422
+    queue = client.get("/review").json()["items"]
+    assert [(it["id"], it["status"]) for it in queue] == [(held["id"], "duplicate")]
+    # the person must answer the duplicate question; false publishes it
+    r = client.post(
+        f"/review/{held['id']}", json={"tag": "computer-vision"}, headers={"X-API-Key": KEY}
+    )
+    assert r.status_code == 422 and "likely duplicate of item" in r.json()["detail"]
+    r = client.post(
+        f"/review/{held['id']}",
+        json={"tag": "computer-vision", "duplicate": False},
+        headers={"X-API-Key": KEY},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    assert client.get("/items", params={"status": "active"}).json()["total"] == 2
+    # an exact copy is refused with the id it repeats: the content already is in the store
+    r = client.post(
+        "/items", json={**SURE, "title": SURE["title"].upper()}, headers={"X-API-Key": KEY}
+    )
+    assert r.status_code == 409 and r.json()["duplicate_of"] == original["id"]
+    metrics = client.get("/metrics").text
+    assert (
+        'mltagger_add_outcomes_total{outcome="stored_held_duplicate",source="api"} 1.0' in metrics
+    )
+    assert 'mltagger_add_outcomes_total{outcome="skipped_exact_copy",source="api"} 1.0' in metrics
+    assert 'mltagger_store_items{status="active"} 2.0' in metrics
+    health = client.get("/health").json()
+    assert health["store"]["items_by_status"] == {"active": 2}
+    assert health["duplicate_screen"]["version"] == "lexical-1"
+
+
+def test_with_policy_reject_a_near_copy_gets_409_and_is_not_stored(tagger, tmp_path):
+    cfg = compose_config(
+        "serve", [f"model_dir={tmp_path / 'model'}", f"api_key={KEY}", "dedup.on_duplicate=reject"]
+    )
+    with TestClient(create_app(tagger, cfg)) as c:
+        first = c.post("/items", json=SURE, headers={"X-API-Key": KEY}).json()["item"]
+        r = c.post("/items", json=NEAR_COPY, headers={"X-API-Key": KEY})
+        assert r.status_code == 409 and r.json()["kind"] == "near"
+        assert r.json()["duplicate_of"] == first["id"]
+        assert c.get("/items").json()["total"] == 1
+
+
+def test_ingest_stores_every_distinct_same_topic_item_flagged_or_not(tmp_path):
+    """The issue's target: distinct items on one topic, into a store already full of that topic,
+    with the shipped screen calibration: every one of them is in the store afterwards."""
+    from mltagger.paths import resolve_path
+
+    fresh = json.loads(resolve_path("data/eval/fresh.json").read_text())
+    nlp = [it for it in fresh if it["tag"] == "natural-language-processing"]
+    assert len(nlp) >= 60
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tagger = Tagger(
+        FakePredictor(make_model_folder(tmp_path / "model")),
+        store,
+        screen_file=resolve_path("data/eval/../dedup/screen.json"),
+    )
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text(
+        "".join(
+            json.dumps({"title": it["title"], "description": it["description"]}) + "\n"
+            for it in nlp[:30]
+        )
+    )
+    second.write_text(
+        "".join(
+            json.dumps({"title": it["title"], "description": it["description"]}) + "\n"
+            for it in nlp[30:60]
+        )
+    )
+    a = ingest_file(tagger, first, progress=False)
+    b = ingest_file(tagger, second, progress=False)
+    assert a["stored"] + b["stored"] == 60 and store.count_items() == 60  # nothing lost
+    titles = {it["title"] for it in store.list_items(limit=100)[0]}
+    assert titles == {it["title"] for it in nlp[:60]}
+    # a near copy is stored too, held; an exact copy is not stored again (it already is)
+    third = tmp_path / "third.jsonl"
+    copy = {"title": nlp[0]["title"] + " (repost)", "description": nlp[0]["description"]}
+    third.write_text(
+        json.dumps(copy)
+        + "\n"
+        + json.dumps({"title": nlp[1]["title"], "description": nlp[1]["description"]})
+        + "\n"
+    )
+    c = ingest_file(tagger, third, progress=False)
+    assert c["outcomes"]["stored_held_duplicate"] == 1 and c["outcomes"]["skipped_exact_copy"] == 1
+    held = store.list_items(status="duplicate")[0]
+    assert [h["title"] for h in held] == [copy["title"]] and held[0]["needs_review"] is True
+    store.close()
+
+
+def test_a_new_classifier_never_re_screens_the_store(tmp_path, monkeypatch):
+    """The screen is the store's, not the model's: promoting another model loads the stored
+    sketches as they are, and what counts as a duplicate stays the same."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    screen = write_screen(tmp_path / "screen.json")
+    old = Tagger(FakePredictor(make_model_folder(tmp_path / "m1")), store, screen_file=screen)
+    old.add([prepare(**SURE), prepare(**UNSURE)], source="test")
+    before = old.analyze([prepare(**NEAR_COPY)])[1]
+    calls = []
+    monkeypatch.setattr(store, "set_embeddings", lambda *a, **k: calls.append(a))
+    folder = make_model_folder(tmp_path / "m2")
+    meta = json.loads((folder / "inference.json").read_text())
+    (folder / "inference.json").write_text(json.dumps({**meta, "model_version": "fake-2"}))
+    new = Tagger(FakePredictor(folder), store, screen_file=screen)
+    assert new.predictor.inference.model_version == "fake-2"
+    assert calls == [] and len(new.index) == 2
+    assert new.analyze([prepare(**NEAR_COPY)])[1] == before
+    store.close()
+
+
+def test_items_sketched_by_an_older_screen_are_sketched_again_once(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.add_items(
+        [
+            {
+                "title": SURE["title"],
+                "description": SURE["description"],
+                "content_hash": "h1",
+                "tag": "computer-vision",
+                "tagged_by": "model",
+                "needs_review": False,
+                "source": "old",
+                "embedding": np.ones(16, np.float32),
+                "embedding_model": "fake-1@layer6",
+            }
+        ]
+    )
+    screen = write_screen(tmp_path / "screen.json")
+    tagger = Tagger(FakePredictor(make_model_folder(tmp_path / "m")), store, screen_file=screen)
+    ids, vectors, _, stale = store.screen_rows("lexical-1")
+    assert ids == [1] and stale == [] and vectors.shape == (1, 256)
+    (dup,) = tagger.analyze([prepare(**NEAR_COPY)])[1]
+    assert dup is not None and dup.item_id == 1
+    store.close()
+
+
+def test_a_missing_screen_calibration_is_one_clear_error(tmp_path):
+    from mltagger.service import ConfigError
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    with pytest.raises(ConfigError, match=r"no screen calibration at .*make dedup-eval"):
+        Tagger(
+            FakePredictor(make_model_folder(tmp_path / "m")),
+            store,
+            screen_file=tmp_path / "nope.json",
+        )
+    store.close()
