@@ -53,23 +53,23 @@ class Duplicate:
 def screen_batch(
     items: Sequence[dict],
     hashes: Sequence[str],
-    stored_hashes: Callable[[Sequence[str]], dict[str, int]],
-    stored_urls: Callable[[Sequence[str | None]], dict[str, int]],
+    stored: Callable[[Sequence[str], Sequence[str | None]], tuple[dict, dict]],
     index,
     model,
 ) -> tuple[list[Duplicate | None], list]:
     """The duplicate (if any) of each item of a batch, against the store and earlier batch items,
-    and the items' profiles and sketches (what the store keeps for the next screen).
+    and the items' sketches (what the store keeps for the next screen).
 
-    Exact beats near; a stored match beats a batch match. `stored_hashes` / `stored_urls` map the
-    hashes / link keys they know to item ids (one query each for the whole batch); `index` is the
-    `ScreenIndex` of stored items and `model` the calibrated `PairModel` (None: exact stage only).
+    Exact beats near; a stored match beats a batch match. `stored(hashes, link_keys)` maps the
+    hashes and link keys it knows to item ids (`Store.ids_by_hash_or_url`: one query for the
+    batch); `index` is the `ScreenIndex` of stored items and `model` the calibrated `PairModel`
+    (None: exact stage only).
     """
     from mltagger.links import url_key
-    from mltagger.screen import best, candidates, profile, sketch
+    from mltagger.screen import LazyProfiles, Text, best, candidates, normalised, sketch
 
     urls = [url_key(it.get("url")) for it in items]
-    known, known_urls = stored_hashes(list(hashes)), stored_urls(urls)
+    known, known_urls = stored(list(hashes), urls)
     result: list[Duplicate | None] = [None] * len(items)
     first_hash: dict[str, int] = {}
     first_url: dict[str, int] = {}
@@ -85,11 +85,10 @@ def screen_batch(
         first_hash.setdefault(h, j)
         if u:
             first_url.setdefault(u, j)
-    profiles = [profile(it["title"], it["description"]) for it in items]
-    sketches = sketch(profiles)
+    sketches = sketch([Text(normalised(it["title"], it["description"])) for it in items])
     if model is None:
         return result, sketches
-    cands = candidates(profiles, sketches, index, model.k, model.floor)
+    cands = candidates(LazyProfiles(items), sketches, index, model.k, model.floor)
     for j, cs in enumerate(cands):
         if result[j] is not None:
             continue
@@ -344,10 +343,10 @@ class ScreenBench:
 
     def screen_items(self, items, model) -> list[float]:
         """The whole screen for a batch, as the service runs it (for the cost figure)."""
-        from mltagger.screen import best, candidates, profile, sketch
+        from mltagger.screen import LazyProfiles, Text, best, candidates, normalised, sketch
 
-        profs = [profile(it["title"], it["description"]) for it in items]
-        cands = candidates(profs, sketch(profs), self.index, model.k, model.floor)
+        sketches = sketch([Text(normalised(it["title"], it["description"])) for it in items])
+        cands = candidates(LazyProfiles(items), sketches, self.index, model.k, model.floor)
         for it in items:
             self._exact(it)
         return [best(model, c)[1] for c in cands]
@@ -569,3 +568,37 @@ def fill_store(store, items: Sequence[dict], chunk: int = 5000) -> int:
         )
         n += len(part)
     return n
+
+
+def pair_figures(pairs: Sequence[dict], model) -> dict:
+    """The screen on labelled pairs (`build_eval_pairs`: an item and its edited copy, an item and
+    a random or a hard same-tag neighbour): 1 for an exact match (text or link), else the pair
+    model's probability when the sketches reach its floor, else 0; precision and recall at the
+    model's threshold, and the share called duplicate per kind of pair."""
+    from mltagger.screen import pair_features, profile, sketch
+
+    scores = []
+    for p in pairs:
+        a, b = p["a"], p["b"]
+        if content_hash(a["title"], a["description"]) == content_hash(b["title"], b["description"]):
+            scores.append(1.0)
+            continue
+        pa, pb = profile(a["title"], a["description"]), profile(b["title"], b["description"])
+        sa, sb = sketch([pa, pb])
+        if float(sa @ sb) < model.floor:
+            scores.append(0.0)
+            continue
+        scores.append(float(model.probability(pair_features(pa, pb)[None])[0]))
+    scores = np.array(scores)
+    truth = np.array([p["duplicate"] for p in pairs])
+    kinds = np.array([p["kind"] for p in pairs])
+    return {
+        **precision_recall(scores, truth, model.threshold),
+        "by_kind": {
+            k: {
+                "pairs": int((kinds == k).sum()),
+                "called_duplicate": float((scores[kinds == k] >= model.threshold).mean()),
+            }
+            for k in sorted(set(kinds))
+        },
+    }

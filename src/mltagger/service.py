@@ -143,12 +143,7 @@ class Tagger:
         hashes = [content_hash(it["title"], it["description"]) for it in items]
         if self.dedup:
             dups, sketches = screen_batch(
-                items,
-                hashes,
-                self.store.ids_by_hash,
-                self.store.ids_by_url,
-                self.index,
-                self.model,
+                items, hashes, self.store.ids_by_hash_or_url, self.index, self.model
             )
         else:
             dups, sketches = [None] * len(items), None

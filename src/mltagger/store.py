@@ -295,6 +295,28 @@ class Store:
                 found.update({k: int(i) for k, i in conn.execute(query)})
         return found
 
+    def ids_by_hash_or_url(
+        self, hashes: Iterable[str], keys: Iterable[str | None]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """`ids_by_hash` and `ids_by_url` in one query (one round trip per batch: the exact
+        stage's whole cost for a single item)."""
+        hashes, keys = sorted(set(hashes)), sorted({k for k in keys if k})
+        by_hash: dict[str, int] = {}
+        by_url: dict[str, int] = {}
+        if len(hashes) > 500 or len(keys) > 500:
+            return self.ids_by_hash(hashes), self.ids_by_url(keys)
+        query = sa.select(items.c.id, items.c.content_hash, items.c.url_key).where(
+            sa.or_(items.c.content_hash.in_(hashes), items.c.url_key.in_(keys))
+        )
+        wanted_h, wanted_u = set(hashes), set(keys)
+        with self.engine.connect() as conn:
+            for item_id, h, u in conn.execute(query):
+                if h in wanted_h and (h not in by_hash or item_id < by_hash[h]):
+                    by_hash[h] = int(item_id)
+                if u in wanted_u and (u not in by_url or item_id < by_url[u]):
+                    by_url[u] = int(item_id)
+        return by_hash, by_url
+
     def screen_rows(
         self, version: str
     ) -> tuple[list[int], np.ndarray | None, list[tuple[str, str]], list[dict]]:

@@ -186,8 +186,7 @@ def test_screen_batch_order_exact_text_then_link_then_near_store_before_batch():
     out, sketches = screen_batch(
         batch,
         hashes,
-        lambda hs: {h: i for h, i in hashes_known.items() if h in hs},
-        lambda us: {},
+        lambda hs, us: ({h: i for h, i in hashes_known.items() if h in hs}, {}),
         index,
         cosine_only(),
     )
@@ -203,14 +202,13 @@ def test_screen_batch_order_exact_text_then_link_then_near_store_before_batch():
     out2, _ = screen_batch(
         batch[1:3],
         hashes[1:3],
-        lambda hs: {},
-        lambda us: {"x.org/a": 3} if "x.org/a" in us else {},
+        lambda hs, us: ({}, {"x.org/a": 3} if "x.org/a" in us else {}),
         index,
         None,
     )
     assert out2 == [Duplicate(EXACT, 1.0, item_id=3, how="link")] * 2
     # Without a model only the exact stage runs.
-    exact_only, _ = screen_batch(batch, hashes, lambda hs: {}, lambda us: {}, index, None)
+    exact_only, _ = screen_batch(batch, hashes, lambda hs, us: ({}, {}), index, None)
     assert [d and d.kind for d in exact_only] == [None, None, EXACT, None, None, EXACT, None]
 
 
@@ -218,7 +216,7 @@ def test_the_threshold_and_the_floor_decide_near_calls():
     index = stored_index([ITEM], [1])
     copy = make_duplicate(ITEM, "truncated", random.Random(0))
     h = [content_hash(**copy)]
-    args = (lambda hs: {}, lambda us: {}, index)
+    args = (lambda hs, us: ({}, {}), index)
     (near,), _ = screen_batch([copy], h, *args, cosine_only(0.5))
     assert near is not None and near.item_id == 1
     (strict,), _ = screen_batch([copy], h, *args, cosine_only(near.similarity + 1e-3))

@@ -265,6 +265,9 @@ def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
     assert store.ids_by_url(["github.com/org/repo4", "nowhere.org/x", None]) == {
         "github.com/org/repo4": 5
     }
+    assert store.ids_by_hash_or_url(
+        ["hash-old item 7", "hash-nope"], ["github.com/org/repo4", None]
+    ) == ({"hash-old item 7": 8}, {"github.com/org/repo4": 5})
     # new rows get their link key and status from add_items
     (new,) = store.add_items([row("new", url="http://github.com/Org/Repo4?x=1")])
     assert store.get_item(new)["url_key"] == "github.com/org/repo4"
