@@ -42,7 +42,6 @@ from mltagger.paths import resolve_path
 REGISTRY_FILE = "data/dedup/registry.tsv.gz"
 REPORT_FILE = "data/dedup/build_report.json"
 STORE_SIZES = (1000, 10000, 100000)
-MIN_SUMMARY = 25
 HELD_OUT = 450  # ML library summaries kept out of every store as genuinely new queries
 FIRST_MONTH = "2023-01"
 SEED = 16
@@ -65,16 +64,11 @@ def _norm_name(name: str) -> str:
 
 
 def _read_pypi(path: Path) -> Iterable[tuple[str, str, str]]:
-    if not path.is_file():
-        raise DataError(f"package registry {path} not found (the env entry's packages/pypi.tsv)")
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or header[:3] != ["name", "version", "month"]:
-            raise DataError(f"{path}: expected a header `name version month ... summary`")
-        for row in reader:
-            if len(row) >= 5 and len(row[4]) >= MIN_SUMMARY:
-                yield row[0], row[2], row[4]
+    """(name, month, summary) of every row of the registry list, any month."""
+    from mltagger.package_pool import read_registry
+
+    for row in read_registry(path, months=None):
+        yield row["name"], row["month"], row["summary"]
 
 
 def build_registry(pypi: Path, root: Path, seed: int = SEED) -> tuple[list[dict], dict]:

@@ -191,10 +191,14 @@ def label(text: str) -> str | None:
     return next(iter(v)) if len(v) == 1 else None
 
 
-def read_registry(path: Path) -> Iterable[dict]:
-    """Rows of a registry TSV (name, version, month, rank, summary) inside the date range."""
+def read_registry(
+    path: Path, months: tuple[str, str] | None = (FIRST_MONTH, LAST_MONTH)
+) -> Iterable[dict]:
+    """Rows of a registry TSV (name, version, month, rank, summary) with a summary of at least
+    MIN_SUMMARY characters, inside the `months` range (None: any month)."""
     if not path.is_file():
         raise DataError(f"package registry {path} not found")
+    first, last = months or ("", "~")
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -204,7 +208,7 @@ def read_registry(path: Path) -> Iterable[dict]:
             if len(row) < 5:
                 continue
             name, version, month, rank, summary = row[:5]
-            if not (FIRST_MONTH <= month <= LAST_MONTH) or len(summary) < MIN_SUMMARY:
+            if not (first <= month <= last) or len(summary) < MIN_SUMMARY:
                 continue
             yield {
                 "name": name,

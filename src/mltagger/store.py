@@ -267,33 +267,27 @@ class Store:
             row = conn.execute(sa.select(items).where(items.c.id == item_id)).first()
         return _public(row) if row else None
 
-    def ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
-        """The first stored item of each known content hash."""
-        hashes = sorted(set(hashes))
+    def _first_ids(self, column: sa.Column, values: Iterable[str | None]) -> dict[str, int]:
+        """The first (lowest) stored id for each value of `column` that is stored."""
+        values = sorted({v for v in values if v})
         found: dict[str, int] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(hashes), 500):  # bound the IN list
+            for start in range(0, len(values), 500):  # bound the IN list
                 query = (
-                    sa.select(items.c.content_hash, sa.func.min(items.c.id))
-                    .where(items.c.content_hash.in_(hashes[start : start + 500]))
-                    .group_by(items.c.content_hash)
+                    sa.select(column, sa.func.min(items.c.id))
+                    .where(column.in_(values[start : start + 500]))
+                    .group_by(column)
                 )
-                found.update({h: int(i) for h, i in conn.execute(query)})
+                found.update({v: int(i) for v, i in conn.execute(query)})
         return found
+
+    def ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        """The first stored item of each known content hash."""
+        return self._first_ids(items.c.content_hash, hashes)
 
     def ids_by_url(self, keys: Iterable[str | None]) -> dict[str, int]:
         """The first stored item of each known link key (`mltagger.links.url_key`)."""
-        keys = sorted({k for k in keys if k})
-        found: dict[str, int] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(keys), 500):
-                query = (
-                    sa.select(items.c.url_key, sa.func.min(items.c.id))
-                    .where(items.c.url_key.in_(keys[start : start + 500]))
-                    .group_by(items.c.url_key)
-                )
-                found.update({k: int(i) for k, i in conn.execute(query)})
-        return found
+        return self._first_ids(items.c.url_key, keys)
 
     def ids_by_hash_or_url(
         self, hashes: Iterable[str], keys: Iterable[str | None]
