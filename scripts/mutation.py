@@ -192,10 +192,25 @@ def main(argv: list[str] | None = None) -> int:
             if not names:
                 print("no survivors to retest")
                 return report(args.min_score, show_diffs=not args.no_diffs)
-        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", *names], cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", *names],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        print(proc.stdout, end="")
         if proc.returncode not in (0, 1):
             print(f"mutmut run failed (exit {proc.returncode})", file=sys.stderr)
             return proc.returncode
+        if "Failed to collect list of tests" in proc.stdout:
+            # mutmut then keeps its old results: a score from them would measure nothing
+            print(
+                "mutmut could not collect the tests (above); no score. A stale mutants/ is the "
+                "usual cause: rm -rf mutants and run again",
+                file=sys.stderr,
+            )
+            return 2
     return report(args.min_score, show_diffs=not args.no_diffs)
 
 

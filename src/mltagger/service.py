@@ -32,8 +32,9 @@ from mltagger.screen import (
     PairModel,
     ScreenError,
     ScreenIndex,
+    Text,
     load_model,
-    profile,
+    normalised,
     sketch,
 )
 from mltagger.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
@@ -128,7 +129,7 @@ class Tagger:
             log.info("sketching %d stored items for duplicate screen %s", len(stale), VERSION)
             for start in tqdm(range(0, len(stale), 1000), desc="sketch", unit="1k"):
                 chunk = stale[start : start + 1000]
-                vecs = sketch([profile(r["title"], r["description"]) for r in chunk])
+                vecs = sketch([Text(normalised(r["title"], r["description"])) for r in chunk])
                 self.store.set_embeddings([r["id"] for r in chunk], vecs, VERSION)
             ids, vectors, texts, _ = self.store.screen_rows(VERSION)
         self.index = ScreenIndex()
