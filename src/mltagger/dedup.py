@@ -24,6 +24,21 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mltagger.data import dedup_key
+from mltagger.links import url_key
+from mltagger.screen import (
+    FEATURES,
+    VERSION,
+    LazyProfiles,
+    PairModel,
+    ScreenIndex,
+    Text,
+    best,
+    candidates,
+    normalised,
+    pair_features,
+    profile,
+    sketch,
+)
 
 EXACT = "exact"
 NEAR = "near"
@@ -65,9 +80,6 @@ def screen_batch(
     batch); `index` is the `ScreenIndex` of stored items and `model` the calibrated `PairModel`
     (None: exact stage only).
     """
-    from mltagger.links import url_key
-    from mltagger.screen import LazyProfiles, Text, best, candidates, normalised, sketch
-
     urls = [url_key(it.get("url")) for it in items]
     known, known_urls = stored(list(hashes), urls)
     result: list[Duplicate | None] = [None] * len(items)
@@ -287,8 +299,6 @@ class ScreenBench:
     exact matches at each size (`rows[size]`)."""
 
     def __init__(self, bench, store: str, k: int = 5) -> None:
-        from mltagger.screen import ScreenIndex, profile, sketch
-
         self.bench, self.store, self.k = bench, store, k
         self.items = bench.stores[store]
         self.index = ScreenIndex()
@@ -300,19 +310,14 @@ class ScreenBench:
         self.rows: dict[int, dict] = {}
 
     def _exact(self, it: dict) -> int | None:
-        from mltagger.links import url_key as norm_url
-
         found = self.hashes.get(content_hash(it["title"], it["description"] or ""))
-        url = norm_url(it.get("url"))
+        url = url_key(it.get("url"))
         if found is None and url:
             found = self.urls.get(url)
         return found
 
     def run(self, sizes) -> None:
         from tqdm.auto import tqdm
-
-        from mltagger.links import url_key as norm_url
-        from mltagger.screen import candidates, profile, sketch
 
         for size in sorted(sizes):
             new = range(len(self.index), min(size, len(self.items)))
@@ -324,13 +329,13 @@ class ScreenBench:
             ):
                 chunk = [self.items[i] for i in range(start, min(start + 5000, new.stop))]
                 ids = list(range(start, start + len(chunk)))
-                profs = [profile(it["title"], it["description"]) for it in chunk]
+                texts = [Text(normalised(it["title"], it["description"])) for it in chunk]
                 self.index.add(
-                    ids, sketch(profs), [(it["title"], it["description"]) for it in chunk]
+                    ids, sketch(texts), [(it["title"], it["description"]) for it in chunk]
                 )
                 for i, it in zip(ids, chunk, strict=True):
                     self.hashes.setdefault(content_hash(it["title"], it["description"] or ""), i)
-                    url = norm_url(it.get("url"))
+                    url = url_key(it.get("url"))
                     if url:
                         self.urls.setdefault(url, i)
             self.rows[size] = {
@@ -343,8 +348,6 @@ class ScreenBench:
 
     def screen_items(self, items, model) -> list[float]:
         """The whole screen for a batch, as the service runs it (for the cost figure)."""
-        from mltagger.screen import LazyProfiles, Text, best, candidates, normalised, sketch
-
         sketches = sketch([Text(normalised(it["title"], it["description"])) for it in items])
         cands = candidates(LazyProfiles(items), sketches, self.index, model.k, model.floor)
         for it in items:
@@ -389,19 +392,15 @@ def fit_pair_model(
     (positives) and genuinely new queries against each of their candidates (negatives); the
     floor is stored with it (candidates below it are never scored). `features` (names of
     `FEATURES`) fits on those alone, the others weighted 0 (ablations)."""
-    from mltagger.screen import FEATURES
-
     unknown = set(features) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}; choose from {list(FEATURES)}")
     cols = [FEATURES.index(f) for f in features] if features else list(range(len(FEATURES)))
     from sklearn.linear_model import LogisticRegression
 
-    from mltagger.screen import PairModel
-
+    adjudicated = load_adjudicated()
     X, y = [], []
     for rows, sb_bench in rows_list:
-        adjudicated = load_adjudicated()
         for q, cands in zip(sb_bench.queries, rows["queries"], strict=True):
             if q["split"] == split and query_key(q) not in adjudicated:
                 X += [c.features for c in cands if c.sketch_similarity >= floor]
@@ -444,8 +443,6 @@ def choose_screen_threshold(model, rows_list, max_fdr: float, split: str = "a") 
 
 def screen_rates(benches: dict, model, sizes, split: str = "b") -> dict:
     """False-duplicate rates, recall per kind, curves and flagged examples on `split`."""
-    from mltagger.screen import FEATURES
-
     adjudicated = load_adjudicated()
     thr = model.threshold
     grid = np.round(np.linspace(0.05, 0.995, 96), 4)
@@ -483,12 +480,14 @@ def screen_rates(benches: dict, model, sizes, split: str = "b") -> dict:
                 }
             )
             in_store = np.array([c["of"] < rows["stored"] for c in copies])
-            for kind in [*sorted(set(kinds)), "edited (pooled)"]:
-                m = (
-                    cmask
-                    & in_store
-                    & (np.isin(kinds, EDITED_KINDS) if kind == "edited (pooled)" else kinds == kind)
-                )
+            # the copies of each kind (and the edited kinds pooled) whose original is stored
+            masks = {
+                kind: cmask
+                & in_store
+                & (np.isin(kinds, EDITED_KINDS) if kind == "edited (pooled)" else kinds == kind)
+                for kind in [*sorted(set(kinds)), "edited (pooled)"]
+            }
+            for kind, m in masks.items():
                 if m.any():
                     out["recall"].append(
                         {
@@ -503,16 +502,7 @@ def screen_rates(benches: dict, model, sizes, split: str = "b") -> dict:
                 out["curve"]["false_duplicate_rate"][f"{name} {rows['stored']}"] = [
                     float((qs[genuine] >= t).mean()) for t in grid
                 ]
-                for kind in [*sorted(set(kinds)), "edited (pooled)"]:
-                    m = (
-                        cmask
-                        & in_store
-                        & (
-                            np.isin(kinds, EDITED_KINDS)
-                            if kind == "edited (pooled)"
-                            else kinds == kind
-                        )
-                    )
+                for kind, m in masks.items():
                     out["curve"]["recall"][f"{name}: {kind}"] = [
                         float((cs[m] >= t).mean()) for t in grid
                     ]
@@ -541,13 +531,10 @@ def screen_rates(benches: dict, model, sizes, split: str = "b") -> dict:
 def fill_store(store, items: Sequence[dict], chunk: int = 5000) -> int:
     """Store real items (title, description, url) with their screen sketches, as the service
     would have stored them, so the screen can be measured against a full store (load tests)."""
-    from mltagger.links import url_key
-    from mltagger.screen import VERSION, profile, sketch
-
     n = 0
     for start in range(0, len(items), chunk):
         part = items[start : start + chunk]
-        vecs = sketch([profile(it["title"], it["description"]) for it in part])
+        vecs = sketch([Text(normalised(it["title"], it["description"])) for it in part])
         store.add_items(
             [
                 {
@@ -575,8 +562,6 @@ def pair_figures(pairs: Sequence[dict], model) -> dict:
     a random or a hard same-tag neighbour): 1 for an exact match (text or link), else the pair
     model's probability when the sketches reach its floor, else 0; precision and recall at the
     model's threshold, and the share called duplicate per kind of pair."""
-    from mltagger.screen import pair_features, profile, sketch
-
     scores = []
     for p in pairs:
         a, b = p["a"], p["b"]
