@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# Every job runs through the one command: `mltagger <job> [overrides]` (see `mltagger --help`).
+MLTAGGER := $(VENV)/bin/mltagger
 # The torch build: CPU by default (torch==2.13.0; on this project's machines pip takes the CPU
 # wheel from local disk). GPU=1 installs the same version as PyPI publishes it for Linux, which is
 # the CUDA build. On other CPU-only machines, point TORCH_INDEX_URL at PyTorch's CPU wheel index so
@@ -17,9 +19,9 @@ TORCH_INDEX_URL ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 # Hydra overrides for train/baselines/sweep, e.g. make train ARGS="trainer.max_epochs=5"
 ARGS ?=
-# Extra arguments of scripts/bench_latency.py, e.g. make bench BENCH_ARGS="--n 500"
+# Extra arguments of `mltagger bench`, e.g. make bench BENCH_ARGS="--n 500"
 BENCH_ARGS ?=
-# scripts/dedup_eval.py and scripts/load_test.py arguments
+# `mltagger dedup-eval` and `mltagger load-test` arguments
 DEDUP_ARGS ?=
 LOAD_ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
@@ -28,9 +30,9 @@ PYTEST_ARGS ?=
 MUTATION_ARGS ?=
 # scripts/install_mpnet.py arguments, e.g. MPNET_ARGS="--wheels DIR" (offline) or "--keep-parts"
 MPNET_ARGS ?=
-# mltagger.external arguments, e.g. EXTERNAL_ARGS="--mapping conf/external/mapping.yaml"
+# `mltagger data-external` arguments, e.g. EXTERNAL_ARGS="--mapping conf/external/mapping.yaml"
 EXTERNAL_ARGS ?=
-# mltagger.teacher arguments (see `python -m mltagger.teacher --help`)
+# `mltagger teacher` arguments (see `mltagger teacher --help`)
 TEACHER_ARGS ?=
 PACKAGES_ARGS ?=
 
@@ -63,64 +65,64 @@ install-mpnet: $(STAMP) ## opt-in: the all-mpnet-base-v2 teacher (109M, ~420 MB)
 	$(PY) scripts/install_mpnet.py $(MPNET_ARGS)
 
 train: $(STAMP) ## fine-tune the default encoder, evaluate it, write runs/train/<id>/model and models/latest
-	$(PY) -m mltagger.train $(ARGS)
+	$(MLTAGGER) train $(ARGS)
 
 cv: $(STAMP) ## k-fold CV over train+val of any config (ARGS="cv.folds=3 ..."): mean ± std, out-of-fold predictions -> runs/cv/<id>
-	$(PY) -m mltagger.cv $(ARGS)
+	$(MLTAGGER) cv $(ARGS)
 
 distill: $(STAMP) ## distil models/latest into a 3-layer student (experiment=distill_minilm_l3)
-	$(PY) -m mltagger.train experiment=distill_minilm_l3 $(ARGS)
+	$(MLTAGGER) distill $(ARGS)
 
 sweep: $(STAMP) ## Optuna search (ARGS="hparams_search=minilm_optuna ..."); writes conf/experiment/best_<study>.yaml
-	$(PY) -m mltagger.sweep $(if $(findstring hparams_search=,$(ARGS)),,hparams_search=minilm_optuna) $(ARGS)
+	$(MLTAGGER) sweep $(ARGS)
 
 export: $(STAMP) ## ONNX fp32/int8 of models/latest (+ student=...), parity, one table -> models/export
-	$(PY) -m mltagger.export $(ARGS)
+	$(MLTAGGER) export $(ARGS)
 
 bench: $(STAMP) ## latency p50/p95/p99 and batch throughput of models/latest and the export candidates
-	$(PY) scripts/bench_latency.py $(BENCH_ARGS)
+	$(MLTAGGER) bench $(BENCH_ARGS)
 
 data-external: $(STAMP) ## rebuild data/external.json from the raw lists in data/external/raw (conf/external/mapping.yaml)
-	$(PY) -m mltagger.external $(EXTERNAL_ARGS)
+	$(MLTAGGER) data-external $(EXTERNAL_ARGS)
 
 data-packages: $(STAMP) ## rebuild data/packages.json (PyPI 2023-26 packages, keyword votes) from data/packages/ (PACKAGES_ARGS="--registry path/to/pypi.tsv")
-	$(PY) -m mltagger.package_pool $(PACKAGES_ARGS)
+	$(MLTAGGER) data-packages $(PACKAGES_ARGS)
 
 teacher: $(STAMP) ## teacher soft labels for train+val (needs make install-mpnet; TEACHER_ARGS="--teacher ensemble --oof runs/cv/<id>/oof.json") -> data/teacher/
-	$(PY) -m mltagger.teacher $(TEACHER_ARGS)
+	$(MLTAGGER) teacher $(TEACHER_ARGS)
 
 label-issues: $(STAMP) ## find likely wrong labels in weak data (data=with_other) -> data/corrections/
-	$(PY) -m mltagger.label_issues data=with_other task_name=label_issues logger=none $(ARGS)
+	$(MLTAGGER) label-issues $(ARGS)
 
 baselines: $(STAMP) ## fit and evaluate the rule and TF-IDF baselines; prints per-tag tables
-	$(PY) -m mltagger.baselines $(ARGS)
+	$(MLTAGGER) baselines $(ARGS)
 
 predict: $(STAMP) ## tag a file: make predict INPUT=items.jsonl [MODEL=models/latest] [OUTPUT=preds.jsonl]
 	@test -n "$(INPUT)" || { echo "usage: make predict INPUT=items.{json,jsonl,csv} [MODEL=models/latest] [OUTPUT=preds.jsonl]"; exit 2; }
-	$(VENV)/bin/mltagger predict --model $(or $(MODEL),models/latest) --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT),)
+	$(MLTAGGER) predict --model $(or $(MODEL),models/latest) --input $(INPUT) $(if $(OUTPUT),--output $(OUTPUT),)
 
 validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl (FRESH=1: a fresh evaluation set)
 	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }
-	$(VENV)/bin/mltagger validate $(FILE) $(if $(FRESH),--fresh --data-config with_other,)
+	$(MLTAGGER) validate $(FILE) $(if $(FRESH),--fresh --data-config with_other,)
 
 serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); ARGS="port=8080 model_dir=..."
-	$(PY) -m mltagger.serve $(ARGS)
+	$(MLTAGGER) serve $(ARGS)
 
 ingest: $(STAMP) ## hourly batch job: make ingest FILE=drop.jsonl [ARGS="store.url=..."]
 	@test -n "$(FILE)" || { echo "usage: make ingest FILE=drop.{jsonl,json,csv} [ARGS=overrides]"; exit 2; }
-	$(VENV)/bin/mltagger ingest $(FILE) $(ARGS)
+	$(MLTAGGER) ingest $(FILE) $(ARGS)
 
 dataset: $(STAMP) ## next training file from the store's human labels -> data/feedback/, conf/data/
-	$(VENV)/bin/mltagger dataset build $(ARGS)
+	$(MLTAGGER) dataset build $(ARGS)
 
 dedup-eval: $(STAMP) ## duplicate screen at store scale: false duplicates at 1k/10k/100k, recall per copy kind, cost (DEDUP_ARGS="--write" refits data/dedup/screen.json)
-	$(PY) scripts/dedup_eval.py --model $(or $(MODEL),models/export) $(DEDUP_ARGS)
+	$(MLTAGGER) dedup-eval --model $(or $(MODEL),models/export) $(DEDUP_ARGS)
 
 data-dedup: $(STAMP) ## rebuild data/dedup/registry.tsv.gz (the duplicate benchmark's stores and queries) from the env registry list (DEDUP_DATA_ARGS="--registry path/to/pypi.tsv")
-	$(PY) -m mltagger.dedup_bench $(DEDUP_DATA_ARGS)
+	$(MLTAGGER) data-dedup $(DEDUP_DATA_ARGS)
 
 load-test: $(STAMP) ## loopback load test of /predict (single and batched) on the exported model
-	$(PY) scripts/load_test.py $(LOAD_ARGS)
+	$(MLTAGGER) load-test $(LOAD_ARGS)
 
 test: $(STAMP) ## the test suite without slow tests (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -129,7 +131,7 @@ test-model: $(STAMP) ## behavioural (CheckList) tests of a model: MODEL=models/l
 	$(PY) -m pytest tests/model --model-dir $(or $(MODEL),models/latest) $(PYTEST_ARGS)
 
 report: $(STAMP) ## stakeholder HTML report of a run (+ Chromium screenshot; W&B Report when online)
-	$(PY) -m mltagger.report $(if $(RUN),--run $(RUN),) $(ARGS)
+	$(MLTAGGER) report $(if $(RUN),--run $(RUN),) $(ARGS)
 
 strip-notebooks: $(STAMP) ## remove outputs from notebooks/ before committing
 	$(PY) scripts/strip_notebooks.py

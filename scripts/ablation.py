@@ -47,7 +47,7 @@ def per_tag_block(cv_dir: Path, target: float, strength: float) -> dict:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from mltagger.cv import _mean_std, cross_fitted_rule
+    from mltagger.training.cv_results import cross_fitted_rule, mean_std
 
     oof = json.loads((cv_dir / "oof.json").read_text())
     rows = cross_fitted_rule(
@@ -58,7 +58,7 @@ def per_tag_block(cv_dir: Path, target: float, strength: float) -> dict:
         "pooled",
         strength,
     )
-    return {k: _mean_std([r.get(k) for r in rows]) for k in {k for r in rows for k in r}}
+    return {k: mean_std([r.get(k) for r in rows]) for k in {k for r in rows for k in r}}
 
 
 def row(name: str, spec: str, target: float, strength: float) -> list[str]:

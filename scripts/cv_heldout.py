@@ -19,9 +19,10 @@ from omegaconf import OmegaConf, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mltagger.cv import render_summary, score_heldout
-from mltagger.data import prepare_data
-from mltagger.paths import resolve_path
+from mltagger.core.paths import resolve_path
+from mltagger.data.prepare import prepare_data
+from mltagger.training.cv import score_heldout
+from mltagger.training.cv_results import render_summary
 
 
 def main() -> int:

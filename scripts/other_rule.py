@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mltagger.evaluate import NEVER, apply_threshold, choose_tag_thresholds
+from mltagger.evaluation.thresholds import choose_tag_thresholds
+from mltagger.models.rule import NEVER, apply_threshold
 
 
 def prior_shift(p: np.ndarray, k: int, share_from: float, share_to: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mltagger.cv import _mean_std, cross_fitted_rule
+from mltagger.training.cv_results import cross_fitted_rule, mean_std
 
 
 def main() -> int:
@@ -46,7 +46,7 @@ def main() -> int:
         )
         cells = []
         for key, _ in keys:
-            m = _mean_std([r.get(key) for r in rows])
+            m = mean_std([r.get(key) for r in rows])
             cells.append(
                 "—" if m["mean"] is None else f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}%"
             )

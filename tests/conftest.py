@@ -233,7 +233,7 @@ def data_cfg(items_file):
     """A data config (like conf/data/projects.yaml) over the tiny items file."""
     from omegaconf import OmegaConf
 
-    from mltagger.data import sha256_file
+    from mltagger.data.validation import sha256_file
 
     cfg = OmegaConf.load(REPO / "conf" / "data" / "projects.yaml")
     cfg.sources = [{"name": "tiny", "path": str(items_file), "sha256": sha256_file(items_file)}]
@@ -341,15 +341,16 @@ def tiny_train_overrides(tmp: Path, items_file: Path, model_dir: Path, *extra: s
     ]
 
 
-def run_module(module: str, *args: str, timeout: int = 300, env: dict | None = None):
-    """Run `python -m module args` from the repo, as a user would; returns CompletedProcess."""
+def run_job(job: str, *args: str, timeout: int = 300, env: dict | None = None):
+    """Run `mltagger <job> args` (as `python -m mltagger`) from the repo, as a user would;
+    returns the CompletedProcess."""
     import os
     import subprocess
     import sys
 
     full_env = {**os.environ, "MLTAGGER_ROOT": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", "mltagger", job, *args],
         cwd=REPO,
         env=full_env,
         capture_output=True,
@@ -376,8 +377,8 @@ def trained(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("train")
     items_file = tmp / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))
-    proc = run_module(
-        "mltagger.train",
+    proc = run_job(
+        "train",
         *tiny_train_overrides(tmp, items_file, tiny_model_dir, "logger=wandb", *LEARN),
         env={"WANDB_MODE": "offline"},
     )
@@ -391,8 +392,8 @@ def gold_soft_labels(overrides: list[str], gold: float = 0.9) -> dict:
     what the tiny model learns."""
     from hydra import compose, initialize_config_dir
 
-    from mltagger.data import prepare_data
-    from mltagger.teacher import pool_items, soft_labels_file
+    from mltagger.data.prepare import prepare_data
+    from mltagger.training.teacher import pool_items, soft_labels_file
 
     keep = [o for o in overrides if o.startswith(("data", "paths"))]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -438,7 +439,7 @@ def exported(tmp_path_factory, trained):
     """The tiny trained model exported (ONNX fp32 + int8), shared by export and
     service tests: (folder of the export run, its stdout)."""
     tmp = tmp_path_factory.mktemp("export")
-    proc = run_module("mltagger.export", *export_overrides(tmp, trained))
+    proc = run_job("export", *export_overrides(tmp, trained))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, proc.stdout
 
@@ -465,8 +466,8 @@ def split_by_confidence(model_dir: Path, margin: float = 0.03) -> tuple[list[dic
     """(sure, unsure) PROBES for this model folder: confidence at least `margin` above / below
     its threshold, with the prediction. Fails when either list is empty: a model that auto-tags
     everything or nothing exercises only one path of the product."""
-    from mltagger.data import join_text
-    from mltagger.predict import Predictor
+    from mltagger.data.text import join_text
+    from mltagger.models.predict import Predictor
 
     predictor = Predictor(model_dir)
     items = [{"title": t, "description": d, "text": join_text(t, d)} for t, d in PROBES]

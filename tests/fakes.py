@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mltagger.modelio import InferenceConfig, write_model_metadata
-from mltagger.predict import BasePredictor
+from mltagger.models.modelio import InferenceConfig, write_model_metadata
+from mltagger.models.predict import BasePredictor
 from tests.conftest import TAGS
 
 LABELS = TAGS  # the seven-class model
@@ -78,7 +78,7 @@ def write_screen(path: Path, threshold: float = 0.5) -> Path:
     (probability 0.5 there), so tests know which items are near copies without the benchmark."""
     import json
 
-    from mltagger.screen import FEATURES, PairModel
+    from mltagger.models.screen import FEATURES, PairModel
 
     w = np.zeros(len(FEATURES))
     w[0] = 50.0

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import LEARN, make_learnable_items, run_module, tiny_train_overrides
+from tests.conftest import LEARN, make_learnable_items, run_job, tiny_train_overrides
 
 # Short but learnable: a fixed 6 epochs per fold (what the ablations do on the real model).
 CV_LEARN = [
@@ -26,8 +26,8 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     weak_file = tmp / "weak.json"
     weak_file.write_text(json.dumps(make_weak_items()))
     overrides = with_weak(overrides, weak_file)
-    proc = run_module(
-        "mltagger.cv",
+    proc = run_job(
+        "cv",
         *overrides,
         "cv.folds=2",
         "cv.seeds=[0]",
@@ -113,8 +113,8 @@ def final_run(cv_run, tiny_model_dir):
     tmp, _ = cv_run
     train_tmp = tmp / "final"
     train_tmp.mkdir(exist_ok=True)
-    proc = run_module(
-        "mltagger.train",
+    proc = run_job(
+        "train",
         *with_weak(
             tiny_train_overrides(
                 train_tmp, tmp / "items.json", tiny_model_dir, "logger=none", *CV_LEARN
@@ -132,7 +132,7 @@ def final_run(cv_run, tiny_model_dir):
 def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, final_run):
     """The model folder carries the per-tag thresholds chosen on the CV's out-of-fold
     predictions, and reports fresh beside test."""
-    from mltagger.modelio import read_model_metadata
+    from mltagger.models.modelio import read_model_metadata
 
     tmp, _ = cv_run
     run, stdout = final_run
@@ -148,9 +148,9 @@ def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, fina
 def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_dir, tmp_path):
     """The decision rule is settled before training: thresholds from another recipe's
     out-of-fold predictions are refused (per_tag) or replaced by one val threshold (auto)."""
-    from mltagger.cli import compose_config
-    from mltagger.data import prepare_data
-    from mltagger.train import decision_rule
+    from mltagger.core.config import compose_config
+    from mltagger.data.prepare import prepare_data
+    from mltagger.training.decision import decision_rule
 
     tmp, _ = cv_run
     overrides = [
@@ -178,8 +178,8 @@ def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_d
 
 
 def test_fold_counts_are_checked_against_the_smallest_tag():
-    from mltagger.cv import check_folds
-    from mltagger.data import DataError
+    from mltagger.core.errors import DataError
+    from mltagger.training.cv import check_folds
 
     items = [{"tag": "a"}] * 10 + [{"tag": "b"}] * 3
     check_folds(3, items)
@@ -193,8 +193,8 @@ def test_fold_counts_are_checked_against_the_smallest_tag():
 def test_cv_bad_fold_count_is_one_line_exit_2(tmp_path, tiny_model_dir, folds, message):
     items_file = tmp_path / "items.json"
     items_file.write_text(json.dumps(make_learnable_items()))
-    proc = run_module(
-        "mltagger.cv",
+    proc = run_job(
+        "cv",
         *tiny_train_overrides(tmp_path, items_file, tiny_model_dir, "logger=none"),
         f"cv.folds={folds}",
     )

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 def run_baselines(*overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLTAGGER_ROOT": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "mltagger.baselines", *overrides],
+        [sys.executable, "-m", "mltagger", "baselines", *overrides],
         cwd=REPO,
         env=env,
         capture_output=True,

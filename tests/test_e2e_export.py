@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO, TAGS, export_overrides, run_module, split_by_confidence
+from tests.conftest import REPO, TAGS, export_overrides, run_job, split_by_confidence
 
 
 def test_export_writes_candidates_parity_and_table(exported):
@@ -37,7 +37,7 @@ def test_export_carries_the_embedding_and_no_screen_of_its_own(exported, trained
     (data/dedup/screen.json), so promoting a model never changes what counts as a duplicate."""
     import numpy as np
 
-    from mltagger.predict import OnnxPredictor, TorchPredictor
+    from mltagger.models.predict import OnnxPredictor, TorchPredictor
 
     tmp, _ = exported
     texts = ["Object detection with YOLO", "Forecast sales with an LSTM", "a"]
@@ -97,8 +97,8 @@ def test_predict_through_the_export_never_imports_torch(exported, tmp_path):
 
 
 def test_parity_below_the_bound_stops_the_export(tmp_path, trained):
-    proc = run_module(
-        "mltagger.export",
+    proc = run_job(
+        "export",
         *export_overrides(tmp_path, trained, "parity.min_agreement.fp32=1.01", "quantize=false"),
     )
     assert proc.returncode == 2
@@ -111,7 +111,9 @@ def test_bench_script_on_a_handful_of_items(exported, trained):
     proc = subprocess.run(
         [
             sys.executable,
-            "scripts/bench_latency.py",
+            "-m",
+            "mltagger",
+            "bench",
             "--models",
             str(trained / "run" / "model"),
             str(tmp / "export" / "models" / "teacher-int8"),

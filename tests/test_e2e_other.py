@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import TAGS, make_items, make_other_items, run_module
+from tests.conftest import TAGS, make_items, make_other_items, run_job
 
 
 def overrides(tmp, model_dir, run: str, *extra: str) -> list[str]:
@@ -38,10 +38,10 @@ def seven(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("seven")
     (tmp / "projects.json").write_text(json.dumps(make_items()))
     (tmp / "other.json").write_text(json.dumps(make_other_items()))
-    found = run_module("mltagger.label_issues", *overrides(tmp, tiny_model_dir, "li"))
+    found = run_job("label-issues", *overrides(tmp, tiny_model_dir, "li"))
     assert found.returncode == 0, found.stderr[-3000:]
-    trained = run_module(
-        "mltagger.train",
+    trained = run_job(
+        "train",
         *overrides(tmp, tiny_model_dir, "run", "data.label_noise.action=downweight"),
     )
     assert trained.returncode == 0, trained.stderr[-4000:]
@@ -83,8 +83,7 @@ def test_seven_class_model_reports_out_of_scope(seven):
 def test_evaluate_cli_on_a_model_folder(seven, tiny_model_dir):
     tmp, _ = seven
     out = tmp / "eval"
-    proc = run_module(
-        "mltagger.cli",
+    proc = run_job(
         "evaluate",
         "--model",
         str(tmp / "run" / "model"),
@@ -97,5 +96,5 @@ def test_evaluate_cli_on_a_model_folder(seven, tiny_model_dir):
     test = json.loads((out / "test" / "metrics.json").read_text())
     model_threshold = json.loads((tmp / "run" / "model" / "inference.json").read_text())
     assert test["coverage"]["threshold"] == pytest.approx(model_threshold["threshold"])
-    bad = run_module("mltagger.cli", "evaluate", "--model", str(tmp / "run" / "model"), "nope=1")
+    bad = run_job("evaluate", "--model", str(tmp / "run" / "model"), "nope=1")
     assert bad.returncode == 2 and "bad config override" in bad.stderr

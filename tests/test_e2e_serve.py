@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TAGS, run_module, split_by_confidence
+from tests.conftest import REPO, TAGS, run_job, split_by_confidence
 
 KEY = "test-key"
 
@@ -76,8 +76,8 @@ def server(exported, tmp_path_factory):
     """The app from conf/serve.yaml on a free loopback port, in a thread of this process."""
     import uvicorn
 
-    from mltagger.cli import compose_config
-    from mltagger.serve import build_tagger, create_app
+    from mltagger.core.config import compose_config
+    from mltagger.serving.api import build_tagger, create_app
 
     tmp = tmp_path_factory.mktemp("serve")
     # The shipped duplicate screen (data/dedup/screen.json), as `make serve` runs it.
@@ -319,9 +319,9 @@ def test_review_paging_health_metrics_and_docs(server):
 def test_near_duplicates_are_refused_or_flagged_by_policy(exported, tmp_path):
     """Through the Tagger with the real ONNX model, the shipped screen calibration and a real
     store: a typo'd repost is a near duplicate (not an exact one), held or refused by policy."""
-    from mltagger.predict import Predictor
-    from mltagger.service import FLAG, HELD, REJECT, Tagger, prepare
-    from mltagger.store import Store
+    from mltagger.models.predict import Predictor
+    from mltagger.serving.service import FLAG, HELD, REJECT, Tagger, prepare
+    from mltagger.serving.store import Store
 
     predictor = Predictor(export_folder(exported))
     a = prepare(
@@ -383,7 +383,7 @@ def test_serving_an_onnx_export_never_imports_torch(exported, tmp_path):
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
         "from mltagger.cli import compose_config\n"
-        "from mltagger.serve import build_tagger, create_app\n"
+        "from mltagger.serving.api import build_tagger, create_app\n"
         f"cfg = compose_config('serve', {overrides!r})\n"
         "client = TestClient(create_app(build_tagger(cfg), cfg))\n"
         "r = client.post('/predict', json={'items': [{'title': 'Object detection'}]})\n"
@@ -410,7 +410,13 @@ def test_every_acknowledged_feedback_survives_a_kill(exported, tmp_path):
     got a 201 is in the database."""
     db = tmp_path / "kill.db"
     port = free_port()
-    args = [sys.executable, "-m", "mltagger.serve", *serve_overrides(export_folder(exported), db)]
+    args = [
+        sys.executable,
+        "-m",
+        "mltagger",
+        "serve",
+        *serve_overrides(export_folder(exported), db),
+    ]
     env = {**os.environ, "MLTAGGER_ROOT": str(REPO)}
 
     def start():
@@ -487,13 +493,13 @@ def test_ingest_stores_rejects_and_is_idempotent(exported, tmp_path):
         f"model_dir={export_folder(exported)}",
         f"store.url=sqlite:///{db}",
     ]
-    first = run_module("mltagger.cli", "ingest", str(drop), "--json", *overrides)
+    first = run_job("ingest", str(drop), "--json", *overrides)
     assert first.returncode == 0, first.stderr[-3000:]
     s1 = json.loads(first.stdout.strip().splitlines()[-1])
     assert (s1["rows"], s1["valid"], s1["rejected"]) == (6, 4, 2)
     assert s1["stored"] == 3 and s1["duplicates_by_kind"] == {"exact_text": 1}
     # The summary counts what the store holds.
-    from mltagger.store import Store
+    from mltagger.serving.store import Store
 
     store = Store(f"sqlite:///{db}")
     _queue, waiting = store.review_queue(50)
@@ -509,13 +515,13 @@ def test_ingest_stores_rejects_and_is_idempotent(exported, tmp_path):
     assert rejects[1]["data"] == "this line is not JSON"  # what arrived is kept
     assert "stored 3" in first.stdout
 
-    second = run_module("mltagger.cli", "ingest", str(drop), "--json", "--quiet", *overrides)
+    second = run_job("ingest", str(drop), "--json", "--quiet", *overrides)
     assert second.returncode == 0, second.stderr[-3000:]
     s2 = json.loads(second.stdout.strip().splitlines()[-1])
     assert s2["stored"] == 0 and s2["duplicates_skipped"] == 4
     assert s2["previous_runs_of_this_file"] == 1
 
-    missing = run_module("mltagger.cli", "ingest", str(tmp_path / "nope.jsonl"), *overrides)
+    missing = run_job("ingest", str(tmp_path / "nope.jsonl"), *overrides)
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -532,7 +538,7 @@ def test_ingest_applies_confident_tags_and_queues_the_unsure_items(exported, tmp
     )
     db = tmp_path / "ingest.db"
     overrides = [f"model_dir={folder}", f"store.url=sqlite:///{db}"]
-    proc = run_module("mltagger.cli", "ingest", str(drop), "--json", "--quiet", *overrides)
+    proc = run_job("ingest", str(drop), "--json", "--quiet", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["stored"] == len(sure) + len(unsure)
@@ -541,7 +547,7 @@ def test_ingest_applies_confident_tags_and_queues_the_unsure_items(exported, tmp
     for r in sure:
         expected[r["pred"]["tag"]] = expected.get(r["pred"]["tag"], 0) + 1
     assert summary["stored_by_tag"] == expected
-    from mltagger.store import Store
+    from mltagger.serving.store import Store
 
     store = Store(f"sqlite:///{db}")
     queue, total = store.review_queue(100)
@@ -556,11 +562,13 @@ def test_feedback_reaches_the_next_training_file(exported, tmp_path, data_cfg):
     splits hold the item with the person's tag; a second build with nothing new is refused."""
     from omegaconf import OmegaConf
 
-    from mltagger.data import DataError, prepare_data, sha256_file
-    from mltagger.dataset import ID_OFFSET, build
-    from mltagger.predict import Predictor
-    from mltagger.service import Tagger, prepare
-    from mltagger.store import Store
+    from mltagger.core.errors import DataError
+    from mltagger.data.prepare import prepare_data
+    from mltagger.data.validation import sha256_file
+    from mltagger.models.predict import Predictor
+    from mltagger.serving.feedback import ID_OFFSET, build
+    from mltagger.serving.service import Tagger, prepare
+    from mltagger.serving.store import Store
 
     url = f"sqlite:///{tmp_path / 'fb.db'}"
     store = Store(url)
@@ -602,7 +610,9 @@ def test_load_test_script_runs_bounded_on_loopback(exported, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            "scripts/load_test.py",
+            "-m",
+            "mltagger",
+            "load-test",
             "--model",
             str(export_folder(exported)),
             "--sequential",
@@ -632,7 +642,7 @@ def test_load_test_script_runs_bounded_on_loopback(exported, tmp_path):
     assert results["batched"]["items"] == 20 and results["batched"]["errors"] == 0
     assert "items/s" in proc.stdout
     bad = subprocess.run(
-        [sys.executable, "scripts/load_test.py", "--url", "http://example.com:80"],
+        [sys.executable, "-m", "mltagger", "load-test", "--url", "http://example.com:80"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from tests.conftest import (
     PROBES,
     TAGS,
     gold_soft_labels,
-    run_module,
+    run_job,
     split_by_confidence,
     tiny_train_overrides,
 )
@@ -125,7 +125,7 @@ def test_test_split_gets_the_threshold_chosen_on_val(trained):
 def test_predictor_reproduces_the_runs_calibrated_scores(trained):
     """The model folder's predictor divides by the same temperature training fitted: its scores
     on the test items equal the ones in the run's predictions (T != 1, so 1/T would differ)."""
-    from mltagger.predict import Predictor
+    from mltagger.models.predict import Predictor
 
     run = trained / "run"
     rows = [
@@ -159,8 +159,7 @@ def test_predict_cli_round_trip(trained, tmp_path):
         )
     )
     out = tmp_path / "preds.jsonl"
-    proc = run_module(
-        "mltagger.cli",
+    proc = run_job(
         "predict",
         "--model",
         str(model),
@@ -185,8 +184,7 @@ def test_predict_cli_round_trip(trained, tmp_path):
         "low_confidence",
     )
 
-    one = run_module(
-        "mltagger.cli",
+    one = run_job(
         "predict",
         "--model",
         str(model),
@@ -199,10 +197,10 @@ def test_predict_cli_round_trip(trained, tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "title": ""}\n')
-    proc = run_module("mltagger.cli", "predict", "--model", str(model), "--input", str(bad))
+    proc = run_job("predict", "--model", str(model), "--input", str(bad))
     assert proc.returncode == 1 and "row 1 (id 1): title: empty" in proc.stderr
 
-    proc = run_module("mltagger.cli", "predict", "--model", str(tmp_path), "--title", "x")
+    proc = run_job("predict", "--model", str(tmp_path), "--title", "x")
     assert proc.returncode == 2 and "not an mltagger model folder" in proc.stderr
 
 
@@ -213,8 +211,8 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
     soft.write_text(
         json.dumps(gold_soft_labels(tiny_train_overrides(tmp_path, items_file, tiny_model_dir)))
     )
-    full = run_module(
-        "mltagger.train",
+    full = run_job(
+        "train",
         *tiny_train_overrides(
             tmp_path / "full",
             items_file,
@@ -225,8 +223,8 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
         ),
     )
     assert full.returncode == 0, full.stderr[-3000:]
-    stopped = run_module(
-        "mltagger.train",
+    stopped = run_job(
+        "train",
         *tiny_train_overrides(
             tmp_path / "stopped",
             items_file,
@@ -239,8 +237,8 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
     )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert not (tmp_path / "stopped" / "run" / "model").exists()
-    resumed = run_module(
-        "mltagger.train",
+    resumed = run_job(
+        "train",
         *tiny_train_overrides(
             tmp_path / "resumed",
             items_file,
@@ -271,8 +269,8 @@ def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_m
 
 def test_missing_encoder_fails_fast_with_instructions(tmp_path):
     start = time.perf_counter()
-    proc = run_module(
-        "mltagger.train",
+    proc = run_job(
+        "train",
         "model=scibert",
         "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -296,8 +294,8 @@ def test_missing_encoder_fails_fast_with_instructions(tmp_path):
     ],
 )
 def test_bad_settings_are_refused_before_training(tmp_path, override, message):
-    proc = run_module(
-        "mltagger.train", override, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", timeout=120
+    proc = run_job(
+        "train", override, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", timeout=120
     )
     assert proc.returncode == 2
     assert message in proc.stderr
@@ -312,8 +310,8 @@ def test_distil_a_one_layer_student_from_the_trained_model(trained, tmp_path):
     items_file = tmp_path / "items.json"
     items_file.write_text(json.dumps(make_items()))
     teacher = trained / "run" / "model"
-    proc = run_module(
-        "mltagger.train",
+    proc = run_job(
+        "train",
         *tiny_train_overrides(
             tmp_path,
             items_file,
@@ -332,8 +330,8 @@ def test_distil_a_one_layer_student_from_the_trained_model(trained, tmp_path):
     log = proc.stdout + proc.stderr
     assert "logits for" in log and "student keeps teacher layers [1] of 2" in log
 
-    bad = run_module(
-        "mltagger.train",
+    bad = run_job(
+        "train",
         *tiny_train_overrides(tmp_path / "b", items_file, teacher, "distill.teacher=/nope"),
     )
     assert bad.returncode == 2 and "no such model folder" in bad.stderr

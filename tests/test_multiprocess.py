@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_module, tiny_train_overrides
+from tests.conftest import REPO, run_job, tiny_train_overrides
 
 
 @pytest.mark.slow  # two launches with process start-up (~40 s); kept out of the 10-minute CI
@@ -26,8 +26,8 @@ def test_two_processes_match_one(tmp_path, items_file, tiny_model_dir):
         "temperature_scaling=false",
         "update_latest=false",
     ]
-    single = run_module(
-        "mltagger.train",
+    single = run_job(
+        "train",
         *tiny_train_overrides(tmp_path / "one", items_file, tiny_model_dir, *common),
     )
     assert single.returncode == 0, single.stderr[-3000:]
@@ -48,7 +48,8 @@ def test_two_processes_match_one(tmp_path, items_file, tiny_model_dir):
             "--master_port",
             "29517",
             "-m",
-            "mltagger.train",
+            "mltagger",
+            "train",
             *tiny_train_overrides(tmp_path / "two", items_file, tiny_model_dir, *common),
         ],
         cwd=REPO,

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from mltagger.report import ReportError, make_report, wandb_report
+from mltagger.reporting.report import ReportError, make_report, wandb_report
 
 
 def test_report_is_self_contained_and_says_w_and_b_is_offline(trained, tmp_path, monkeypatch):
@@ -75,7 +75,7 @@ def test_missing_browser_is_a_clear_error(trained, tmp_path, monkeypatch):
 
 
 def test_the_w_and_b_report_object_holds_the_same_sections(trained):
-    from mltagger.analysis import load_run
+    from mltagger.reporting.analysis import load_run
 
     report = wandb_report(load_run(trained / "run"), project="mltagger", entity="team")
     titles = [getattr(b, "text", None) for b in report.blocks]

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, make_learnable_items, run_module, tiny_train_overrides
+from tests.conftest import REPO, make_learnable_items, run_job, tiny_train_overrides
 
 
 def space(tmp, study: str, params: dict, n_trials: int = 3) -> str:
@@ -72,7 +72,7 @@ def trials_in(tmp, study: str) -> list[tuple]:
 def swept(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("sweep")
     study = space(tmp, "tiny", PARAMS, n_trials=3)
-    proc = run_module("mltagger.sweep", *sweep_args(tmp, tiny_model_dir, study))
+    proc = run_job("sweep", *sweep_args(tmp, tiny_model_dir, study))
     assert proc.returncode == 0, proc.stderr[-4000:]
     # As the sweep left it: test_rerunning_resumes_the_study adds a trial, in any test order.
     snapshot = json.loads((tmp / "sweep" / "tiny" / "summary.json").read_text())
@@ -96,7 +96,7 @@ def test_sweep_runs_trials_and_writes_the_best_experiment(swept):
 def test_best_experiment_reproduces_the_best_trial(swept, tiny_model_dir):
     """The command written into the experiment file reruns the best trial exactly, although the
     sweep's base overrides set a searched key too (trainer.max_epochs)."""
-    from mltagger.sweep import rerun_base
+    from mltagger.training.sweep import rerun_base
 
     tmp, _ = swept
     summary = json.loads((tmp / "sweep" / "tiny" / "summary.json").read_text())
@@ -108,8 +108,8 @@ def test_best_experiment_reproduces_the_best_trial(swept, tiny_model_dir):
     base = [o for o in sweep_args(tmp, tiny_model_dir, "tiny") if not o.startswith("hydra.")]
     args = rerun_base(base, summary["best"]["overrides"])
     assert "trainer.max_epochs=2" in base and "trainer.max_epochs=2" not in args
-    proc = run_module(
-        "mltagger.train",
+    proc = run_job(
+        "train",
         *args,
         "experiment=best_tiny",
         f"hydra.searchpath=[file://{tmp / 'conf'}]",
@@ -123,9 +123,7 @@ def test_best_experiment_reproduces_the_best_trial(swept, tiny_model_dir):
 
 def test_rerunning_resumes_the_study(swept, tiny_model_dir):
     tmp, _ = swept
-    proc = run_module(
-        "mltagger.sweep", *sweep_args(tmp, tiny_model_dir, "tiny", "sweep.n_trials=1")
-    )
+    proc = run_job("sweep", *sweep_args(tmp, tiny_model_dir, "tiny", "sweep.n_trials=1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [n for n, _ in trials_in(tmp, "tiny")] == [0, 1, 2, 3]
 
@@ -134,7 +132,7 @@ def test_rerunning_resumes_the_study(swept, tiny_model_dir):
 def test_two_workers_share_one_study(tmp_path, tiny_model_dir):
     study = space(tmp_path, "shared", PARAMS, n_trials=2)
     args = sweep_args(tmp_path, tiny_model_dir, study)
-    env_cmd = [sys.executable, "-m", "mltagger.sweep"]
+    env_cmd = [sys.executable, "-m", "mltagger", "sweep"]
     import os
 
     env = {**os.environ, "MLTAGGER_ROOT": str(REPO)}
@@ -166,7 +164,7 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_d
         {"model.dropout": {"type": "categorical", "choices": [-1.0]}},
         n_trials=2,
     )
-    proc = run_module("mltagger.sweep", *sweep_args(tmp_path, tiny_model_dir, study))
+    proc = run_job("sweep", *sweep_args(tmp_path, tiny_model_dir, study))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "sweep" / "broken" / "summary.json").read_text())
     assert summary["counts"] == {"fail": 2}
@@ -176,9 +174,7 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_d
 
 def test_unknown_metric_is_refused(tmp_path, tiny_model_dir):
     study = space(tmp_path, "bad", PARAMS, n_trials=1)
-    proc = run_module(
-        "mltagger.sweep", *sweep_args(tmp_path, tiny_model_dir, study, "sweep.metric=val/nope")
-    )
+    proc = run_job("sweep", *sweep_args(tmp_path, tiny_model_dir, study, "sweep.metric=val/nope"))
     assert proc.returncode == 2 and "is not a val metric" in proc.stderr
 
 
@@ -206,8 +202,8 @@ def test_sweep_can_optimise_the_cv_mean(tmp_path, tiny_model_dir):
         {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
         n_trials=2,
     )
-    proc = run_module(
-        "mltagger.sweep",
+    proc = run_job(
+        "sweep",
         *sweep_args(
             tmp_path,
             tiny_model_dir,

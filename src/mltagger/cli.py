@@ -1,66 +1,107 @@
-"""The `mltagger` console command. Subcommands print a clear message and exit non-zero on user
-mistakes (bad file, bad rows, bad option) instead of a traceback."""
+"""`mltagger <job> [options or Hydra overrides]`: the one way to run every job.
+
+The top of the layer stack: nothing imports this module. Jobs are named by their import path in
+`HYDRA_JOBS` and `ARGV_JOBS` and imported only when run, so `mltagger validate` does not load
+torch and a job's import errors surface when that job runs. Every subcommand turns user mistakes
+(bad file, bad rows, bad option, bad override) into one line on stderr and a non-zero exit.
+
+Over 400 lines because it is mostly argparse declarations (one block per subcommand, with the
+help text users read); the logic each subcommand runs lives in the layers below.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from mltagger.core.config import compose_config, hydra_entry, load_data_config
+from mltagger.core.errors import EXIT_INVALID, DataError, user_errors
+from mltagger.core.paths import project_root, resolve_path
+from mltagger.data.fresh import check_fresh
+from mltagger.data.prepare import prepare_data
+from mltagger.data.validation import RawRow, load_items, validate_rows
+from mltagger.evaluation.markdown import render_markdown
+from mltagger.models.modelio import read_model_metadata
+from mltagger.models.predict import Predictor
 
-from mltagger.data import DataError, load_items
-from mltagger.paths import conf_dir
+# Hydra jobs: name -> (config in conf/, "module:function", overrides put first, help).
+# The function takes the composed config; what it returns goes back to Hydra (sweeps read it).
+HYDRA_JOBS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "train": (
+        "train",
+        "mltagger.training.loop:run",
+        (),
+        "fine-tune an encoder, evaluate it, write runs/train/<id>/model and models/latest",
+    ),
+    "distill": (
+        "train",
+        "mltagger.training.loop:run",
+        ("experiment=distill_minilm_l3",),
+        "distil models/latest into a 3-layer student",
+    ),
+    "baselines": (
+        "baselines",
+        "mltagger.training.baselines:run",
+        (),
+        "fit and evaluate the rule and TF-IDF baselines",
+    ),
+    "cv": ("cv", "mltagger.training.cv:run_cv", (), "k-fold cross-validation of any config"),
+    "sweep": (
+        "train",
+        "mltagger.training.sweep:main",
+        (),
+        "Optuna search (default hparams_search=minilm_optuna)",
+    ),
+    "export": (
+        "export",
+        "mltagger.export.candidates:main",
+        (),
+        "ONNX fp32/int8 candidates of models/latest, parity, one table -> models/export",
+    ),
+    "label-issues": (
+        "train",
+        "mltagger.training.label_issues:main",
+        ("data=with_other", "task_name=label_issues", "logger=none"),
+        "find likely wrong labels in weak data -> data/corrections/",
+    ),
+}
+# Jobs with their own argparse options: name -> ("module:function(argv)", help).
+ARGV_JOBS: dict[str, tuple[str, str]] = {
+    "teacher": ("mltagger.training.teacher:main", "teacher soft labels for train+val"),
+    "bench": ("mltagger.export.bench:main", "latency p50/p95/p99 and throughput of model folders"),
+    "report": ("mltagger.reporting.report:main", "stakeholder HTML report of a run"),
+    "dedup-eval": (
+        "mltagger.serving.screen_eval:main",
+        "the duplicate screen at store scale (false duplicates, recall, cost)",
+    ),
+    "load-test": ("mltagger.serving.load_test:main", "loopback load test of the service"),
+    "data-external": ("mltagger.data.external:main", "rebuild data/external.json"),
+    "data-packages": ("mltagger.data.package_pool:main", "rebuild data/packages.json"),
+    "data-dedup": ("mltagger.data.dedup_bench:main", "rebuild the duplicate benchmark"),
+}
+DEFAULT_SWEEP = "hparams_search=minilm_optuna"
 
-EXIT_INVALID = 1  # the input has bad rows
-EXIT_USAGE = 2  # the command could not run (missing file, bad option, bad config)
+
+def _load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into one line on stderr and exit code 2."""
-    try:
-        yield
-    except (DataError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
-
-
-def hydra_entry(config_name: str, job: Callable[[DictConfig], Any]) -> None:
-    """Run `job` as a Hydra app on conf/<config_name>.yaml, user mistakes without traceback."""
-    import os
-
-    import hydra
-
-    from mltagger.paths import ROOT_ENV, project_root
-
-    os.environ.setdefault(ROOT_ENV, str(project_root()))
-
-    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)
-    def _app(cfg: DictConfig) -> Any:
-        with user_errors():
-            return job(cfg)
-
-    _app()
-
-
-def load_data_config(name_or_path: str):
-    """A data config by name (conf/data/NAME.yaml, composed with its defaults, e.g. with_other
-    on top of projects) or a complete one by path."""
-    path = Path(name_or_path)
-    if path.suffix:
-        if not path.exists():
-            raise DataError(f"data config {name_or_path}: no such file")
-        return OmegaConf.load(path)
-    if not (conf_dir() / "data" / f"{name_or_path}.yaml").exists():
-        choices = sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
-        raise DataError(
-            f"data config {name_or_path!r} not found (choose from {choices} or give a .yaml path)"
-        )
-    return compose_config("train", [f"data={name_or_path}"]).data
+def run_hydra_job(job: str, overrides: Sequence[str]) -> int:
+    """Run a Hydra job as `mltagger <job> k=v ...` (Hydra's own flags such as --cfg work too)."""
+    config, target, fixed, _ = HYDRA_JOBS[job]
+    rest = list(overrides)
+    if job == "sweep" and not any(o.startswith("hparams_search=") for o in rest):
+        rest.insert(0, DEFAULT_SWEEP)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in rest}
+    sys.argv = [f"mltagger {job}", *(f for f in fixed if f.split("=", 1)[0] not in given), *rest]
+    hydra_entry(config, _load(target))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -78,8 +119,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def validate_fresh(path: str, data_cfg) -> int:
     """A fresh evaluation set: the row checks, its own fields, and no overlap with any training
     source of the data config; every bad row listed, exit 1."""
-    from mltagger.freshset import check_fresh
-    from mltagger.paths import project_root, resolve_path
 
     training = []
     for src in data_cfg.sources:
@@ -99,11 +138,6 @@ def validate_fresh(path: str, data_cfg) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import json
-
-    from mltagger.data import RawRow, validate_rows
-    from mltagger.modelio import read_model_metadata
-    from mltagger.predict import Predictor
 
     _, inference = read_model_metadata(args.model)  # fails fast on a wrong folder
     if args.input:
@@ -135,34 +169,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """A composed Hydra config outside a Hydra app; bad overrides become a clear error."""
-    import os
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
-    from mltagger.paths import ROOT_ENV, project_root
-
-    os.environ.setdefault(ROOT_ENV, str(project_root()))
-    try:
-        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (e.g. a sweep's trials)
-            return compose(config_name, overrides=list(overrides))
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return compose(config_name, overrides=list(overrides))
-    except HydraException as err:
-        raise ValueError(f"bad config override: {err}") from None
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model folder on a data config's val and test splits (full report)."""
-    import time
 
-    from mltagger.data import prepare_data
-    from mltagger.evaluate import evaluate_val_test, render_markdown
-    from mltagger.modelio import read_model_metadata
-    from mltagger.predict import Predictor
+    from mltagger.evaluation.protocol import evaluate_val_test
 
     labels, inference = read_model_metadata(args.model)
     cfg = compose_config("train", args.overrides)
@@ -194,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(render_markdown(test_report, f"{args.model} on {cfg.data.name} — test"))
     reports = {"test": test_report}
     if data.fresh:
-        from mltagger.train import evaluate_fresh
+        from mltagger.training.decision import evaluate_fresh
 
         fresh_probs = predictor.predict_proba([it["text"] for it in data.fresh])
         reports["fresh"] = evaluate_fresh(
@@ -215,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def side_by_side(reports: dict[str, dict]) -> str:
     """Headline figures of several sets in one table (test beside fresh)."""
-    from mltagger.evaluate import HEADLINE_ROWS, Metric, summary_metrics
+    from mltagger.evaluation.metrics import HEADLINE_ROWS, Metric, summary_metrics
 
     flat = {name: summary_metrics(r) for name, r in reports.items()}
     rows = [*HEADLINE_ROWS, ("items", Metric.NUM_SAMPLES)]
@@ -231,20 +241,11 @@ def side_by_side(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_baselines(args: argparse.Namespace) -> int:
-    from mltagger import baselines
-
-    sys.argv = ["mltagger baselines", *args.overrides]
-    baselines.main()
-    return 0
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
     """The hourly batch job: validate, screen duplicates, tag and store one drop file."""
-    import json
 
-    from mltagger.ingest import format_summary, ingest_file
-    from mltagger.serve import build_tagger
+    from mltagger.serving.api import build_tagger
+    from mltagger.serving.ingest import format_summary, ingest_file
 
     cfg = compose_config("serve", args.overrides)
     path = Path(args.file)
@@ -269,7 +270,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_dataset_build(args: argparse.Namespace) -> int:
     """Human labels from the store -> data/feedback/v<N>.json + conf/data/feedback_v<N>.yaml."""
-    from mltagger.dataset import build
+    from mltagger.serving.feedback import build
 
     serve_cfg = compose_config("serve", args.overrides)
     data_cfg = load_data_config(args.data)
@@ -296,7 +297,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mltagger.serve import main as serve_main
+    from mltagger.serving.api import main as serve_main
 
     return serve_main(args.overrides)
 
@@ -304,6 +305,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltagger", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, _, text) in HYDRA_JOBS.items():
+        sub.add_parser(name, help=f"{text} [Hydra overrides]", add_help=False)
+    for name, (_, text) in ARGV_JOBS.items():
+        sub.add_parser(name, help=f"{text} (--help for its options)", add_help=False)
 
     p = sub.add_parser(
         "validate",
@@ -372,14 +377,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "baselines",
-        help="fit and evaluate the rule and TF-IDF baselines",
-        description="Same as `python -m mltagger.baselines`; takes Hydra overrides.",
-    )
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. eval.precision_target=0.9")
-    p.set_defaults(func=cmd_baselines)
-
-    p = sub.add_parser(
         "ingest",
         help="the hourly batch job: validate, screen duplicates, tag and store a drop file",
         description="Bad rows go to a rejects file (FILE.rejects.jsonl), none is lost; "
@@ -399,15 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="config overrides")
     p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser(
-        "report",
-        help="stakeholder HTML report of a run (same as make report)",
-        description="Arguments of python -m mltagger.report: --run, --previous, --sweep, "
-        "--output, --no-screenshot, --no-behaviour.",
-        add_help=False,
-    )
-    # main() hands `report ...` to mltagger.report before this parser runs.
 
     p = sub.add_parser("dataset", help="training data from the store")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
@@ -432,10 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["report"]:  # its own options (--run, --sweep...) go through untouched
-        from mltagger.report import main as report_main
-
-        return report_main(argv[1:])
+    if argv and argv[0] in HYDRA_JOBS:
+        return run_hydra_job(argv[0], argv[1:])
+    if argv and argv[0] in ARGV_JOBS:  # their own options (--run, --n ...) go through untouched
+        with user_errors():
+            return int(_load(ARGV_JOBS[argv[0]][0])(argv[1:]) or 0)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Config overrides (key=value) may come after --flags too: `ingest FILE --json model_dir=X`.

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mltagger import analysis as A
+from mltagger.reporting import analysis as A
 from tests.conftest import REPO
 
 METRICS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltagger.baselines import RuleTagger, TfidfLogReg
-from mltagger.data import RawRow, validate_rows
+from mltagger.data.validation import RawRow, validate_rows
+from mltagger.models.baselines import RuleTagger, TfidfLogReg
 
 
 def test_rule_tagger_scores_keywords_with_title_weight():

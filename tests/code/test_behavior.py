@@ -9,9 +9,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from mltagger.behavior import CLEAR_CUT, MIN_PASS_RATE, STRONG_WORDS, run_suite, typo
-from mltagger.evaluate import apply_threshold
-from mltagger.modelio import InferenceConfig
+from mltagger.evaluation.behavior import CLEAR_CUT, MIN_PASS_RATE, STRONG_WORDS, run_suite, typo
+from mltagger.models.modelio import InferenceConfig
+from mltagger.models.rule import apply_threshold
 from tests.conftest import TAGS
 
 
@@ -91,8 +91,8 @@ def test_suite_runs_on_the_tiny_trained_model(trained):
     """On a model that learned the tiny topics: the suite's minimum-functionality rate is the
     share of clear-cut items whose top class is their tag, counted here independently, and the
     model gets most of them right (their words are the tiny data's)."""
-    from mltagger.behavior import text
-    from mltagger.predict import Predictor
+    from mltagger.evaluation.behavior import text
+    from mltagger.models.predict import Predictor
 
     predictor = Predictor(trained / "run" / "model")
     suite = run_suite(predictor)

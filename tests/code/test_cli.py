@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from mltagger.cli import EXIT_INVALID, EXIT_USAGE, main
+from mltagger.cli import main
+from mltagger.core.errors import EXIT_INVALID, EXIT_USAGE
 
 
 def test_valid_file_exits_zero(items_file, capsys):
@@ -45,7 +46,7 @@ def test_unknown_data_config_is_a_usage_error(items_file, capsys):
 
 def test_missing_file_prints_one_line_not_a_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mltagger.cli", "validate", str(tmp_path / "missing.csv")],
+        [sys.executable, "-m", "mltagger", "validate", str(tmp_path / "missing.csv")],
         capture_output=True,
         text=True,
         timeout=60,

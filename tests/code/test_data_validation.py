@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from mltagger.data import DataError, RawRow, clean_text, load_items, read_rows, validate_rows
+from mltagger.core.errors import DataError
+from mltagger.data.text import clean_text
+from mltagger.data.validation import RawRow, load_items, read_rows, validate_rows
 
 
 def problems_of(rows, tags, **kw):

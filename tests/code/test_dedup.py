@@ -10,24 +10,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mltagger.dedup import (
+from mltagger.data.copies import KINDS, make_duplicate
+from mltagger.data.duplicates import content_hash
+from mltagger.data.links import url_key
+from mltagger.evaluation.dedup import (
     EDITED_KINDS,
-    EXACT,
-    KINDS,
-    NEAR,
-    Duplicate,
     ScreenBench,
     choose_floor,
     choose_screen_threshold,
-    content_hash,
     fit_pair_model,
-    make_duplicate,
     precision_recall,
-    screen_batch,
     screen_rates,
 )
-from mltagger.links import url_key
-from mltagger.screen import (
+from mltagger.models.screen import (
     FEATURES,
     SKETCH_DIM,
     VERSION,
@@ -42,6 +37,7 @@ from mltagger.screen import (
     profile,
     sketch,
 )
+from mltagger.serving.dedup import EXACT, NEAR, Duplicate, screen_batch
 
 ITEM = {
     "title": "Image classification using a simple model",
@@ -295,7 +291,7 @@ def tiny_bench() -> SimpleNamespace:
 
 
 def test_bench_fit_choose_and_report_on_the_other_split(monkeypatch):
-    monkeypatch.setattr("mltagger.dedup.load_adjudicated", lambda root=None: {})
+    monkeypatch.setattr("mltagger.evaluation.dedup.load_adjudicated", lambda root=None: {})
     bench = tiny_bench()
     sb = ScreenBench(bench, "s")
     sb.run([30, 60])
@@ -319,7 +315,7 @@ def test_bench_fit_choose_and_report_on_the_other_split(monkeypatch):
 
 
 def test_choose_threshold_allows_exactly_the_rate_asked_for(monkeypatch):
-    monkeypatch.setattr("mltagger.dedup.load_adjudicated", lambda root=None: {})
+    monkeypatch.setattr("mltagger.evaluation.dedup.load_adjudicated", lambda root=None: {})
     f_hi, f_lo = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
     f_hi[0], f_lo[0] = 0.95, 0.5
     queries = [{"source": "t", "ref": k, "split": "a"} for k in range(4)]

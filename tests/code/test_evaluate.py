@@ -7,17 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from mltagger import slices
-from mltagger.evaluate import (
-    Metric,
-    apply_threshold,
-    calibration,
-    choose_threshold,
-    evaluate_predictions,
-    per_class_table,
-    summary_metrics,
-    write_report,
-)
+from mltagger.data import slices
+from mltagger.evaluation.markdown import per_class_table, write_report
+from mltagger.evaluation.metrics import Metric, calibration, evaluate_predictions, summary_metrics
+from mltagger.evaluation.thresholds import choose_precision_threshold
+from mltagger.models.rule import apply_threshold
 
 LABELS = ["a", "b", "c"]
 GOLD = ["a", "a", "b", "c", "b"]
@@ -63,10 +57,12 @@ def test_overall_and_per_class_by_hand():
 
 def test_threshold_is_the_smallest_reaching_the_target():
     conf, correct = PROBS.max(axis=1), np.array([1, 0, 1, 1, 0], dtype=float)
-    assert choose_threshold(conf, correct, 0.85) == pytest.approx(0.7)  # {.9,.7}: 2/2
-    assert choose_threshold(conf, correct, 0.75) == pytest.approx(0.6)  # {.9,.7,.6,.6}: 3/4
-    assert choose_threshold(conf, correct, 0.5) == pytest.approx(0.5)  # all: 3/5
-    assert choose_threshold(conf, np.zeros(5), 0.5) is None
+    assert choose_precision_threshold(conf, correct, 0.85) == pytest.approx(0.7)  # {.9,.7}: 2/2
+    assert choose_precision_threshold(conf, correct, 0.75) == pytest.approx(
+        0.6
+    )  # {.9,.7,.6,.6}: 3/4
+    assert choose_precision_threshold(conf, correct, 0.5) == pytest.approx(0.5)  # all: 3/5
+    assert choose_precision_threshold(conf, np.zeros(5), 0.5) is None
 
 
 def test_coverage_at_the_chosen_threshold():
@@ -143,7 +139,7 @@ def test_write_report_files(tmp_path):
 
 
 def test_wilson_interval_known_values():
-    from mltagger.evaluate import wilson_interval
+    from mltagger.evaluation.metrics import wilson_interval
 
     assert wilson_interval(0, 0) is None
     lo, hi = wilson_interval(5, 5)
@@ -155,7 +151,7 @@ def test_wilson_interval_known_values():
 
 
 def test_operating_points_choose_on_val_and_apply_to_test():
-    from mltagger.evaluate import operating_points
+    from mltagger.evaluation.protocol import operating_points
 
     # Val = ITEMS: target 1.0 needs threshold 0.7 (items at .9 and .7 are right, .6 has a miss).
     rows = operating_points(ITEMS, PROBS, ITEMS[:2], PROBS[:2], LABELS, [0.5, 1.0])
@@ -168,7 +164,7 @@ def test_operating_points_choose_on_val_and_apply_to_test():
 
 
 def test_scope_report_separates_topic_and_out_of_scope_items_by_hand():
-    from mltagger.evaluate import scope_report
+    from mltagger.evaluation.metrics import scope_report
 
     labels = ["a", "b", "other"]
     gold = ["a", "b", "a", "other", "other", "other", "other"]
@@ -223,13 +219,13 @@ def test_lower_bound_rule_asks_more_of_a_small_validation_set():
     conf = np.linspace(0.99, 0.5, 20)
     correct = np.array([1.0] * 18 + [0.0] * 2)
     # Point rule: all 20 auto-tagged give precision 0.9 >= 0.85.
-    assert choose_threshold(conf, correct, 0.85, "point") == pytest.approx(conf[-1])
+    assert choose_precision_threshold(conf, correct, 0.85, "point") == pytest.approx(conf[-1])
     # Lower bound: even 18/18 right has a Wilson lower end of ~0.82 < 0.85: unreachable.
-    assert choose_threshold(conf, correct, 0.85, "lower_bound") is None
+    assert choose_precision_threshold(conf, correct, 0.85, "lower_bound") is None
     # With a 0.8 target the lower bound is met by the top 18 only (18/20 -> 0.70 is too low).
-    assert choose_threshold(conf, correct, 0.8, "lower_bound") == pytest.approx(conf[17])
+    assert choose_precision_threshold(conf, correct, 0.8, "lower_bound") == pytest.approx(conf[17])
     with pytest.raises(ValueError, match="threshold rule"):
-        choose_threshold(conf, correct, 0.8, "median")
+        choose_precision_threshold(conf, correct, 0.8, "median")
 
 
 def test_per_tag_precision_at_the_threshold_is_each_tags_own():
@@ -263,7 +259,7 @@ def test_val_test_protocol_applies_the_threshold_chosen_on_val(tmp_path):
 
     from omegaconf import OmegaConf
 
-    from mltagger.evaluate import evaluate_val_test
+    from mltagger.evaluation.protocol import evaluate_val_test
 
     labels = ["a", "b"]
 
@@ -312,16 +308,16 @@ def test_apply_threshold_falls_back_to_other_by_default():
     assert apply_threshold(np.array([[0.7, 0.3]]), ["a", "b"], 0.7)[0] == ["a"]
 
 
-def test_reasons_name_the_path_of_each_tag():
-    from mltagger.evaluate import reasons
+def test_reason_names_the_path_of_each_tag():
+    from mltagger.models.rule import reason
 
-    assert reasons(np.array([False, True])) == ["classifier", "low_confidence"]
+    assert [reason(False), reason(True)] == ["classifier", "low_confidence"]
 
 
 def test_per_class_intervals_count_the_right_predictions_of_each_tag():
     pc = report(precision_target=0.85)["per_class"]
     # a: 1 of 2 right; b: 1 of 2; c: 1 of 1 -> Wilson intervals of those counts.
-    from mltagger.evaluate import wilson_interval
+    from mltagger.evaluation.metrics import wilson_interval
 
     assert pc["b"]["precision_ci95"] == pytest.approx(wilson_interval(1, 2))
     assert pc["c"]["precision_ci95"] == pytest.approx(wilson_interval(1, 1))
@@ -335,7 +331,7 @@ def test_per_class_intervals_count_the_right_predictions_of_each_tag():
 def test_lower_bound_threshold_matches_the_wilson_interval_at_every_cut(seed):
     """The vectorised rule equals the plain definition: the smallest observed confidence whose
     auto-tagged set has a Wilson lower bound >= target."""
-    from mltagger.evaluate import wilson_interval
+    from mltagger.evaluation.metrics import wilson_interval
 
     rng = np.random.default_rng(seed)
     conf = np.round(rng.uniform(0.3, 1.0, size=60), 2)  # ties on purpose
@@ -348,16 +344,16 @@ def test_lower_bound_threshold_matches_the_wilson_interval_at_every_cut(seed):
             if lo >= target - 1e-12:
                 expected = float(t)
                 break
-        assert choose_threshold(conf, correct, target, "lower_bound") == expected, target
+        assert choose_precision_threshold(conf, correct, target, "lower_bound") == expected, target
 
 
 def test_threshold_on_a_single_item_and_on_none():
-    assert choose_threshold(np.array([0.8]), np.array([1.0]), 0.9) == pytest.approx(0.8)
-    assert choose_threshold(np.array([]), np.array([]), 0.9) is None
+    assert choose_precision_threshold(np.array([0.8]), np.array([1.0]), 0.9) == pytest.approx(0.8)
+    assert choose_precision_threshold(np.array([]), np.array([]), 0.9) is None
 
 
 def test_coverage_curve_rows_and_empty_input():
-    from mltagger.evaluate import coverage_curve
+    from mltagger.evaluation.metrics import coverage_curve
 
     rows = coverage_curve(np.array([0.9, 0.5]), np.array([1.0, 0.0]), [0.6])
     assert rows == [{"threshold": 0.6, "coverage": 0.5, "precision": 1.0, "num_auto": 1}]
@@ -368,12 +364,12 @@ def test_coverage_curve_rows_and_empty_input():
 def test_lower_bound_rule_uses_the_exact_wilson_formula():
     """20 of 20 right: a target just above their Wilson lower bound is out of reach (a bound a
     little too generous, e.g. z^2/5n^2 for z^2/4n^2 in the root, would reach it)."""
-    from mltagger.evaluate import wilson_interval
+    from mltagger.evaluation.metrics import wilson_interval
 
     lo = wilson_interval(20, 20)[0]
     conf, correct = np.full(20, 0.9), np.ones(20)
-    assert choose_threshold(conf, correct, lo, "lower_bound") == pytest.approx(0.9)
-    assert choose_threshold(conf, correct, lo + 0.004, "lower_bound") is None
+    assert choose_precision_threshold(conf, correct, lo, "lower_bound") == pytest.approx(0.9)
+    assert choose_precision_threshold(conf, correct, lo + 0.004, "lower_bound") is None
 
 
 def test_per_tag_thresholds_apply_the_top_class_own_threshold():
@@ -405,7 +401,8 @@ def _tag_data(n_small_right: int, n_small_wrong: int = 0):
 
 
 def test_tag_thresholds_own_rule_cannot_prove_a_small_tag_but_pooled_can():
-    from mltagger.evaluate import NEVER, choose_tag_thresholds
+    from mltagger.evaluation.thresholds import choose_tag_thresholds
+    from mltagger.models.rule import NEVER
 
     probs, gold = _tag_data(n_small_right=10, n_small_wrong=2)
     labels = ["a", "b", "other"]
@@ -432,7 +429,7 @@ def test_tag_thresholds_own_rule_cannot_prove_a_small_tag_but_pooled_can():
 
 
 def test_tag_thresholds_pooling_does_not_rescue_a_tag_that_is_wrong():
-    from mltagger.evaluate import choose_tag_thresholds
+    from mltagger.evaluation.thresholds import choose_tag_thresholds
 
     probs, gold = _tag_data(n_small_right=3, n_small_wrong=0)
     probs = np.vstack([probs, np.tile([0.05, 0.9, 0.05], (6, 1))])
@@ -443,7 +440,7 @@ def test_tag_thresholds_pooling_does_not_rescue_a_tag_that_is_wrong():
 
 
 def test_evaluate_predictions_reports_per_tag_thresholds_and_their_precision():
-    from mltagger.evaluate import evaluate_predictions
+    from mltagger.evaluation.metrics import evaluate_predictions
 
     labels = ["a", "b", "other"]
     items = [{"id": i, "text": "x", "tag": g} for i, g in enumerate(["a", "b", "a", "other"])]

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mltagger.data import DataError, cap_per_tag, split_sources_in_order
-from mltagger.external import build, main, map_entries, parse_markdown
+from mltagger.core.errors import DataError
+from mltagger.data.external import build, main, map_entries, parse_markdown
+from mltagger.data.prepare import cap_per_tag
+from mltagger.data.split import split_sources_in_order
 from tests.conftest import TAGS
 
 LINKS = """# Awesome things
@@ -212,7 +214,9 @@ def test_cap_per_tag_is_seeded_and_keeps_small_tags_whole():
 
 
 def test_a_weak_sources_weight_reaches_its_training_rows(data_cfg, tmp_path):
-    from mltagger.data import DataError, prepare_data, sha256_file
+    from mltagger.core.errors import DataError
+    from mltagger.data.prepare import prepare_data
+    from mltagger.data.validation import sha256_file
 
     weak = tmp_path / "weak.json"
     weak.write_text(

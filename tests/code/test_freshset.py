@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import REPO, TAGS, make_fresh_items, make_items, run_module
+from tests.conftest import REPO, TAGS, make_fresh_items, make_items, run_job
 
 
 def _training() -> list[dict]:
-    from mltagger.data import RawRow, validate_rows
+    from mltagger.data.validation import RawRow, validate_rows
 
     rows = make_items()
     return validate_rows([RawRow(i + 1, r) for i, r in enumerate(rows)], TAGS).items
 
 
 def test_a_good_fresh_file_passes(tmp_path):
-    from mltagger.freshset import check_fresh
+    from mltagger.data.fresh import check_fresh
 
     path = tmp_path / "fresh.json"
     path.write_text(json.dumps(make_fresh_items()))
@@ -26,7 +26,7 @@ def test_a_good_fresh_file_passes(tmp_path):
 
 
 def test_every_bad_row_is_listed(tmp_path):
-    from mltagger.freshset import check_fresh
+    from mltagger.data.fresh import check_fresh
 
     rows = make_fresh_items()
     rows[1]["tag"] = "llm"  # unknown tag
@@ -58,9 +58,7 @@ def test_cli_validate_fresh_lists_rows_and_exits_1(tmp_path):
     rows[1]["id"] = rows[2]["id"]
     path = tmp_path / "fresh.json"
     path.write_text(json.dumps(rows))
-    proc = run_module(
-        "mltagger.cli", "validate", str(path), "--fresh", "--data-config", "with_other"
-    )
+    proc = run_job("validate", str(path), "--fresh", "--data-config", "with_other")
     assert proc.returncode == 1, proc.stderr
     assert "unknown tag 'llm'" in proc.stdout and "duplicate id" in proc.stdout
     assert "Traceback" not in proc.stderr
@@ -72,15 +70,13 @@ def test_cli_validate_fresh_refuses_a_copy_of_a_shipped_training_item(tmp_path):
     rows[0].update(title=shipped["title"], description=shipped["description"])
     path = tmp_path / "fresh.json"
     path.write_text(json.dumps(rows))
-    proc = run_module(
-        "mltagger.cli", "validate", str(path), "--fresh", "--data-config", "with_other"
-    )
+    proc = run_job("validate", str(path), "--fresh", "--data-config", "with_other")
     assert proc.returncode == 1
     assert f"training item {shipped['id']}" in proc.stdout
 
 
 def test_two_entries_about_the_same_thing_are_refused(tmp_path):
-    from mltagger.freshset import check_fresh
+    from mltagger.data.fresh import check_fresh
 
     rows = make_fresh_items()
     rows[5].update(title=rows[4]["title"], description=rows[4]["description"])

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mltagger.data import DataError, RawRow, apply_reviewed_labels, validate_rows
-from mltagger.label_issues import (
-    apply_layer,
+from mltagger.core.errors import DataError
+from mltagger.data.corrections import apply_layer, ids_digest
+from mltagger.data.prepare import apply_reviewed_labels
+from mltagger.data.validation import RawRow, validate_rows
+from mltagger.training.label_issues import (
     build_layer,
     find_label_issues,
-    ids_digest,
     oof_probs_for,
     render_summary,
 )
@@ -259,7 +260,7 @@ def test_reviewed_labels_apply_to_every_split_and_check_the_shipped_tag(tmp_path
 def test_a_layer_stays_valid_when_a_source_is_appended_and_only_then():
     """`mltagger dataset build` appends a source: the layer built on the earlier sources still
     applies (their rows did not move); a changed earlier source or a moved row is refused."""
-    from mltagger.data import combined_sha256
+    from mltagger.data.validation import combined_sha256
 
     base = [{"name": "projects", "sha256": "p1"}, {"name": "other", "sha256": "o1"}]
     train = [

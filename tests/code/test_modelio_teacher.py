@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from mltagger.modelio import ModelNotAvailable, resolve_model_path
+from mltagger.models.modelio import ModelNotAvailable, resolve_model_path
 from tests.conftest import REPO
 
 MPNET_HINT = (

@@ -29,8 +29,12 @@ def test_every_function_in_scope_exists():
 
 def test_mangled_names_follow_mutmut(tmp_path):
     script = _script()
-    assert script.mangled("evaluate", "apply_threshold") == "mltagger.evaluate.x_apply_threshold"
-    assert script.mangled("store", "Store.review") == "mltagger.store.xǁStoreǁreview"
+    assert (
+        script.mangled("models.rule", "apply_threshold") == "mltagger.models.rule.x_apply_threshold"
+    )
+    assert (
+        script.mangled("serving.store", "Store.review") == "mltagger.serving.store.xǁStoreǁreview"
+    )
     doc = tmp_path / "doc.md"
     doc.write_text(
         "| mutant | why |\n|---|---|\n"

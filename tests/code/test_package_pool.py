@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from mltagger.package_pool import build, fresh_package_names, label, votes, write_candidates
+from mltagger.data.package_pool import build, fresh_package_names, label, votes, write_candidates
 
 
 def test_one_voting_tag_labels_none_or_two_abstain():

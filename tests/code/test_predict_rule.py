@@ -59,7 +59,7 @@ def test_probabilities_of_float32_logits_are_computed_in_float64(predictor):
 
 
 def test_decide_rounds_to_six_decimals_and_uses_the_folders_fallback(tmp_path):
-    from mltagger.modelio import InferenceConfig, write_model_metadata
+    from mltagger.models.modelio import InferenceConfig, write_model_metadata
 
     folder = make_model_folder(tmp_path / "m")
     write_model_metadata(
@@ -85,7 +85,7 @@ def test_decide_rounds_to_six_decimals_and_uses_the_folders_fallback(tmp_path):
 def test_a_folder_with_per_tag_thresholds_applies_each_tags_own(tmp_path):
     """The same confident computer-vision item is auto-tagged under a low CV threshold and sent
     to review under a high one; the global threshold in the folder is not used then."""
-    from mltagger.modelio import ModelNotAvailable, read_model_metadata
+    from mltagger.models.modelio import ModelNotAvailable, read_model_metadata
 
     item = [{"id": 1, "text": "Image segmentation"}]
     conf = FakePredictor(make_model_folder(tmp_path / "g")).predict(item)[0]["confidence"]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mltagger.cli import compose_config
-from mltagger.ingest import ingest_file
-from mltagger.serve import create_app
-from mltagger.service import Tagger, prepare
-from mltagger.store import Store
+from mltagger.core.config import compose_config
+from mltagger.serving.api import create_app
+from mltagger.serving.ingest import ingest_file
+from mltagger.serving.service import Tagger, prepare
+from mltagger.serving.store import Store
 from tests.fakes import FakePredictor, make_model_folder, write_screen
 
 KEY = "unit-key"
@@ -314,7 +314,7 @@ def test_an_unknown_duplicate_policy_is_refused(tagger, tmp_path):
 
 
 def test_prepare_cleans_fields_and_joins_the_text():
-    from mltagger.data import join_text
+    from mltagger.data.text import join_text
 
     item = prepare("  Image  segmentation ", None, "https://x")
     assert item == {
@@ -350,7 +350,7 @@ class _Recorder:
 def _run_body_limit(app, rec: _Recorder, max_bytes: int = 10) -> None:
     import asyncio
 
-    from mltagger.serve import BodyLimit
+    from mltagger.serving.limits import BodyLimit
 
     asyncio.run(BodyLimit(app, max_bytes=max_bytes)(rec.scope, rec.receive, rec.send))
 
@@ -508,7 +508,7 @@ def test_with_policy_reject_a_near_copy_gets_409_and_is_not_stored(tagger, tmp_p
 def test_ingest_stores_every_distinct_same_topic_item_flagged_or_not(tmp_path):
     """The issue's target: distinct items on one topic, into a store already full of that topic,
     with the shipped screen calibration: every one of them is in the store afterwards."""
-    from mltagger.paths import resolve_path
+    from mltagger.core.paths import resolve_path
 
     fresh = json.loads(resolve_path("data/eval/fresh.json").read_text())
     nlp = [it for it in fresh if it["tag"] == "natural-language-processing"]
@@ -600,7 +600,7 @@ def test_items_sketched_by_an_older_screen_are_sketched_again_once(tmp_path):
 
 
 def test_a_missing_screen_calibration_is_one_clear_error(tmp_path):
-    from mltagger.service import ConfigError
+    from mltagger.serving.service import ConfigError
 
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     with pytest.raises(ConfigError, match=r"no screen calibration at .*make dedup-eval"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mltagger import slices
-from mltagger.data import join_text
+from mltagger.data import slices
+from mltagger.data.text import join_text
 
 
 def item(title: str, description: str = "", tag: str | None = None) -> dict:

@@ -6,18 +6,11 @@ from collections import Counter
 
 import pytest
 
-from mltagger.data import (
-    DataError,
-    RawRow,
-    dedup_key,
-    fold_rare_tags,
-    near_duplicate_groups,
-    prepare_data,
-    remove_exact_duplicates,
-    stratified_group_split,
-    validate_rows,
-    verify_checksum,
-)
+from mltagger.core.errors import DataError
+from mltagger.data.duplicates import dedup_key, near_duplicate_groups, remove_exact_duplicates
+from mltagger.data.prepare import prepare_data
+from mltagger.data.split import fold_rare_tags, stratified_group_split
+from mltagger.data.validation import RawRow, validate_rows, verify_checksum
 
 
 def clean(raw_rows, tags):
@@ -133,7 +126,7 @@ def test_prepare_data_stops_on_bad_rows_unless_skip_invalid(
 
 
 def test_to_hf_dataset(data_cfg):
-    from mltagger.data import to_hf_dataset
+    from mltagger.data.prepare import to_hf_dataset
 
     data = prepare_data(data_cfg)
     ds = to_hf_dataset(data.splits["train"], data.label_names())
@@ -158,7 +151,7 @@ def test_adding_a_tag_leaves_the_other_tags_split_unchanged(raw_items, tags):
 
 
 def test_prepare_data_refuses_a_source_whose_sha256_differs(data_cfg, items_file):
-    from mltagger.data import sha256_file
+    from mltagger.data.validation import sha256_file
 
     assert prepare_data(data_cfg).sources[0]["sha256"] == sha256_file(items_file)
     data_cfg.sources[0].sha256 = "0" * 64
@@ -206,7 +199,7 @@ def test_near_duplicate_groups_land_in_one_split(data_cfg, raw_items, items_file
 
 
 def test_split_sources_in_order_keeps_groups_across_sources_together(raw_items, tags):
-    from mltagger.data import split_sources_in_order
+    from mltagger.data.split import split_sources_in_order
 
     rows = _near_copies(raw_items)
     items = [{**it, "source": "second" if it["id"] >= 300 else "first"} for it in clean(rows, tags)]
@@ -243,7 +236,7 @@ def test_checksum_message_says_how_to_fix_it(items_file):
     )
     assert "put the new sha256 in the data config so runs record which data they saw." in msg
     assert verify_checksum(items_file, None) == verify_checksum(items_file, "")
-    from mltagger.data import sha256_file
+    from mltagger.data.validation import sha256_file
 
     assert msg == (
         f"{items_file} was changed: its sha256 is {sha256_file(items_file)}, the data config "
@@ -288,7 +281,7 @@ def test_a_split_of_size_zero_gets_nothing_and_uneven_sizes_are_kept():
 
 
 def test_one_source_splits_as_the_plain_split_and_pairs_stay_together(raw_items, tags):
-    from mltagger.data import split_sources_in_order
+    from mltagger.data.split import split_sources_in_order
 
     items = clean(raw_items, tags)
     plain = stratified_group_split(items, val_size=0.2, test_size=0.2, seed=5, groups=[[1, 2]])

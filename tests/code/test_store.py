@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from mltagger import store as store_module
-from mltagger.store import (
+from mltagger.serving import store as store_module
+from mltagger.serving.store import (
     ACTIVE,
     HELD_DUPLICATE,
     HUMAN,

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mltagger.data import DataError
-from mltagger.teacher import cross_fitted_probs, load_soft_labels, soft_labels_file
+from mltagger.core.errors import DataError
+from mltagger.training.teacher import cross_fitted_probs, load_soft_labels, soft_labels_file
 
 LABELS = ["a", "b"]
 
@@ -68,7 +68,7 @@ def test_cross_fitted_probs_come_from_models_that_never_saw_the_row():
 
 
 def test_make_teacher_with_an_unknown_data_config_says_so_in_one_line(capsys, monkeypatch):
-    from mltagger.teacher import main
+    from mltagger.training.teacher import main
     from tests.conftest import REPO
 
     monkeypatch.setenv("MLTAGGER_ROOT", str(REPO))

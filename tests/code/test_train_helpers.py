@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mltagger.modelio import ModelNotAvailable, resolve_model_path
-from mltagger.train import class_weights, find_checkpoint, fit_temperature, softmax
+from mltagger.models.modelio import ModelNotAvailable, resolve_model_path
+from mltagger.models.rule import softmax
+from mltagger.training.batches import class_weights
+from mltagger.training.calibrate import fit_temperature
+from mltagger.training.checkpoints import find_checkpoint
 
 
 def test_class_weights_balanced_and_sqrt():

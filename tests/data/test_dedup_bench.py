@@ -10,11 +10,12 @@ from collections import Counter
 
 import pytest
 
-from mltagger.dedup import content_hash, load_adjudicated, query_key
-from mltagger.dedup_bench import REGISTRY_FILE, REPORT_FILE, load_bench
-from mltagger.links import url_key
-from mltagger.paths import resolve_path
-from mltagger.screen import CALIBRATION_FILE, load_model
+from mltagger.core.paths import resolve_path
+from mltagger.data.dedup_bench import REGISTRY_FILE, REPORT_FILE, load_bench
+from mltagger.data.duplicates import content_hash
+from mltagger.data.links import url_key
+from mltagger.evaluation.dedup import load_adjudicated, query_key
+from mltagger.models.screen import CALIBRATION_FILE, load_model
 
 
 @pytest.fixture(scope="module")

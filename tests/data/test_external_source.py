@@ -15,8 +15,8 @@ SOURCE = next(s for s in CFG.sources if s.name == "external")
 
 
 def test_external_json_is_reproduced_by_the_build(tmp_path):
-    from mltagger.data import sha256_file
-    from mltagger.external import build, write
+    from mltagger.data.external import build, write
+    from mltagger.data.validation import sha256_file
 
     path = REPO / SOURCE.path
     assert sha256_file(path) == SOURCE.sha256
@@ -26,7 +26,7 @@ def test_external_json_is_reproduced_by_the_build(tmp_path):
 
 
 def test_every_row_is_valid_and_carries_its_provenance():
-    from mltagger.data import load_items
+    from mltagger.data.validation import load_items
 
     report = load_items(REPO / SOURCE.path, TAGS)
     assert report.ok, report.format()
@@ -36,8 +36,8 @@ def test_every_row_is_valid_and_carries_its_provenance():
 
 
 def test_package_pool_is_reproduced_from_the_shipped_registry_rows(tmp_path):
-    from mltagger.data import sha256_file
-    from mltagger.package_pool import build
+    from mltagger.data.package_pool import build
+    from mltagger.data.validation import sha256_file
 
     cfg = OmegaConf.load(REPO / "conf" / "data" / "with_packages.yaml")
     src = next(s for s in cfg.sources if s.name == "packages")

@@ -29,8 +29,8 @@ def rows() -> list[dict]:
 def checked():
     """check_fresh against every training source (projects, other, external, packages), as
     training loads it."""
-    from mltagger.data import load_items
-    from mltagger.freshset import check_fresh
+    from mltagger.data.fresh import check_fresh
+    from mltagger.data.validation import load_items
 
     training = []
     for src in WIDEST.sources:
@@ -39,7 +39,7 @@ def checked():
 
 
 def test_checksum_matches_config():
-    from mltagger.data import sha256_file
+    from mltagger.data.validation import sha256_file
 
     assert sha256_file(FRESH) == PROJECTS.fresh.sha256
 

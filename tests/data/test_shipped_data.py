@@ -16,13 +16,13 @@ PATH = REPO / DATA_CFG.sources[0].path
 
 @pytest.fixture(scope="module")
 def report():
-    from mltagger.data import load_items
+    from mltagger.data.validation import load_items
 
     return load_items(PATH, list(DATA_CFG.tags))
 
 
 def test_checksum_matches_config():
-    from mltagger.data import sha256_file
+    from mltagger.data.validation import sha256_file
 
     assert sha256_file(PATH) == DATA_CFG.sources[0].sha256
 
@@ -60,7 +60,7 @@ def test_no_empty_text(report):
 
 
 def test_default_split_has_every_tag_in_every_split():
-    from mltagger.data import prepare_data
+    from mltagger.data.prepare import prepare_data
 
     data = prepare_data(DATA_CFG, REPO)
     for name, items in data.splits.items():
@@ -72,15 +72,15 @@ def test_default_split_has_every_tag_in_every_split():
 
 @pytest.fixture(scope="module")
 def with_other():
-    from mltagger.cli import compose_config
-    from mltagger.data import prepare_data
+    from mltagger.core.config import compose_config
+    from mltagger.data.prepare import prepare_data
 
     cfg = compose_config("train", ["data=with_other"])
     return cfg.data, prepare_data(cfg.data, REPO)
 
 
 def test_other_source_checksum_and_rows(with_other):
-    from mltagger.data import load_items, sha256_file
+    from mltagger.data.validation import load_items, sha256_file
 
     cfg, _ = with_other
     other = next(s for s in cfg.sources if s.name == "other")
@@ -93,7 +93,7 @@ def test_other_source_checksum_and_rows(with_other):
 def test_with_other_shares_the_topic_split_and_applies_both_layers(with_other):
     """The committed label-issue layer matches the shipped data (training would refuse a stale
     one), and topic items sit in the same splits as with the six-topic data."""
-    from mltagger.data import prepare_data
+    from mltagger.data.prepare import prepare_data
 
     _, data = with_other
     six = prepare_data(DATA_CFG, REPO)

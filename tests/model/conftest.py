@@ -25,7 +25,7 @@ def model_dir(request) -> Path:
 @pytest.fixture(scope="session")
 def suite(model_dir):
     """Every behavioural family run once on the model (torch or ONNX folder)."""
-    from mltagger.behavior import run_suite
-    from mltagger.predict import Predictor
+    from mltagger.evaluation.behavior import run_suite
+    from mltagger.models.predict import Predictor
 
     return run_suite(Predictor(model_dir))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from mltagger.behavior import MIN_PASS_RATE
+from mltagger.evaluation.behavior import MIN_PASS_RATE
 
 
 def _explain(family: dict) -> str:

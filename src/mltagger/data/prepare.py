@@ -1,0 +1,304 @@
+"""Items in, clean splits out: loading, validation, cleaning, de-duplication and splitting.
+
+Everything downstream (baselines, training, evaluation, serving) receives items that went through
+this module, so a bad row is caught once, here, with a message a person can act on. Nothing is
+dropped silently: invalid rows either stop the job or land in a rejects file, and removed
+duplicates are listed in the split manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mltagger.core.errors import DataError
+from mltagger.core.paths import resolve_path
+from mltagger.data.duplicates import near_duplicate_groups, remove_exact_duplicates
+from mltagger.data.split import fold_rare_tags, split_sources_in_order
+from mltagger.data.validation import (
+    ValidationReport,
+    combined_sha256,
+    load_items,
+    sha256_file,
+    verify_checksum,
+)
+
+
+@dataclass
+class PreparedData:
+    """The splits a job trains and evaluates on, and everything needed to say which data it saw."""
+
+    splits: dict[str, list[dict]]
+    tags: list[str]
+    fallback_tag: str
+    sources: list[dict]
+    data_sha256: str
+    removed_duplicates: list[dict]
+    near_duplicate_groups: list[list[int]]
+    folded_tags: dict[str, int]
+    rejected: list[ValidationReport]
+    split_config: dict
+    # What the label-issue layer changed in the train split (empty: shipped labels as they are).
+    label_noise: dict = field(default_factory=dict)
+    # Labels a person corrected (data.reviewed_labels), applied to every split.
+    reviewed_labels: dict = field(default_factory=dict)
+    # The fresh evaluation set (data.fresh, mltagger.data.fresh): 2023-2026 items checked to be
+    # new to every training source; evaluated beside test, never trained on. Empty when unset.
+    fresh: list[dict] = field(default_factory=list)
+    fresh_manifest: dict = field(default_factory=dict)
+
+    def label_names(self) -> list[str]:
+        """Tags that appear in training data, in the approved list's order: the model's classes."""
+        present = {it["tag"] for it in self.splits["train"]}
+        return [t for t in self.tags if t in present]
+
+    def manifest(self) -> dict:
+        """What goes into split.json: enough to rebuild and audit the exact split."""
+        return {
+            "data_sha256": self.data_sha256,
+            "sources": self.sources,
+            "split": self.split_config,
+            "counts": {
+                s: dict(sorted(Counter(it["tag"] for it in items).items()))
+                for s, items in self.splits.items()
+            },
+            "ids": {s: [it["id"] for it in items] for s, items in self.splits.items()},
+            "removed_exact_duplicates": self.removed_duplicates,
+            "near_duplicate_groups": self.near_duplicate_groups,
+            "folded_tags": self.folded_tags,
+            "rejected_rows": sum(len(r.rejected) for r in self.rejected),
+            "label_noise": self.label_noise,
+            "reviewed_labels": self.reviewed_labels,
+            "fresh": {**self.fresh_manifest, "ids": [it["id"] for it in self.fresh]}
+            if self.fresh
+            else None,
+        }
+
+
+def apply_reviewed_labels(
+    splits: dict[str, list[dict]], path: Path, tags: Sequence[str]
+) -> tuple[dict[str, list[dict]], dict]:
+    """Labels corrected by a person, applied after splitting (the split does not move).
+
+    Each correction names the shipped tag it expects, so a correction written for other data
+    fails loudly instead of silently relabelling the wrong row.
+    """
+    if not path.exists():
+        raise DataError(f"reviewed-labels file {path} not found")
+    try:
+        corrections = json.loads(path.read_text())["corrections"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise DataError(f"{path}: not a reviewed-labels file ({err})") from None
+    by_id = {c["id"]: c for c in corrections}
+    seen: set = set()
+    out = {}
+    for name, items in splits.items():
+        fixed = []
+        for it in items:
+            c = by_id.get(it["id"])
+            if c is None:
+                fixed.append(it)
+                continue
+            if c["tag"] != it["tag"] or c["corrected"] not in tags:
+                raise DataError(
+                    f"{path}: correction for id {it['id']} expects tag {c['tag']!r} -> "
+                    f"{c['corrected']!r}, but the row is {it['tag']!r} (approved: {list(tags)})"
+                )
+            seen.add(it["id"])
+            fixed.append({**it, "tag": c["corrected"], "tag_shipped": it["tag"]})
+        out[name] = fixed
+    missing = sorted(set(by_id) - seen)
+    if missing:
+        raise DataError(f"{path}: corrections for ids not in the data: {missing[:10]}")
+    return out, {
+        "file": str(path.name),
+        "sha256": sha256_file(path),
+        "corrected": len(seen),
+        "by_split": {n: sum(1 for it in v if "tag_shipped" in it) for n, v in out.items()},
+    }
+
+
+def prepare_data(
+    data_cfg: Any,
+    root_dir: str | Path | None = None,
+    rejects_dir: str | Path | None = None,
+    *,
+    apply_label_noise: bool = True,
+) -> PreparedData:
+    """Load every source of a data config (conf/data/*.yaml) and return de-duplicated splits.
+
+    Stops with DataError (checksum changed, invalid rows) unless data_cfg.skip_invalid is set, in
+    which case invalid rows are written to <rejects_dir>/rejects_<source>.jsonl. When the config
+    has a label-issue layer (data_cfg.label_noise), its action is applied to the train split.
+    """
+    tags = list(data_cfg.tags)
+    fallback = data_cfg.fallback_tag
+    if fallback not in tags:
+        raise DataError(f"fallback_tag {fallback!r} is not in the approved tags {tags}")
+    items: list[dict] = []
+    sources: list[dict] = []
+    reports: list[ValidationReport] = []
+    for src in data_cfg.sources:
+        path = resolve_path(src.path, root_dir)
+        if not path.exists():
+            raise DataError(f"data source {src.name!r}: {path} not found")
+        sha = verify_checksum(path, src.get("sha256"))
+        report = load_items(path, tags, labeled=True)
+        if not report.ok:
+            if not data_cfg.get("skip_invalid", False):
+                raise DataError(
+                    report.format() + "\nFix these rows, or set data.skip_invalid=true "
+                    "to drop them into a rejects file."
+                )
+            if rejects_dir is not None:
+                report.write_rejects(Path(rejects_dir) / f"rejects_{src.name}.jsonl")
+            reports.append(report)
+        seen = {it["id"] for it in items}
+        clash = [it["id"] for it in report.items if it["id"] in seen]
+        if clash:
+            raise DataError(
+                f"data source {src.name!r} reuses ids of an earlier source: {clash[:10]}"
+            )
+        src_items = [{**it, "source": src.name} for it in report.items]
+        src_items, capped = cap_per_tag(src_items, src.get("max_per_tag"), src.get("seed", 0))
+        weight = float(src.get("weight", 1.0))
+        if not 0.0 < weight <= 1.0:
+            raise DataError(f"data source {src.name!r}: weight must be in (0, 1], got {weight}")
+        if weight != 1.0:  # the loss weight of every row of this source (train split only)
+            src_items = [{**it, "weight": weight} for it in src_items]
+        items.extend(src_items)
+        entry = {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
+        if src.get("split", "all") not in ("all", "train"):
+            raise DataError(
+                f"data source {src.name!r}: split must be `all` or `train`, got {src.split!r}"
+            )
+        if src.get("split", "all") == "train":
+            entry["split"] = "train"
+        if weight != 1.0:
+            entry["weight"] = weight
+        if capped:
+            entry["max_per_tag"] = int(src.max_per_tag)
+            entry["used"] = len(src_items)
+        sources.append(entry)
+
+    fresh: list[dict] = []
+    fresh_manifest: dict = {}
+    if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
+        from mltagger.data.fresh import load_fresh
+
+        # Checked against every row of every training source, before any de-duplication.
+        fresh, fresh_manifest = load_fresh(
+            data_cfg.fresh, root_dir, items, tags, data_cfg.get("near_duplicates")
+        )
+    items, folded = fold_rare_tags(items, int(data_cfg.get("min_freq", 0)), fallback)
+    items, removed = remove_exact_duplicates(items)
+    nd = data_cfg.near_duplicates
+    groups = near_duplicate_groups(items, nd.threshold, nd.same_title_min_chars)
+    sp = data_cfg.split
+    near_copies: list[dict] = []
+    splits = split_sources_in_order(
+        items,
+        [src["name"] for src in sources],
+        val_size=sp.val_size,
+        test_size=sp.test_size,
+        seed=sp.seed,
+        groups=groups,
+        train_only=[s["name"] for s in sources if s.get("split") == "train"],
+        dropped=near_copies,
+    )
+    removed = removed + near_copies
+    split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
+    data_sha = combined_sha256(sources)
+    reviewed: dict = {}
+    if data_cfg.get("reviewed_labels"):
+        splits, reviewed = apply_reviewed_labels(
+            splits, resolve_path(data_cfg.reviewed_labels, root_dir), tags
+        )
+    noise_cfg = data_cfg.get("label_noise")
+    label_noise: dict = {}
+    if apply_label_noise and noise_cfg and noise_cfg.get("action", "keep") != "keep":
+        from mltagger.data.corrections import apply_layer
+
+        layer_path = resolve_path(noise_cfg.layer, root_dir)
+        if not layer_path.exists():
+            raise DataError(
+                f"label-issue layer {layer_path} not found: build it with `make label-issues` "
+                "(or set data.label_noise.action=keep to train on the shipped labels)"
+            )
+        splits, label_noise = apply_layer(
+            splits,
+            json.loads(layer_path.read_text()),
+            action=noise_cfg.action,
+            sources=list(noise_cfg.sources),
+            weight=float(noise_cfg.get("weight", 1.0)),
+            data_sources=sources,
+            split_config=split_config,
+        )
+        label_noise["layer"] = str(noise_cfg.layer)
+        label_noise["layer_sha256"] = sha256_file(layer_path)
+    return PreparedData(
+        splits=splits,
+        tags=tags,
+        fallback_tag=fallback,
+        sources=sources,
+        data_sha256=data_sha,
+        removed_duplicates=removed,
+        near_duplicate_groups=groups,
+        folded_tags=folded,
+        rejected=reports,
+        split_config=split_config,
+        label_noise=label_noise,
+        reviewed_labels=reviewed,
+        fresh=fresh,
+        fresh_manifest=fresh_manifest,
+    )
+
+
+def cap_per_tag(items: list[dict], cap: Any, seed: int = 0) -> tuple[list[dict], bool]:
+    """At most `cap` items of each tag (a seeded sample, kept in id order); cap null = all.
+
+    Weak sources can be larger than the platform's own data (the external lists hold ~680
+    time-series paper titles against 28 time-series items): a cap keeps one source's style from
+    dominating a tag, and training time in budget.
+    """
+    if cap is None:
+        return items, False
+    cap = int(cap)
+    if cap < 1:
+        raise DataError(f"max_per_tag must be a positive number of items, got {cap}")
+    by_tag: dict[str, list[dict]] = defaultdict(list)
+    for it in items:
+        by_tag[it["tag"]].append(it)
+    keep: set = set()
+    for tag, tag_items in sorted(by_tag.items()):
+        ids = sorted(it["id"] for it in tag_items)
+        random.Random(f"{seed}:{tag}").shuffle(ids)
+        keep.update(ids[:cap])
+    return [it for it in items if it["id"] in keep], any(len(v) > cap for v in by_tag.values())
+
+
+def to_hf_dataset(items: Sequence[dict], label_names: Sequence[str]):
+    """The in-memory form handed to training: a datasets.Dataset with an integer `label` column."""
+    from datasets import Dataset
+
+    index = {t: i for i, t in enumerate(label_names)}
+    return Dataset.from_list(
+        [
+            {
+                "id": it["id"],
+                "text": it["text"],
+                "title": it["title"],
+                "description": it["description"],
+                "tag": it["tag"],
+                "label": index[it["tag"]],
+                # Down-weighted suspect labels (label_issues); 1.0 for every other row.
+                "weight": float(it.get("weight", 1.0)),
+            }
+            for it in items
+        ]
+    )

@@ -1,0 +1,346 @@
+"""The stakeholder report as one self-contained HTML page: headline cards, per-tag and per-slice
+tables, the comparison with baselines and the previous run, and the run's plots.
+
+Kept apart from `report` (which finds runs and publishes) because the page is long but is only
+string building; nothing here reads a file except the plots it embeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mltagger.reporting.analysis import (
+    Run,
+    headline,
+    per_tag_table,
+    slice_table,
+    top_confusions,
+    weak_spots,
+    worst_mistakes,
+)
+
+PLOTS = (
+    ("precision_coverage", "Precision and coverage as the review threshold moves"),
+    ("out_of_scope_tradeoff", "Out-of-scope items: what the threshold does to them"),
+    ("confusion_matrix", "Confusion matrix (test)"),
+    ("reliability", "Calibration: confidence vs accuracy"),
+    ("training_curves", "Training curves"),
+)
+
+
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _table(
+    headers: list[str], rows: list[list[Any]], numeric_from: int = 1, text_cols: tuple = ()
+) -> str:
+    def cls(i: int) -> str:
+        return "num" if i >= numeric_from and i not in text_cols else ""
+
+    head = "".join(f'<th class="{cls(i)}">{html.escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{cls(i)}">{html.escape(str(c))}</td>' for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _side_by_side(test: dict, fresh: dict) -> list[list[Any]]:
+    """The headline figures of test and fresh, row by row."""
+
+    def figs(m: dict) -> dict:
+        at = m.get("coverage", {}).get("at_threshold") or {}
+        scope = m.get("scope") or {}
+        t, o = scope.get("topics", {}), scope.get("out_of_scope", {})
+        return {
+            "items": m.get("num_samples"),
+            "topic weighted F1": fmt_num(t.get("f1_weighted")),
+            "topic auto-tag precision": fmt_pct(t.get("auto_precision")),
+            "topic coverage": fmt_pct(t.get("coverage")),
+            "topic items auto-tagged other": fmt_pct(t.get("lost_to_other")),
+            "out-of-scope auto-tagged with a topic": fmt_pct(o.get("auto_topic")),
+            "auto-tag precision, all items": fmt_pct(at.get("auto_precision")),
+            "coverage, all items": fmt_pct(at.get("coverage")),
+        }
+
+    a, b = figs(test), figs(fresh)
+    return [[k, a[k], b[k]] for k in a]
+
+
+def _comparison_rows(run: Run, baselines: dict, previous: Run | None) -> list[list[Any]]:
+    def row(name: str, m: dict) -> list[Any]:
+        at = m.get("coverage", {}).get("at_threshold", {})
+        oos = (m.get("scope") or {}).get("out_of_scope", {}).get("auto_topic")
+        return [
+            name,
+            fmt_num(m.get("overall", {}).get("f1_weighted")),
+            fmt_pct(at.get("auto_precision")),
+            fmt_pct(at.get("coverage")),
+            fmt_pct(oos),
+        ]
+
+    rows = [row(f"this model ({run.name})", run.test)]
+    if previous is not None:
+        rows.append(row(f"previous model ({previous.name})", previous.test))
+    for name, m in baselines.items():
+        rows.append(row(f"baseline: {name}", m))
+    return rows
+
+
+def build_html(
+    run: Run,
+    *,
+    root: Path,
+    target: float = 0.85,
+    previous: Run | None = None,
+    baselines: dict | None = None,
+    latency: list[dict] | None = None,
+    suite: dict | None = None,
+    sweep: dict | None = None,
+) -> str:
+    head = headline(run, target)
+    met = head["meets_target"]
+    verdict = (
+        f"Auto-applied tags are right {fmt_pct(head['precision'])} of the time "
+        f"({'above' if met else 'below'} the {target:.0%} target), for "
+        f"{fmt_pct(head['coverage'])} of items; the rest ({head['num_review']} of "
+        f"{head['num_samples']} test items) go to a person."
+    )
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>mltagger report — {html.escape(run.name)}</title>",
+        "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+        "color:#222;padding:0 1em}h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid"
+        " #ddd}table{border-collapse:collapse;margin:.6em 0;font-size:14px}td,th{padding:3px 9px;"
+        "border-bottom:1px solid #eee;text-align:left}.num{text-align:right}.cards{display:flex;"
+        "gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:8px;padding:.7em 1.1em;"
+        "min-width:150px}.card b{display:block;font-size:1.7em}.ok{color:#17803d}.bad{color:"
+        "#b42318}figure{display:inline-block;margin:.5em;max-width:520px}img{max-width:100%}"
+        "figcaption{font-size:13px;color:#555}.meta{color:#666;font-size:13px}</style></head><body>",
+        "<h1>Tagging model report</h1>",
+        f'<p class="meta">run {html.escape(run.name)} · model {html.escape(model_version(run))}'
+        f" · git {html.escape(str(run.info.get('git', {}).get('commit', ''))[:10])} · data sha256 "
+        f"{html.escape(str(run.info.get('data_sha256', ''))[:12])} · made "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+        '<div class="cards">',
+        f'<div class="card">auto-tag precision<b class="{"ok" if met else "bad"}">'
+        f"{fmt_pct(head['precision'])}</b>target &gt; {target:.0%}</div>",
+        f'<div class="card">coverage<b>{fmt_pct(head["coverage"])}</b>'
+        "tagged without a person</div>",
+        f'<div class="card">weighted F1<b>{fmt_num(head["f1_weighted"])}</b>all test items</div>',
+        f'<div class="card">out-of-scope given a topic<b>{fmt_pct(head["oos_auto_topic"])}</b>'
+        "should be near 0</div>",
+    ]
+    shipped = next((r for r in (latency or []) if r.get("backend") == "onnx"), None)
+    if latency:
+        fastest = min(latency, key=lambda r: r["p99_ms"])
+        parts.append(
+            f'<div class="card">latency p99<b>{fastest["p99_ms"]:.1f} ms</b>'
+            f"{html.escape(fastest['name'])}, budget 100 ms</div>"
+        )
+    parts += ["</div>", f"<p>{html.escape(verdict)}</p>"]
+    fresh_path = run.folder / "fresh" / "metrics.json"
+    fresh = json.loads(fresh_path.read_text()) if fresh_path.is_file() else None
+    if fresh is not None:
+        parts.append("<h2>Test (2020 content) and the fresh 2023–2026 set</h2>")
+        parts.append(_table(["figure", "test", "fresh"], _side_by_side(run.test, fresh)))
+    else:
+        parts.append("<p>No fresh-set figures in this run (data.fresh was off).</p>")
+
+    ops = run.test.get("coverage", {}).get("operating_points") or []
+    if ops:
+        parts.append("<h2>Operating points (threshold chosen on validation)</h2>")
+        parts.append(
+            _table(
+                ["precision target", "threshold", "test precision", "test coverage"],
+                [
+                    [
+                        f"{o['precision_target']:.0%}",
+                        fmt_num(o.get("threshold")),
+                        fmt_pct(o.get("test_precision")),
+                        fmt_pct(o.get("test_coverage")),
+                    ]
+                    if o.get("threshold") is not None
+                    else [f"{o['precision_target']:.0%}", "not reachable on val", "—", "—"]
+                    for o in ops
+                ],
+            )
+        )
+    for split, metrics in (("test", run.test), ("fresh", fresh)):
+        if metrics is None:
+            continue
+        parts.append(f"<h2>Per tag ({split})</h2>")
+        parts.append(
+            _table(
+                [
+                    "tag",
+                    "precision",
+                    "95% interval",
+                    "recall",
+                    "F1",
+                    "items",
+                    "threshold",
+                    "auto-tagged",
+                    "auto-tag precision",
+                    "its 95% interval",
+                ],
+                [
+                    [
+                        r["tag"],
+                        fmt_pct(r["precision"]),
+                        f"{fmt_pct(r['ci_low'])}–{fmt_pct(r['ci_high'])}",
+                        fmt_pct(r["recall"]),
+                        fmt_num(r["f1"]),
+                        r["support"],
+                        fmt_num(r["threshold"]),
+                        r["num_auto"] if r["num_auto"] is not None else "—",
+                        fmt_pct(r["auto_precision"]),
+                        f"{fmt_pct(r['auto_ci_low'])}–{fmt_pct(r['auto_ci_high'])}",
+                    ]
+                    for r in per_tag_table(metrics)
+                ],
+            )
+        )
+    parts.append("<h2>Per slice (test)</h2>")
+    parts.append(
+        _table(
+            ["slice", "items", "weighted F1", "auto-tag precision", "coverage", "note"],
+            [
+                [
+                    r["slice"],
+                    r["n"],
+                    fmt_num(r["f1_weighted"]),
+                    fmt_pct(r["auto_precision"]),
+                    fmt_pct(r["coverage"]),
+                    ("few items: noisy. " if r["noisy"] else "") + r["description"],
+                ]
+                for r in slice_table(run.test)
+            ],
+            text_cols=(5,),
+        )
+    )
+    parts.append("<h2>Against simpler models and the previous model (same test split)</h2>")
+    parts.append(
+        _table(
+            ["model", "weighted F1", "auto-tag precision", "coverage", "out-of-scope auto-tagged"],
+            _comparison_rows(run, baselines or {}, previous),
+        )
+    )
+    if not baselines:
+        parts.append("<p>No baselines run on this data yet: <code>make baselines</code>.</p>")
+    if latency:
+        parts.append("<h2>Latency (<code>make bench</code>, one item, 2 CPU threads)</h2>")
+        parts.append(
+            _table(
+                ["model", "backend", "MB", "p50 ms", "p99 ms", "items/s at batch 32"],
+                [
+                    [
+                        r["name"],
+                        r["backend"],
+                        f"{r['size_mb']:.1f}",
+                        f"{r['p50_ms']:.1f}",
+                        f"{r['p99_ms']:.1f}",
+                        f"{r['throughput_batch32_per_s']:.0f}",
+                    ]
+                    for r in latency
+                ],
+            )
+        )
+        if shipped is None:
+            parts.append(
+                "<p>No ONNX export benchmarked: <code>make export && make bench</code>.</p>"
+            )
+    if suite:
+        parts.append("<h2>Behavioural tests (CheckList style, <code>make test-model</code>)</h2>")
+        parts.append(
+            _table(
+                ["family", "passed", "pass rate", "required"],
+                [
+                    [
+                        name,
+                        f"{f['passed']}/{f['total']}",
+                        fmt_pct(f["pass_rate"]),
+                        fmt_pct(f["min_pass_rate"]),
+                    ]
+                    for name, f in suite.items()
+                ],
+            )
+        )
+        fails = [f for fam in suite.values() for f in fam["failures"][:3]]
+        if fails:
+            parts.append("<p>Examples of failures:</p>")
+            parts.append(_table(["case", "got"], [[f["case"], f["got"]] for f in fails], 9))
+    parts.append("<h2>Known weak spots</h2><ul>")
+    parts += [f"<li>{html.escape(n)}</li>" for n in weak_spots(run, target)]
+    parts.append("</ul>")
+    confusions = top_confusions(run.test)
+    if confusions:
+        parts.append(
+            _table(
+                ["gold tag", "predicted as", "items"],
+                [[c["gold"], c["predicted"], c["count"]] for c in confusions],
+                2,
+            )
+        )
+    mistakes = worst_mistakes(run.predictions, per_tag=1)
+    if mistakes:
+        parts.append("<p>The most confident mistake per tag:</p>")
+        parts.append(
+            _table(
+                ["gold", "predicted", "confidence", "applied without review", "text"],
+                [
+                    [
+                        m["gold"],
+                        m["predicted"],
+                        f"{m['confidence']:.2f}",
+                        m["auto_applied"],
+                        m["text"][:140],
+                    ]
+                    for m in mistakes
+                ],
+                9,
+            )
+        )
+    if sweep:
+        best = sweep.get("best") or {}
+        parts.append("<h2>Hyperparameter search</h2>")
+        parts.append(
+            f"<p>Study {html.escape(str(sweep.get('study', '')))}: "
+            f"{html.escape(json.dumps(sweep.get('counts', {})))}; best value "
+            f"{fmt_num(best.get('value'), 4)} (trial {best.get('number')}): "
+            f"<code>{html.escape(' '.join(best.get('overrides', [])))}</code>.</p>"
+        )
+    parts.append("<h2>Plots</h2>")
+    for name, caption in PLOTS:
+        path = run.plot(name)
+        if path is not None:
+            parts.append(_img(path, caption))
+    if sweep and sweep.get("_history_png"):
+        parts.append(_img(Path(sweep["_history_png"]), "Sweep: optimisation history"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def model_version(run: Run) -> str:
+    path = run.folder / "model" / "inference.json"
+    return json.loads(path.read_text()).get("model_version", "") if path.is_file() else ""

@@ -1,0 +1,258 @@
+"""The product's one way to tag and store content, shared by the HTTP service and the batch job.
+
+`Tagger` holds the model (loaded once), the store and the duplicate screen's index. For a batch
+of items it runs one forward pass (tag scores), screens duplicates against the store and within
+the batch with the lexical screen (`mltagger.models.screen`: its own sketch, index and calibration,
+independent of the classifier), and either only answers (`analyze`, for /predict) or also stores
+(`add`, for /items and `mltagger ingest`).
+
+What happens to a duplicate (`add`):
+- an exact copy (same normalised text or same link) of a stored item or of an earlier item of the
+  batch is not stored again: the item already is (`Outcome.stored` False, the id it repeats);
+- a near duplicate is stored, `status="duplicate"` (held out of what is published),
+  `duplicate_of` set and `needs_review`, so a person decides; nothing is lost for a guess.
+  With policy `reject` (POST /items only) it is refused instead and the caller gets the id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mltagger.data.duplicates import content_hash
+from mltagger.data.links import url_key
+from mltagger.data.text import clean_text, join_text
+from mltagger.models.screen import (
+    VERSION,
+    PairModel,
+    ScreenError,
+    ScreenIndex,
+    Text,
+    load_model,
+    normalised,
+    sketch,
+)
+from mltagger.serving.dedup import EXACT, Duplicate, screen_batch
+from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
+
+log = logging.getLogger(__name__)
+
+REJECT = "reject"
+
+
+FLAG = "flag"
+
+
+POLICIES = (FLAG, REJECT)
+
+
+# outcomes of `add`, counted by the ingest summary and /metrics
+STORED = "stored"
+
+
+HELD = "stored_held_duplicate"
+
+
+SKIPPED_EXACT = "skipped_exact_copy"
+
+
+REJECTED_NEAR = "rejected_near_duplicate"
+
+
+OUTCOMES = (STORED, HELD, SKIPPED_EXACT, REJECTED_NEAR)
+
+
+class ConfigError(ValueError):
+    """A service setting that cannot work (e.g. no screen calibration)."""
+
+
+def prepare(title: str, description: str = "", url: str | None = None) -> dict:
+    """An item as the model and the store see it: cleaned fields and the joined text."""
+    title, description = clean_text(title), clean_text(description or "")
+    return {
+        "title": title,
+        "description": description,
+        "url": url,
+        "text": join_text(title, description),
+    }
+
+
+@dataclass
+class Outcome:
+    """One item of an `add` call: what happened to it (`outcome`, one of OUTCOMES), its id when
+    stored, and what it duplicates."""
+
+    stored: bool
+    prediction: dict
+    duplicate: Duplicate | None
+    item_id: int | None = None
+    outcome: str = STORED
+
+
+class Tagger:
+    def __init__(
+        self,
+        predictor,
+        store: Store,
+        *,
+        dedup: bool = True,
+        near_threshold: float | None = None,
+        screen_file: str | Path | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.store = store
+        self.dedup = dedup
+        self.lock = threading.Lock()
+        self.index: ScreenIndex | None = None
+        self.model: PairModel | None = None
+        self.screen_file = screen_file
+        if not dedup:
+            return
+        if screen_file is None:  # the shipped calibration
+            from mltagger.core.paths import resolve_path
+            from mltagger.models.screen import CALIBRATION_FILE
+
+            screen_file = self.screen_file = resolve_path(CALIBRATION_FILE)
+        try:
+            model = load_model(screen_file)
+        except ScreenError as e:
+            raise ConfigError(str(e)) from None
+        if near_threshold is not None:
+            model = PairModel(
+                model.weights, model.bias, float(near_threshold), model.k, model.floor
+            )
+        self.model = model
+        self._load_index()
+
+    @property
+    def near_threshold(self) -> float | None:
+        return self.model.threshold if self.model is not None else None
+
+    def _load_index(self) -> None:
+        """Stored sketches into the FAISS index; items sketched by another screen version (or
+        stored before the screen existed) are sketched again, once, and the sketch stored. The
+        classifier plays no part: a new model never re-screens the store."""
+        ids, vectors, texts, stale = self.store.screen_rows(VERSION)
+        if stale:
+            from tqdm.auto import tqdm
+
+            log.info("sketching %d stored items for duplicate screen %s", len(stale), VERSION)
+            for start in tqdm(range(0, len(stale), 1000), desc="sketch", unit="1k"):
+                chunk = stale[start : start + 1000]
+                vecs = sketch([Text(normalised(r["title"], r["description"])) for r in chunk])
+                self.store.set_embeddings([r["id"] for r in chunk], vecs, VERSION)
+            ids, vectors, texts, _ = self.store.screen_rows(VERSION)
+        self.index = ScreenIndex()
+        if ids:
+            self.index.add(ids, vectors, texts)
+
+    def analyze(self, items: Sequence[dict]) -> tuple[list[dict], list[Duplicate | None], dict]:
+        """Predictions and duplicates for prepared items; nothing is stored."""
+        texts = [it["text"] for it in items]
+        logits, _ = self.predictor.encode(texts)
+        preds = self.predictor.decide(items, self.predictor.probabilities(logits))
+        hashes = [content_hash(it["title"], it["description"]) for it in items]
+        if self.dedup:
+            dups, sketches = screen_batch(
+                items, hashes, self.store.ids_by_hash_or_url, self.index, self.model
+            )
+        else:
+            dups, sketches = [None] * len(items), None
+        return preds, dups, {"hashes": hashes, "sketches": sketches}
+
+    def add(self, items: Sequence[dict], *, source: str, policy: str = FLAG) -> list[Outcome]:
+        """Screen, tag and store a batch in one transaction (see the module docstring for what
+        happens to duplicates)."""
+        if policy not in POLICIES:
+            raise ConfigError(f"duplicate policy must be one of {POLICIES}, got {policy!r}")
+        with self.lock:  # screen + insert as one step, so two requests cannot both add an item
+            preds, dups, extra = self.analyze(items)
+            rows: list[dict] = []
+            positions: dict[int, int] = {}  # batch index -> its row in `rows` (stored items)
+
+            def origin(j: int) -> tuple[str, int | None]:
+                """What batch item j is or repeats: ("row", position) or ("id", stored id)."""
+                if j in positions:
+                    return "row", positions[j]
+                dup = dups[j]
+                return ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
+
+            for j, (it, pred, dup) in enumerate(zip(items, preds, dups, strict=True)):
+                if dup is not None and (dup.kind == EXACT or policy == REJECT):
+                    continue
+                row = {
+                    "title": it["title"],
+                    "description": it["description"],
+                    "url": it.get("url"),
+                    "url_key": url_key(it.get("url")),
+                    "content_hash": extra["hashes"][j],
+                    "tag": pred["tag"],
+                    "tagged_by": MODEL,
+                    "model_version": pred["model_version"],
+                    "confidence": pred["confidence"],
+                    "reason": pred["reason"],
+                    "scores": pred["scores"],
+                    "needs_review": pred["needs_review"],
+                    "status": ACTIVE,
+                    "source": source,
+                    "embedding": None if extra["sketches"] is None else extra["sketches"][j],
+                    "embedding_model": VERSION if extra["sketches"] is not None else None,
+                }
+                if dup is not None:  # a near duplicate: stored, held, for a person to decide
+                    kind, ref = (
+                        ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
+                    )
+                    row["duplicate_of" if kind == "id" else "duplicate_of_position"] = ref
+                    row["duplicate_kind"] = dup.kind
+                    row["duplicate_similarity"] = dup.similarity
+                    row["status"] = HELD_DUPLICATE
+                    row["needs_review"] = True
+                positions[j] = len(rows)
+                rows.append(row)
+            ids = self.store.add_items(rows)
+            if self.index is not None and extra["sketches"] is not None and ids:
+                stored = list(positions)
+                self.index.add(
+                    ids,
+                    np.asarray(extra["sketches"])[stored],
+                    [(items[j]["title"], items[j]["description"]) for j in stored],
+                )
+
+        def stored_id(j: int) -> int | None:
+            kind, ref = origin(j)
+            return ids[ref] if kind == "row" else ref
+
+        outcomes = []
+        for j, (pred, dup) in enumerate(zip(preds, dups, strict=True)):
+            if dup is not None and dup.item_id is None:  # name the stored item it repeats
+                dup = Duplicate(
+                    dup.kind, dup.similarity, item_id=stored_id(dup.batch_index), how=dup.how
+                )
+            stored = j in positions
+            if stored:
+                outcome = HELD if dup is not None else STORED
+            else:
+                outcome = SKIPPED_EXACT if dup.kind == EXACT else REJECTED_NEAR
+            if stored and dup is not None:
+                pred = {**pred, "needs_review": True}
+            outcomes.append(Outcome(stored, pred, dup, stored_id(j) if stored else None, outcome))
+        return outcomes
+
+    def health(self) -> dict:
+        return {
+            "model_version": self.predictor.inference.model_version,
+            "backend": self.predictor.backend,
+            "labels": list(self.predictor.labels),
+            "duplicate_screen": {
+                "enabled": self.dedup,
+                "version": VERSION if self.dedup else None,
+                "near_threshold": self.near_threshold,
+                "calibration": str(self.screen_file) if self.dedup else None,
+                "indexed_items": len(self.index) if self.index is not None else 0,
+            },
+        }

@@ -1,0 +1,536 @@
+"""The content store: items, their tags (by the model or by a person), feedback and reviews.
+
+SQLAlchemy Core over any database it speaks to. The default is one SQLite file in WAL mode with
+`synchronous=FULL`, so `make serve` needs nothing else and an acknowledged write survives the
+process being killed. For PostgreSQL, set `store.url=postgresql+psycopg://user:pass@host/db`
+(and `pip install -e ".[postgres]"`): the same tables and queries, no SQLite-only SQL.
+
+The schema is versioned: `MIGRATIONS` is an append-only list, each step runs once in its own
+transaction and is recorded in `schema_version`. Opening a database applies the missing steps;
+a database written by a newer mltagger is refused rather than guessed at.
+
+Over 400 lines because the schema, its migrations and the one `Store` class that queries it
+change together; a split would put a table's columns and its queries in different files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from mltagger.data.links import url_key
+
+HUMAN = "human"
+
+
+MODEL = "model"
+
+
+ACTIVE = "active"
+
+
+HELD_DUPLICATE = "duplicate"
+
+
+STATUSES = (ACTIVE, HELD_DUPLICATE)
+
+
+metadata = sa.MetaData()
+
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("url", sa.Text),
+    sa.Column("content_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("tag", sa.String(64), nullable=False),
+    # who set `tag`: "model" (then model_version says which) or "human"
+    sa.Column("tagged_by", sa.String(16), nullable=False),
+    sa.Column("model_version", sa.Text),
+    sa.Column("confidence", sa.Float),
+    sa.Column("reason", sa.String(32)),
+    sa.Column("scores", sa.JSON),
+    sa.Column("needs_review", sa.Boolean, nullable=False, default=False, index=True),
+    sa.Column("duplicate_of", sa.Integer, sa.ForeignKey("items.id")),
+    sa.Column("duplicate_kind", sa.String(16)),
+    sa.Column("duplicate_similarity", sa.Float),
+    sa.Column("source", sa.Text, nullable=False, default="api"),
+    # float32 bytes of the duplicate screen's sketch, and the screen version that made it
+    sa.Column("embedding", sa.LargeBinary),
+    sa.Column("embedding_model", sa.Text),
+    # active: publishable; duplicate: held back as a likely copy of `duplicate_of` until a
+    # person decides (schema v3)
+    sa.Column("status", sa.String(16), nullable=False, default="active", index=True),
+    # the normalised link (no scheme, www., query or fragment): the same link is an exact copy
+    sa.Column("url_key", sa.Text, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("correct_tag", sa.String(64), nullable=False),
+    sa.Column("previous_tag", sa.String(64), nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("tag", sa.String(64), nullable=False),
+    sa.Column("previous_tag", sa.String(64), nullable=False),
+    sa.Column("reviewer", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+ingest_runs = sa.Table(
+    "ingest_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("file_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _create(*tables: sa.Table) -> Callable[[sa.Connection], None]:
+    def step(conn: sa.Connection) -> None:
+        for table in tables:
+            table.create(conn, checkfirst=True)
+
+    return step
+
+
+def _v3_status_and_links(conn: sa.Connection) -> None:
+    """items.status (near duplicates stored before are held: status `duplicate`) and
+    items.url_key (filled from the stored links), both indexed."""
+
+    have = {c["name"] for c in sa.inspect(conn).get_columns("items")}
+    if "status" not in have:
+        conn.execute(
+            sa.text("ALTER TABLE items ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'")
+        )
+    if "url_key" not in have:
+        conn.execute(sa.text("ALTER TABLE items ADD COLUMN url_key TEXT"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_items_status ON items (status)"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_items_url_key ON items (url_key)"))
+    conn.execute(
+        items.update().where(items.c.duplicate_of.is_not(None)).values(status=HELD_DUPLICATE)
+    )
+    rows = conn.execute(sa.select(items.c.id, items.c.url).where(items.c.url.is_not(None))).all()
+    for row in rows:
+        key = url_key(row.url)
+        if key:
+            conn.execute(items.update().where(items.c.id == row.id).values(url_key=key))
+
+
+# Append-only: (version, description, step). Never edit a released step; add a new one.
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "items, feedback and reviews", _create(items, feedback, reviews)),
+    (2, "ingest runs (one row per batch file, with its summary)", _create(ingest_runs)),
+    (
+        3,
+        "items.status (held duplicates) and items.url_key (same-link copies)",
+        _v3_status_and_links,
+    ),
+]
+
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+class StoreError(ValueError):
+    """A problem with the store a user can act on (unknown item, newer schema...)."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it is acknowledged
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for `url`; SQLite files get WAL mode and their folder is created."""
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def current_version(engine: sa.Engine) -> int:
+    if not sa.inspect(engine).has_table("schema_version"):
+        return 0
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+
+def migrate(engine: sa.Engine, target: int = LATEST_VERSION) -> list[int]:
+    """Apply the missing migration steps up to `target`; returns the versions applied."""
+    version = current_version(engine)
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"the database is at schema version {version}, newer than this mltagger "
+            f"({LATEST_VERSION}); upgrade mltagger instead of opening it with an old one"
+        )
+    applied = []
+    for number, description, step in MIGRATIONS:
+        if version < number <= target:
+            with engine.begin() as conn:
+                schema_version.create(conn, checkfirst=True)
+                step(conn)
+                conn.execute(
+                    schema_version.insert().values(
+                        version=number, description=description, applied_at=now()
+                    )
+                )
+            applied.append(number)
+    return applied
+
+
+def _public(row: sa.Row) -> dict:
+    """An item as the API returns it (no embedding bytes)."""
+    d = dict(row._mapping)
+    d.pop("embedding", None)
+    d.pop("embedding_model", None)
+    for key in ("created_at", "updated_at"):
+        if d.get(key) is not None:
+            d[key] = _iso(d[key])
+    return d
+
+
+def _iso(stamp: datetime) -> str:
+    """UTC ISO time; SQLite returns the stored UTC time without its zone."""
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.isoformat()
+
+
+class Store:
+    """Items, feedback and reviews in one database; every method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.migrations_applied = migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- items -------------------------------------------------------------------------------
+
+    def add_items(self, rows: Sequence[dict]) -> list[int]:
+        """Insert items (dicts of `items` columns; embedding as a float32 array) in one
+        transaction; returns their ids in order."""
+        stamp = now()
+        ids = []
+        with self.engine.begin() as conn:
+            for row in rows:
+                values = dict(row)
+                position = values.pop("duplicate_of_position", None)
+                if position is not None:  # a duplicate of an earlier row of this call
+                    values["duplicate_of"] = ids[position]
+                if values.get("url") and "url_key" not in values:
+                    values["url_key"] = url_key(values["url"])
+                emb = values.get("embedding")
+                if emb is not None:
+                    values["embedding"] = np.asarray(emb, dtype=np.float32).tobytes()
+                values.setdefault("created_at", stamp)
+                values.setdefault("updated_at", stamp)
+                ids.append(
+                    int(conn.execute(items.insert().values(**values)).inserted_primary_key[0])
+                )
+        return ids
+
+    def get_item(self, item_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(items).where(items.c.id == item_id)).first()
+        return _public(row) if row else None
+
+    def _first_ids(self, column: sa.Column, values: Iterable[str | None]) -> dict[str, int]:
+        """The first (lowest) stored id for each value of `column` that is stored."""
+        values = sorted({v for v in values if v})
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(values), 500):  # bound the IN list
+                query = (
+                    sa.select(column, sa.func.min(items.c.id))
+                    .where(column.in_(values[start : start + 500]))
+                    .group_by(column)
+                )
+                found.update({v: int(i) for v, i in conn.execute(query)})
+        return found
+
+    def ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        """The first stored item of each known content hash."""
+        return self._first_ids(items.c.content_hash, hashes)
+
+    def ids_by_url(self, keys: Iterable[str | None]) -> dict[str, int]:
+        """The first stored item of each known link key (`mltagger.data.links.url_key`)."""
+        return self._first_ids(items.c.url_key, keys)
+
+    def ids_by_hash_or_url(
+        self, hashes: Iterable[str], keys: Iterable[str | None]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """`ids_by_hash` and `ids_by_url` in one query (one round trip per batch: the exact
+        stage's whole cost for a single item)."""
+        hashes, keys = sorted(set(hashes)), sorted({k for k in keys if k})
+        by_hash: dict[str, int] = {}
+        by_url: dict[str, int] = {}
+        if len(hashes) > 500 or len(keys) > 500:
+            return self.ids_by_hash(hashes), self.ids_by_url(keys)
+        query = sa.select(items.c.id, items.c.content_hash, items.c.url_key).where(
+            sa.or_(items.c.content_hash.in_(hashes), items.c.url_key.in_(keys))
+        )
+        wanted_h, wanted_u = set(hashes), set(keys)
+        with self.engine.connect() as conn:
+            for item_id, h, u in conn.execute(query):
+                if h in wanted_h and (h not in by_hash or item_id < by_hash[h]):
+                    by_hash[h] = int(item_id)
+                if u in wanted_u and (u not in by_url or item_id < by_url[u]):
+                    by_url[u] = int(item_id)
+        return by_hash, by_url
+
+    def screen_rows(
+        self, version: str
+    ) -> tuple[list[int], np.ndarray | None, list[tuple[str, str]], list[dict]]:
+        """What the duplicate screen loads at start: (ids, sketches, (title, description)) of
+        items sketched by screen `version`, and the items sketched by another version (or not
+        at all), which the caller sketches again and stores with `set_embeddings`."""
+        ids, vectors, texts, stale = [], [], [], []
+        query = sa.select(
+            items.c.id,
+            items.c.title,
+            items.c.description,
+            items.c.embedding,
+            items.c.embedding_model,
+        ).order_by(items.c.id)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                if row.embedding is not None and row.embedding_model == version:
+                    ids.append(int(row.id))
+                    vectors.append(np.frombuffer(row.embedding, dtype=np.float32))
+                    texts.append((row.title, row.description))
+                else:
+                    stale.append({"id": row.id, "title": row.title, "description": row.description})
+        return ids, (np.stack(vectors) if vectors else None), texts, stale
+
+    def set_embeddings(self, ids: Sequence[int], vectors: np.ndarray, model: str) -> None:
+        with self.engine.begin() as conn:
+            for item_id, vec in zip(ids, vectors, strict=True):
+                conn.execute(
+                    items.update()
+                    .where(items.c.id == item_id)
+                    .values(embedding=np.asarray(vec, np.float32).tobytes(), embedding_model=model)
+                )
+
+    def list_items(
+        self, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[dict], int]:
+        """Stored items, newest first, optionally only one `status` (`active` is what the
+        platform publishes), and the total."""
+        where = items.c.status == status if status else sa.true()
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(where)
+            ).scalar()
+            rows = conn.execute(
+                sa.select(items)
+                .where(where)
+                .order_by(items.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [_public(r) for r in rows], int(total or 0)
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(items.c.status, sa.func.count()).group_by(items.c.status))
+            return {str(k): int(v) for k, v in rows}
+
+    def review_queue(self, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+        """Items needing a person, oldest first (they have waited longest), and the total."""
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(items.c.needs_review)
+            ).scalar()
+            rows = conn.execute(
+                sa.select(items)
+                .where(items.c.needs_review)
+                .order_by(items.c.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [_public(r) for r in rows], int(total or 0)
+
+    def count_items(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(items)).scalar() or 0)
+
+    # -- people ------------------------------------------------------------------------------
+
+    def add_feedback(self, item_id: int, correct_tag: str, comment: str | None) -> dict:
+        """Store a report of a wrong tag and put the item back in the review queue."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(items.c.tag).where(items.c.id == item_id)).first()
+            if row is None:
+                raise StoreError(f"no item with id {item_id}")
+            fid = conn.execute(
+                feedback.insert().values(
+                    item_id=item_id,
+                    correct_tag=correct_tag,
+                    previous_tag=row.tag,
+                    comment=comment,
+                    created_at=stamp,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                items.update()
+                .where(items.c.id == item_id)
+                .values(needs_review=True, updated_at=stamp)
+            )
+        return {
+            "id": int(fid),
+            "item_id": item_id,
+            "correct_tag": correct_tag,
+            "previous_tag": row.tag,
+            "comment": comment,
+            "created_at": stamp.isoformat(),
+        }
+
+    def review(
+        self, item_id: int, tag: str, reviewer: str | None = None, duplicate: bool | None = None
+    ) -> dict:
+        """A person sets (or confirms) an item's tag: it leaves the review queue.
+
+        An item held as a likely duplicate needs the person's answer too: `duplicate=True`
+        keeps it out of what is published, `False` publishes it (status `active`)."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(items.c.tag, items.c.status, items.c.duplicate_of).where(
+                    items.c.id == item_id
+                )
+            ).first()
+            if row is None:
+                raise StoreError(f"no item with id {item_id}")
+            if row.status == HELD_DUPLICATE and duplicate is None:
+                raise StoreError(
+                    f"item {item_id} is held as a likely duplicate of item {row.duplicate_of}: "
+                    "say duplicate: true (keep it out) or false (publish it)"
+                )
+            status = {None: row.status, True: HELD_DUPLICATE, False: ACTIVE}[duplicate]
+            conn.execute(
+                reviews.insert().values(
+                    item_id=item_id,
+                    tag=tag,
+                    previous_tag=row.tag,
+                    reviewer=reviewer,
+                    created_at=stamp,
+                )
+            )
+            conn.execute(
+                items.update()
+                .where(items.c.id == item_id)
+                .values(
+                    tag=tag, tagged_by=HUMAN, needs_review=False, status=status, updated_at=stamp
+                )
+            )
+        item = self.get_item(item_id)
+        assert item is not None
+        return item
+
+    def feedback_for(self, item_id: int) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(feedback).where(feedback.c.item_id == item_id).order_by(feedback.c.id)
+            ).all()
+        return [{**r._mapping, "created_at": _iso(r.created_at)} for r in rows]
+
+    def human_labels(self, include_unreviewed_feedback: bool = True) -> list[dict]:
+        """Items whose tag a person set or confirmed in review (tagged_by=human), and, unless
+        excluded, items reported wrong but not yet reviewed, with the latest reported tag."""
+        out: dict[int, dict] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(items).where(items.c.tagged_by == HUMAN)):
+                out[r.id] = {**_public(r), "label_source": "review"}
+            if include_unreviewed_feedback:
+                query = (
+                    sa.select(items, feedback.c.correct_tag, feedback.c.id.label("feedback_id"))
+                    .join(feedback, feedback.c.item_id == items.c.id)
+                    .where(items.c.tagged_by != HUMAN)
+                    .order_by(feedback.c.id)
+                )
+                for r in conn.execute(query):  # later feedback overwrites earlier
+                    d = _public(r)
+                    d["tag"] = d.pop("correct_tag")
+                    d.pop("feedback_id", None)
+                    out[r.id] = {**d, "label_source": "feedback"}
+        return [out[k] for k in sorted(out)]
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def record_ingest(self, file: str, file_sha256: str, summary: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                ingest_runs.insert().values(
+                    file=file, file_sha256=file_sha256, summary=summary, created_at=now()
+                )
+            )
+
+    def ingest_history(self, file_sha256: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ingest_runs).where(ingest_runs.c.file_sha256 == file_sha256)
+            ).all()
+        return [
+            {**r._mapping, "created_at": _iso(r.created_at), "summary": r.summary} for r in rows
+        ]
+
+
+def describe(url: str) -> str:
+    """The URL with any password hidden, for logs."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)

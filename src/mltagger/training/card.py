@@ -1,0 +1,145 @@
+"""The model card (README.md of every model folder): what the model is, the data it saw, the
+shipped decision rule and its measured precision and coverage, the fresh-set figures, and the
+limits a user should know before trusting it.
+"""
+
+from __future__ import annotations
+
+from mltagger.data.prepare import PreparedData
+from mltagger.evaluation.markdown import fmt, per_class_table, scope_md
+from mltagger.evaluation.metrics import Metric
+from mltagger.training.checkpoints import TrainState
+
+
+def headline(name: str, metrics: dict, decision: dict) -> str:
+    """The lines `make train` ends with: test and fresh side by side, per-tag and global rule."""
+
+    def f(key: str) -> str:
+        v = metrics.get(key)
+        return "  —  " if v is None else f"{v:.3f}"
+
+    from mltagger.evaluation.metrics import HEADLINE_ROWS
+
+    rows = HEADLINE_ROWS
+    lines = [
+        f"\n{name}: decision rule {decision['rule_used']} ({decision['why']})",
+        f"  {'':40s} {'test':>7s} {'fresh':>7s}   (global val threshold: test  fresh)",
+    ]
+    for label, key in rows:
+        lines.append(
+            f"  {label:40s} {f('test/' + key):>7s} {f('fresh/' + key):>7s}"
+            f"   {f('test_global/' + key):>27s} {f('fresh_global/' + key):>6s}"
+        )
+    return "\n".join(lines)
+
+
+def model_card(
+    cfg,
+    data: PreparedData,
+    labels,
+    val_report,
+    test_report,
+    temperature,
+    state: TrainState,
+    fresh_report: dict | None = None,
+) -> str:
+    """A short model card: what it was trained on, how well it does per tag and slice, limits."""
+
+    at = test_report["coverage"]["at_threshold"] or {}
+    weak = sorted(
+        ((n, s) for n, s in test_report["slices"].items() if s.get(Metric.ACCURACY) is not None),
+        key=lambda x: x[1][Metric.ACCURACY],
+    )[:3]
+    weak_lines = [
+        f"- `{n}` (n={s[Metric.NUM_SAMPLES]}{', noisy' if s['noisy'] else ''}): "
+        f"accuracy {s[Metric.ACCURACY]:.3f}"
+        for n, s in weak
+    ]
+    counts = data.manifest()["counts"]
+    sources = ", ".join(f"`{src['path']}`" for src in data.sources)
+    return "\n".join(
+        [
+            f"# mltagger model: {cfg.model.name}",
+            "",
+            f"Fine-tuned from `{cfg.model.name_or_path}` for {state.best_epoch} epochs (best of "
+            f"{state.epoch}) on {sources} "
+            f"(data sha256 `{data.data_sha256}`)"
+            + (
+                f"; suspect weak labels: {data.label_noise['action']} "
+                f"({data.label_noise['affected']} train rows)."
+                if data.label_noise
+                else "."
+            ),
+            f"Classes: {', '.join(labels)}. Answers are always one of: {', '.join(data.tags)}.",
+            "",
+            "## Intended use",
+            "",
+            "Tag machine-learning content (title + description) on the platform. Items whose "
+            "calibrated confidence is below "
+            + (
+                "their predicted tag's threshold ("
+                + ", ".join(
+                    f"{t}: {v:.3f}" for t, v in test_report["coverage"]["threshold"].items()
+                )
+                + "; chosen per tag on out-of-fold predictions)"
+                if isinstance(test_report["coverage"]["threshold"], dict)
+                else fmt(at.get(Metric.THRESHOLD))
+            )
+            + " get "
+            f"`{data.fallback_tag}` with needs_review and go to a person"
+            + (
+                "."
+                if test_report["coverage"]["threshold"] is not None
+                else " (the precision target was not reachable on val: every item goes to review)."
+            ),
+            "",
+            "## Test figures",
+            "",
+            f"{test_report[Metric.NUM_SAMPLES]} test items. Weighted F1 "
+            f"{test_report['overall'][Metric.F1_WEIGHTED]:.3f}; at the review threshold (chosen on "
+            f"val for precision {cfg.eval.precision_target}): auto-tag precision "
+            f"{fmt(at.get(Metric.AUTO_PRECISION))}, coverage {fmt(at.get(Metric.COVERAGE))}."
+            f" Temperature {temperature:.3f}; ECE {test_report['calibration'][Metric.ECE]:.3f}.",
+            "",
+            per_class_table(test_report),
+            "",
+            *scope_md(test_report.get("scope")),
+            "Weakest slices:",
+            *weak_lines,
+            "",
+            *_fresh_card(fresh_report),
+            "## Limits",
+            "",
+            f"- Trained on {sum(counts['train'].values())} items; small tags have few test items "
+            f"({', '.join(f'{t}: {n}' for t, n in counts['test'].items())}), so their figures are "
+            "noisy.",
+            "- English text only."
+            + (
+                " Out-of-scope content is a trained class (`other`); the table above says how "
+                "often it still gets a topic."
+                if "other" in labels
+                else " Content outside the trained classes is answered with the closest class "
+                "unless its confidence falls below the threshold."
+            ),
+            "",
+        ]
+    )
+
+
+def _fresh_card(report: dict | None) -> list[str]:
+    """The model card's fresh-set section: 2023-2026 content the training data never had."""
+
+    if report is None:
+        return []
+    at = report["coverage"]["at_threshold"] or {}
+    return [
+        "## Fresh figures (2023–2026 items, never trained on)",
+        "",
+        f"{report[Metric.NUM_SAMPLES]} items ({report.get('fresh', {}).get('path', '')}). "
+        f"Weighted F1 {fmt(report['overall'].get(Metric.F1_WEIGHTED))}; auto-tag precision "
+        f"{fmt(at.get(Metric.AUTO_PRECISION))} at coverage {fmt(at.get(Metric.COVERAGE))}.",
+        "",
+        per_class_table(report),
+        "",
+        *scope_md(report.get("scope")),
+    ]
