@@ -14,9 +14,9 @@ benchmark therefore screens each query against a whole store, as the service doe
   held-out ML library summaries of 2023-26 that are in no store: their packages and exact-summary
   copies are left out, as are the packages the fresh set cites (by name).
 - **True copies.** Edited copies of stored items (format, typos, truncated, reworded,
-  reposted: `mltagger.data.copies.make_duplicate`) and real ones: the same link listed under different
-  titles across the external lists (`relisted`: one listing stored, the other the query; screened
-  with and without its link).
+  reposted: `mltagger.data.copies.make_duplicate`) and real ones: the same link listed under
+  different titles across the external lists (`relisted`: one listing stored, the other the
+  query; screened with and without its link).
 
 Every query and copy falls in split `a` (choose) or `b` (report) by a hash of its key, so a
 threshold chosen on `a` is reported on items it never saw.

@@ -126,9 +126,9 @@ def overlaps(
 ) -> dict[Any, dict]:
     """Fresh items that are exact or near copies of a training item: {fresh id: match}.
 
-    Same measures as the split's near-duplicate grouping (mltagger.data.duplicates): TF-IDF cosine of the
-    normalised title + description at or above `threshold`, or the same normalised title when it
-    is long enough to be specific; exact = same normalised title + description.
+    Same measures as the split's near-duplicate grouping (mltagger.data.duplicates): TF-IDF
+    cosine of the normalised title + description at or above `threshold`, or the same normalised
+    title when it is long enough to be specific; exact = same normalised title + description.
     """
     if not fresh or not training:
         return {}

@@ -182,7 +182,8 @@ class InferenceConfig:
     model_version: str = ""
     extra: dict = field(default_factory=dict)
     # One review threshold per predicted tag, chosen on out-of-fold predictions (make cv, see
-    # mltagger.evaluation.thresholds.choose_tag_thresholds); empty = `threshold` for every tag. Small tags
+    # mltagger.evaluation.thresholds.choose_tag_thresholds); empty = `threshold` for every tag.
+    # Small tags
     # prove their precision at their own sample size this way instead of under one number
     # set by the big ones.
     thresholds: dict[str, float] = field(default_factory=dict)

@@ -7,8 +7,8 @@ Benchmark (`mltagger.data.dedup_bench`): two stores (`all`: any package summary;
 ones) grown to 1k / 10k / 100k items, >= 900 genuinely new queries, ~2,000 true copies of stored
 items (edited kinds and real relistings). Every query and copy is in split `a` or `b`.
 
-1. The screen (`mltagger.models.screen`) finds each item's candidates in the FAISS index at each store
-   size and computes the pair features.
+1. The screen (`mltagger.models.screen`) finds each item's candidates in the FAISS index at each
+   store size and computes the pair features.
 2. The pair model (logistic regression) is fitted on split `a` at the largest size (positives:
    edited copies against their original; negatives: genuinely new queries against their
    candidates), and the threshold is the lowest at which split `a`'s false-duplicate rate is at

@@ -6,8 +6,8 @@ every train+val item a prediction from a model that never saw it (out-of-fold pr
 is several times more held-out items per tag to choose operating points on, and a mean ± std of
 every headline figure to compare configs with.
 
-Each fold trains exactly as `make train` does (`mltagger.training.loop.train`, same early stopping and
-temperature, fitted on an inner validation part of the fold's training items). The label-issue
+Each fold trains exactly as `make train` does (`mltagger.training.loop.train`, same early stopping
+and temperature, fitted on an inner validation part of the fold's training items). The label-issue
 layer is rebuilt inside each fold from that fold's training part only, so no fold is scored on
 items whose labels were corrected with its own scores in view. Near-duplicate groups stay in one
 fold. Repeats (`cv.seeds`) reshuffle the folds.

@@ -15,8 +15,9 @@ The probabilities are either
   stronger model, when the file covers every train row; or
 - the TF-IDF baseline's k-fold out-of-fold predictions: cheap (seconds on CPU), independent of
   the encoder, and strong enough on this data (0.89 weighted F1 on the six topics).
-Inside a cross-validation fold (mltagger.training.cv) the layer is always rebuilt from TF-IDF: the `make cv`
-predictions of the fold's train rows come from models that saw the fold's held-out rows.
+Inside a cross-validation fold (mltagger.training.cv) the layer is always rebuilt from TF-IDF:
+the `make cv` predictions of the fold's train rows come from models that saw the fold's
+held-out rows.
 
 The result is written once as a layer file (`make label-issues` -> data/corrections/*.json),
 committed and reviewed like code. Training reads it and applies the configured action to suspect
