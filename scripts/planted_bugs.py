@@ -43,19 +43,19 @@ FEEDBACK_BUG = """        try:
             raise HTTPException(404, str(err)) from None
         check_tag(body.correct_tag)
 """
-APP = "tests/code/test_service_app.py"
+APP = "tests/unit/serving/test_api.py"
 
 BUGS = [
     Bug(
         "review endpoint without the API key",
-        "serve.py",
+        "serving/api.py",
         '@app.post("/review/{item_id}", dependencies=[Depends(require_key)])',
         '@app.post("/review/{item_id}")',
         (f"{APP}::test_every_write_needs_the_api_key",),
     ),
     Bug(
         "every stored item needs_review=False",
-        "service.py",
+        "serving/service.py",
         '"needs_review": pred["needs_review"],',
         '"needs_review": False,',
         (
@@ -65,86 +65,86 @@ BUGS = [
     ),
     Bug(
         "feedback stored before its tag is validated",
-        "serve.py",
+        "serving/api.py",
         FEEDBACK_OK,
         FEEDBACK_BUG,
         (f"{APP}::test_feedback_with_an_unknown_tag_is_refused_and_not_stored",),
     ),
     Bug(
         "review threshold chosen on test",
-        "evaluate.py",
+        "evaluation/protocol.py",
         'threshold = val_report["coverage"]["threshold"]',
         'threshold = evaluate_predictions(test_items, test_probs, labels, **kw)["coverage"]'
         '["threshold"]',
         (
-            "tests/code/test_evaluate.py::test_val_test_protocol_applies_the_threshold_chosen_on_val",
+            "tests/unit/evaluation/test_metrics.py::test_val_test_protocol_applies_the_threshold_chosen_on_val",
         ),
     ),
     Bug(
         "temperature applied as 1/T",
-        "predict.py",
-        "np.asarray(logits, dtype=np.float64) / self.inference.temperature",
-        "np.asarray(logits, dtype=np.float64) * self.inference.temperature",
+        "models/rule.py",
+        "    z = logits / temperature\n",
+        "    z = logits * temperature\n",
         (
-            "tests/code/test_predict_rule.py::"
+            "tests/unit/models/test_rule.py::"
             "test_probabilities_are_softmax_of_logits_over_the_temperature",
         ),
     ),
     Bug(
         "per-tag precision at the threshold is the global figure",
-        "evaluate.py",
+        "evaluation/metrics.py",
         """            "per_class_precision": {
                 t: v["precision"]""",
         """            "per_class_precision": {
                 t: float(np.mean([g == p for g, p in zip(auto_gold, auto_pred, strict=True)]))""",
-        ("tests/code/test_evaluate.py::test_per_tag_precision_at_the_threshold_is_each_tags_own",),
+        ("tests/unit/evaluation/test_metrics.py::test_per_tag_precision_at_the_threshold_is_each_tags_own",),
     ),
     Bug(
         "prepare_data stops comparing sha256",
-        "data.py",
+        "data/prepare.py",
         'sha = verify_checksum(path, src.get("sha256"))',
         "sha = sha256_file(path)",
-        ("tests/code/test_split.py::test_prepare_data_refuses_a_source_whose_sha256_differs",),
+        ("tests/unit/data/test_split.py::test_prepare_data_refuses_a_source_whose_sha256_differs",),
     ),
     Bug(
         "a batch of exactly max_batch refused",
-        "serve.py",
+        "serving/api.py",
         "if len(body.items) > limits.max_batch:",
         "if len(body.items) >= limits.max_batch:",
         (f"{APP}::test_a_batch_of_exactly_max_batch_items_is_answered",),
     ),
     Bug(
         "body limit checks only a declared Content-Length",
-        "serve.py",
+        "serving/limits.py",
         "            if seen > self.max_bytes:",
         "            if False:",
         (f"{APP}::test_oversized_bodies_get_413_with_or_without_a_content_length",),
     ),
     Bug(
         "ingest summary's needs_review always 0",
-        "ingest.py",
+        "serving/ingest.py",
         'needs_review += bool(out.prediction["needs_review"])',
         "needs_review += 0",
         (f"{APP}::test_ingest_counts_what_it_stored_and_queues_the_unsure_items",),
     ),
     Bug(
         "the sweep minimises (direction not passed)",
-        "sweep.py",
+        "training/sweep.py",
         "        direction=str(sw.direction),\n",
         "",
-        ("tests/test_sweep.py::test_the_best_trial_is_the_maximum_of_the_completed_ones",),
+        ("tests/e2e/test_sweep.py::test_the_best_trial_is_the_maximum_of_the_completed_ones",),
     ),
     Bug(
         "near-duplicate groups not kept in one split",
-        "data.py",
+        "data/prepare.py",
         "        seed=sp.seed,\n        groups=groups,\n",
         "        seed=sp.seed,\n        groups=(),\n",
-        ("tests/code/test_split.py::test_near_duplicate_groups_land_in_one_split",),
+        ("tests/unit/data/test_split.py::test_near_duplicate_groups_land_in_one_split",),
     ),
 ]
 
-SERVE = "tests/test_e2e_serve.py"
-TRAIN = "tests/test_e2e_train.py"
+SERVE = "tests/e2e/test_serve.py"
+TRAIN = "tests/e2e/test_train.py"
 # The end-to-end tests that assert the same behaviour through the real server, export or command
 # line (`--e2e`); minutes per bug, since each run trains and exports the tiny model.
 E2E = {

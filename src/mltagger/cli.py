@@ -25,7 +25,6 @@ from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.fresh import check_fresh
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import RawRow, load_items, validate_rows
-from mltagger.evaluation.markdown import render_markdown
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 
@@ -73,13 +72,16 @@ HYDRA_JOBS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
 # Jobs with their own argparse options: name -> ("module:function(argv)", help).
 ARGV_JOBS: dict[str, tuple[str, str]] = {
     "teacher": ("mltagger.training.teacher:main", "teacher soft labels for train+val"),
-    "bench": ("mltagger.export.bench:main", "latency p50/p95/p99 and throughput of model folders"),
+    "bench": (
+        "mltagger.benchmarks.latency:main",
+        "latency p50/p95/p99 and throughput of model folders",
+    ),
     "report": ("mltagger.reporting.report:main", "stakeholder HTML report of a run"),
     "dedup-eval": (
-        "mltagger.serving.screen_eval:main",
+        "mltagger.benchmarks.screen:main",
         "the duplicate screen at store scale (false duplicates, recall, cost)",
     ),
-    "load-test": ("mltagger.serving.load_test:main", "loopback load test of the service"),
+    "load-test": ("mltagger.benchmarks.load:main", "loopback load test of the service"),
     "data-external": ("mltagger.data.external:main", "rebuild data/external.json"),
     "data-packages": ("mltagger.data.package_pool:main", "rebuild data/packages.json"),
     "data-dedup": ("mltagger.data.dedup_bench:main", "rebuild the duplicate benchmark"),
@@ -171,8 +173,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model folder on a data config's val and test splits (full report)."""
-
+    # Imported here, not at the top: `mltagger validate` should not wait for scikit-learn.
+    from mltagger.evaluation.markdown import render_markdown, side_by_side
     from mltagger.evaluation.protocol import evaluate_val_test
+    from mltagger.training.decision import evaluate_fresh
 
     labels, inference = read_model_metadata(args.model)
     cfg = compose_config("train", args.overrides)
@@ -204,8 +208,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(render_markdown(test_report, f"{args.model} on {cfg.data.name} — test"))
     reports = {"test": test_report}
     if data.fresh:
-        from mltagger.training.decision import evaluate_fresh
-
         fresh_probs = predictor.predict_proba([it["text"] for it in data.fresh])
         reports["fresh"] = evaluate_fresh(
             data, labels, fresh_probs, cfg.eval, applied, out_dir, title
@@ -223,27 +225,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def side_by_side(reports: dict[str, dict]) -> str:
-    """Headline figures of several sets in one table (test beside fresh)."""
-    from mltagger.evaluation.metrics import HEADLINE_ROWS, Metric, summary_metrics
-
-    flat = {name: summary_metrics(r) for name, r in reports.items()}
-    rows = [*HEADLINE_ROWS, ("items", Metric.NUM_SAMPLES)]
-    lines = ["| figure | " + " | ".join(flat) + " |", "|---|" + "---:|" * len(flat)]
-    for label, key in rows:
-        cells = []
-        for m in flat.values():
-            v = m.get(key)
-            cells.append(
-                "—" if v is None else (f"{v:.0f}" if key == Metric.NUM_SAMPLES else f"{v:.3f}")
-            )
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
     """The hourly batch job: validate, screen duplicates, tag and store one drop file."""
-
     from mltagger.serving.api import build_tagger
     from mltagger.serving.ingest import format_summary, ingest_file
 
@@ -270,11 +253,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_dataset_build(args: argparse.Namespace) -> int:
     """Human labels from the store -> data/feedback/v<N>.json + conf/data/feedback_v<N>.yaml."""
-    from mltagger.serving.feedback import build
+    from mltagger.serving.feedback import build as build_feedback_dataset
 
     serve_cfg = compose_config("serve", args.overrides)
     data_cfg = load_data_config(args.data)
-    out = build(
+    out = build_feedback_dataset(
         str(serve_cfg.store.url),
         data_cfg,
         serve_cfg.paths.root_dir,

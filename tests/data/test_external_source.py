@@ -1,6 +1,6 @@
 """The shipped external weak source: it is what `make data-external` builds from the raw lists
 in the repo (whose de-duplication against evaluation items is unit-tested in
-tests/code/test_external.py), and its rows are valid."""
+tests/unit/data/test_external.py), and its rows are valid."""
 
 from __future__ import annotations
 

@@ -42,7 +42,10 @@ from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
 from mltagger.data.copies import make_duplicate
 from mltagger.data.duplicates import dedup_key
+from mltagger.data.external import parse_markdown
 from mltagger.data.links import url_key as norm_url
+from mltagger.data.package_pool import _ANY, _ML_VOCAB, fresh_package_names
+from mltagger.data.package_pool import read_registry as read_pypi_registry
 
 REGISTRY_FILE = "data/dedup/registry.tsv.gz"
 
@@ -79,9 +82,7 @@ def _norm_name(name: str) -> str:
 
 def _read_pypi(path: Path) -> Iterable[tuple[str, str, str]]:
     """(name, month, summary) of every row of the registry list, any month."""
-    from mltagger.data.package_pool import read_registry
-
-    for row in read_registry(path, months=None):
+    for row in read_pypi_registry(path, months=None):
         yield row["name"], row["month"], row["summary"]
 
 
@@ -92,7 +93,6 @@ def build_registry(pypi: Path, root: Path, seed: int = SEED) -> tuple[list[dict]
     the fresh set cites or the shipped pool holds are left out of everything, so a fresh item
     never meets the package it was written from.
     """
-    from mltagger.data.package_pool import _ANY, _ML_VOCAB, fresh_package_names
 
     excluded = fresh_package_names(resolve_path("data/eval/fresh.json", root))
     excluded |= {
@@ -190,9 +190,6 @@ def _item(title: str, description: str, url: str | None = None, **extra) -> dict
 def relisted_pairs(root: Path) -> list[tuple[dict, dict]]:
     """(stored, query) listings of the same link with a different title or description, across
     the external lists (every parsed entry, mapped or not)."""
-
-    from mltagger.data.external import parse_markdown
-
     cfg = yaml.safe_load(resolve_path("conf/external/mapping.yaml", root).read_text())
     raw = resolve_path(cfg["raw_dir"], root)
     groups: dict[str, list] = {}

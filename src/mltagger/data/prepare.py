@@ -18,7 +18,9 @@ from typing import Any
 
 from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
+from mltagger.data.corrections import apply_layer
 from mltagger.data.duplicates import near_duplicate_groups, remove_exact_duplicates
+from mltagger.data.fresh import load_fresh
 from mltagger.data.split import fold_rare_tags, split_sources_in_order
 from mltagger.data.validation import (
     ValidationReport,
@@ -189,8 +191,6 @@ def prepare_data(
     fresh: list[dict] = []
     fresh_manifest: dict = {}
     if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
-        from mltagger.data.fresh import load_fresh
-
         # Checked against every row of every training source, before any de-duplication.
         fresh, fresh_manifest = load_fresh(
             data_cfg.fresh, root_dir, items, tags, data_cfg.get("near_duplicates")
@@ -222,8 +222,6 @@ def prepare_data(
     noise_cfg = data_cfg.get("label_noise")
     label_noise: dict = {}
     if apply_label_noise and noise_cfg and noise_cfg.get("action", "keep") != "keep":
-        from mltagger.data.corrections import apply_layer
-
         layer_path = resolve_path(noise_cfg.layer, root_dir)
         if not layer_path.exists():
             raise DataError(

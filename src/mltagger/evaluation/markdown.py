@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mltagger.evaluation import plots
-from mltagger.evaluation.metrics import Metric
+from mltagger.evaluation.metrics import HEADLINE_ROWS, Metric, summary_metrics
 
 
 def fmt(x: float | dict | None, pct: bool = False) -> str:
@@ -228,3 +228,20 @@ def write_report(
             for rec in predictions:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return out
+
+
+def side_by_side(reports: dict[str, dict]) -> str:
+    """Headline figures of several sets in one table (test beside fresh)."""
+
+    flat = {name: summary_metrics(r) for name, r in reports.items()}
+    rows = [*HEADLINE_ROWS, ("items", Metric.NUM_SAMPLES)]
+    lines = ["| figure | " + " | ".join(flat) + " |", "|---|" + "---:|" * len(flat)]
+    for label, key in rows:
+        cells = []
+        for m in flat.values():
+            v = m.get(key)
+            cells.append(
+                "—" if v is None else (f"{v:.0f}" if key == Metric.NUM_SAMPLES else f"{v:.3f}")
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

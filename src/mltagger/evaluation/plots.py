@@ -5,11 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 
-matplotlib.use("Agg")
+
+class _Pyplot:
+    """matplotlib.pyplot on first use (Agg backend, no display needed): importing this module
+    stays cheap for the jobs that only sometimes draw."""
+
+    def __getattr__(self, name: str):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as pyplot
+
+        return getattr(pyplot, name)
+
+
+plt = _Pyplot()
 
 
 def _save(fig, path: Path) -> Path:

@@ -31,6 +31,7 @@ from mltagger.data.prepare import prepare_data
 from mltagger.evaluation.markdown import comparison_table
 from mltagger.evaluation.metrics import Metric, summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
+from mltagger.evaluation.thresholds import choose_tag_thresholds
 from mltagger.export.onnx import ExportError, copy_folder_files, export_onnx, parity, quantize_int8
 from mltagger.models.modelio import point_latest, read_model_metadata, write_model_metadata
 from mltagger.models.predict import (
@@ -98,7 +99,6 @@ def recheck_thresholds(val_items, val_probs, labels, shipped: dict, eval_cfg) ->
     when its own val threshold differs by more than eval.recheck_tolerance, or when its val
     precision at the shipped threshold is under the target.
     """
-    from mltagger.evaluation.thresholds import choose_tag_thresholds
 
     target = float(eval_cfg.get("tag_precision_target", eval_cfg.precision_target))
     own = choose_tag_thresholds(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from mltagger.core.paths import resolve_path
 from mltagger.data.slices import REGISTRY, content_slices
@@ -104,8 +105,6 @@ def load_run(path: str | Path | None = None) -> Run:
 
     config = {}
     if (folder / "config.yaml").is_file():
-        import yaml
-
         config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     return Run(
         folder=folder,

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
 from mltagger.data.links import url_key
 from mltagger.data.text import clean_text, join_text
 from mltagger.models.screen import (
+    CALIBRATION_FILE,
     VERSION,
     PairModel,
     ScreenError,
@@ -114,9 +117,6 @@ class Tagger:
         if not dedup:
             return
         if screen_file is None:  # the shipped calibration
-            from mltagger.core.paths import resolve_path
-            from mltagger.models.screen import CALIBRATION_FILE
-
             screen_file = self.screen_file = resolve_path(CALIBRATION_FILE)
         try:
             model = load_model(screen_file)
@@ -139,8 +139,6 @@ class Tagger:
         classifier plays no part: a new model never re-screens the store."""
         ids, vectors, texts, stale = self.store.screen_rows(VERSION)
         if stale:
-            from tqdm.auto import tqdm
-
             log.info("sketching %d stored items for duplicate screen %s", len(stale), VERSION)
             for start in tqdm(range(0, len(stale), 1000), desc="sketch", unit="1k"):
                 chunk = stale[start : start + 1000]

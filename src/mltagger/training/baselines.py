@@ -16,12 +16,12 @@ from mltagger.core.runinfo import write_run_info
 from mltagger.data.prepare import prepare_data
 from mltagger.evaluation.markdown import comparison_table as table
 from mltagger.evaluation.markdown import per_class_table
+from mltagger.evaluation.metrics import summary_metrics
+from mltagger.evaluation.protocol import evaluate_val_test
 
 
 def evaluate_model(model, data, eval_cfg, out_dir: Path, title: str) -> dict:
     """Fit on train, choose the review threshold on val, report val and test; return summaries."""
-    from mltagger.evaluation.metrics import summary_metrics
-    from mltagger.evaluation.protocol import evaluate_val_test
 
     labels = data.label_names()
     model.fit(data.splits["train"], labels)

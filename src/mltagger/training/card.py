@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.markdown import fmt, per_class_table, scope_md
-from mltagger.evaluation.metrics import Metric
+from mltagger.evaluation.metrics import HEADLINE_ROWS, Metric
 from mltagger.training.checkpoints import TrainState
 
 
@@ -17,8 +17,6 @@ def headline(name: str, metrics: dict, decision: dict) -> str:
     def f(key: str) -> str:
         v = metrics.get(key)
         return "  —  " if v is None else f"{v:.3f}"
-
-    from mltagger.evaluation.metrics import HEADLINE_ROWS
 
     rows = HEADLINE_ROWS
     lines = [

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, open_dict
 from mltagger.core.errors import DataError
 from mltagger.core.runinfo import write_run_info
 from mltagger.core.tracking import wandb_settings
+from mltagger.data.corrections import apply_layer
 from mltagger.data.prepare import PreparedData, prepare_data
 from mltagger.data.split import group_units, stratified_group_split
 from mltagger.evaluation.metrics import Metric
@@ -47,6 +48,8 @@ from mltagger.training.cv_results import (
     summarise,
 )
 from mltagger.training.fingerprint import config_fingerprint
+from mltagger.training.label_issues import build_layer
+from mltagger.training.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +131,6 @@ def fold_data(
     )
     noise = cfg.data.get("label_noise")
     if noise and noise.get("action", "keep") != "keep":
-        from mltagger.data.corrections import apply_layer
-        from mltagger.training.label_issues import build_layer
-
         # TF-IDF probabilities, never label_noise.oof: the `make cv` predictions of this fold's
         # train rows come from models that were trained on this fold's held-out rows.
         layer = build_layer(data, noise, use_oof=False)
@@ -159,7 +159,6 @@ def _read_scores(path: Path, labels: Sequence[str]) -> tuple[list, np.ndarray]:
 
 def run_cv(cfg: DictConfig) -> dict:
     """Train every fold, gather out-of-fold predictions, choose per-tag thresholds, summarise."""
-    from mltagger.training.loop import train
 
     ccfg = cfg.cv
     out_dir = Path(cfg.paths.output_dir)

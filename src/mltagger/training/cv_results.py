@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mltagger.evaluation.metrics import Metric, scope_report
+from mltagger.evaluation.metrics import Metric, calibration, scope_report
 from mltagger.evaluation.thresholds import choose_tag_thresholds
 from mltagger.models.rule import apply_threshold, softmax
+from mltagger.training.calibrate import fit_temperature, fit_vector_scaling
 
 # The headline figures a CV summary reports (keys of the fold runs' flat metrics, without split).
 HEADLINE = (
@@ -90,8 +91,6 @@ def summarise(cfg, labels, base, oof, fold_metrics, calib, seconds, fingerprint)
 def calibration_comparison(fold_dir: Path) -> dict:
     """Held-out NLL and ECE with one temperature and with vector scaling, both fitted on the
     fold's inner val logits (what training saves in logits.npz)."""
-    from mltagger.evaluation.metrics import calibration
-    from mltagger.training.calibrate import fit_temperature, fit_vector_scaling
 
     z = np.load(fold_dir / "logits.npz")
     vl, vy, tl, ty = z["val_logits"], z["val_labels"], z["test_logits"], z["test_labels"]

@@ -15,8 +15,9 @@ from mltagger.core.paths import resolve_path
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.behavior import format_suite, run_suite, write_suite
 from mltagger.evaluation.markdown import write_report
-from mltagger.evaluation.metrics import evaluate_predictions
+from mltagger.evaluation.metrics import evaluate_predictions, predictions_records
 from mltagger.evaluation.protocol import eval_kwargs
+from mltagger.evaluation.thresholds import choose_tag_thresholds
 from mltagger.models.predict import TorchPredictor
 from mltagger.training.fingerprint import config_fingerprint
 
@@ -28,7 +29,6 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
 
     Returns {rule_used, why, thresholds (dict or None = choose one on val), ...}.
     """
-    from mltagger.evaluation.thresholds import choose_tag_thresholds
 
     ecfg = cfg.eval
     mode = ecfg.get("decision", "global")
@@ -84,7 +84,6 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
 
 def evaluate_fresh(data, labels, probs, eval_cfg, threshold, out_dir, title) -> dict:
     """The fresh set's report under the shipped rule (written to <run>/fresh/ with out_dir)."""
-    from mltagger.evaluation.metrics import predictions_records
 
     kw = eval_kwargs(data, eval_cfg, labels)
     report = evaluate_predictions(data.fresh, probs, labels, threshold=threshold, **kw)

@@ -41,6 +41,7 @@ from mltagger.core.paths import resolve_path
 from mltagger.data.corrections import LAYER_VERSION, ids_digest
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import sha256_file
+from mltagger.models.baselines import TfidfLogReg
 
 FILTER_BY = "prune_by_noise_rate"
 
@@ -53,8 +54,6 @@ def out_of_fold_probs(
 ) -> np.ndarray:
     """(n, K) probabilities where each row comes from a TF-IDF model trained on the other folds."""
     from sklearn.model_selection import StratifiedKFold
-
-    from mltagger.models.baselines import TfidfLogReg
 
     y = np.array([label_names.index(it["tag"]) for it in items])
     smallest = int(np.bincount(y).min()) if len(y) else 0

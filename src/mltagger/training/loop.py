@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import write_run_info
 from mltagger.core.tracking import wandb_settings
 from mltagger.data.prepare import PreparedData, prepare_data
@@ -42,8 +43,15 @@ from mltagger.training.checkpoints import (
     save_pretrained,
 )
 from mltagger.training.decision import decision_rule
-from mltagger.training.distill import distillation_loss, find_teacher_dir, teacher_train_logits
+from mltagger.training.distill import (
+    check_distill_config,
+    distillation_loss,
+    find_teacher_dir,
+    shrink,
+    teacher_train_logits,
+)
 from mltagger.training.finish import finish_run
+from mltagger.training.teacher import load_soft_labels
 from mltagger.training.tracking import wandb_run
 
 log = logging.getLogger(__name__)
@@ -81,8 +89,6 @@ def check_config(cfg: DictConfig) -> None:
     if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"trainer.mixed_precision={tcfg.mixed_precision!r}: use no, bf16 or fp16")
     if cfg.get("distill") and (cfg.distill.get("teacher") or cfg.distill.get("soft_labels")):
-        from mltagger.training.distill import check_distill_config
-
         check_distill_config(cfg)
     if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
         raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
@@ -176,8 +182,6 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
     )
     teacher_logits = None
     if teacher_dir is not None:
-        from mltagger.training.distill import shrink
-
         if cfg.distill.get("keep_layers"):
             model = shrink(model, cfg.distill.keep_layers)
         teacher_logits = teacher_train_logits(
@@ -185,9 +189,6 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
         )
     soft_info: dict = {}
     if teacher_dir is None and cfg.get("distill") and cfg.distill.get("soft_labels"):
-        from mltagger.core.paths import resolve_path
-        from mltagger.training.teacher import load_soft_labels
-
         # A shipped teacher's probabilities (make teacher): distillation without running it.
         soft, soft_info = load_soft_labels(
             resolve_path(cfg.distill.soft_labels, cfg.paths.root_dir),

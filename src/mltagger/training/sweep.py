@@ -34,6 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from mltagger.core.config import compose_config
 from mltagger.core.paths import conf_dir
 from mltagger.core.tracking import wandb_settings
+from mltagger.evaluation.metrics import Metric
+from mltagger.training.cv import run_cv
+from mltagger.training.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +157,6 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
     """Create or load the study and run `sweep.n_trials` trials in this process."""
     import optuna
 
-    from mltagger.evaluation.metrics import Metric
-    from mltagger.training.loop import train
-
     sw = cfg.sweep
     metric = str(sw.metric)
     known = {f"val/{k}" for k in Metric.ALL}
@@ -213,8 +213,6 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
             if by_cv:
                 # The mean over held-out folds of the same figure (no per-epoch pruning: a
                 # trial is k trainings, judged once at the end).
-                from mltagger.training.cv import run_cv
-
                 summary = run_cv(trial_cfg)
                 value = summary["global_rule"][metric.removeprefix("val/")]["mean"]
                 trial.set_user_attr(

@@ -38,6 +38,7 @@ from mltagger.core.paths import resolve_path
 from mltagger.data.prepare import PreparedData, prepare_data
 from mltagger.data.validation import sha256_file
 from mltagger.models.modelio import ModelNotAvailable, resolve_model_path
+from mltagger.training.label_issues import oof_probs_for
 
 TEACHERS = ("mpnet_lr", "minilm_cv", "ensemble")
 
@@ -126,7 +127,6 @@ def pool_items(data: PreparedData) -> list[dict]:
 
 def minilm_oof(items: Sequence[dict], labels: Sequence[str], oof_path: Path) -> np.ndarray:
     """The `make cv` out-of-fold probabilities for `items` (mean over seeds)."""
-    from mltagger.training.label_issues import oof_probs_for
 
     return oof_probs_for(items, list(labels), oof_path)
 

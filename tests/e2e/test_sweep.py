@@ -193,7 +193,7 @@ def test_the_best_trial_is_the_maximum_of_the_completed_ones(swept):
     assert summary["best"]["value"] == max(values)
 
 
-@pytest.mark.slow  # k trainings a trial; the CV machinery itself is in tests/test_cv.py
+@pytest.mark.slow  # k trainings a trial; the CV machinery itself is in tests/e2e/test_cv.py
 def test_sweep_can_optimise_the_cv_mean(tmp_path, tiny_model_dir):
     """sweep.objective=cv: each trial is a k-fold CV; its value is the mean over held-out folds."""
     study = space(

@@ -50,8 +50,11 @@ from mltagger.evaluation.dedup import (
     choose_floor,
     choose_screen_threshold,
     fit_pair_model,
+    pair_figures,
+    query_key,
     screen_rates,
 )
+from mltagger.models.predict import Predictor
 from mltagger.models.screen import CALIBRATION_FILE, FEATURES, PairModel
 from mltagger.serving.dedup import fill_store
 from mltagger.serving.store import Store
@@ -125,7 +128,6 @@ def store_lookup_ms(stored: list[dict], picks: list[dict], repeats: int) -> dict
 
 
 def dump_review(benches: dict, model: PairModel, size: int, path: Path) -> None:
-    from mltagger.evaluation.dedup import query_key
 
     seen: dict[str, dict] = {}
     for name, sb in benches.items():
@@ -238,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         bench = load_bench()
         predictor = None
         if args.model != "none":
-            from mltagger.models.predict import Predictor
-
             predictor = Predictor(args.model)
     print(
         f"benchmark: {len(bench.queries)} genuinely new queries, {len(bench.copies)} true copies, "
@@ -280,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
             f"        ~ {f['match'][:70]!r}"
         )
     with user_errors():
-        from mltagger.evaluation.dedup import pair_figures
-
         cfg = compose_config("train", ["data=with_other"])
         test_items = prepare_data(cfg.data, cfg.paths.root_dir).splits["test"]
     results["pairs"] = pair_figures(build_eval_pairs(test_items, seed=1), model)

@@ -28,6 +28,7 @@ import numpy as np
 
 from mltagger.core.config import compose_config
 from mltagger.core.paths import project_root
+from mltagger.data.dedup_bench import load_bench
 from mltagger.data.prepare import prepare_data
 from mltagger.serving.dedup import fill_store
 from mltagger.serving.store import Store
@@ -69,7 +70,6 @@ def load_texts(n: int) -> list[dict]:
 def prefill(db_url: str, size: int) -> None:
     """`size` stored items (the duplicate benchmark's ML store: real, distinct items) with
     their screen sketches, so the service's duplicate search runs over a store of that size."""
-    from mltagger.data.dedup_bench import load_bench
 
     items = load_bench().stores["ml"][:size]
     store = Store(db_url)
