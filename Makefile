@@ -43,7 +43,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
+.PHONY: docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -124,7 +124,7 @@ data-dedup: $(STAMP) ## rebuild data/dedup/registry.tsv.gz (the duplicate benchm
 load-test: $(STAMP) ## loopback load test of /predict (single and batched) on the exported model
 	$(MLTAGGER) load-test $(LOAD_ARGS)
 
-test: $(STAMP) ## the test suite without slow tests (what CI runs)
+test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-model: $(STAMP) ## behavioural (CheckList) tests of a model: MODEL=models/latest by default
@@ -139,9 +139,21 @@ strip-notebooks: $(STAMP) ## remove outputs from notebooks/ before committing
 test-all: $(STAMP) ## every test, slow ones included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the architecture contracts (import-linter)
 	$(VENV)/bin/ruff check src tests scripts notebooks
 	$(VENV)/bin/ruff format --check src tests scripts notebooks
+	$(VENV)/bin/lint-imports
+
+lint-imports: $(STAMP) ## the architecture contracts alone: layers one way, no cycle (pyproject.toml)
+	$(VENV)/bin/lint-imports
+
+docs: $(STAMP) ## the docs site: regenerate the API reference and home page, strict build -> site/
+	$(PY) scripts/docs_pages.py
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP) ## preview the docs site on 127.0.0.1:8001
+	$(PY) scripts/docs_pages.py
+	$(VENV)/bin/mkdocs serve -a 127.0.0.1:8001
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests scripts notebooks

@@ -97,7 +97,9 @@ BUGS = [
                 t: v["precision"]""",
         """            "per_class_precision": {
                 t: float(np.mean([g == p for g, p in zip(auto_gold, auto_pred, strict=True)]))""",
-        ("tests/unit/evaluation/test_metrics.py::test_per_tag_precision_at_the_threshold_is_each_tags_own",),
+        (
+            "tests/unit/evaluation/test_metrics.py::test_per_tag_precision_at_the_threshold_is_each_tags_own",
+        ),
     ),
     Bug(
         "prepare_data stops comparing sha256",
