@@ -129,6 +129,7 @@ def final_run(cv_run, tiny_model_dir):
     return train_tmp / "run", proc.stdout
 
 
+@pytest.mark.slow  # a training after the CV (~20 s with the next test)
 def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, final_run):
     """The model folder carries the per-tag thresholds chosen on the CV's out-of-fold
     predictions, and reports fresh beside test."""
@@ -203,6 +204,7 @@ def test_cv_bad_fold_count_is_one_line_exit_2(tmp_path, tiny_model_dir, folds, m
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # needs the same extra training
 def test_other_rule_and_ablation_scripts_read_a_cv_run(cv_run, final_run):
     """scripts/other_rule.py and scripts/ablation.py, as the docs run them, on the tiny CV."""
     import subprocess

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, TAGS, export_overrides, run_job, split_by_confidence
 
 
@@ -98,6 +100,7 @@ def test_predict_through_the_export_never_imports_torch(exported, tmp_path):
             assert pred["tag"] == "other" and pred["confidence"] < inference["threshold"]
 
 
+@pytest.mark.slow  # a second export (~20 s); the parity figures are unit-tested
 def test_parity_below_the_bound_stops_the_export(tmp_path, trained):
     proc = run_job(
         "export",

@@ -93,6 +93,7 @@ def test_sweep_runs_trials_and_writes_the_best_experiment(swept):
     assert (tmp / "sweep" / "tiny" / "optimization_history.png").is_file()
 
 
+@pytest.mark.slow  # retrains the best trial (~16 s)
 def test_best_experiment_reproduces_the_best_trial(swept, tiny_model_dir):
     """The command written into the experiment file reruns the best trial exactly, although the
     sweep's base overrides set a searched key too (trainer.max_epochs)."""
@@ -121,6 +122,7 @@ def test_best_experiment_reproduces_the_best_trial(swept, tiny_model_dir):
     assert rerun["val/f1_weighted"] == pytest.approx(summary["best"]["value"], abs=1e-9)
 
 
+@pytest.mark.slow  # a second sweep process (~8 s)
 def test_rerunning_resumes_the_study(swept, tiny_model_dir):
     tmp, _ = swept
     proc = run_job("sweep", *sweep_args(tmp, tiny_model_dir, "tiny", "sweep.n_trials=1"))
@@ -157,6 +159,7 @@ def test_two_workers_share_one_study(tmp_path, tiny_model_dir):
     assert dirs == [f"trial_{n:04d}" for n in range(4)]
 
 
+@pytest.mark.slow  # a sweep of its own (~9 s)
 def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_dir):
     study = space(
         tmp_path,

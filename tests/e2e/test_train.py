@@ -204,6 +204,7 @@ def test_predict_cli_round_trip(trained, tmp_path):
     assert proc.returncode == 2 and "not an mltagger model folder" in proc.stderr
 
 
+@pytest.mark.slow  # a stopped and a resumed training (~40 s)
 def test_resume_ends_with_the_uninterrupted_metrics(tmp_path, items_file, tiny_model_dir):
     # With shipped teacher soft labels (distill.soft_labels): they are used, and a resumed run
     # still ends exactly where the uninterrupted one does.
@@ -302,6 +303,7 @@ def test_bad_settings_are_refused_before_training(tmp_path, override, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a second training (~20 s); the distillation loss is unit-tested
 def test_distil_a_one_layer_student_from_the_trained_model(trained, tmp_path):
     """The distillation path of the loop: soft targets from the tiny teacher, a student that
     keeps one of its two layers, and a normal model folder at the end."""
