@@ -406,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in HYDRA_JOBS:
         return run_hydra_job(argv[0], argv[1:])
     if argv and argv[0] in ARGV_JOBS:  # their own options (--run, --n ...) go through untouched
+        sys.argv = [f"mltagger {argv[0]}", *argv[1:]]  # so their --help says `mltagger <job>`
         with user_errors():
             return int(_load(ARGV_JOBS[argv[0]][0])(argv[1:]) or 0)
     parser = build_parser()
