@@ -64,13 +64,21 @@ def test_the_real_package_keeps_every_contract():
     assert "0 broken" in proc.stdout
 
 
+def plant(package_copy: Path, where: Path, module: str, target: str) -> Path:
+    """A copy of the package where `module` imports `target` inside a function."""
+    shutil.copytree(package_copy, where)
+    path = where / Path(*module.split(".")).with_suffix(".py")
+    parent, _, name = target.rpartition(".")
+    path.write_text(
+        path.read_text()
+        + f"\n\ndef _planted():\n    from {parent} import {name}\n\n    return {name}\n"
+    )
+    return where
+
+
 def test_an_upward_import_inside_a_function_breaks_the_layers(package_copy, tmp_path):
-    root = tmp_path / "up"
-    shutil.copytree(package_copy, root)
-    text = root / "mltagger" / "data" / "text.py"
-    text.write_text(
-        text.read_text()
-        + "\n\ndef _planted():\n    from mltagger.serving.store import Store\n\n    return Store\n"
+    root = plant(
+        package_copy, tmp_path / "up", "mltagger.data.text", "mltagger.serving.store.Store"
     )
     proc = lint_imports(root)
     assert proc.returncode == 1, proc.stdout[-3000:]
@@ -79,13 +87,9 @@ def test_an_upward_import_inside_a_function_breaks_the_layers(package_copy, tmp_
 
 
 def test_a_cycle_inside_one_package_breaks_the_acyclic_contract(package_copy, tmp_path):
-    root = tmp_path / "cycle"
-    shutil.copytree(package_copy, root)
     # prepare imports validation; validation importing prepare closes a cycle within `data`.
-    validation = root / "mltagger" / "data" / "validation.py"
-    validation.write_text(
-        validation.read_text()
-        + "\n\ndef _planted():\n    from mltagger.data import prepare\n\n    return prepare\n"
+    root = plant(
+        package_copy, tmp_path / "cycle", "mltagger.data.validation", "mltagger.data.prepare"
     )
     proc = lint_imports(root)
     assert proc.returncode == 1, proc.stdout[-3000:]
