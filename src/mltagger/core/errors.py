@@ -14,8 +14,6 @@ class DataError(Exception):
 
 
 EXIT_INVALID = 1  # the input has bad rows
-
-
 EXIT_USAGE = 2  # the command could not run (missing file, bad option, bad config)
 
 

@@ -44,17 +44,9 @@ _SYNONYMS = {
     "a": "one",
     "the": "this",
 }
-
-
 _WORD = re.compile(r"\w+|\W+")
-
-
 REPOST_PREFIXES = ("[P] ", "Project: ", "New: ", "Show ML: ", "Repost - ")
-
-
 REPOST_SUFFIXES = (" (code included)", " — updated", " [2nd edition]", " (with notebook)")
-
-
 KINDS = ("format", "typos", "truncated", "reworded", "reposted")
 
 

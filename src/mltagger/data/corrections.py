@@ -15,8 +15,6 @@ from mltagger.core.errors import DataError
 from mltagger.data.validation import combined_sha256
 
 LAYER_VERSION = 1
-
-
 ACTIONS = ("keep", "drop", "relabel", "downweight")
 
 

@@ -48,26 +48,12 @@ from mltagger.data.package_pool import _ANY, _ML_VOCAB, fresh_package_names
 from mltagger.data.package_pool import read_registry as read_pypi_registry
 
 REGISTRY_FILE = "data/dedup/registry.tsv.gz"
-
-
 REPORT_FILE = "data/dedup/build_report.json"
-
-
 STORE_SIZES = (1000, 10000, 100000)
-
-
 HELD_OUT = 450  # ML library summaries kept out of every store as genuinely new queries
-
-
 FIRST_MONTH = "2023-01"
-
-
 SEED = 16
-
-
 COPY_KINDS = ("format", "typos", "truncated", "reworded", "reposted")
-
-
 COPIES_PER_KIND = 240
 
 

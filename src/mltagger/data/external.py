@@ -45,31 +45,16 @@ from mltagger.data.text import clean_text, item_text
 from mltagger.data.validation import load_items, sha256_file
 
 STYLES = ("link", "bold", "paper", "bestof")
-
-
 FIRST_ID = 200001
 
-
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-
-
 _BULLET = re.compile(r"^(\s*)[*-]\s+(.*)$")
-
-
 _LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
-
-
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-
-
 _TAG = re.compile(r"<[^>]+>")
-
-
 _BESTOF = re.compile(
     r'<b><a href="([^"]+)">([^<]+)</a></b>\s*\([^)]*\)\s*(?:-\s*(.*?))?\s*(?:<code>|</summary>|$)'
 )
-
-
 _VENUE = re.compile(r"\s*\((?:[^()]*\d{4}[^()]*)\)\s*$")
 
 

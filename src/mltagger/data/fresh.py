@@ -32,8 +32,6 @@ from mltagger.data.validation import (
 )
 
 FRESH_FIELDS = ("id", "created_on", "title", "description", "tag", "kind", "reference")
-
-
 KINDS = (
     "paper",
     "library",
@@ -46,8 +44,6 @@ KINDS = (
     "news",
     "spam",
 )
-
-
 FIRST_YEAR, LAST_YEAR = 2023, 2026
 
 

@@ -35,18 +35,11 @@ from mltagger.data.text import clean_text, join_text
 from mltagger.data.validation import load_items, sha256_file
 
 FIRST_ID = 300001
-
-
 FIRST_MONTH, LAST_MONTH = "2023-01", "2026-12"
-
-
 MIN_SUMMARY = 25
-
-
 # Packages kept per tag: the most downloaded first (real, maintained libraries), then a seeded
 # sample. The NLP vote alone finds ~18,000 LLM packages; a cap keeps the pool balanced and small.
 PER_TAG = 250
-
 
 # Keyword votes per tag (case-insensitive regexes on the summary and the name). Written for
 # precision, not recall: a vague word ("model", "AI", "data") votes for nothing. The `other`
@@ -164,8 +157,6 @@ LABELLING_FUNCTIONS: dict[str, list[str]] = {
         r"\bstatistical (?:tests?|models?|analysis)\b",
     ],
 }
-
-
 # A blind check of 140 pool items (20 per tag, data/packages/sample_check.json) agreed with 126
 # (90%); the bare word "forecast(s)" caught weather apps and ERP add-ons and was removed after it.
 # Not ML at all: a popular package (in the registry's top-15000 by downloads, so a real,
@@ -181,18 +172,10 @@ _ML_VOCAB = re.compile(
     r"text|chat|semantic|vector|recommend|reinforcement|robot",
     re.IGNORECASE,
 )
-
-
 NON_ML_VOTE = "non-ML: top-15000 package, no ML vocabulary"
-
-
 NON_ML_CAP = 150
-
-
 # Any of these makes a summary a candidate at all (kept in the shipped subset).
 _ANY = re.compile("|".join(p for ps in LABELLING_FUNCTIONS.values() for p in ps), re.IGNORECASE)
-
-
 _COMPILED = {t: [re.compile(p, re.IGNORECASE) for p in ps] for t, ps in LABELLING_FUNCTIONS.items()}
 
 

@@ -50,29 +50,20 @@ _LLM = _has(
     r"\b(llms?|large[- ]language[- ]models?|gpt[-\w]*|chatgpt|prompt(?:s|ing|ed)?"
     r"|instruction[- ]tun\w*|rlhf|llama\w*|chatbots?)\b"
 )
-
-
 _TRANSFORMER = _has(r"\b(transformers?|vit|attention|detr|swin|self[- ]attention)\b")
-
-
 _VISION = _has(
     r"\b(image\w*|vision|visual|video\w*|pixels?|object detection|segmentation|"
     r"detect\w*|cnns?|convolutional|photos?|cameras?|faces?|vit|detr|gan)\b"
 )
-
-
 _TUTORIAL = _has(
     r"\b(tutorials?|course\w*|lessons?|lectures?|guides?|blog|walkthrough|"
     r"introduction|intro|explained|learn(ing)? how|step[- ]by[- ]step|notebooks?|"
     r"hands[- ]on|book|cheat ?sheet|podcast)\b"
 )
-
-
 _LIBRARY = _has(
     r"\b(library|libraries|toolkit|toolbox|framework|package|api|sdk|pip install|"
     r"open[- ]source tool|python module|wrapper|cli)\b"
 )
-
 
 SHORT_TEXT_WORDS = 12
 

@@ -9,8 +9,6 @@ import re
 import unicodedata
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\ufeff\u00ad"))
-
-
 _WS = re.compile(r"\s+")
 
 

@@ -20,11 +20,7 @@ from mltagger.data.duplicates import exact_duplicates
 from mltagger.data.text import clean_text, join_text
 
 FIELDS = ("id", "created_on", "title", "description", "tag")
-
-
 DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
-
-
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv")
 
 

@@ -30,7 +30,6 @@ MIN_PASS_RATE = {
     "approved_output": 1.0,
 }
 
-
 # (title, description) per tag: unambiguous to a person who knows the field.
 CLEAR_CUT = {
     "natural-language-processing": [
@@ -91,15 +90,12 @@ CLEAR_CUT = {
     ],
 }
 
-
 # Neutral texts and the words that should pull each of them toward a tag.
 NEUTRAL = [
     "A new method for learning representations from data",
     "An open-source library for training deep models",
     "Tips for training neural networks faster",
 ]
-
-
 STRONG_WORDS = {
     "natural-language-processing": "for text classification, translation and language models",
     "computer-vision": "for image segmentation and object detection in images",
@@ -108,14 +104,8 @@ STRONG_WORDS = {
     "graph-learning": "for graph neural networks and node classification on graphs",
     "time-series": "for time series forecasting of sales and sensor data",
 }
-
-
 NAMES = ("Alice Martin", "Rahul Gupta", "Chen Wei", "Fatima Ndiaye")
-
-
 NEUTRAL_ADDITIONS = (" Check it out!", " (2021)", " Feedback welcome.", " Link in the comments.")
-
-
 ADVERSARIAL = [
     "",
     " ",

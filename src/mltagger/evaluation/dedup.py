@@ -55,8 +55,6 @@ def precision_recall(scores: np.ndarray, truth: np.ndarray, threshold: float) ->
 
 
 EDITED_KINDS = ("format", "typos", "truncated", "reworded", "reposted")
-
-
 ADJUDICATED_FILE = "data/dedup/adjudicated.json"
 
 

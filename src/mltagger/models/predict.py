@@ -26,8 +26,6 @@ from mltagger.models.rule import (
 )
 
 ONNX_FILE = "model.onnx"
-
-
 # Second output of an export: the mean-pooled, L2-normalised hidden state of one encoder layer.
 EMBEDDING_OUTPUT = "embedding"
 

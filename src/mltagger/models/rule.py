@@ -22,8 +22,6 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 REASON_CLASSIFIER = "classifier"  # the model's top class, confident enough to apply
-
-
 REASON_LOW_CONFIDENCE = "low_confidence"  # below the threshold: fallback tag + human review
 
 

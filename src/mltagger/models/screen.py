@@ -36,11 +36,7 @@ from mltagger.data.duplicates import dedup_key
 
 # Bump when the sketch or the features change: stored sketches of another version are rebuilt.
 VERSION = "lexical-1"
-
-
 SKETCH_DIM = 256
-
-
 FEATURES = (
     "char4_cosine",  # char 4-gram sets of the whole normalised text
     "word_cosine",  # word 1-2 gram sets, whole text
@@ -51,8 +47,6 @@ FEATURES = (
     "length_ratio",  # shorter / longer normalised text
     "same_title",  # normalised titles equal
 )
-
-
 CALIBRATION_FILE = "data/dedup/screen.json"
 
 

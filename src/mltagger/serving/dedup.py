@@ -20,8 +20,6 @@ from mltagger.models.screen import (
 )
 
 EXACT = "exact"
-
-
 NEAR = "near"
 
 

@@ -25,11 +25,7 @@ from mltagger.serving.store import Store
 
 # Store ids become training ids above every shipped id, so the sources never clash.
 ID_OFFSET = 10_000_000
-
-
 SOURCE_NAME = "feedback"
-
-
 _VERSION = re.compile(r"^v(\d+)\.json$")
 
 

@@ -46,27 +46,13 @@ from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
 log = logging.getLogger(__name__)
 
 REJECT = "reject"
-
-
 FLAG = "flag"
-
-
 POLICIES = (FLAG, REJECT)
-
-
 # outcomes of `add`, counted by the ingest summary and /metrics
 STORED = "stored"
-
-
 HELD = "stored_held_duplicate"
-
-
 SKIPPED_EXACT = "skipped_exact_copy"
-
-
 REJECTED_NEAR = "rejected_near_duplicate"
-
-
 OUTCOMES = (STORED, HELD, SKIPPED_EXACT, REJECTED_NEAR)
 
 

@@ -27,22 +27,12 @@ import sqlalchemy as sa
 from mltagger.data.links import url_key
 
 HUMAN = "human"
-
-
 MODEL = "model"
-
-
 ACTIVE = "active"
-
-
 HELD_DUPLICATE = "duplicate"
-
-
 STATUSES = (ACTIVE, HELD_DUPLICATE)
 
-
 metadata = sa.MetaData()
-
 
 schema_version = sa.Table(
     "schema_version",
@@ -51,7 +41,6 @@ schema_version = sa.Table(
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
 )
-
 
 items = sa.Table(
     "items",
@@ -85,7 +74,6 @@ items = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-
 feedback = sa.Table(
     "feedback",
     metadata,
@@ -97,7 +85,6 @@ feedback = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-
 reviews = sa.Table(
     "reviews",
     metadata,
@@ -108,7 +95,6 @@ reviews = sa.Table(
     sa.Column("reviewer", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
-
 
 ingest_runs = sa.Table(
     "ingest_runs",
@@ -162,8 +148,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         _v3_status_and_links,
     ),
 ]
-
-
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -10,8 +10,6 @@ import shutil
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
-
-
 BEST = "best"
 
 

@@ -54,8 +54,6 @@ from mltagger.training.loop import train
 log = logging.getLogger(__name__)
 
 OOF_FILE = "oof.json"  # fingerprint, labels and the out-of-fold predictions
-
-
 OPERATING_POINTS_FILE = "operating_points.json"
 
 

@@ -44,8 +44,6 @@ from mltagger.data.validation import sha256_file
 from mltagger.models.baselines import TfidfLogReg
 
 FILTER_BY = "prune_by_noise_rate"
-
-
 RANKED_BY = "self_confidence"
 
 

@@ -41,11 +41,7 @@ from mltagger.models.modelio import ModelNotAvailable, resolve_model_path
 from mltagger.training.label_issues import oof_probs_for
 
 TEACHERS = ("mpnet_lr", "minilm_cv", "ensemble")
-
-
 MPNET_DIR = "models/teachers/all-mpnet-base-v2"
-
-
 SOFT_LABELS_VERSION = 1
 
 
