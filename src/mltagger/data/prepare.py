@@ -1,7 +1,9 @@
-"""Items in, clean splits out: loading, validation, cleaning, de-duplication and splitting.
+"""Items in, clean splits out: `prepare_data` reads every source of a data config (checked by
+`validation`, cleaned by `text`), removes duplicates (`duplicates`), applies reviewed labels and
+label corrections, and splits (`split`).
 
-Everything downstream (baselines, training, evaluation, serving) receives items that went through
-this module, so a bad row is caught once, here, with a message a person can act on. Nothing is
+Everything downstream (baselines, training, evaluation) receives items that went through
+`prepare_data`, so a bad row is caught once, with a message a person can act on. Nothing is
 dropped silently: invalid rows either stop the job or land in a rejects file, and removed
 duplicates are listed in the split manifest.
 """

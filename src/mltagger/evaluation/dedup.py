@@ -1,11 +1,11 @@
-"""Duplicate screening: is a new item a copy of one already stored, or of one earlier in its batch?
+"""Fitting and measuring the duplicate screen (`mltagger dedup-eval`); screening itself runs in
+`mltagger.serving.dedup`. Is a new item a copy of one already stored, or of one earlier in its
+batch? Two stages, cheapest first:
 
-Two stages, cheapest first:
-
-1. exact: the same normalised text (sha256 of `mltagger.data.duplicates.dedup_key`) or the same link
-   (`mltagger.data.links.url_key`), looked up in the store's indexes;
-2. near: the lexical screen of `mltagger.models.screen` (its own sketch, FAISS index and calibrated
-   pair model; nothing of the classifier), against stored items and earlier batch items.
+1. exact: the same normalised text (sha256 of `mltagger.data.duplicates.dedup_key`) or the same
+   link (`mltagger.data.links.url_key`), looked up in the store's indexes;
+2. near: the lexical screen of `mltagger.models.screen` (its own sketch, FAISS index and
+   calibrated pair model; nothing of the classifier), against stored items and earlier batch items.
 
 The benchmark behind its threshold (`ScreenBench`, `make dedup-eval`) screens genuinely new items
 against whole stores of 1k / 10k / 100k items and true copies of stored items
