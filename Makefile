@@ -21,9 +21,11 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 ARGS ?=
 # Extra arguments of `mltagger bench`, e.g. make bench BENCH_ARGS="--n 500"
 BENCH_ARGS ?=
-# `mltagger dedup-eval` and `mltagger load-test` arguments
+# `mltagger dedup-eval`, `mltagger load-test`, `mltagger monitor`, `mltagger simulate-stream` arguments
 DEDUP_ARGS ?=
 LOAD_ARGS ?=
+MONITOR_ARGS ?=
+SIM_ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
 PYTEST_ARGS ?=
 # scripts/mutation.py arguments, e.g. make mutation MUTATION_ARGS="--report"
@@ -43,7 +45,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
+.PHONY: monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -120,6 +122,19 @@ dedup-eval: $(STAMP) ## duplicate screen at store scale: false duplicates at 1k/
 
 data-dedup: $(STAMP) ## rebuild data/dedup/registry.tsv.gz (the duplicate benchmark's stores and queries) from the env registry list (DEDUP_DATA_ARGS="--registry path/to/pypi.tsv")
 	$(MLTAGGER) data-dedup $(DEDUP_DATA_ARGS)
+
+monitor: $(STAMP) ## online precision from proxy signals, candidate disagreement and drift over the store (MONITOR_ARGS="--last 500 store.url=...")
+	$(MLTAGGER) monitor $(MONITOR_ARGS)
+
+simulate-stream: $(STAMP) ## replay an hourly stream (in distribution, a shift, a worse canary) through ingest and monitor it (SIM_ARGS="--candidate runs/sim/worse/model")
+	$(MLTAGGER) simulate-stream $(or $(SIM_ARGS),--candidate runs/sim/worse/model)
+
+promote: $(STAMP) ## point model_dir (models/export) at a candidate: make promote CANDIDATE=path/to/model
+	@test -n "$(CANDIDATE)" || { echo "usage: make promote CANDIDATE=path/to/model/folder"; exit 2; }
+	$(MLTAGGER) promote $(CANDIDATE) $(ARGS)
+
+rollback: $(STAMP) ## point model_dir back where it was before the last promote
+	$(MLTAGGER) rollback $(ARGS)
 
 load-test: $(STAMP) ## loopback load test of /predict (single and batched) on the exported model
 	$(MLTAGGER) load-test $(LOAD_ARGS)

@@ -85,6 +85,10 @@ ARGV_JOBS: dict[str, tuple[str, str]] = {
     "data-external": ("mltagger.data.external:main", "rebuild data/external.json"),
     "data-packages": ("mltagger.data.package_pool:main", "rebuild data/packages.json"),
     "data-dedup": ("mltagger.data.dedup_bench:main", "rebuild the duplicate benchmark"),
+    "simulate-stream": (
+        "mltagger.monitoring.simulate:main",
+        "replay an hourly stream (in distribution, a shift, a worse canary) and monitor it",
+    ),
 }
 DEFAULT_SWEEP = "hparams_search=minilm_optuna"
 
@@ -285,6 +289,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args.overrides)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Online precision, candidate disagreement and drift over a window of the store."""
+    from mltagger.monitoring.monitor import run
+
+    cfg = compose_config("serve", args.overrides)
+    last = None if args.days else args.last
+    return run(
+        cfg,
+        last_n=last,
+        days=args.days,
+        batch=args.batch,
+        output=args.output,
+        save=not args.no_snapshot,
+        permutations=args.permutations,
+    )
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """(Re)build the reference profile of a model folder from a data config's splits."""
+    from mltagger.evaluation.drift import build_profile
+
+    cfg = compose_config("serve", args.overrides)
+    folder = resolve_path(cfg.model_dir, cfg.paths.root_dir)
+    data_cfg = load_data_config(args.data)
+    data = prepare_data(data_cfg, cfg.paths.root_dir)
+    profile = build_profile(
+        Predictor(folder), data.splits["val"], [it["text"] for it in data.splits["train"]]
+    )
+    profile.save(folder)
+    print(
+        f"reference profile of {profile.model_version}: {len(profile.confidences)} val items, "
+        f"{len(profile.vocabulary)} training words -> {folder}"
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from mltagger.serving.rollout import promote
+
+    cfg = compose_config("serve", args.overrides)
+    done = promote(resolve_path(cfg.model_dir, cfg.paths.root_dir), args.candidate)
+    print(f"{done['link']} -> {done['to']} (was {done['from']}; `mltagger rollback` undoes it)")
+    print("a running service loads it within seconds; a restart reads the same link")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from mltagger.serving.rollout import rollback
+
+    cfg = compose_config("serve", args.overrides)
+    done = rollback(resolve_path(cfg.model_dir, cfg.paths.root_dir))
+    print(f"{done['link']} -> {done['to']} (was {done['from']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltagger", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -379,6 +438,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="config overrides")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "monitor",
+        help="online precision from proxy signals, candidate disagreement and drift on the store",
+        description="Writes runs/monitor/<time>/monitor.{json,html} and the snapshot the "
+        "service exports on /metrics. Config: conf/serve.yaml (store.url, model_dir).",
+    )
+    p.add_argument("--last", type=int, default=500, help="the last N model-tagged items")
+    p.add_argument("--days", type=float, help="instead: the items of the last D days")
+    p.add_argument("--batch", type=int, help="batch size of the timeline (default: per file)")
+    p.add_argument("--output", help="report folder (default runs/monitor/<time>)")
+    p.add_argument("--permutations", type=int, default=2000, help="MMD permutation test size")
+    p.add_argument("--no-snapshot", action="store_true", help="do not update /metrics")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=...")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "profile",
+        help="(re)build a model folder's reference profile (training and export write one)",
+    )
+    p.add_argument("--data", default="with_packages", help="data config: val and train splits")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "promote", help="point the service's model_dir link at a candidate model folder"
+    )
+    p.add_argument("candidate", help="the model folder to serve from now on")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="point model_dir back where it was before promote")
+    p.add_argument("overrides", nargs="*", help="config overrides")
+    p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("dataset", help="training data from the store")
     dsub = p.add_subparsers(dest="dataset_command", required=True)

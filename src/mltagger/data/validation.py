@@ -297,10 +297,25 @@ def _check_row(
     else:
         tag = tag.strip()
 
+    # author_tag: the tag the submitter chose (optional; an approved tag)
+    author_tag = data.get("author_tag")
+    if author_tag in (None, ""):
+        author_tag = None
+    elif not isinstance(author_tag, str):
+        bad("author_tag", f"must be a string, got {_type_name(author_tag)}", shown_id)
+    elif author_tag.strip() not in tags:
+        bad(
+            "author_tag",
+            f"unknown tag {author_tag!r}; approved tags: {', '.join(tags)}",
+            shown_id,
+        )
+    else:
+        author_tag = author_tag.strip()
+
     if problems:
         return None, problems
     title_clean, desc_clean = clean_text(title), clean_text(description)
-    return {
+    item = {
         "id": item_id,
         "created_on": created_on.strip() if created_on else None,
         "title": title_clean,
@@ -309,7 +324,10 @@ def _check_row(
         "tag": tag,
         "title_raw": title,
         "description_raw": description,
-    }, []
+    }
+    if author_tag is not None:  # only where given: training items stay as they were
+        item["author_tag"] = author_tag
+    return item, []
 
 
 def load_items(path: str | Path, tags: Sequence[str], *, labeled: bool = True) -> ValidationReport:

@@ -28,6 +28,7 @@ import numpy as np
 from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import write_run_info
 from mltagger.data.prepare import prepare_data
+from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.markdown import comparison_table
 from mltagger.evaluation.metrics import Metric, summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
@@ -222,6 +223,11 @@ def export_candidates(cfg) -> dict:
                     f"{check['max_prob_diff']:.3f}); this export must not ship"
                 )
             _finish_folder(folder, results[name]["global_threshold"], name, src)
+            build_profile(
+                OnnxPredictor(folder, cfg.batch_size),
+                data.splits["val"],
+                [it["text"] for it in data.splits["train"]],
+            ).save(folder)
     return {"results": results, "reports": reports, "data": data}
 
 

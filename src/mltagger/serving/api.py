@@ -22,6 +22,8 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -37,6 +39,7 @@ from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 from mltagger.serving.limits import BodyLimit
 from mltagger.serving.metrics import Metrics
+from mltagger.serving.rollout import Rollout, check_candidate
 from mltagger.serving.service import POLICIES, Tagger, prepare
 from mltagger.serving.store import STATUSES, Store, StoreError, current_version, describe
 
@@ -50,6 +53,11 @@ class ItemIn(BaseModel):
     title: str = Field(description="required, non-blank")
     description: str | None = Field(default="", description="may be empty")
     url: str | None = Field(default=None, description="where the content lives, if known")
+    author_tag: str | None = Field(
+        default=None,
+        description="the tag the submitter chose, if any (an approved tag); stored beside the "
+        "model's tag and used to estimate online precision",
+    )
 
 
 class PredictIn(BaseModel):
@@ -152,7 +160,13 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                     f"items.{k}.description has {len(desc)} characters "
                     f"(max {limits.max_description_chars})",
                 )
-            item = prepare(it.title, desc, it.url)
+            if it.author_tag is not None and it.author_tag not in tags:
+                raise HTTPException(
+                    422,
+                    f"items.{k}.author_tag {it.author_tag!r} is not an approved tag; "
+                    f"approved tags: {', '.join(tags)}",
+                )
+            item = prepare(it.title, desc, it.url, it.author_tag)
             if not item["title"]:
                 raise HTTPException(422, f"items.{k}.title is blank")
             out.append(item)
@@ -171,8 +185,10 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                 413, f"{len(body.items)} items in one request (max {limits.max_batch})"
             )
         items = check_items(body.items)
-        preds, dups, _ = tagger.analyze(items)
+        preds, dups, extra = tagger.analyze(items)
         metrics.observe_predictions(preds, dups)
+        if extra["other"] is not None:
+            metrics.observe_rollout(tagger.rollout.mode, preds, extra["other"])
         return {"items": [answer(p, d) for p, d in zip(preds, dups, strict=True)]}
 
     @app.post("/items", status_code=201, dependencies=[Depends(require_key)])
@@ -269,6 +285,12 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         counts = tagger.store.count_by_status()
         for status in STATUSES:
             metrics.by_status.labels(status).set(counts.get(status, 0))
+        backlog = tagger.store.review_backlog()
+        metrics.backlog.set(backlog["waiting"])
+        metrics.backlog_age.set(backlog["oldest_seconds"])
+        snapshot = tagger.store.latest_snapshot()
+        age = snapshot_age(snapshot) if snapshot is not None else -1.0
+        metrics.export_snapshot(snapshot, age)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -283,18 +305,36 @@ def build_tagger(cfg: Any) -> Tagger:
             f"model_dir={cfg.model_dir}: no such model folder ({folder}); make one with "
             "`make train` and `make export`, or point model_dir= at a run's model folder"
         )
-    read_model_metadata(folder)
-    predictor = Predictor(
-        folder, threads=cfg.get("threads"), spinning=bool(cfg.get("onnx_spinning", False))
-    )
+    labels, _ = read_model_metadata(folder)
+
+    def load(path: Path):
+        return Predictor(
+            path, threads=cfg.get("threads"), spinning=bool(cfg.get("onnx_spinning", False))
+        )
+
+    candidate, rollout = None, None
+    if cfg.get("candidate"):
+        rollout = Rollout.parse(cfg.get("rollout"))
+        candidate = load(check_candidate(resolve_path(cfg.candidate, cfg.paths.root_dir), labels))
+    monitor = cfg.get("monitor") or {}
     store = Store(str(cfg.store.url))
     return Tagger(
-        predictor,
+        load(folder),
         store,
         dedup=bool(cfg.dedup.enabled),
         near_threshold=cfg.dedup.get("near_threshold"),
         screen_file=resolve_path(cfg.dedup.screen_file, cfg.paths.root_dir),
+        candidate=candidate,
+        rollout=rollout,
+        audit_share=float(monitor.get("audit_share", 0.0)),
+        model_link=folder if folder.is_symlink() else None,
+        loader=load,
     )
+
+
+def snapshot_age(snapshot: dict) -> float:
+    stamp = datetime.fromisoformat(snapshot["created_at"])
+    return max(0.0, (datetime.now(timezone.utc) - stamp).total_seconds())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,13 @@ def ingest_file(
     dup_kinds: Counter = Counter()
     outcomes: Counter = Counter({o: 0 for o in OUTCOMES})
     needs_review = stored = 0
-    items = [prepare(it["title"], it["description"], it.get("url")) for it in report.items]
+    # A drop's `tag` is the one its author chose (the platform's field); `author_tag` says so too.
+    items = [
+        prepare(
+            it["title"], it["description"], it.get("url"), it.get("author_tag") or it.get("tag")
+        )
+        for it in report.items
+    ]
     bar = tqdm(total=len(items), desc=f"ingest {path.name}", unit="item", disable=not progress)
     for start in range(0, len(items), chunk_size):
         chunk = items[start : start + chunk_size]

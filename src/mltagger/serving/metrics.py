@@ -1,5 +1,8 @@
 """Prometheus metrics of the service: request counts and latency by route and status, tags and
-review decisions by source, add outcomes, and store sizes by status.
+review decisions by source, add outcomes, store sizes by status, the review backlog, the
+disagreement of a shadow or canary candidate, and the latest figures of `mltagger monitor`
+(online precision per tag, signal and model version; drift), which the service only exports:
+they are computed by the monitor job, never on the request path.
 """
 
 from __future__ import annotations
@@ -57,6 +60,65 @@ class Metrics:
             registry=r,
         )
         self.feedback = Counter("mltagger_feedback", "Wrong-tag reports stored", registry=r)
+        self.backlog = Gauge(
+            "mltagger_review_backlog_items", "Items waiting for a person", registry=r
+        )
+        self.backlog_age = Gauge(
+            "mltagger_review_backlog_oldest_seconds",
+            "How long the oldest item in the review queue has waited",
+            registry=r,
+        )
+        self.shadow_compared = Counter(
+            "mltagger_rollout_compared",
+            "Items answered by both the current model and the candidate",
+            ["mode"],
+            registry=r,
+        )
+        self.shadow_disagree = Counter(
+            "mltagger_rollout_disagreements",
+            "Items the current model and the candidate tagged differently",
+            ["mode"],
+            registry=r,
+        )
+        # From the latest `mltagger monitor` snapshot in the store, read at each scrape.
+        self.online_precision = Gauge(
+            "mltagger_online_precision",
+            "Online auto-tag precision over the monitor window, by tag (or `all`), proxy signal "
+            "(audit, author, reports) and model version",
+            ["tag", "signal", "model_version"],
+            registry=r,
+        )
+        self.online_precision_low = Gauge(
+            "mltagger_online_precision_lower",
+            "Lower end of the 95% Wilson interval of mltagger_online_precision",
+            ["tag", "signal", "model_version"],
+            registry=r,
+        )
+        self.online_n = Gauge(
+            "mltagger_online_precision_items",
+            "Items behind mltagger_online_precision",
+            ["tag", "signal", "model_version"],
+            registry=r,
+        )
+        self.window_review_ratio = Gauge(
+            "mltagger_window_review_ratio",
+            "Share of the monitor window's model-tagged items the model sent to review",
+            registry=r,
+        )
+        self.drift_pvalue = Gauge(
+            "mltagger_drift_pvalue",
+            "p-value of each drift test on the monitor window (Bonferroni-adjusted)",
+            ["test"],
+            registry=r,
+        )
+        self.drift_alarm = Gauge(
+            "mltagger_drift_alarm", "1 when any drift test of the last window fired", registry=r
+        )
+        self.monitor_age = Gauge(
+            "mltagger_monitor_snapshot_age_seconds",
+            "Age of the monitor figures exported here (-1: no monitor run yet)",
+            registry=r,
+        )
         self._tagged = 0
         self._review = 0
 
@@ -71,3 +133,31 @@ class Metrics:
         self._tagged += len(preds)
         self._review += sum(bool(p["needs_review"]) for p in preds)
         self.review_rate.set(self._review / self._tagged if self._tagged else 0.0)
+
+    def observe_rollout(self, mode: str, served: Sequence[dict], other: Sequence[dict]) -> None:
+        for a, b in zip(served, other, strict=True):
+            self.shadow_compared.labels(mode).inc()
+            if a["tag"] != b["tag"]:
+                self.shadow_disagree.labels(mode).inc()
+
+    def export_snapshot(self, snapshot: dict | None, age_seconds: float) -> None:
+        """Set the monitor gauges from the latest snapshot (`mltagger monitor` writes it)."""
+        for gauge in (self.online_precision, self.online_precision_low, self.online_n):
+            gauge.clear()
+        self.drift_pvalue.clear()
+        if snapshot is None:
+            self.monitor_age.set(-1)
+            self.drift_alarm.set(0)
+            return
+        self.monitor_age.set(age_seconds)
+        for row in snapshot.get("online", []):
+            key = (row["tag"], row["signal"], row["model_version"])
+            if row.get("precision") is not None:
+                self.online_precision.labels(*key).set(row["precision"])
+                self.online_precision_low.labels(*key).set(row["ci_low"])
+            self.online_n.labels(*key).set(row["n"])
+        self.window_review_ratio.set(snapshot.get("review_ratio") or 0.0)
+        drift = snapshot.get("drift") or {}
+        for test, value in (drift.get("pvalues") or {}).items():
+            self.drift_pvalue.labels(test).set(value)
+        self.drift_alarm.set(1 if drift.get("alarm") else 0)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
 from mltagger.data.links import url_key
 from mltagger.data.text import clean_text, join_text
+from mltagger.models.rule import REASON_CLASSIFIER
 from mltagger.models.screen import (
     CALIBRATION_FILE,
     VERSION,
@@ -41,6 +43,7 @@ from mltagger.models.screen import (
     sketch,
 )
 from mltagger.serving.dedup import EXACT, Duplicate, screen_batch
+from mltagger.serving.rollout import RELOAD_SECONDS, SHADOW, Rollout, audit_pick
 from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
 
 log = logging.getLogger(__name__)
@@ -60,14 +63,28 @@ class ConfigError(ValueError):
     """A service setting that cannot work (e.g. no screen calibration)."""
 
 
-def prepare(title: str, description: str = "", url: str | None = None) -> dict:
-    """An item as the model and the store see it: cleaned fields and the joined text."""
+def prepare(
+    title: str, description: str = "", url: str | None = None, author_tag: str | None = None
+) -> dict:
+    """An item as the model and the store see it: cleaned fields and the joined text, and the
+    tag its author chose, if any (already checked against the approved tags)."""
     title, description = clean_text(title), clean_text(description or "")
     return {
         "title": title,
         "description": description,
         "url": url,
+        "author_tag": author_tag,
         "text": join_text(title, description),
+    }
+
+
+def _brief(pred: dict) -> dict:
+    """What is kept of the other model's answer under a rollout (items.shadow)."""
+    return {
+        "model_version": pred["model_version"],
+        "tag": pred["tag"],
+        "confidence": pred["confidence"],
+        "needs_review": pred["needs_review"],
     }
 
 
@@ -92,11 +109,25 @@ class Tagger:
         dedup: bool = True,
         near_threshold: float | None = None,
         screen_file: str | Path | None = None,
+        candidate=None,
+        rollout: Rollout | None = None,
+        audit_share: float = 0.0,
+        model_link: str | Path | None = None,
+        loader: Callable[[Path], object] | None = None,
     ) -> None:
         self.predictor = predictor
         self.store = store
         self.dedup = dedup
         self.lock = threading.Lock()
+        # A candidate beside the current model (shadow or canary), the audit share, and where the
+        # current model comes from, so a promote or rollback is picked up without a restart.
+        self.candidate = candidate
+        self.rollout = rollout or Rollout(SHADOW)
+        self.audit_share = float(audit_share)
+        self.model_link = Path(model_link) if model_link is not None else None
+        self.loader = loader
+        self._serving = self.model_link.resolve() if self.model_link is not None else None
+        self._checked = time.monotonic()
         self.index: ScreenIndex | None = None
         self.model: PairModel | None = None
         self.screen_file = screen_file
@@ -135,19 +166,51 @@ class Tagger:
         if ids:
             self.index.add(ids, vectors, texts)
 
+    def maybe_reload(self) -> None:
+        """Load the model the serving link points at now, if a promote or rollback moved it
+        (checked at most every RELOAD_SECONDS). A candidate that became the current model is
+        dropped: nothing is left to compare."""
+        if self.model_link is None or self.loader is None:
+            return
+        if time.monotonic() - self._checked < RELOAD_SECONDS:
+            return
+        self._checked = time.monotonic()
+        target = self.model_link.resolve()
+        if target == self._serving:
+            return
+        log.info("model_dir %s now points at %s: loading it", self.model_link, target)
+        self.predictor = self.loader(target)
+        self._serving = target
+        if self.candidate is not None and Path(self.candidate.folder).resolve() == target:
+            self.candidate = None
+
+    def _predict(self, predictor, items: Sequence[dict], texts: list[str]) -> list[dict]:
+        logits, _ = predictor.encode(texts)
+        return predictor.decide(items, predictor.probabilities(logits))
+
     def analyze(self, items: Sequence[dict]) -> tuple[list[dict], list[Duplicate | None], dict]:
-        """Predictions and duplicates for prepared items; nothing is stored."""
+        """Predictions and duplicates for prepared items; nothing is stored. Under a rollout,
+        `extra["other"]` holds the answers of the model that did not tag each item."""
+        self.maybe_reload()
         texts = [it["text"] for it in items]
-        logits, _ = self.predictor.encode(texts)
-        preds = self.predictor.decide(items, self.predictor.probabilities(logits))
+        preds = self._predict(self.predictor, items, texts)
         hashes = [content_hash(it["title"], it["description"]) for it in items]
+        other = None
+        if self.candidate is not None:
+            cand = self._predict(self.candidate, items, texts)
+            served, other = [], []
+            for h, current, candidate in zip(hashes, preds, cand, strict=True):
+                pick = self.rollout.serves_candidate(h)
+                served.append(candidate if pick else current)
+                other.append(current if pick else candidate)
+            preds = served
         if self.dedup:
             dups, sketches = screen_batch(
                 items, hashes, self.store.ids_by_hash_or_url, self.index, self.model
             )
         else:
             dups, sketches = [None] * len(items), None
-        return preds, dups, {"hashes": hashes, "sketches": sketches}
+        return preds, dups, {"hashes": hashes, "sketches": sketches, "other": other}
 
     def add(self, items: Sequence[dict], *, source: str, policy: str = FLAG) -> list[Outcome]:
         """Screen, tag and store a batch in one transaction (see the module docstring for what
@@ -182,11 +245,21 @@ class Tagger:
                     "reason": pred["reason"],
                     "scores": pred["scores"],
                     "needs_review": pred["needs_review"],
+                    "model_tag": pred["tag"],
+                    "author_tag": it.get("author_tag"),
+                    "shadow": None if extra["other"] is None else _brief(extra["other"][j]),
                     "status": ACTIVE,
                     "source": source,
                     "embedding": None if extra["sketches"] is None else extra["sketches"][j],
                     "embedding_model": VERSION if extra["sketches"] is not None else None,
                 }
+                if (
+                    dup is None
+                    and pred["reason"] == REASON_CLASSIFIER
+                    and audit_pick(extra["hashes"][j], self.audit_share)
+                ):  # auto-tagged and drawn for the audit: published, and a person checks it
+                    row["audit"] = True
+                    row["needs_review"] = True
                 if dup is not None:  # a near duplicate: stored, held, for a person to decide
                     kind, ref = (
                         ("id", dup.item_id) if dup.item_id is not None else origin(dup.batch_index)
@@ -232,6 +305,13 @@ class Tagger:
             "model_version": self.predictor.inference.model_version,
             "backend": self.predictor.backend,
             "labels": list(self.predictor.labels),
+            "candidate": None
+            if self.candidate is None
+            else {
+                "model_version": self.candidate.inference.model_version,
+                "rollout": str(self.rollout),
+            },
+            "audit_share": self.audit_share,
             "duplicate_screen": {
                 "enabled": self.dedup,
                 "version": VERSION if self.dedup else None,

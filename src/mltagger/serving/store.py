@@ -70,6 +70,15 @@ items = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, default="active", index=True),
     # the normalised link (no scheme, www., query or fragment): the same link is an exact copy
     sa.Column("url_key", sa.Text, index=True),
+    # schema v4, for knowing how the model does after release (mltagger monitor):
+    # the tag the submitter chose, if any (an approved tag)
+    sa.Column("author_tag", sa.String(64)),
+    # the model's own answer, kept when a person later changes `tag`
+    sa.Column("model_tag", sa.String(64)),
+    # an auto-tagged item drawn at random for review, so reviews measure auto-tag precision
+    sa.Column("audit", sa.Boolean, nullable=False, default=False),
+    # the other model's answer under a shadow or canary rollout (never shown)
+    sa.Column("shadow", sa.JSON),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -95,6 +104,16 @@ reviews = sa.Table(
     sa.Column("reviewer", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# mltagger monitor's latest figures, which the service exports on /metrics (schema v4)
+monitor_snapshots = sa.Table(
+    "monitor_snapshots",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 ingest_runs = sa.Table(
     "ingest_runs",
@@ -138,6 +157,42 @@ def _v3_status_and_links(conn: sa.Connection) -> None:
             conn.execute(items.update().where(items.c.id == row.id).values(url_key=key))
 
 
+def _v4_monitoring(conn: sa.Connection) -> None:
+    """items.author_tag, items.model_tag (filled: the model's tag, or for items a person has
+    re-tagged the tag their first review replaced), items.audit, items.shadow; and the
+    monitor_snapshots table."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("items")}
+    for name, ddl in (
+        ("author_tag", "VARCHAR(64)"),
+        ("model_tag", "VARCHAR(64)"),
+        ("audit", "BOOLEAN NOT NULL DEFAULT FALSE"),
+        ("shadow", "JSON"),
+    ):
+        if name not in have:
+            conn.execute(sa.text(f"ALTER TABLE items ADD COLUMN {name} {ddl}"))
+    conn.execute(
+        items.update()
+        .where(items.c.tagged_by == MODEL, items.c.model_tag.is_(None))
+        .values(model_tag=items.c.tag)
+    )
+    first = (
+        sa.select(reviews.c.item_id, sa.func.min(reviews.c.id).label("rid"))
+        .group_by(reviews.c.item_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(reviews.c.item_id, reviews.c.previous_tag)
+        .join(first, reviews.c.id == first.c.rid)
+        .join(items, items.c.id == reviews.c.item_id)
+        .where(items.c.model_tag.is_(None), items.c.model_version.is_not(None))
+    ).all()
+    for row in rows:
+        conn.execute(
+            items.update().where(items.c.id == row.item_id).values(model_tag=row.previous_tag)
+        )
+    monitor_snapshots.create(conn, checkfirst=True)
+
+
 # Append-only: (version, description, step). Never edit a released step; add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "items, feedback and reviews", _create(items, feedback, reviews)),
@@ -146,6 +201,11 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         3,
         "items.status (held duplicates) and items.url_key (same-link copies)",
         _v3_status_and_links,
+    ),
+    (
+        4,
+        "author tags, the model's own tag, audit samples, shadow answers, monitor snapshots",
+        _v4_monitoring,
     ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -388,6 +448,88 @@ class Store:
     def count_items(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(items)).scalar() or 0)
+
+    # -- after release (mltagger monitor) -----------------------------------------------------
+
+    def monitor_rows(self, last_n: int | None = None, since: datetime | None = None) -> list[dict]:
+        """The model-tagged items of a window (the last `last_n`, or those stored `since`),
+        oldest first, each with the tag of its first review (`review_tag`, None if never
+        reviewed) and its number of wrong-tag reports (`reports`)."""
+        first = (
+            sa.select(reviews.c.item_id, sa.func.min(reviews.c.id).label("rid"))
+            .group_by(reviews.c.item_id)
+            .subquery()
+        )
+        first_tag = (
+            sa.select(reviews.c.item_id, reviews.c.tag)
+            .join(first, reviews.c.id == first.c.rid)
+            .subquery()
+        )
+        reports = (
+            sa.select(feedback.c.item_id, sa.func.count().label("n"))
+            .group_by(feedback.c.item_id)
+            .subquery()
+        )
+        cols = [
+            items.c.id, items.c.title, items.c.description, items.c.source, items.c.status,
+            items.c.tag, items.c.tagged_by, items.c.model_tag, items.c.model_version,
+            items.c.confidence, items.c.reason, items.c.needs_review, items.c.author_tag,
+            items.c.audit, items.c.shadow, items.c.created_at,
+            first_tag.c.tag.label("review_tag"), reports.c.n.label("reports"),
+        ]  # fmt: skip
+        query = (
+            sa.select(*cols)
+            .outerjoin(first_tag, first_tag.c.item_id == items.c.id)
+            .outerjoin(reports, reports.c.item_id == items.c.id)
+            .where(items.c.model_tag.is_not(None))
+        )
+        if since is not None:
+            query = query.where(items.c.created_at >= since)
+        query = query.order_by(items.c.id.desc())
+        if last_n is not None:
+            query = query.limit(int(last_n))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        out = []
+        for r in reversed(rows):
+            d = dict(r._mapping)
+            d["reports"] = int(d["reports"] or 0)
+            d["created_at"] = _iso(d["created_at"])
+            out.append(d)
+        return out
+
+    def review_backlog(self) -> dict:
+        """Items waiting for a person and how long the oldest has waited (seconds)."""
+        with self.engine.connect() as conn:
+            n, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(items.c.created_at)).where(
+                    items.c.needs_review
+                )
+            ).one()
+        age = 0.0
+        if oldest is not None:
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=timezone.utc)
+            age = max(0.0, (now() - oldest).total_seconds())
+        return {"waiting": int(n or 0), "oldest_seconds": age}
+
+    def save_snapshot(self, summary: dict) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    monitor_snapshots.insert().values(summary=summary, created_at=now())
+                ).inserted_primary_key[0]
+            )
+
+    def latest_snapshot(self) -> dict | None:
+        """The newest monitor summary, with `created_at`; None before the first monitor run."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(monitor_snapshots).order_by(monitor_snapshots.c.id.desc()).limit(1)
+            ).first()
+        if row is None:
+            return None
+        return {**row.summary, "created_at": _iso(row.created_at)}
 
     # -- people ------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation import plots
+from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.metrics import summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
 from mltagger.models.modelio import (
@@ -20,6 +21,7 @@ from mltagger.models.modelio import (
     point_latest,
     write_model_metadata,
 )
+from mltagger.models.predict import TorchPredictor
 from mltagger.models.rule import softmax
 from mltagger.training.batches import predict_logits
 from mltagger.training.calibrate import fit_temperature
@@ -148,6 +150,11 @@ def finish_run(
         (out_dir / "metrics.json").write_text(
             json.dumps({"summary": metrics, "history": state.history}, indent=1) + "\n"
         )
+    # What `mltagger monitor` compares the stream with (evaluation.drift): made here, after the
+    # decision rule is written, so its answers are the ones this folder gives.
+    build_profile(
+        TorchPredictor(model_dir), data.splits["val"], [it["text"] for it in data.splits["train"]]
+    ).save(model_dir)
     if cfg.update_latest:
         point_latest(model_dir, Path(cfg.paths.models_dir))
     log_run_to_wandb(run, cfg, data, out_dir, model_dir, val_report, test_report, metrics)

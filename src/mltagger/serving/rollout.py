@@ -1,0 +1,130 @@
+"""A candidate model beside the current one, and switching between them.
+
+- **Shadow** (`rollout=shadow`): the candidate scores every item; its answers are stored beside
+  the current model's (`items.shadow`), never shown.
+- **Canary** (`rollout=canary:<percent>`): a stable hash of the item's normalised text picks the
+  model that tags it, so the same item always meets the same model and a resubmission cannot
+  flip its tag; the other model's answer is stored in `items.shadow`.
+- **Promote / rollback**: the service's `model_dir` is a link (models/export); `promote` points it
+  at the candidate and keeps the old target as `<link>.previous`, `rollback` points it back. A
+  running service notices the new target within `RELOAD_SECONDS` and loads it; a restart reads
+  the same link, so nothing has to be edited by hand.
+
+The audit sample (auto-tagged items sent to review at random, so reviews measure auto-tag
+precision without bias) draws from another part of the same hash, independent of the canary's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mltagger.models.modelio import read_model_metadata
+
+SHADOW = "shadow"
+CANARY = "canary"
+RELOAD_SECONDS = 2.0
+
+
+class RolloutError(ValueError):
+    """A rollout setting or a model switch that cannot work, said in one line."""
+
+
+def _fraction(content_hash: str, part: slice) -> float:
+    """A number in [0, 1) from 8 hex digits of the item's sha256: uniform and stable."""
+    return int(content_hash[part], 16) / 0x1_0000_0000
+
+
+def audit_pick(content_hash: str, share: float) -> bool:
+    """Is this auto-tagged item in the audit sample? (digits 8-15 of its hash)."""
+    return share > 0 and _fraction(content_hash, slice(8, 16)) < share
+
+
+@dataclass(frozen=True)
+class Rollout:
+    mode: str  # SHADOW or CANARY
+    percent: float = 0.0  # canary: the share of items the candidate tags
+
+    @classmethod
+    def parse(cls, text: str | None) -> Rollout:
+        """`shadow` or `canary:<percent>` (0 < percent <= 100)."""
+        text = (text or SHADOW).strip()
+        if text == SHADOW:
+            return cls(SHADOW)
+        mode, _, value = text.partition(":")
+        if mode == CANARY:
+            try:
+                percent = float(value)
+            except ValueError:
+                percent = -1.0
+            if 0 < percent <= 100:
+                return cls(CANARY, percent)
+        raise RolloutError(f"rollout={text!r}: use shadow or canary:<percent> (0 < percent <= 100)")
+
+    def serves_candidate(self, content_hash: str) -> bool:
+        """Does the candidate tag this item? (digits 0-7 of its hash; never under shadow)."""
+        return self.mode == CANARY and _fraction(content_hash, slice(0, 8)) * 100 < self.percent
+
+    def __str__(self) -> str:
+        return SHADOW if self.mode == SHADOW else f"{CANARY}:{self.percent:g}"
+
+
+def check_candidate(candidate: str | Path, labels: list[str]) -> Path:
+    """The candidate must be a model folder with the current model's labels, in order."""
+    folder = Path(candidate)
+    if not folder.is_dir():
+        raise RolloutError(f"candidate={candidate}: no such model folder")
+    try:
+        cand_labels, _ = read_model_metadata(folder)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise RolloutError(f"candidate={candidate} is not a model folder: {err}") from None
+    if list(cand_labels) != list(labels):
+        raise RolloutError(
+            f"candidate={candidate} has labels {list(cand_labels)}, the current model "
+            f"{list(labels)}: a candidate must answer with the same tags"
+        )
+    return folder
+
+
+def _previous(link: Path) -> Path:
+    return link.with_name(link.name + ".previous")
+
+
+def _point(link: Path, target: Path) -> None:
+    """Re-point `link` at `target` atomically (a relative link, as models/latest)."""
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)
+
+
+def promote(link: str | Path, candidate: str | Path) -> dict:
+    """Point the serving link at the candidate; the old target becomes `<link>.previous`."""
+    link = Path(link)
+    if not link.is_symlink():
+        raise RolloutError(
+            f"{link} is not a link: promote re-points the service's model_dir link "
+            "(models/export is one after make export)"
+        )
+    current = link.resolve()
+    labels, _ = read_model_metadata(current)
+    target = check_candidate(candidate, list(labels)).resolve()
+    if target == current:
+        raise RolloutError(f"{link} already points at {target}")
+    _point(_previous(link), current)
+    _point(link, target)
+    return {"link": str(link), "from": str(current), "to": str(target)}
+
+
+def rollback(link: str | Path) -> dict:
+    """Point the serving link back at what it pointed at before the last promote."""
+    link = Path(link)
+    previous = _previous(link)
+    if not (link.is_symlink() and previous.is_symlink() and previous.resolve().is_dir()):
+        raise RolloutError(f"nothing to roll back to: {previous} does not point at a model folder")
+    current, target = link.resolve(), previous.resolve()
+    _point(link, target)
+    _point(previous, current)
+    return {"link": str(link), "from": str(current), "to": str(target)}
