@@ -150,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prefill", type=int, default=0, help="store this many items first (duplicate search cost)"
     )
+    parser.add_argument(
+        "--serve",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the started service, repeatable (e.g. --serve "
+        "candidate=models/export --serve rollout=shadow: what shadow mode costs)",
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -178,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"port={port}",
                 f"store.url=sqlite:///{tmp.name}/load.db",
                 "api_key=load-test",
+                *args.serve,
             ],
             cwd=REPO,
             env={**os.environ, "MLTAGGER_ROOT": str(REPO)},

@@ -22,6 +22,7 @@ truly 5+ points worse ending below the current model with non-overlapping 95% in
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -31,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mltagger.core.config import compose_config
 from mltagger.core.paths import resolve_path
+from mltagger.data.dedup_bench import load_bench
 from mltagger.data.duplicates import content_hash
 from mltagger.data.package_pool import _ML_VOCAB
 from mltagger.data.prepare import prepare_data
@@ -60,8 +63,6 @@ def _author(gold: str, tags: Sequence[str], accuracy: float, rng: random.Random)
 
 def spam_items(n: int, seed: int) -> list[dict]:
     """Non-ML package summaries from the duplicate benchmark's registry (gold tag `other`)."""
-    from mltagger.data.dedup_bench import load_bench
-
     pool = [
         it
         for it in load_bench().stores["all"]
@@ -185,8 +186,6 @@ def simulate(
 
 
 def cfg_data(cfg):
-    from mltagger.core.config import compose_config
-
     return compose_config("train", []).data
 
 
@@ -335,10 +334,6 @@ def format_result(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from mltagger.core.config import compose_config
-
     p = argparse.ArgumentParser(prog="mltagger simulate-stream", description=__doc__.split("\n")[0])
     p.add_argument("--candidate", required=True, help="the worse model folder for the canary")
     p.add_argument("--batch", type=int, default=50, help="items per hourly drop")

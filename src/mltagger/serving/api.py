@@ -187,8 +187,9 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         items = check_items(body.items)
         preds, dups, extra = tagger.analyze(items)
         metrics.observe_predictions(preds, dups)
-        if extra["other"] is not None:
-            metrics.observe_rollout(tagger.rollout.mode, preds, extra["other"])
+        if extra["other"] is not None:  # scored off the request path
+            mode, compute = tagger.rollout.mode, extra["other"]
+            tagger.shadow.submit(lambda: metrics.observe_rollout(mode, preds, compute()))
         return {"items": [answer(p, d) for p, d in zip(preds, dups, strict=True)]}
 
     @app.post("/items", status_code=201, dependencies=[Depends(require_key)])
@@ -288,6 +289,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         backlog = tagger.store.review_backlog()
         metrics.backlog.set(backlog["waiting"])
         metrics.backlog_age.set(backlog["oldest_seconds"])
+        metrics.shadow_dropped.set(tagger.shadow.dropped)
         snapshot = tagger.store.latest_snapshot()
         age = snapshot_age(snapshot) if snapshot is not None else -1.0
         metrics.export_snapshot(snapshot, age)

@@ -64,6 +64,7 @@ def ingest_file(
                 needs_review += bool(out.prediction["needs_review"])
         bar.update(len(chunk))
     bar.close()
+    tagger.wait_for_shadow()  # a batch job ends when the candidate's answers are stored too
     summary = {
         "file": str(path),
         "sha256": sha,

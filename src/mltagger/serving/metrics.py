@@ -80,6 +80,11 @@ class Metrics:
             ["mode"],
             registry=r,
         )
+        self.shadow_dropped = Gauge(
+            "mltagger_rollout_dropped",
+            "Items the candidate was not scored on because its queue was full (since start)",
+            registry=r,
+        )
         # From the latest `mltagger monitor` snapshot in the store, read at each scrape.
         self.online_precision = Gauge(
             "mltagger_online_precision",

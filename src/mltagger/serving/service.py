@@ -17,10 +17,12 @@ What happens to a duplicate (`add`):
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +80,41 @@ def prepare(
     }
 
 
+class ShadowWorker:
+    """Scores items with the model that does not answer them, off the request path: one thread,
+    a bounded queue. When the queue is full new work is dropped and counted (`dropped`), so a
+    slow candidate can never slow the service or grow its memory without bound."""
+
+    def __init__(self, max_jobs: int = 1000) -> None:
+        self.jobs: queue.Queue = queue.Queue(maxsize=max_jobs)
+        self.dropped = 0
+        self.failed = 0
+        threading.Thread(target=self._run, name="shadow", daemon=True).start()
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        try:
+            self.jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            except Exception:  # a failing candidate must not stop the worker; it is counted
+                self.failed += 1
+                log.exception("shadow scoring failed")
+            finally:
+                self.jobs.task_done()
+
+    def wait(self) -> None:
+        """Block until every submitted job is done (batch jobs and tests)."""
+        self.jobs.join()
+
+
 def _brief(pred: dict) -> dict:
     """What is kept of the other model's answer under a rollout (items.shadow)."""
     return {
@@ -128,6 +165,7 @@ class Tagger:
         self.loader = loader
         self._serving = self.model_link.resolve() if self.model_link is not None else None
         self._checked = time.monotonic()
+        self.shadow = ShadowWorker()
         self.index: ScreenIndex | None = None
         self.model: PairModel | None = None
         self.screen_file = screen_file
@@ -188,22 +226,45 @@ class Tagger:
         logits, _ = predictor.encode(texts)
         return predictor.decide(items, predictor.probabilities(logits))
 
+    def _split_predict(self, items, texts, picks, when_picked, otherwise) -> list[dict]:
+        """`when_picked` answers the items whose pick is true, `otherwise` the rest."""
+        out: list = [None] * len(items)
+        for model, want in ((when_picked, True), (otherwise, False)):
+            idx = [i for i, p in enumerate(picks) if p is want]
+            if idx:
+                preds = self._predict(model, [items[i] for i in idx], [texts[i] for i in idx])
+                for i, pred in zip(idx, preds, strict=True):
+                    out[i] = pred
+        return out
+
+    def _store_shadow(self, ids: list[int], kept: list[int], compute: Callable) -> None:
+        answers = compute()
+        self.store.set_shadow(ids, [_brief(answers[j]) for j in kept])
+
+    def wait_for_shadow(self) -> None:
+        """Wait until the other model's answers of everything added so far are stored."""
+        self.shadow.wait()
+
     def analyze(self, items: Sequence[dict]) -> tuple[list[dict], list[Duplicate | None], dict]:
-        """Predictions and duplicates for prepared items; nothing is stored. Under a rollout,
-        `extra["other"]` holds the answers of the model that did not tag each item."""
+        """Predictions and duplicates for prepared items; nothing is stored.
+
+        Each item costs one forward pass on the request path, by the model that answers it (the
+        candidate for its canary share). Under a rollout, `extra["other"]` is a function that
+        computes the other model's answers: `add` and `/predict` hand it to the shadow worker."""
         self.maybe_reload()
         texts = [it["text"] for it in items]
-        preds = self._predict(self.predictor, items, texts)
         hashes = [content_hash(it["title"], it["description"]) for it in items]
         other = None
-        if self.candidate is not None:
-            cand = self._predict(self.candidate, items, texts)
-            served, other = [], []
-            for h, current, candidate in zip(hashes, preds, cand, strict=True):
-                pick = self.rollout.serves_candidate(h)
-                served.append(candidate if pick else current)
-                other.append(current if pick else candidate)
-            preds = served
+        if self.candidate is None:
+            preds = self._predict(self.predictor, items, texts)
+        else:
+            current, candidate = self.predictor, self.candidate
+            picks = [self.rollout.serves_candidate(h) for h in hashes]
+            preds = self._split_predict(items, texts, picks, candidate, current)
+
+            def other() -> list[dict]:
+                return self._split_predict(items, texts, picks, current, candidate)
+
         if self.dedup:
             dups, sketches = screen_batch(
                 items, hashes, self.store.ids_by_hash_or_url, self.index, self.model
@@ -247,7 +308,6 @@ class Tagger:
                     "needs_review": pred["needs_review"],
                     "model_tag": pred["tag"],
                     "author_tag": it.get("author_tag"),
-                    "shadow": None if extra["other"] is None else _brief(extra["other"][j]),
                     "status": ACTIVE,
                     "source": source,
                     "embedding": None if extra["sketches"] is None else extra["sketches"][j],
@@ -272,6 +332,11 @@ class Tagger:
                 positions[j] = len(rows)
                 rows.append(row)
             ids = self.store.add_items(rows)
+            if extra["other"] is not None and ids:
+                # Bound now (partial): the job runs later, after this function has moved on.
+                self.shadow.submit(
+                    partial(self._store_shadow, list(ids), list(positions), extra["other"])
+                )
             if self.index is not None and extra["sketches"] is not None and ids:
                 stored = list(positions)
                 self.index.add(

@@ -498,6 +498,12 @@ class Store:
             out.append(d)
         return out
 
+    def set_shadow(self, ids: Sequence[int], answers: Sequence[dict]) -> None:
+        """The other model's answers of stored items (a rollout's shadow worker writes them)."""
+        with self.engine.begin() as conn:
+            for item_id, answer in zip(ids, answers, strict=True):
+                conn.execute(items.update().where(items.c.id == item_id).values(shadow=answer))
+
     def review_backlog(self) -> dict:
         """Items waiting for a person and how long the oldest has waited (seconds)."""
         with self.engine.connect() as conn:

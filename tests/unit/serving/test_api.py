@@ -321,6 +321,7 @@ def test_prepare_cleans_fields_and_joins_the_text():
         "title": "Image segmentation",
         "description": "",
         "url": "https://x",
+        "author_tag": None,
         "text": join_text("Image segmentation", ""),
     }
     full = prepare("Title", " Some  description. ")

@@ -107,11 +107,14 @@ def test_shadow_stores_the_candidates_answer_and_canary_lets_it_tag_its_share(tm
     cand = MixedUp(model(tmp_path / "cand", "cand"))
     t = tagger(tmp_path, store, candidate=cand, rollout=Rollout.parse("shadow"))
     outs = t.add(items(40), source="t")
+    t.wait_for_shadow()  # the candidate scores off the request path
     rows = [store.get_item(o.item_id) for o in outs]
     assert {r["model_version"] for r in rows} == {"current"}
     assert all(r["shadow"]["tag"] == "natural-language-processing" for r in rows)
     t.candidate, t.rollout = cand, Rollout.parse("canary:50")
-    rows = [store.get_item(o.item_id) for o in t.add(items(80)[40:], source="t")]
+    outs = t.add(items(80)[40:], source="t")
+    t.wait_for_shadow()
+    rows = [store.get_item(o.item_id) for o in outs]
     by = {r["model_version"] for r in rows}
     assert by == {"current", "cand"}
     for r in rows:  # the other model's answer is kept, and the shown one is the named model's

@@ -85,7 +85,7 @@ def test_an_old_database_is_migrated_with_its_data_and_a_newer_one_refused(url):
         )
     engine.dispose()
     store = Store(url)
-    assert store.migrations_applied == [2, 3]
+    assert store.migrations_applied == [2, 3, 4]
     assert store.get_item(1)["title"] == "kept"
     store.record_ingest("drop.jsonl", "abc", {"stored": 1})  # the v2 table works
     with store.engine.begin() as conn:
@@ -207,8 +207,10 @@ def test_float64_embeddings_are_stored_as_float32(url):
     store.close()
 
 
-# The items table as schema versions 1 and 2 made it (before items.status and items.url_key):
-# frozen here, so the v3 step is tested on a database an earlier mltagger really wrote.
+# The tables as schema versions 1 and 2 made them (items before status and url_key, v3, and before
+# author_tag, model_tag, audit and shadow, v4): frozen here, so the v3 and v4 steps are tested on
+# a database an earlier mltagger really wrote.
+_LATER = ("status", "url_key", "author_tag", "model_tag", "audit", "shadow")
 _v2 = sa.MetaData()
 _v2_items = sa.Table(
     "items",
@@ -216,10 +218,12 @@ _v2_items = sa.Table(
     *[
         sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
         for c in store_module.items.columns
-        if c.name not in ("status", "url_key")
+        if c.name not in _LATER
     ],
 )
 _v2_schema = store_module.schema_version.to_metadata(_v2)
+_v2_feedback = store_module.feedback.to_metadata(_v2)
+_v2_reviews = store_module.reviews.to_metadata(_v2)
 
 
 def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
@@ -256,8 +260,14 @@ def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
         )
     engine.dispose()
     store = Store(url)
-    assert store.migrations_applied == [3]
+    assert store.migrations_applied == [3, 4]
     assert store.count_items() == 31  # nothing lost
+    # v4: the model's own tag is kept beside `tag`; nothing is an audit or has an author tag yet
+    old = store.get_item(5)
+    assert (old["model_tag"], old["audit"], old["author_tag"], old["shadow"]) == (
+        "computer-vision", False, None, None,
+    )  # fmt: skip
+    assert len(store.monitor_rows()) == 31
     assert store.count_by_status() == {ACTIVE: 30, HELD_DUPLICATE: 1}
     assert store.get_item(31)["status"] == HELD_DUPLICATE  # a flagged copy is held
     assert store.get_item(2)["url_key"] == "github.com/org/repo1"
@@ -295,4 +305,31 @@ def test_listing_by_status_and_the_duplicate_decision_in_review(url):
     published = store.review(held, "mlops", duplicate=False)
     assert published["status"] == ACTIVE and published["tag"] == "mlops"
     assert store.count_by_status() == {ACTIVE: 2}
+    store.close()
+
+
+def test_v4_keeps_the_models_tag_of_items_a_person_already_retagged(url):
+    engine = make_engine(url)
+    _v2.create_all(engine)
+    stamp = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        for version in (1, 2):
+            conn.execute(
+                _v2_schema.insert().values(version=version, description="old", applied_at=stamp)
+            )
+        retagged = row("retagged", tag="mlops", tagged_by="human", model_version="m1")
+        conn.execute(_v2_items.insert().values(**retagged, created_at=stamp, updated_at=stamp))
+        for previous, tag in (("computer-vision", "natural-language-processing"),
+                              ("natural-language-processing", "mlops")):  # fmt: skip
+            conn.execute(
+                _v2_reviews.insert().values(
+                    item_id=1, tag=tag, previous_tag=previous, created_at=stamp
+                )
+            )
+    engine.dispose()
+    store = Store(url)
+    item = store.get_item(1)
+    assert (item["tag"], item["model_tag"]) == ("mlops", "computer-vision")  # the first review's
+    (r,) = store.monitor_rows()
+    assert r["review_tag"] == "natural-language-processing" and r["reports"] == 0
     store.close()
