@@ -135,7 +135,10 @@ def simulate(
     out_dir.mkdir(parents=True, exist_ok=True)
     drops = out_dir / "drops"
     drops.mkdir(exist_ok=True)
-    store = Store(f"sqlite:///{out_dir / 'stream.db'}")
+    db = out_dir / "stream.db"
+    for stale in (db, db.with_name("stream.db-wal"), db.with_name("stream.db-shm")):
+        stale.unlink(missing_ok=True)  # the simulation's store starts empty, every run
+    store = Store(f"sqlite:///{db}")
     tagger = Tagger(current, store, audit_share=audit_share)
     gold: dict[str, str] = {}
     hours = []
@@ -238,7 +241,12 @@ def canary_comparison(rows: Sequence[dict], gold: dict, current: str, step: int)
             separated_at = min(n, len(canary_rows))
             break
     online = online_precision(canary_rows, signals=("author", "audit"))
+    author = _by_version([r for r in online if r["signal"] == "author"])
     return {
+        "paired_author": paired(canary_rows, current, candidate),
+        "projected_items_to_separate": projected_items(
+            author.get(current), author.get(candidate), len(canary_rows)
+        ),
         "current": current,
         "candidate": candidate,
         "items": len(canary_rows),
@@ -247,6 +255,41 @@ def canary_comparison(rows: Sequence[dict], gold: dict, current: str, step: int)
         "audit": _by_version([r for r in online if r["signal"] == "audit"]),
         "separated_after_items": separated_at,
     }
+
+
+def paired(rows: Sequence[dict], current: str, candidate: str) -> dict:
+    """Both models answered every canary item: on the items both auto-tagged and the author
+    tagged, how often only one of them agreed with the author (an exact McNemar test). Paired,
+    so it needs far fewer items than two separate intervals."""
+    from scipy.stats import binomtest
+
+    only_current = only_candidate = both = 0
+    for r in rows:
+        by = {a["model_version"]: a for a in answers([r])}
+        a, b = by.get(current), by.get(candidate)
+        if not (a and b and a["auto"] and b["auto"] and r.get("author_tag")):
+            continue
+        both += 1
+        ok_a, ok_b = a["tag"] == r["author_tag"], b["tag"] == r["author_tag"]
+        only_current += ok_a and not ok_b
+        only_candidate += ok_b and not ok_a
+    n = only_current + only_candidate
+    p = float(binomtest(only_current, n, 0.5).pvalue) if n else None
+    return {"items": both, "only_current_agrees": only_current,
+            "only_candidate_agrees": only_candidate, "mcnemar_p": p}  # fmt: skip
+
+
+def projected_items(a: dict | None, b: dict | None, canary_items: int) -> int | None:
+    """Canary items it would take, at the observed precisions and auto-tag rates, for the two
+    models' 95% intervals to stop overlapping (None if the candidate is not below)."""
+    if not (a and b and a["n"] and b["n"]) or b["precision"] >= a["precision"]:
+        return None
+    for scale in np.arange(1.0, 200.0, 0.05):
+        fa = figure(round(a["precision"] * a["n"] * scale), round(a["n"] * scale))
+        fb = figure(round(b["precision"] * b["n"] * scale), round(b["n"] * scale))
+        if fb["ci_high"] < fa["ci_low"]:
+            return int(canary_items * scale + 0.5)
+    return None
 
 
 def _by_version(online: list[dict]) -> dict:
@@ -329,6 +372,14 @@ def format_result(result: dict) -> str:
         lines.append(
             f"  intervals separated after {c['separated_after_items']} canary items -> "
             f"{'met' if c['met'] else 'missed'}"
+        )
+        pa = r["paired_author"]
+        lines.append(
+            f"  paired (author): on {pa['items']} items both auto-tagged, only the current model "
+            f"agreed {pa['only_current_agrees']}x, only the candidate "
+            f"{pa['only_candidate_agrees']}x (McNemar p={pa['mcnemar_p']:.3g}); two separate "
+            f"intervals would need about "
+            f"{r['projected_items_to_separate']} canary items"
         )
     return "\n".join(lines)
 
