@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mltagger.serving.store import Store
 from tests.conftest import REPO, TAGS, run_job, split_by_confidence
 
 KEY = "test-key"
@@ -657,3 +658,41 @@ def test_load_test_script_runs_bounded_on_loopback(exported, tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "only targets 127.0.0.1" in bad.stderr
+
+
+def test_monitor_reads_an_ingested_stream_against_the_exports_own_profile(exported, tmp_path):
+    """The real thing small: an ONNX export carries its reference profile, ingest stores author
+    tags, and `mltagger monitor` writes its report and the snapshot /metrics exports."""
+    folder = export_folder(exported)
+    assert (folder / "reference_profile.npz").is_file()  # written by the export
+    db = tmp_path / "monitor.db"
+    drop = tmp_path / "hour.jsonl"
+    titles = [
+        "Object detection with YOLO", "Serving models on Kubernetes", "Graph neural networks",
+        "Forecasting sales with transformers", "Text classification with BERT",
+        "Policy gradients for robots", "Image segmentation for scans", "Time series anomalies",
+        "Tokenizers for many languages", "Feature stores in production",
+    ]  # fmt: skip
+    drop.write_text(
+        "".join(
+            json.dumps({"title": t, "description": f"Item {k}.", "author_tag": TAGS[k % 6]}) + "\n"
+            for k, t in enumerate(titles)
+        )
+    )
+    overrides = serve_overrides(folder, db, "monitor.audit_share=0.5")
+    assert run_job("ingest", str(drop), "--quiet", *overrides).returncode == 0
+    empty = run_job("monitor", "--days", "0.000001", *serve_overrides(folder, tmp_path / "e.db"))
+    assert empty.returncode == 0 and "nothing to monitor" in empty.stdout
+    out = tmp_path / "report"
+    proc = run_job("monitor", "--output", str(out), "--permutations", "200", *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "monitor.json").read_text())
+    assert summary["window"]["items"] == 10 and "<img" in (out / "monitor.html").read_text()
+    author = [r for r in summary["online"] if r["signal"] == "author" and r["tag"] == "all"]
+    assert author and all(0 <= r["precision"] <= 1 for r in author if r["n"])
+    assert set(summary["drift"]["pvalues"]) == {
+        "embedding", "tags", "confidence", "review_rate", "length", "vocabulary",
+    }  # fmt: skip
+    store = Store(f"sqlite:///{db}")
+    assert store.latest_snapshot()["window"]["items"] == 10
+    store.close()
