@@ -284,33 +284,24 @@ def _check_row(
             shown_id,
         )
 
-    # tag
-    tag = data.get("tag")
-    if tag in (None, ""):
-        if labeled:
-            bad("tag", "missing", shown_id)
-        tag = None
-    elif not isinstance(tag, str):
-        bad("tag", f"must be a string, got {_type_name(tag)}", shown_id)
-    elif tag.strip() not in tags:
-        bad("tag", f"unknown tag {tag!r}; approved tags: {', '.join(tags)}", shown_id)
-    else:
-        tag = tag.strip()
+    def approved(field_name: str, required: bool) -> str | None:
+        """An approved tag, stripped; None when absent (a problem if required)."""
+        value = data.get(field_name)
+        if value in (None, ""):
+            if required:
+                bad(field_name, "missing", shown_id)
+            return None
+        if not isinstance(value, str):
+            bad(field_name, f"must be a string, got {_type_name(value)}", shown_id)
+        elif value.strip() not in tags:
+            bad(field_name, f"unknown tag {value!r}; approved tags: {', '.join(tags)}", shown_id)
+        else:
+            return value.strip()
+        return None
 
+    tag = approved("tag", labeled)
     # author_tag: the tag the submitter chose (optional; an approved tag)
-    author_tag = data.get("author_tag")
-    if author_tag in (None, ""):
-        author_tag = None
-    elif not isinstance(author_tag, str):
-        bad("author_tag", f"must be a string, got {_type_name(author_tag)}", shown_id)
-    elif author_tag.strip() not in tags:
-        bad(
-            "author_tag",
-            f"unknown tag {author_tag!r}; approved tags: {', '.join(tags)}",
-            shown_id,
-        )
-    else:
-        author_tag = author_tag.strip()
+    author_tag = approved("author_tag", False)
 
     if problems:
         return None, problems

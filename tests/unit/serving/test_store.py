@@ -226,7 +226,8 @@ _v2_feedback = store_module.feedback.to_metadata(_v2)
 _v2_reviews = store_module.reviews.to_metadata(_v2)
 
 
-def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
+def _v2_store(url: str) -> tuple[sa.Engine, datetime]:
+    """An empty store as mltagger 0.x left it at schema version 2."""
     engine = make_engine(url)
     _v2.create_all(engine)
     stamp = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -235,6 +236,12 @@ def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
             conn.execute(
                 _v2_schema.insert().values(version=version, description="old", applied_at=stamp)
             )
+    return engine, stamp
+
+
+def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
+    engine, stamp = _v2_store(url)
+    with engine.begin() as conn:
         for k in range(30):
             conn.execute(
                 _v2_items.insert().values(
@@ -309,14 +316,8 @@ def test_listing_by_status_and_the_duplicate_decision_in_review(url):
 
 
 def test_v4_keeps_the_models_tag_of_items_a_person_already_retagged(url):
-    engine = make_engine(url)
-    _v2.create_all(engine)
-    stamp = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    engine, stamp = _v2_store(url)
     with engine.begin() as conn:
-        for version in (1, 2):
-            conn.execute(
-                _v2_schema.insert().values(version=version, description="old", applied_at=stamp)
-            )
         retagged = row("retagged", tag="mlops", tagged_by="human", model_version="m1")
         conn.execute(_v2_items.insert().values(**retagged, created_at=stamp, updated_at=stamp))
         for previous, tag in (("computer-vision", "natural-language-processing"),
