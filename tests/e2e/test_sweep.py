@@ -178,7 +178,7 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_d
 def test_unknown_metric_is_refused(tmp_path, tiny_model_dir):
     study = space(tmp_path, "bad", PARAMS, n_trials=1)
     proc = run_job("sweep", *sweep_args(tmp_path, tiny_model_dir, study, "sweep.metric=val/nope"))
-    assert proc.returncode == 2 and "is not a val metric" in proc.stderr
+    assert proc.returncode == 2 and "sweep.metric='val/nope': expected a val metric" in proc.stderr
 
 
 def test_the_best_trial_is_the_maximum_of_the_completed_ones(swept):

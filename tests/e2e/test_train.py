@@ -287,11 +287,11 @@ def test_missing_encoder_fails_fast_with_instructions(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("trainer.monitor=val/f1", "trainer.monitor='val/f1' is not a metric"),
+        ("trainer.monitor=val/f1", "trainer.monitor='val/f1': expected a val metric"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer >= 1"),
         ("resume=/nonexistent/run", "resume=/nonexistent/run"),
         # With the default shipped soft labels, the distillation settings are checked too.
-        ("distill.alpha=2", "distill.alpha=2 must be in [0, 1]"),
+        ("distill.alpha=2", "distill.alpha=2: expected a number in [0, 1]"),
     ],
 )
 def test_bad_settings_are_refused_before_training(tmp_path, override, message):

@@ -13,6 +13,11 @@ class DataError(Exception):
     """A problem with the user's data or data config; the CLI prints it without a traceback."""
 
 
+class ConfigError(DataError):
+    """A config value a job cannot use (wrong type, out of range, null or missing path, unknown
+    key), found before any data or model is loaded; one line naming the key, exit 2."""
+
+
 EXIT_INVALID = 1  # the input has bad rows
 EXIT_USAGE = 2  # the command could not run (missing file, bad option, bad config)
 

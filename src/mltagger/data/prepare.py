@@ -20,6 +20,7 @@ from typing import Any
 
 from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
+from mltagger.data.config_rules import check_data_config
 from mltagger.data.corrections import apply_layer
 from mltagger.data.duplicates import near_duplicate_groups, remove_exact_duplicates
 from mltagger.data.fresh import load_fresh
@@ -139,7 +140,9 @@ def prepare_data(
     Stops with DataError (checksum changed, invalid rows) unless data_cfg.skip_invalid is set, in
     which case invalid rows are written to <rejects_dir>/rejects_<source>.jsonl. When the config
     has a label-issue layer (data_cfg.label_noise), its action is applied to the train split.
+    The config itself is checked first (ConfigError naming the key), before any file is read.
     """
+    check_data_config(data_cfg, root_dir, layer_must_exist=apply_label_noise)
     tags = list(data_cfg.tags)
     fallback = data_cfg.fallback_tag
     if fallback not in tags:

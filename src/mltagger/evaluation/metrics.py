@@ -5,8 +5,9 @@ dict (JSON-ready) with overall, per-tag and per-slice figures, the confusion mat
 precision–coverage curve with the review threshold, and calibration. It scores the product's
 decision rule (`mltagger.models.rule.apply_threshold`) exactly as the service applies it.
 
-Metric names are the constants in `Metric`: training, sweeps, reports and tests read the same keys,
-so a renamed metric fails loudly instead of silently optimising nothing.
+Metric names are the constants in `Metric` (in `metric_names`, importable without scikit-learn):
+training, sweeps, reports and tests read the same keys, so a renamed metric fails loudly instead
+of silently optimising nothing.
 
 Over 400 lines because `evaluate_predictions` and the per-tag, per-slice and scope blocks it
 assembles are one report; splitting them would scatter the keys of one JSON document.
@@ -21,6 +22,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from mltagger.data import slices as slice_registry
+from mltagger.evaluation.metric_names import Metric
 from mltagger.evaluation.stats import wilson_bounds
 from mltagger.evaluation.thresholds import choose_precision_threshold
 from mltagger.models.rule import (
@@ -32,48 +34,6 @@ from mltagger.models.rule import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class Metric:
-    """Flat metric keys (`summary_metrics`), shared by train, sweep, report and tests."""
-
-    ACCURACY = "accuracy"
-    PRECISION_MACRO = "precision_macro"
-    RECALL_MACRO = "recall_macro"
-    F1_MACRO = "f1_macro"
-    PRECISION_WEIGHTED = "precision_weighted"
-    RECALL_WEIGHTED = "recall_weighted"
-    F1_WEIGHTED = "f1_weighted"
-    THRESHOLD = "threshold"
-    AUTO_PRECISION = "auto_precision"  # precision of auto-applied tags at the threshold
-    COVERAGE = "coverage"  # share of items auto-tagged at the threshold
-    ECE = "ece"
-    NUM_SAMPLES = "num_samples"
-    # With out-of-scope items in the data (gold `other`): figures on topic items only, and the
-    # harmful case, out-of-scope items auto-tagged with a topic.
-    TOPIC_F1_WEIGHTED = "topic_f1_weighted"
-    TOPIC_AUTO_PRECISION = "topic_auto_precision"
-    TOPIC_COVERAGE = "topic_coverage"
-    OOS_AUTO_TOPIC = "oos_auto_topic_rate"
-
-    ALL = (
-        ACCURACY,
-        PRECISION_MACRO,
-        RECALL_MACRO,
-        F1_MACRO,
-        PRECISION_WEIGHTED,
-        RECALL_WEIGHTED,
-        F1_WEIGHTED,
-        THRESHOLD,
-        AUTO_PRECISION,
-        COVERAGE,
-        ECE,
-        NUM_SAMPLES,
-        TOPIC_F1_WEIGHTED,
-        TOPIC_AUTO_PRECISION,
-        TOPIC_COVERAGE,
-        OOS_AUTO_TOPIC,
-    )
 
 
 # The figures shown side by side for test and fresh (make train, mltagger evaluate).

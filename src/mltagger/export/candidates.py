@@ -33,6 +33,7 @@ from mltagger.evaluation.markdown import comparison_table
 from mltagger.evaluation.metrics import Metric, summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
 from mltagger.evaluation.thresholds import choose_tag_thresholds
+from mltagger.export.config_rules import check_export_config
 from mltagger.export.onnx import ExportError, copy_folder_files, export_onnx, parity, quantize_int8
 from mltagger.models.modelio import point_latest, read_model_metadata, write_model_metadata
 from mltagger.models.predict import (
@@ -150,6 +151,7 @@ def _finish_folder(folder: Path, threshold: float, name: str, source: Path) -> N
 def export_candidates(cfg) -> dict:
     """Every candidate: torch reference, ONNX fp32, ONNX int8 (for the teacher and the student)."""
 
+    check_export_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     data = prepare_data(cfg.data, cfg.paths.root_dir)
     sources = {"teacher": cfg.teacher, "student": cfg.get("student")}

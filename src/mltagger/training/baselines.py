@@ -18,6 +18,7 @@ from mltagger.evaluation.markdown import comparison_table as table
 from mltagger.evaluation.markdown import per_class_table
 from mltagger.evaluation.metrics import summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
+from mltagger.training.config_rules import check_baselines_config
 
 
 def evaluate_model(model, data, eval_cfg, out_dir: Path, title: str) -> dict:
@@ -50,12 +51,10 @@ def comparison_table(results: Mapping[str, dict]) -> str:
 def run_baselines(cfg) -> dict[str, dict]:
     """Prepare data, then fit and evaluate each configured baseline into the run folder."""
 
+    check_baselines_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir)
     write_run_info(out_dir, cfg, data.manifest())
-    unknown = [name for name in cfg.run if name not in cfg.baselines]
-    if unknown:
-        raise ValueError(f"run lists unknown baselines {unknown}; known: {list(cfg.baselines)}")
     results = {}
     for name in cfg.run:
         model = instantiate(cfg.baselines[name], _convert_="all")

@@ -40,6 +40,7 @@ from mltagger.data.prepare import PreparedData, prepare_data
 from mltagger.data.split import group_units, stratified_group_split
 from mltagger.evaluation.metrics import Metric
 from mltagger.models.predict import TorchPredictor
+from mltagger.training.config_rules import check_cv_config
 from mltagger.training.cv_results import (
     calibration_comparison,
     decision_figures,
@@ -158,6 +159,7 @@ def _read_scores(path: Path, labels: Sequence[str]) -> tuple[list, np.ndarray]:
 def run_cv(cfg: DictConfig) -> dict:
     """Train every fold, gather out-of-fold predictions, choose per-tag thresholds, summarise."""
 
+    check_cv_config(cfg)
     ccfg = cfg.cv
     out_dir = Path(cfg.paths.output_dir)
     seeds = [int(s) for s in (ccfg.seeds or [0])]

@@ -74,15 +74,6 @@ def distillation_loss(
     return alpha * t * t * soft + (1.0 - alpha) * hard_loss
 
 
-def check_distill_config(cfg) -> None:
-    """Clear errors for settings that would only fail later."""
-    d = cfg.distill
-    if not 0.0 <= float(d.alpha) <= 1.0:
-        raise ValueError(f"distill.alpha={d.alpha} must be in [0, 1]")
-    if float(d.temperature) <= 0:
-        raise ValueError(f"distill.temperature={d.temperature} must be > 0")
-
-
 def find_teacher_dir(cfg) -> Path | None:
     """The teacher's model folder when distilling (checked before any slow work), else None."""
     teacher = cfg.get("distill", {}).get("teacher") if cfg.get("distill") else None

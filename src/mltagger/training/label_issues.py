@@ -42,6 +42,7 @@ from mltagger.data.corrections import LAYER_VERSION, ids_digest
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import sha256_file
 from mltagger.models.baselines import TfidfLogReg
+from mltagger.training.config_rules import check_label_issues_config
 
 FILTER_BY = "prune_by_noise_rate"
 RANKED_BY = "self_confidence"
@@ -297,12 +298,8 @@ def render_summary(layer: dict, top: int = 25) -> str:
 def main(cfg) -> Path:
     """`make label-issues`: find suspect labels on the train split and write the layer file."""
 
-    label_cfg = cfg.data.get("label_noise")
-    if not label_cfg or not label_cfg.get("layer"):
-        raise DataError(
-            f"data config {cfg.data.name!r} has no label_noise.layer; "
-            "use a data config with weak labels, e.g. data=with_other"
-        )
+    check_label_issues_config(cfg)
+    label_cfg = cfg.data.label_noise
     # The finder judges the shipped labels, so it must not read its own previous layer.
     data = prepare_data(cfg.data, cfg.paths.root_dir, apply_label_noise=False)
     layer = build_layer(data, label_cfg, cfg.paths.root_dir)

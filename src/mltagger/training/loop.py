@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mltagger.core.errors import ConfigError
 from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import write_run_info
 from mltagger.core.tracking import wandb_settings
 from mltagger.data.prepare import PreparedData, prepare_data
-from mltagger.evaluation.metrics import Metric, evaluate_predictions, summary_metrics
+from mltagger.evaluation.metrics import evaluate_predictions, summary_metrics
 from mltagger.evaluation.protocol import eval_kwargs
 from mltagger.models.modelio import (
     resolve_model_path,
@@ -42,9 +43,9 @@ from mltagger.training.checkpoints import (
     save_checkpoint,
     save_pretrained,
 )
+from mltagger.training.config_rules import check_train_config
 from mltagger.training.decision import decision_rule
 from mltagger.training.distill import (
-    check_distill_config,
     distillation_loss,
     find_teacher_dir,
     shrink,
@@ -57,41 +58,12 @@ from mltagger.training.tracking import wandb_run
 log = logging.getLogger(__name__)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse values that would only fail (with a traceback) minutes into training."""
-    tcfg = cfg.trainer
-    numbers = {
-        "trainer.max_epochs": (tcfg.max_epochs, int, 1),
-        "trainer.gradient_accumulation_steps": (tcfg.gradient_accumulation_steps, int, 1),
-        "trainer.early_stopping_patience": (tcfg.early_stopping_patience, int, 1),
-        "model.batch_size": (cfg.model.batch_size, int, 1),
-        "model.eval_batch_size": (cfg.model.eval_batch_size, int, 1),
-        "model.max_length": (cfg.model.max_length, int, 8),
-        "model.dropout": (cfg.model.dropout, float, 0),
-        "optim.lr": (cfg.optim.lr, float, 0),
-        "optim.weight_decay": (cfg.optim.weight_decay, float, 0),
-        "optim.warmup_ratio": (cfg.optim.warmup_ratio, float, 0),
-        "loss.label_smoothing": (cfg.loss.label_smoothing, float, 0),
-    }
-    for key, (value, kind, low) in numbers.items():
-        ok_type = isinstance(value, int | float) and not isinstance(value, bool)
-        if kind is int:
-            ok_type = isinstance(value, int) and not isinstance(value, bool)
-        if not ok_type or value < low:
-            raise ValueError(
-                f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'} >= {low}"
-            )
-    known = {f"val/{k}" for k in Metric.ALL}
-    if tcfg.monitor not in known:
-        raise ValueError(
-            f"trainer.monitor={tcfg.monitor!r} is not a metric; use one of {sorted(known)}"
-        )
-    if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"trainer.mixed_precision={tcfg.mixed_precision!r}: use no, bf16 or fp16")
-    if cfg.get("distill") and (cfg.distill.get("teacher") or cfg.distill.get("soft_labels")):
-        check_distill_config(cfg)
-    if tcfg.accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
+def check_config(cfg: DictConfig, *, layer_must_exist: bool = True) -> None:
+    """Refuse values that would only fail (with a traceback) minutes into training: the
+    declared rules (mltagger.training.config_rules) and a GPU that is not there."""
+    check_train_config(cfg, layer_must_exist=layer_must_exist)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trainer=gpu but no CUDA device is visible; use trainer=cpu")
 
 
 def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> dict[str, float]:
@@ -101,6 +73,8 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
     there, and may raise to prune the trial). `data` replaces the splits the data config would
     give (make cv hands each fold in this way; everything else runs as in make train).
     """
+    # Given splits (a CV fold) need no label-issue layer file: the fold rebuilt its own.
+    check_config(cfg, layer_must_exist=data is None)
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
@@ -113,7 +87,6 @@ def train(cfg: DictConfig, on_epoch=None, data: PreparedData | None = None) -> d
 
     out_dir = Path(cfg.paths.output_dir)
     tcfg = cfg.trainer
-    check_config(cfg)
     ckpt = find_checkpoint(cfg.resume) if cfg.resume else None
     wandb_kwargs = wandb_settings(cfg)
     accelerator = Accelerator(

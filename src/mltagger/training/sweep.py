@@ -34,13 +34,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from mltagger.core.config import compose_config
 from mltagger.core.paths import conf_dir
 from mltagger.core.tracking import wandb_settings
-from mltagger.evaluation.metrics import Metric
+from mltagger.training.config_rules import PARAM_TYPES, check_sweep_config
 from mltagger.training.cv import run_cv
 from mltagger.training.loop import train
 
 log = logging.getLogger(__name__)
-
-PARAM_TYPES = ("float", "int", "categorical")
 
 
 def suggest(trial, params: DictConfig) -> dict[str, Any]:
@@ -157,16 +155,9 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
     """Create or load the study and run `sweep.n_trials` trials in this process."""
     import optuna
 
+    check_sweep_config(cfg)
     sw = cfg.sweep
     metric = str(sw.metric)
-    known = {f"val/{k}" for k in Metric.ALL}
-    if metric not in known:
-        raise ValueError(f"sweep.metric={metric!r} is not a val metric; use one of {sorted(known)}")
-    if int(sw.n_trials) < 1:
-        raise ValueError(f"sweep.n_trials={sw.n_trials} must be >= 1")
-    for key, spec in sw.params.items():
-        if spec.get("type") not in PARAM_TYPES:
-            raise ValueError(f"sweep.params.{key}: type must be one of {PARAM_TYPES}")
     sweep_dir = Path(str(sw.dir))
     storage = str(sw.storage or f"sqlite:///{sweep_dir / 'study.db'}")
     study = open_study(
@@ -415,11 +406,7 @@ def _log_summary_to_wandb(cfg: DictConfig, summary: dict, sweep_dir: Path) -> No
 
 def main(cfg: DictConfig) -> float | None:
     """make sweep: run this worker's trials, then summarise the whole study."""
-    if not cfg.get("sweep"):
-        raise ValueError(
-            "no search space: pick one with hparams_search=<name> "
-            '(e.g. make sweep ARGS="hparams_search=minilm_optuna")'
-        )
+    check_sweep_config(cfg)
     base = base_overrides(cfg)
     t0 = time.perf_counter()
     study = run_sweep(cfg, base)

@@ -248,5 +248,7 @@ def test_a_weak_sources_weight_reaches_its_training_rows(data_cfg, tmp_path):
     assert all("weight" not in it for it in train if it["source"] != "weak")
     assert data.manifest()["sources"][-1]["weight"] == 0.25
     data_cfg.sources[-1]["weight"] = 1.5
-    with pytest.raises(DataError, match=r"weight must be in \(0, 1\]"):
+    with pytest.raises(
+        DataError, match=r"sources\[1\]\.weight=1\.5: expected a number in \(0, 1\]"
+    ):
         prepare_data(data_cfg)
