@@ -15,10 +15,15 @@ _NON_WORD = re.compile(r"[^\w]+")
 
 
 def dedup_key(text: str) -> str:
-    """Case-, accent-, punctuation- and whitespace-insensitive form used to spot duplicates."""
+    """Case-, accent-, punctuation- and whitespace-insensitive form used to spot duplicates.
+
+    NFKD runs before case folding as well as after: it turns look-alikes such as the black-letter
+    H or the mathematical bold A into capital letters, which must be folded too ("ℌello" and
+    "hello" are one text). The key is then its own key and has no case left to fold.
+    """
     if text.isascii():  # the common case, and the same result: NFKD changes no ASCII text
         return _NON_WORD.sub(" ", text.lower()).strip()
-    text = unicodedata.normalize("NFKD", text.casefold())
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     text = "".join(c for c in text if not unicodedata.combining(c))
     return _NON_WORD.sub(" ", text).strip()
 

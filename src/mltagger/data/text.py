@@ -17,16 +17,20 @@ def clean_text(text: str) -> str:
 
     NFKC folds look-alike characters (full-width letters, ligatures) so the same words tokenise the
     same way; emoji survive it. Zero-width spaces and soft hyphens are removed because they split
-    words invisibly.
+    words invisibly; before NFKC, so that a letter and an accent they separated are composed too
+    and cleaning twice changes nothing (tests/unit/data/test_text_properties.py).
     """
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    text = unicodedata.normalize("NFKC", text.translate(_INVISIBLE))
     return _WS.sub(" ", text).strip()
 
 
 def join_text(title: str, description: str) -> str:
-    """The single string models read: the title, then the description."""
+    """The single string models read: the title, then the description (either alone when the
+    other is empty, never a dangling separator)."""
     if not description:
         return title
+    if not title:
+        return description
     sep = " " if title.endswith((".", "!", "?", ":")) else ". "
     return f"{title}{sep}{description}"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from mltagger.data.duplicates import exact_duplicates
 from mltagger.data.text import clean_text, join_text
 
 FIELDS = ("id", "created_on", "title", "description", "tag")
+_INT = re.compile(r"-?\d+")  # decimal digits of any script, which int() reads
 DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv")
 
@@ -167,11 +169,17 @@ def _type_name(value: Any) -> str:
 
 
 def parse_id(value: Any) -> int | None:
+    """An integer id from an int or a string of digits (CSV cells are strings); else None.
+
+    A full match of decimal digits, not str.isdigit: "²" and "--5" pass isdigit (after
+    lstrip("-")) but int() refuses them, which crashed the whole validation instead of
+    reporting one row.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
