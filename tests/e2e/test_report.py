@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from mltagger.reporting.report import ReportError, make_report, wandb_report
+from mltagger.reporting.report import ReportError, make_report, screenshot, wandb_report
 
 
 def test_report_is_self_contained_and_says_w_and_b_is_offline(trained, tmp_path, monkeypatch):
@@ -68,10 +68,13 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
         assert len(img.convert("L").resize((64, 64)).getcolors(4096) or []) > 4
 
 
-def test_missing_browser_is_a_clear_error(trained, tmp_path, monkeypatch):
+def test_missing_browser_skips_only_the_screenshot(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    with pytest.raises(ReportError, match="Chromium not found"):
-        make_report(trained / "run", output=tmp_path, take_screenshot=True)
+    out = make_report(trained / "run", output=tmp_path, take_screenshot=True)
+    assert (tmp_path / "report.html").is_file() and not (tmp_path / "report.png").exists()
+    assert out["screenshot"] is None and "Chromium not found" in out["screenshot_skipped"]
+    with pytest.raises(ReportError, match="Chromium not found"):  # asked for directly
+        screenshot(tmp_path / "report.html", tmp_path / "report.png")
 
 
 def test_the_w_and_b_report_object_holds_the_same_sections(trained):

@@ -4,14 +4,17 @@ Headline precision and coverage against the 85% target, per-tag and per-slice ta
 baselines and the previous model side by side, latency from the export benchmark, behavioural
 test pass rates, known weak spots, and the run's plots embedded (base64), so the page can be
 mailed or attached as it is. A headless Chromium renders it to `report.png` next to it (the
-check that the page really renders). With W&B online the same content becomes a W&B Report
-whose URL is printed; offline it says so and keeps the HTML.
+check that the page really renders); without Chromium the HTML is still the report and the
+screenshot is skipped with one warning, since a missing browser says nothing about the run. With
+W&B online the same content becomes a W&B Report whose URL is printed; offline it says so and
+keeps the HTML.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -33,6 +36,14 @@ from mltagger.reporting.analysis import (
     weak_spots,
 )
 from mltagger.reporting.html import build_html, fmt_num, fmt_pct
+
+log = logging.getLogger(__name__)
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+NO_BROWSER = (
+    "Chromium not found (Debian: apt-get install chromium): screenshot skipped; "
+    "the HTML report is complete"
+)
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -106,21 +117,17 @@ def behaviour(run: Run, compute: bool = True) -> dict | None:
     return suite
 
 
+def find_browser() -> str | None:
+    """The first Chromium-family browser on PATH, or None."""
+    return next((found for b in BROWSERS if (found := shutil.which(b))), None)
+
+
 def screenshot(html_path: Path, png_path: Path, width: int = 1280, height: int = 6000) -> Path:
-    """Render the page in headless Chromium and save a PNG (fails loudly without a browser)."""
-    browser = next(
-        (
-            shutil.which(b)
-            for b in ("chromium", "chromium-browser", "google-chrome")
-            if shutil.which(b)
-        ),
-        None,
-    )
+    """Render the page in headless Chromium and save a PNG (ReportError without a browser, or
+    when the browser cannot render the page)."""
+    browser = find_browser()
     if browser is None:
-        raise ReportError(
-            "Chromium not found: install it (Debian: apt-get install chromium) for the "
-            "screenshot check, or pass --no-screenshot"
-        )
+        raise ReportError(NO_BROWSER)
     png_path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
@@ -253,7 +260,13 @@ def make_report(
     html_path = out_dir / "report.html"
     html_path.write_text(text, encoding="utf-8")
     result: dict[str, Any] = {"html": str(html_path), "previous": prev.name if prev else None}
-    if take_screenshot:
+    if take_screenshot and find_browser() is None:
+        # The page is the report; the PNG only checks that it renders. A machine without a
+        # browser (CI images, servers) still gets the report, and hears once what it missed.
+        log.warning(NO_BROWSER)
+        result["screenshot"] = None
+        result["screenshot_skipped"] = NO_BROWSER
+    elif take_screenshot:
         result["screenshot"] = str(screenshot(html_path, out_dir / "report.png"))
     if wandb_online():
         result["wandb_url"] = publish_wandb_report(run, wandb_project, wandb_entity)
@@ -272,11 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep", help="a sweep folder (runs/sweep/<study>) to include")
     parser.add_argument("--output", help="folder for report.html (default <run>/report)")
-    parser.add_argument("--no-screenshot", action="store_true", help="skip the Chromium check")
+    parser.add_argument(
+        "--no-screenshot",
+        action="store_true",
+        help="skip the Chromium check (skipped with a warning when Chromium is not installed)",
+    )
     parser.add_argument("--no-behaviour", action="store_true", help="skip the behavioural suite")
     parser.add_argument("--wandb-project", default=os.environ.get("WANDB_PROJECT", "mltagger"))
     parser.add_argument("--wandb-entity", default=os.environ.get("WANDB_ENTITY"))
     args = parser.parse_args(argv)
+    # Warnings (a skipped screenshot) as one line on stderr, unless logging is set up already.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     with user_errors():
         try:
             result = make_report(
