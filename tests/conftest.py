@@ -4,6 +4,7 @@ outside the test's temp folders (HF cache, W&B) and never reaches a network."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -484,3 +485,27 @@ def split_by_confidence(model_dir: Path, margin: float = 0.03) -> tuple[list[dic
         f"{len(items)} probes: the end-to-end model must auto-tag some items and review others"
     )
     return sure, unsure
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL for the session (tests/pg.py): its admin URL. Skipped, with the
+    reason, only where the binaries are missing; a server that fails to start is an error."""
+    from tests import pg
+
+    if not os.environ.get(pg.PG_ENV) and pg.binaries() is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: PostgreSQL runs skipped")
+    with pg.server() as admin_url:
+        yield admin_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The same test on a SQLite file and on an empty PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    from tests import pg
+
+    with pg.fresh_database(request.getfixturevalue("postgres")) as url:
+        yield url

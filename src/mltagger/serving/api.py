@@ -1,83 +1,77 @@
-"""The tagging service: `make serve` (FastAPI + uvicorn, config `conf/serve.yaml`).
+"""The tagging service: `make serve [WORKERS=N]` (FastAPI + uvicorn, config `conf/serve.yaml`).
 
-Endpoints (OpenAPI docs at /docs):
-  POST /predict        tag up to `limits.max_batch` items, with duplicate info; stores nothing
-  POST /items          screen, tag and store one item (409 for an exact copy; a near duplicate
-                       is stored held, status `duplicate`, or refused with policy reject)
-  GET  /items          stored items, newest first (?status=active: what is published)
-  POST /feedback       a user reports a wrong tag: stored, and the item goes back to review
-  GET  /items/{id}     a stored item with its feedback
-  GET  /review         items waiting for a person, paged;  POST /review/{id} sets the tag
-  GET  /health         model, store and duplicate-screen state
-  GET  /metrics        Prometheus: requests, latency, predictions per tag, needs_review rate
+Endpoints (OpenAPI document at /openapi.json, pages at /docs); who may call them:
+  POST /predict          public, rate limited per client without a key   tag 1..max_batch items
+  POST /feedback         public, rate limited per client without a key   report a wrong tag
+  GET  /items, /items/{id}, /health, /metrics                             public reads
+  POST /items            key with role ingest (or admin)                 screen, tag, store one
+  GET  /review, POST /review/{id}   key with role review (or admin)      the people in the loop
 
-The model is loaded once, before the port is bound; with an ONNX export nothing imports torch.
-Write endpoints need the `X-API-Key` header.
+Keys live hashed in the store (`mltagger keys create|list|revoke`); every write records the key's
+name (`written_by`). The document states every rule the server enforces (`schemas.py`) and every
+status it answers, all errors in one shape. The model is loaded once per worker, before the port
+is bound; with an ONNX export nothing imports torch. With several workers each one syncs its
+duplicate index from the store and stores under the store's write lock (`Store.exclusive`).
+
+No `from __future__ import annotations`: the request models are built per app (`schemas.py`), and
+FastAPI must see the endpoints' annotations as those classes, not as names to look up.
 """
 
-from __future__ import annotations
-
 import logging
+import math
+import os
 import secrets
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from mltagger.core.config import compose_config
-from mltagger.core.errors import user_errors
-from mltagger.core.paths import resolve_path
-from mltagger.models.modelio import read_model_metadata
-from mltagger.models.predict import Predictor
-from mltagger.serving.limits import BodyLimit
+from mltagger.serving.keys import (
+    ADMIN,
+    CONFIG_KEY_NAME,
+    INGEST,
+    REVIEW,
+    Key,
+    count_live,
+    find_key,
+)
+from mltagger.serving.limits import BodyLimit, RateLimiter
 from mltagger.serving.metrics import Metrics
-from mltagger.serving.rollout import Rollout, check_candidate
+from mltagger.serving.schemas import (
+    BODY_ERRORS,
+    ERR,
+    INVALID,
+    KEYED,
+    MAX_ID,
+    MAX_OFFSET,
+    NOT_FOUND,
+    PUBLIC,
+    AddOut,
+    FeedbackOut,
+    ItemOut,
+    ItemWithFeedback,
+    Page,
+    build_schemas,
+    links,
+)
 from mltagger.serving.service import POLICIES, Tagger, prepare
-from mltagger.serving.store import STATUSES, Store, StoreError, current_version, describe
+from mltagger.serving.store import STATUSES, StoreError, current_version, describe
 
 log = logging.getLogger("mltagger.serve")
 
 
-class ItemIn(BaseModel):
-    """One piece of content. Unknown fields (e.g. an upstream id) are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-    title: str = Field(description="required, non-blank")
-    description: str | None = Field(default="", description="may be empty")
-    url: str | None = Field(default=None, description="where the content lives, if known")
-    author_tag: str | None = Field(
-        default=None,
-        description="the tag the submitter chose, if any (an approved tag); stored beside the "
-        "model's tag and used to estimate online precision",
-    )
-
-
-class PredictIn(BaseModel):
-    items: list[ItemIn]
-
-
-class FeedbackIn(BaseModel):
-    item_id: int
-    correct_tag: str
-    comment: str | None = None
-
-
-class ReviewIn(BaseModel):
-    tag: str
-    reviewer: str | None = None
-    duplicate: bool | None = Field(
-        default=None,
-        description="for an item held as a likely duplicate (status `duplicate`): true keeps it "
-        "out of what is published, false publishes it (status `active`); required for those",
-    )
+SCHEME = "ApiKey"
+PUBLIC_WRITER = "public"  # written_by of a wrong-tag report sent without a key
+# Operations the public may call without a key; a key (any role) lifts the rate limit.
+OPTIONAL_KEY = ("predict", "add_feedback")
 
 
 def _message(err: RequestValidationError) -> str:
@@ -92,6 +86,14 @@ def _message(err: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _errors(err: RequestValidationError) -> list[dict]:
+    """The first problems, as plain JSON (pydantic's own entries may carry exception objects)."""
+    return [
+        {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
+        for e in err.errors()[:20]
+    ]
+
+
 def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     """The FastAPI app over a ready Tagger (model loaded, store open)."""
     limits = cfg.limits
@@ -99,27 +101,51 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     policy = str(cfg.dedup.on_duplicate)
     if policy not in POLICIES:
         raise ValueError(f"dedup.on_duplicate must be one of {POLICIES}, got {policy!r}")
-    api_key = cfg.get("api_key")
-    if not api_key:
-        api_key = secrets.token_urlsafe(24)
-        print(
-            f"no api_key configured (MLTAGGER_API_KEY or api_key=...): write endpoints take "
-            f"this one for this process: X-API-Key: {api_key}",
-            file=sys.stderr,
+    schemas = build_schemas(
+        tags,
+        STATUSES,
+        int(limits.max_batch),
+        int(limits.max_title_chars),
+        int(limits.max_description_chars),
+    )
+    ItemIn, PredictIn, FeedbackIn, ReviewIn = (
+        schemas.item_in,
+        schemas.predict_in,
+        schemas.feedback_in,
+        schemas.review_in,
+    )
+    config_key = cfg.get("api_key") or None
+    engine = tagger.store.engine
+    if not config_key and not count_live(engine):
+        log.warning(
+            "no API keys: POST /items and the review endpoints answer 401 until you make one "
+            "(`mltagger keys create NAME --role admin`) or set api_key= / MLTAGGER_API_KEY"
         )
+    limiter = RateLimiter(float(limits.public_per_minute), int(limits.public_burst))
     metrics = Metrics()
     app = FastAPI(
         title="mltagger",
         version=tagger.predictor.inference.model_version,
-        description="Tags ML content under one approved tag, or sends it to review.",
+        description="Tags ML content under one approved tag, or sends it to review. "
+        "Every rule the server enforces is stated here; every error has the ErrorOut shape.",
     )
     app.state.tagger = tagger
     app.state.metrics = metrics
+    key_header = APIKeyHeader(
+        name="X-API-Key",
+        scheme_name=SCHEME,
+        auto_error=False,
+        description="an API key (`mltagger keys create`); its role decides what it may do",
+    )
+
+    key_security = Security(key_header)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
+        if response.status_code == 405:  # name every method of the path, not one route's
+            response.headers["Allow"] = ", ".join(allowed(request.url.path))
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(request.method, path, str(response.status_code)).inc()
@@ -131,59 +157,68 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            status_code=422,
-            content={"detail": _message(err), "errors": err.errors()[:20]},
+            status_code=422, content={"detail": _message(err), "errors": _errors(err)}
         )
 
-    def require_key(x_api_key: str | None = Header(default=None)) -> None:
-        if not x_api_key or not secrets.compare_digest(x_api_key, str(api_key)):
-            raise HTTPException(401, "missing or wrong API key (header X-API-Key)")
+    def identify(secret: str) -> Key:
+        if config_key and secrets.compare_digest(secret, str(config_key)):
+            return Key(CONFIG_KEY_NAME, ADMIN)
+        key = find_key(engine, secret)
+        if key is None:
+            raise HTTPException(401, "wrong or revoked API key (header X-API-Key)")
+        return key
 
-    def check_tag(tag: str) -> str:
-        if tag not in tags:
-            raise HTTPException(422, f"unknown tag {tag!r}; approved tags: {', '.join(tags)}")
-        return tag
+    def needs(role: str):
+        def check(secret: str | None = key_security) -> Key:
+            if not secret:
+                raise HTTPException(
+                    401, f"missing API key (header X-API-Key): this needs a key with role {role}"
+                )
+            key = identify(secret)
+            if not key.allows(role):
+                raise HTTPException(403, f"key {key.name!r} has role {key.role}, not {role}")
+            return key
 
-    def check_items(items: Sequence[ItemIn]) -> list[dict]:
-        out = []
-        for k, it in enumerate(items):
-            if len(it.title) > limits.max_title_chars:
-                raise HTTPException(
-                    413,
-                    f"items.{k}.title has {len(it.title)} characters "
-                    f"(max {limits.max_title_chars})",
-                )
-            desc = it.description or ""
-            if len(desc) > limits.max_description_chars:
-                raise HTTPException(
-                    413,
-                    f"items.{k}.description has {len(desc)} characters "
-                    f"(max {limits.max_description_chars})",
-                )
-            if it.author_tag is not None and it.author_tag not in tags:
-                raise HTTPException(
-                    422,
-                    f"items.{k}.author_tag {it.author_tag!r} is not an approved tag; "
-                    f"approved tags: {', '.join(tags)}",
-                )
-            item = prepare(it.title, desc, it.url, it.author_tag)
-            if not item["title"]:
-                raise HTTPException(422, f"items.{k}.title is blank")
-            out.append(item)
-        return out
+        return check
+
+    def public(request: Request, secret: str | None = key_security) -> Key | None:
+        """A caller without a key is rate limited per client address; a key lifts the limit."""
+        if secret:
+            return identify(secret)
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.allow(client)
+        if wait:
+            raise HTTPException(
+                429,
+                f"more than {limits.public_per_minute} calls a minute without a key from {client}",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return None
+
+    # FastAPI reads dependencies and parameters from defaults; made once here
+    as_ingest, as_reviewer, as_public = (
+        Depends(needs(INGEST)),
+        Depends(needs(REVIEW)),
+        Depends(public),
+    )
+    any_status = Query(default=None, description="only items with this status")
+
+    def check_items(items: Sequence[Any]) -> list[dict]:
+        return [prepare(it.title, it.description or "", it.url, it.author_tag) for it in items]
 
     def answer(pred: dict, dup) -> dict:
         pred = {k: v for k, v in pred.items() if k != "id"}
         return {**pred, "duplicate": dup.to_dict() if dup is not None else None}
 
-    @app.post("/predict", summary="Tag items (nothing is stored)")
-    def predict(body: PredictIn) -> dict:
-        if not body.items:
-            raise HTTPException(422, f"items is empty: send 1 to {limits.max_batch} items")
-        if len(body.items) > limits.max_batch:
-            raise HTTPException(
-                413, f"{len(body.items)} items in one request (max {limits.max_batch})"
-            )
+    @app.post(
+        "/predict",
+        summary="Tag items (nothing is stored)",
+        operation_id="predict",
+        response_model=schemas.predict_out,
+        response_model_exclude_unset=True,
+        responses={**BODY_ERRORS, **INVALID, **PUBLIC},
+    )
+    def predict(body: PredictIn, _key: Key | None = as_public) -> dict:
         items = check_items(body.items)
         preds, dups, extra = tagger.analyze(items)
         metrics.observe_predictions(preds, dups)
@@ -192,10 +227,24 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             tagger.shadow.submit(lambda: metrics.observe_rollout(mode, preds, compute()))
         return {"items": [answer(p, d) for p, d in zip(preds, dups, strict=True)]}
 
-    @app.post("/items", status_code=201, dependencies=[Depends(require_key)])
-    def add_item(body: ItemIn) -> Any:
+    @app.post(
+        "/items",
+        status_code=201,
+        summary="Screen, tag and store one item (role ingest)",
+        operation_id="add_item",
+        response_model=AddOut,
+        response_model_exclude_unset=True,
+        responses={
+            201: {"description": "stored (a near duplicate is stored held)", "links": links()},
+            **BODY_ERRORS,
+            **INVALID,
+            **KEYED,
+            409: {**ERR, "description": "an exact copy (or, with policy reject, a near one)"},
+        },
+    )
+    def add_item(body: ItemIn, key: Key = as_ingest) -> Any:
         (item,) = check_items([body])
-        (out,) = tagger.add([item], source="api", policy=policy)
+        (out,) = tagger.add([item], source="api", policy=policy, written_by=key.name)
         metrics.observe_predictions([out.prediction], [out.duplicate])
         metrics.outcomes.labels(out.outcome, "api").inc()
         if not out.stored:
@@ -216,62 +265,101 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             "duplicate": out.duplicate.to_dict() if out.duplicate else None,
         }
 
-    @app.get("/items", summary="Stored items, newest first; status=active is what is published")
+    page_limit = Query(default=int(cfg.review.page_size), ge=1, le=int(cfg.review.max_page_size))
+    page_offset = Query(default=0, ge=0, le=MAX_OFFSET)
+
+    @app.get(
+        "/items",
+        summary="Stored items, newest first; status=active is what is published",
+        operation_id="list_items",
+        response_model=Page,
+        responses=INVALID,
+    )
     def list_items(
-        status: str | None = Query(default=None, description=f"one of {', '.join(STATUSES)}"),
-        limit: int = Query(
-            default=int(cfg.review.page_size), ge=1, le=int(cfg.review.max_page_size)
-        ),
-        offset: int = Query(default=0, ge=0),
+        status: schemas.status | None = any_status,
+        limit: int = page_limit,
+        offset: int = page_offset,
     ) -> dict:
-        if status is not None and status not in STATUSES:
-            raise HTTPException(422, f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         rows, total = tagger.store.list_items(status, limit, offset)
         return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-    @app.get("/items/{item_id}")
-    def get_item(item_id: int) -> dict:
+    item_path = PathParam(ge=1, le=MAX_ID, description="an item id")
+
+    @app.get(
+        "/items/{item_id}",
+        summary="A stored item with its wrong-tag reports",
+        operation_id="get_item",
+        response_model=ItemWithFeedback,
+        responses={**INVALID, **NOT_FOUND},
+    )
+    def get_item(item_id: int = item_path) -> dict:
         item = tagger.store.get_item(item_id)
         if item is None:
             raise HTTPException(404, f"no item with id {item_id}")
         return {**item, "feedback": tagger.store.feedback_for(item_id)}
 
-    @app.post("/feedback", status_code=201, dependencies=[Depends(require_key)])
-    def add_feedback(body: FeedbackIn) -> dict:
-        check_tag(body.correct_tag)
+    @app.post(
+        "/feedback",
+        status_code=201,
+        summary="Report a wrong tag (public, rate limited without a key)",
+        operation_id="add_feedback",
+        response_model=FeedbackOut,
+        responses={**BODY_ERRORS, **INVALID, **PUBLIC, **NOT_FOUND},
+    )
+    def add_feedback(body: FeedbackIn, key: Key | None = as_public) -> dict:
         try:
-            record = tagger.store.add_feedback(body.item_id, body.correct_tag, body.comment)
+            record = tagger.store.add_feedback(
+                body.item_id, body.correct_tag, body.comment, key.name if key else PUBLIC_WRITER
+            )
         except StoreError as err:
             raise HTTPException(404, str(err)) from None
         metrics.feedback.inc()
         return record
 
-    @app.get("/review", summary="Items waiting for a person, oldest first")
+    @app.get(
+        "/review",
+        summary="Items waiting for a person, oldest first (role review)",
+        operation_id="review_queue",
+        response_model=Page,
+        responses={**INVALID, **KEYED},
+    )
     def review_queue(
-        limit: int = Query(
-            default=int(cfg.review.page_size), ge=1, le=int(cfg.review.max_page_size)
-        ),
-        offset: int = Query(default=0, ge=0),
+        limit: int = page_limit,
+        offset: int = page_offset,
+        _key: Key = as_reviewer,
     ) -> dict:
         rows, total = tagger.store.review_queue(limit, offset)
         return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-    @app.post("/review/{item_id}", dependencies=[Depends(require_key)])
-    def review(item_id: int, body: ReviewIn) -> dict:
-        check_tag(body.tag)
+    @app.post(
+        "/review/{item_id}",
+        summary="A person sets an item's tag (role review)",
+        operation_id="review_item",
+        response_model=ItemOut,
+        responses={
+            **BODY_ERRORS,
+            **INVALID,
+            **KEYED,
+            **NOT_FOUND,
+            409: {**ERR, "description": "the item is held as a likely duplicate: say duplicate"},
+        },
+    )
+    def review(body: ReviewIn, item_id: int = item_path, key: Key = as_reviewer):
         if tagger.store.get_item(item_id) is None:
             raise HTTPException(404, f"no item with id {item_id}")
         try:
-            return tagger.store.review(item_id, body.tag, body.reviewer, body.duplicate)
+            return tagger.store.review(
+                item_id, body.tag, body.reviewer, body.duplicate, written_by=key.name
+            )
         except StoreError as err:
-            raise HTTPException(422, str(err)) from None
+            raise HTTPException(409, str(err)) from None
 
-    @app.get("/health")
+    @app.get("/health", summary="Model, store and duplicate-screen state", operation_id="health")
     def health() -> dict:
-
         return {
             "status": "ok",
             **tagger.health(),
+            "worker_pid": os.getpid(),
             "store": {
                 "url": describe(tagger.store.url),
                 "schema_version": current_version(tagger.store.engine),
@@ -280,9 +368,13 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             },
         }
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics, added up across workers",
+        operation_id="metrics",
+    )
     def prometheus() -> PlainTextResponse:
-
         counts = tagger.store.count_by_status()
         for status in STATUSES:
             metrics.by_status.labels(status).set(counts.get(status, 0))
@@ -293,72 +385,36 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         snapshot = tagger.store.latest_snapshot()
         age = snapshot_age(snapshot) if snapshot is not None else -1.0
         metrics.export_snapshot(snapshot, age)
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    def allowed(path: str) -> list[str]:
+        methods: set[str] = set()
+        for route in app.routes:
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods |= set(getattr(route, "methods", None) or ())
+        return sorted(methods)
+
+    def openapi() -> dict:
+        """FastAPI's document, with the public operations' key marked optional."""
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path_item in doc["paths"].values():
+                for op in path_item.values():
+                    if op.get("operationId") in OPTIONAL_KEY:
+                        op["security"] = [{}, {SCHEME: []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def build_tagger(cfg: Any) -> Tagger:
-    """Model, store and index from the serve config; clear errors for a missing model."""
-
-    folder = resolve_path(cfg.model_dir, cfg.paths.root_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"model_dir={cfg.model_dir}: no such model folder ({folder}); make one with "
-            "`make train` and `make export`, or point model_dir= at a run's model folder"
-        )
-    labels, _ = read_model_metadata(folder)
-
-    def load(path: Path):
-        return Predictor(
-            path, threads=cfg.get("threads"), spinning=bool(cfg.get("onnx_spinning", False))
-        )
-
-    candidate, rollout = None, None
-    if cfg.get("candidate"):
-        rollout = Rollout.parse(cfg.get("rollout"))
-        candidate = load(check_candidate(resolve_path(cfg.candidate, cfg.paths.root_dir), labels))
-    monitor = cfg.get("monitor") or {}
-    store = Store(str(cfg.store.url))
-    return Tagger(
-        load(folder),
-        store,
-        dedup=bool(cfg.dedup.enabled),
-        near_threshold=cfg.dedup.get("near_threshold"),
-        screen_file=resolve_path(cfg.dedup.screen_file, cfg.paths.root_dir),
-        candidate=candidate,
-        rollout=rollout,
-        audit_share=float(monitor.get("audit_share", 0.0)),
-        model_link=folder if folder.is_symlink() else None,
-        loader=load,
-    )
 
 
 def snapshot_age(snapshot: dict) -> float:
     stamp = datetime.fromisoformat(snapshot["created_at"])
     return max(0.0, (datetime.now(timezone.utc) - stamp).total_seconds())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`mltagger serve [hydra overrides]`: the service on uvicorn, one process."""
-    import uvicorn
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    with user_errors():
-        cfg = compose_config("serve", list(sys.argv[1:] if argv is None else argv))
-        tagger = build_tagger(cfg)
-        app = create_app(tagger, cfg)
-
-    log.info(
-        "model %s (%s), store %s, %d items; docs at http://%s:%s/docs",
-        tagger.predictor.inference.model_version,
-        tagger.predictor.backend,
-        describe(tagger.store.url),
-        tagger.store.count_items(),
-        cfg.host,
-        cfg.port,
-    )
-    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level="info", access_log=False)
-    return 0

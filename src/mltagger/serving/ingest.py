@@ -53,7 +53,7 @@ def ingest_file(
     bar = tqdm(total=len(items), desc=f"ingest {path.name}", unit="item", disable=not progress)
     for start in range(0, len(items), chunk_size):
         chunk = items[start : start + chunk_size]
-        for out in tagger.add(chunk, source=f"ingest:{path.name}"):
+        for out in tagger.add(chunk, source=f"ingest:{path.name}", written_by="cli"):
             outcomes[out.outcome] += 1
             if out.duplicate is not None:
                 how = f"_{out.duplicate.how}" if out.duplicate.how else ""

@@ -1,10 +1,14 @@
-"""A request body size limit as ASGI middleware: a body over the limit is refused with 413 before
-it is read into memory, whether or not the client sent Content-Length.
+"""What bounds a request: a body size limit as ASGI middleware (a body over the limit is refused
+with 413 before it is read into memory, whether or not the client sent Content-Length) and a
+per-client rate limit for the calls the public may make without a key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+from collections import OrderedDict
 
 
 class BodyTooLarge(Exception):
@@ -64,3 +68,35 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class RateLimiter:
+    """Requests per client and minute for calls made without a key (a token bucket each:
+    `per_minute` refill, bursts up to `burst`).
+
+    Held in the worker's memory: with N workers a client gets at most N times the rate, which is
+    the bound documented for the public endpoints. At most `max_clients` buckets are kept (the
+    oldest go first), so a flood of addresses cannot grow memory without bound."""
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 10_000) -> None:
+        self.rate = float(per_minute) / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str, now: float | None = None) -> float:
+        """0 when the request may go on; otherwise the seconds until it may (Retry-After)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate if self.rate > 0 else float("inf")
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait

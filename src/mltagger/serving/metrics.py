@@ -7,14 +7,20 @@ they are computed by the monitor job, never on the request path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 class Metrics:
-    """Prometheus metrics in a registry of this app's own (tests build many apps)."""
+    """Prometheus metrics in a registry of this app's own (tests build many apps).
+
+    With several workers (`PROMETHEUS_MULTIPROC_DIR` set before the workers start) every worker
+    writes its values to that folder and `render` adds them up across processes; a gauge read
+    from the store at scrape time keeps the most recent value (`multiprocess_mode`)."""
 
     def __init__(self) -> None:
 
@@ -39,6 +45,7 @@ class Metrics:
         self.review_rate = Gauge(
             "mltagger_needs_review_ratio",
             "Share of items tagged since start that went to review",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.duplicates = Counter(
@@ -57,15 +64,20 @@ class Metrics:
             "Items in the store by status (active: published; duplicate: held as a likely copy), "
             "whoever stored them (the API or `mltagger ingest`), read at each scrape",
             ["status"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.feedback = Counter("mltagger_feedback", "Wrong-tag reports stored", registry=r)
         self.backlog = Gauge(
-            "mltagger_review_backlog_items", "Items waiting for a person", registry=r
+            "mltagger_review_backlog_items",
+            "Items waiting for a person",
+            multiprocess_mode="mostrecent",
+            registry=r,
         )
         self.backlog_age = Gauge(
             "mltagger_review_backlog_oldest_seconds",
             "How long the oldest item in the review queue has waited",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.shadow_compared = Counter(
@@ -83,6 +95,7 @@ class Metrics:
         self.shadow_dropped = Gauge(
             "mltagger_rollout_dropped",
             "Items the candidate was not scored on because its queue was full (since start)",
+            multiprocess_mode="livesum",
             registry=r,
         )
         # From the latest `mltagger monitor` snapshot in the store, read at each scrape.
@@ -91,37 +104,46 @@ class Metrics:
             "Online auto-tag precision over the monitor window, by tag (or `all`), proxy signal "
             "(audit, author, reports) and model version",
             ["tag", "signal", "model_version"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.online_precision_low = Gauge(
             "mltagger_online_precision_lower",
             "Lower end of the 95% Wilson interval of mltagger_online_precision",
             ["tag", "signal", "model_version"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.online_n = Gauge(
             "mltagger_online_precision_items",
             "Items behind mltagger_online_precision",
             ["tag", "signal", "model_version"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.window_review_ratio = Gauge(
             "mltagger_window_review_ratio",
             "Share of the monitor window's model-tagged items the model sent to review",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.drift_pvalue = Gauge(
             "mltagger_drift_pvalue",
             "p-value of each drift test on the monitor window (Bonferroni-adjusted)",
             ["test"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.drift_alarm = Gauge(
-            "mltagger_drift_alarm", "1 when any drift test of the last window fired", registry=r
+            "mltagger_drift_alarm",
+            "1 when any drift test of the last window fired",
+            multiprocess_mode="mostrecent",
+            registry=r,
         )
         self.monitor_age = Gauge(
             "mltagger_monitor_snapshot_age_seconds",
             "Age of the monitor figures exported here (-1: no monitor run yet)",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self._tagged = 0
@@ -166,3 +188,12 @@ class Metrics:
         for test, value in (drift.get("pvalues") or {}).items():
             self.drift_pvalue.labels(test).set(value)
         self.drift_alarm.set(1 if drift.get("alarm") else 0)
+
+    def render(self) -> bytes:
+        """The text exposition: this process's registry, or every worker's values added up when
+        the service runs several workers."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

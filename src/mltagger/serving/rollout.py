@@ -6,9 +6,11 @@
   model that tags it, so the same item always meets the same model and a resubmission cannot
   flip its tag; the other model's answer is stored in `items.shadow`.
 - **Promote / rollback**: the service's `model_dir` is a link (models/export); `promote` points it
-  at the candidate and keeps the old target as `<link>.previous`, `rollback` points it back. A
-  running service notices the new target within `RELOAD_SECONDS` and loads it; a restart reads
-  the same link, so nothing has to be edited by hand.
+  at the candidate and keeps the old target as `<link>.previous`, `rollback` points it back, and
+  both record the model now deployed in the store (`deployments`). Every worker and replica
+  reading that store notices the new row within `RELOAD_SECONDS` and loads the model; once a row
+  exists it decides what serves, also after a restart (the link is the fallback of a store that
+  never saw a promote), so a promote made on one machine reaches all of them.
 
 The audit sample (auto-tagged items sent to review at random, so reviews measure auto-tag
 precision without bias) draws from another part of the same hash, independent of the canary's.
@@ -16,11 +18,20 @@ precision without bias) draws from another part of the same hash, independent of
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from mltagger.models.modelio import read_model_metadata
+from mltagger.serving.schema import deployments, now
+
+log = logging.getLogger(__name__)
 
 SHADOW = "shadow"
 CANARY = "canary"
@@ -128,3 +139,63 @@ def rollback(link: str | Path) -> dict:
     _point(link, target)
     _point(previous, current)
     return {"link": str(link), "from": str(current), "to": str(target)}
+
+
+class ShadowWorker:
+    """Scores items with the model that does not answer them, off the request path: one thread,
+    a bounded queue. When the queue is full new work is dropped and counted (`dropped`), so a
+    slow candidate can never slow the service or grow its memory without bound."""
+
+    def __init__(self, max_jobs: int = 1000) -> None:
+        self.jobs: queue.Queue = queue.Queue(maxsize=max_jobs)
+        self.dropped = 0
+        self.failed = 0
+        threading.Thread(target=self._run, name="shadow", daemon=True).start()
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        try:
+            self.jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            except Exception:  # a failing candidate must not stop the worker; it is counted
+                self.failed += 1
+                log.exception("shadow scoring failed")
+            finally:
+                self.jobs.task_done()
+
+    def wait(self) -> None:
+        """Block until every submitted job is done (batch jobs and tests)."""
+        self.jobs.join()
+
+
+def record_deployment(engine: sa.Engine, folder: str | Path, action: str) -> dict:
+    """The model every worker over this store should answer with from now on."""
+    folder = Path(folder).resolve()
+    _, inference = read_model_metadata(folder)
+    row = {
+        "model_dir": str(folder),
+        "model_version": inference.model_version,
+        "action": action,
+        "created_at": now(),
+    }
+    with engine.begin() as conn:
+        conn.execute(deployments.insert().values(**row))
+    return {**row, "created_at": row["created_at"].isoformat()}
+
+
+def deployed(engine: sa.Engine) -> Path | None:
+    """The folder of the newest deployment recorded in the store; None before the first, or
+    when that folder is gone from this machine (then the model_dir link serves)."""
+    with engine.connect() as conn:
+        folder = conn.execute(
+            sa.select(deployments.c.model_dir).order_by(deployments.c.id.desc()).limit(1)
+        ).scalar()
+    return Path(folder) if folder and Path(folder).is_dir() else None

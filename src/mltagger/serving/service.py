@@ -17,7 +17,6 @@ What happens to a duplicate (`add`):
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +44,14 @@ from mltagger.models.screen import (
     sketch,
 )
 from mltagger.serving.dedup import EXACT, Duplicate, screen_batch
-from mltagger.serving.rollout import RELOAD_SECONDS, SHADOW, Rollout, audit_pick
+from mltagger.serving.rollout import (
+    RELOAD_SECONDS,
+    SHADOW,
+    Rollout,
+    ShadowWorker,
+    audit_pick,
+    deployed,
+)
 from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
 
 log = logging.getLogger(__name__)
@@ -78,41 +84,6 @@ def prepare(
         "author_tag": author_tag,
         "text": join_text(title, description),
     }
-
-
-class ShadowWorker:
-    """Scores items with the model that does not answer them, off the request path: one thread,
-    a bounded queue. When the queue is full new work is dropped and counted (`dropped`), so a
-    slow candidate can never slow the service or grow its memory without bound."""
-
-    def __init__(self, max_jobs: int = 1000) -> None:
-        self.jobs: queue.Queue = queue.Queue(maxsize=max_jobs)
-        self.dropped = 0
-        self.failed = 0
-        threading.Thread(target=self._run, name="shadow", daemon=True).start()
-
-    def submit(self, job: Callable[[], None]) -> bool:
-        try:
-            self.jobs.put_nowait(job)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            return False
-
-    def _run(self) -> None:
-        while True:
-            job = self.jobs.get()
-            try:
-                job()
-            except Exception:  # a failing candidate must not stop the worker; it is counted
-                self.failed += 1
-                log.exception("shadow scoring failed")
-            finally:
-                self.jobs.task_done()
-
-    def wait(self) -> None:
-        """Block until every submitted job is done (batch jobs and tests)."""
-        self.jobs.join()
 
 
 def _brief(pred: dict) -> dict:
@@ -155,7 +126,6 @@ class Tagger:
         self.predictor = predictor
         self.store = store
         self.dedup = dedup
-        self.lock = threading.Lock()
         # A candidate beside the current model (shadow or canary), the audit share, and where the
         # current model comes from, so a promote or rollback is picked up without a restart.
         self.candidate = candidate
@@ -163,9 +133,17 @@ class Tagger:
         self.audit_share = float(audit_share)
         self.model_link = Path(model_link) if model_link is not None else None
         self.loader = loader
-        self._serving = self.model_link.resolve() if self.model_link is not None else None
+        self._serving = (
+            Path(predictor.folder).resolve()
+            if getattr(predictor, "folder", None) is not None
+            else self.model_link.resolve()
+            if self.model_link is not None
+            else None
+        )
         self._checked = time.monotonic()
         self.shadow = ShadowWorker()
+        self._index_lock = threading.Lock()  # FAISS: no search while another thread adds
+        self._synced = 0
         self.index: ScreenIndex | None = None
         self.model: PairModel | None = None
         self.screen_file = screen_file
@@ -203,24 +181,46 @@ class Tagger:
         self.index = ScreenIndex()
         if ids:
             self.index.add(ids, vectors, texts)
+        self._synced = max([*ids, *(int(r["id"]) for r in stale), 0])
+
+    def _sync_index(self) -> None:
+        """Add what was stored since the index last looked: by this worker, by other workers or
+        replicas, or by `mltagger ingest`. One indexed query (`id > last seen`) per call.
+
+        Every writer stores under `Store.exclusive`, so ids become visible in order: once id n
+        is seen, no smaller id can still appear."""
+        if self.index is None:
+            return
+        ids, vectors, texts, last = self.store.screen_rows_after(self._synced, VERSION)
+        if ids:
+            self.index.add(ids, vectors, texts)
+        self._synced = last
 
     def maybe_reload(self) -> None:
-        """Load the model the serving link points at now, if a promote or rollback moved it
-        (checked at most every RELOAD_SECONDS). A candidate that became the current model is
-        dropped: nothing is left to compare."""
-        if self.model_link is None or self.loader is None:
+        """Load the model that should serve now, if a promote or rollback moved it (checked at
+        most every RELOAD_SECONDS): the newest deployment recorded in the store, so every worker
+        and replica follows one promote; without one, the model_dir link. A candidate that
+        became the current model is dropped: nothing is left to compare."""
+        if self.loader is None:
             return
         if time.monotonic() - self._checked < RELOAD_SECONDS:
             return
         self._checked = time.monotonic()
-        target = self.model_link.resolve()
-        if target == self._serving:
+        target = self.wanted_model()
+        if target is None or target == self._serving:
             return
-        log.info("model_dir %s now points at %s: loading it", self.model_link, target)
+        log.info("now serving %s (promote or rollback): loading it", target)
         self.predictor = self.loader(target)
         self._serving = target
         if self.candidate is not None and Path(self.candidate.folder).resolve() == target:
             self.candidate = None
+
+    def wanted_model(self) -> Path | None:
+        """What should serve: the store's newest deployment, else where the link points."""
+        recorded = deployed(self.store.engine)
+        if recorded is not None:
+            return recorded.resolve()
+        return self.model_link.resolve() if self.model_link is not None else None
 
     def _predict(self, predictor, items: Sequence[dict], texts: list[str]) -> list[dict]:
         logits, _ = predictor.encode(texts)
@@ -245,12 +245,9 @@ class Tagger:
         """Wait until the other model's answers of everything added so far are stored."""
         self.shadow.wait()
 
-    def analyze(self, items: Sequence[dict]) -> tuple[list[dict], list[Duplicate | None], dict]:
-        """Predictions and duplicates for prepared items; nothing is stored.
-
-        Each item costs one forward pass on the request path, by the model that answers it (the
-        candidate for its canary share). Under a rollout, `extra["other"]` is a function that
-        computes the other model's answers: `add` and `/predict` hand it to the shadow worker."""
+    def _tag(self, items: Sequence[dict]) -> tuple[list[dict], list[str], Callable | None]:
+        """Predictions (one forward pass per item, by the model that answers it), the items'
+        content hashes, and under a rollout a function computing the other model's answers."""
         self.maybe_reload()
         texts = [it["text"] for it in items]
         hashes = [content_hash(it["title"], it["description"]) for it in items]
@@ -265,21 +262,47 @@ class Tagger:
             def other() -> list[dict]:
                 return self._split_predict(items, texts, picks, current, candidate)
 
-        if self.dedup:
-            dups, sketches = screen_batch(
+        return preds, hashes, other
+
+    def _screen(self, items: Sequence[dict], hashes: list[str]) -> tuple[list, np.ndarray | None]:
+        if not self.dedup:
+            return [None] * len(items), None
+        with self._index_lock:
+            self._sync_index()
+            return screen_batch(
                 items, hashes, self.store.ids_by_hash_or_url, self.index, self.model
             )
-        else:
-            dups, sketches = [None] * len(items), None
+
+    def analyze(self, items: Sequence[dict]) -> tuple[list[dict], list[Duplicate | None], dict]:
+        """Predictions and duplicates for prepared items; nothing is stored.
+
+        Each item costs one forward pass on the request path, by the model that answers it (the
+        candidate for its canary share). Under a rollout, `extra["other"]` is a function that
+        computes the other model's answers: `add` and `/predict` hand it to the shadow worker."""
+        preds, hashes, other = self._tag(items)
+        dups, sketches = self._screen(items, hashes)
         return preds, dups, {"hashes": hashes, "sketches": sketches, "other": other}
 
-    def add(self, items: Sequence[dict], *, source: str, policy: str = FLAG) -> list[Outcome]:
+    def add(
+        self,
+        items: Sequence[dict],
+        *,
+        source: str,
+        policy: str = FLAG,
+        written_by: str | None = None,
+    ) -> list[Outcome]:
         """Screen, tag and store a batch in one transaction (see the module docstring for what
-        happens to duplicates)."""
+        happens to duplicates).
+
+        The forward pass runs first, outside any lock; the screen and the insert run inside
+        `Store.exclusive()`, so workers and replicas over one store screen against everything
+        stored before them and two copies of one item can never both be stored as new."""
         if policy not in POLICIES:
             raise ConfigError(f"duplicate policy must be one of {POLICIES}, got {policy!r}")
-        with self.lock:  # screen + insert as one step, so two requests cannot both add an item
-            preds, dups, extra = self.analyze(items)
+        preds, hashes, other = self._tag(items)
+        with self.store.exclusive() as conn:
+            dups, sketches = self._screen(items, hashes)
+            extra = {"hashes": hashes, "sketches": sketches, "other": other}
             rows: list[dict] = []
             positions: dict[int, int] = {}  # batch index -> its row in `rows` (stored items)
 
@@ -310,6 +333,7 @@ class Tagger:
                     "author_tag": it.get("author_tag"),
                     "status": ACTIVE,
                     "source": source,
+                    "written_by": written_by,
                     "embedding": None if extra["sketches"] is None else extra["sketches"][j],
                     "embedding_model": VERSION if extra["sketches"] is not None else None,
                 }
@@ -331,18 +355,11 @@ class Tagger:
                     row["needs_review"] = True
                 positions[j] = len(rows)
                 rows.append(row)
-            ids = self.store.add_items(rows)
+            ids = self.store.add_items(rows, conn=conn)
             if extra["other"] is not None and ids:
                 # Bound now (partial): the job runs later, after this function has moved on.
                 self.shadow.submit(
                     partial(self._store_shadow, list(ids), list(positions), extra["other"])
-                )
-            if self.index is not None and extra["sketches"] is not None and ids:
-                stored = list(positions)
-                self.index.add(
-                    ids,
-                    np.asarray(extra["sketches"])[stored],
-                    [(items[j]["title"], items[j]["description"]) for j in stored],
                 )
 
         def stored_id(j: int) -> int | None:

@@ -5,269 +5,77 @@ SQLAlchemy Core over any database it speaks to. The default is one SQLite file i
 process being killed. For PostgreSQL, set `store.url=postgresql+psycopg://user:pass@host/db`
 (and `pip install -e ".[postgres]"`): the same tables and queries, no SQLite-only SQL.
 
-The schema is versioned: `MIGRATIONS` is an append-only list, each step runs once in its own
-transaction and is recorded in `schema_version`. Opening a database applies the missing steps;
-a database written by a newer mltagger is refused rather than guessed at.
+The schema and its migrations live in `mltagger.serving.schema`; opening a store applies the
+missing steps. Writers that must not interleave across processes (screen, then insert) hold
+`Store.exclusive()`: a PostgreSQL advisory lock or SQLite's write lock, so several workers or
+replicas over one database behave as one.
 
-Over 400 lines because the schema, its migrations and the one `Store` class that queries it
-change together; a split would put a table's columns and its queries in different files.
+Over 400 lines because the one `Store` class holds every query of the product's tables; a split
+by table would put queries that run in one transaction in different files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from mltagger.data.links import url_key
-
-HUMAN = "human"
-MODEL = "model"
-ACTIVE = "active"
-HELD_DUPLICATE = "duplicate"
-STATUSES = (ACTIVE, HELD_DUPLICATE)
-
-metadata = sa.MetaData()
-
-schema_version = sa.Table(
-    "schema_version",
+from mltagger.serving.schema import (
+    ACTIVE,
+    HELD_DUPLICATE,
+    HUMAN,
+    LATEST_VERSION,
+    MIGRATIONS,
+    MODEL,
+    STATUSES,
+    StoreError,
+    api_keys,
+    current_version,
+    deployments,
+    feedback,
+    ingest_runs,
+    items,
+    make_engine,
     metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    migrate,
+    monitor_snapshots,
+    now,
+    reviews,
+    schema_version,
 )
 
-items = sa.Table(
-    "items",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("description", sa.Text, nullable=False, default=""),
-    sa.Column("url", sa.Text),
-    sa.Column("content_hash", sa.String(64), nullable=False, index=True),
-    sa.Column("tag", sa.String(64), nullable=False),
-    # who set `tag`: "model" (then model_version says which) or "human"
-    sa.Column("tagged_by", sa.String(16), nullable=False),
-    sa.Column("model_version", sa.Text),
-    sa.Column("confidence", sa.Float),
-    sa.Column("reason", sa.String(32)),
-    sa.Column("scores", sa.JSON),
-    sa.Column("needs_review", sa.Boolean, nullable=False, default=False, index=True),
-    sa.Column("duplicate_of", sa.Integer, sa.ForeignKey("items.id")),
-    sa.Column("duplicate_kind", sa.String(16)),
-    sa.Column("duplicate_similarity", sa.Float),
-    sa.Column("source", sa.Text, nullable=False, default="api"),
-    # float32 bytes of the duplicate screen's sketch, and the screen version that made it
-    sa.Column("embedding", sa.LargeBinary),
-    sa.Column("embedding_model", sa.Text),
-    # active: publishable; duplicate: held back as a likely copy of `duplicate_of` until a
-    # person decides (schema v3)
-    sa.Column("status", sa.String(16), nullable=False, default="active", index=True),
-    # the normalised link (no scheme, www., query or fragment): the same link is an exact copy
-    sa.Column("url_key", sa.Text, index=True),
-    # schema v4, for knowing how the model does after release (mltagger monitor):
-    # the tag the submitter chose, if any (an approved tag)
-    sa.Column("author_tag", sa.String(64)),
-    # the model's own answer, kept when a person later changes `tag`
-    sa.Column("model_tag", sa.String(64)),
-    # an auto-tagged item drawn at random for review, so reviews measure auto-tag precision
-    sa.Column("audit", sa.Boolean, nullable=False, default=False),
-    # the other model's answer under a shadow or canary rollout (never shown)
-    sa.Column("shadow", sa.JSON),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-feedback = sa.Table(
+__all__ = [
+    "ACTIVE",
+    "HELD_DUPLICATE",
+    "HUMAN",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "MODEL",
+    "STATUSES",
+    "Store",
+    "StoreError",
+    "api_keys",
+    "current_version",
+    "deployments",
+    "describe",
     "feedback",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False, index=True),
-    sa.Column("correct_tag", sa.String(64), nullable=False),
-    sa.Column("previous_tag", sa.String(64), nullable=False),
-    sa.Column("comment", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-reviews = sa.Table(
-    "reviews",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False, index=True),
-    sa.Column("tag", sa.String(64), nullable=False),
-    sa.Column("previous_tag", sa.String(64), nullable=False),
-    sa.Column("reviewer", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# mltagger monitor's latest figures, which the service exports on /metrics (schema v4)
-monitor_snapshots = sa.Table(
-    "monitor_snapshots",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("summary", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-
-ingest_runs = sa.Table(
     "ingest_runs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("file", sa.Text, nullable=False),
-    sa.Column("file_sha256", sa.String(64), nullable=False, index=True),
-    sa.Column("summary", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-
-def _create(*tables: sa.Table) -> Callable[[sa.Connection], None]:
-    def step(conn: sa.Connection) -> None:
-        for table in tables:
-            table.create(conn, checkfirst=True)
-
-    return step
-
-
-def _v3_status_and_links(conn: sa.Connection) -> None:
-    """items.status (near duplicates stored before are held: status `duplicate`) and
-    items.url_key (filled from the stored links), both indexed."""
-
-    have = {c["name"] for c in sa.inspect(conn).get_columns("items")}
-    if "status" not in have:
-        conn.execute(
-            sa.text("ALTER TABLE items ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'")
-        )
-    if "url_key" not in have:
-        conn.execute(sa.text("ALTER TABLE items ADD COLUMN url_key TEXT"))
-    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_items_status ON items (status)"))
-    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_items_url_key ON items (url_key)"))
-    conn.execute(
-        items.update().where(items.c.duplicate_of.is_not(None)).values(status=HELD_DUPLICATE)
-    )
-    rows = conn.execute(sa.select(items.c.id, items.c.url).where(items.c.url.is_not(None))).all()
-    for row in rows:
-        key = url_key(row.url)
-        if key:
-            conn.execute(items.update().where(items.c.id == row.id).values(url_key=key))
-
-
-def _v4_monitoring(conn: sa.Connection) -> None:
-    """items.author_tag, items.model_tag (filled: the model's tag, or for items a person has
-    re-tagged the tag their first review replaced), items.audit, items.shadow; and the
-    monitor_snapshots table."""
-    have = {c["name"] for c in sa.inspect(conn).get_columns("items")}
-    for name, ddl in (
-        ("author_tag", "VARCHAR(64)"),
-        ("model_tag", "VARCHAR(64)"),
-        ("audit", "BOOLEAN NOT NULL DEFAULT FALSE"),
-        ("shadow", "JSON"),
-    ):
-        if name not in have:
-            conn.execute(sa.text(f"ALTER TABLE items ADD COLUMN {name} {ddl}"))
-    conn.execute(
-        items.update()
-        .where(items.c.tagged_by == MODEL, items.c.model_tag.is_(None))
-        .values(model_tag=items.c.tag)
-    )
-    first = (
-        sa.select(reviews.c.item_id, sa.func.min(reviews.c.id).label("rid"))
-        .group_by(reviews.c.item_id)
-        .subquery()
-    )
-    rows = conn.execute(
-        sa.select(reviews.c.item_id, reviews.c.previous_tag)
-        .join(first, reviews.c.id == first.c.rid)
-        .join(items, items.c.id == reviews.c.item_id)
-        .where(items.c.model_tag.is_(None), items.c.model_version.is_not(None))
-    ).all()
-    for row in rows:
-        conn.execute(
-            items.update().where(items.c.id == row.item_id).values(model_tag=row.previous_tag)
-        )
-    monitor_snapshots.create(conn, checkfirst=True)
-
-
-# Append-only: (version, description, step). Never edit a released step; add a new one.
-MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
-    (1, "items, feedback and reviews", _create(items, feedback, reviews)),
-    (2, "ingest runs (one row per batch file, with its summary)", _create(ingest_runs)),
-    (
-        3,
-        "items.status (held duplicates) and items.url_key (same-link copies)",
-        _v3_status_and_links,
-    ),
-    (
-        4,
-        "author tags, the model's own tag, audit samples, shadow answers, monitor snapshots",
-        _v4_monitoring,
-    ),
+    "items",
+    "make_engine",
+    "metadata",
+    "migrate",
+    "monitor_snapshots",
+    "now",
+    "reviews",
+    "schema_version",
 ]
-LATEST_VERSION = MIGRATIONS[-1][0]
-
-
-class StoreError(ValueError):
-    """A problem with the store a user can act on (unknown item, newer schema...)."""
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it is acknowledged
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
-
-
-def make_engine(url: str) -> sa.Engine:
-    """An engine for `url`; SQLite files get WAL mode and their folder is created."""
-    if url.startswith("sqlite"):
-        path = sa.engine.make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def current_version(engine: sa.Engine) -> int:
-    if not sa.inspect(engine).has_table("schema_version"):
-        return 0
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-
-
-def migrate(engine: sa.Engine, target: int = LATEST_VERSION) -> list[int]:
-    """Apply the missing migration steps up to `target`; returns the versions applied."""
-    version = current_version(engine)
-    if version > LATEST_VERSION:
-        raise StoreError(
-            f"the database is at schema version {version}, newer than this mltagger "
-            f"({LATEST_VERSION}); upgrade mltagger instead of opening it with an old one"
-        )
-    applied = []
-    for number, description, step in MIGRATIONS:
-        if version < number <= target:
-            with engine.begin() as conn:
-                schema_version.create(conn, checkfirst=True)
-                step(conn)
-                conn.execute(
-                    schema_version.insert().values(
-                        version=number, description=description, applied_at=now()
-                    )
-                )
-            applied.append(number)
-    return applied
 
 
 def _public(row: sa.Row) -> dict:
@@ -295,18 +103,40 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.migrations_applied = migrate(self.engine)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[sa.Connection]:
+        """One transaction that no other writer holding `exclusive` (this process's threads,
+        other workers, other replicas) runs beside: what a screen-then-insert needs so that two
+        copies of one item sent to two workers at once are not both stored as new.
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite: `BEGIN IMMEDIATE` (the database
+        write lock; readers go on in WAL mode). Committed on a clean exit, rolled back on an
+        error."""
+        with self._lock, self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
+            elif self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- items -------------------------------------------------------------------------------
 
-    def add_items(self, rows: Sequence[dict]) -> list[int]:
+    def add_items(self, rows: Sequence[dict], conn: sa.Connection | None = None) -> list[int]:
         """Insert items (dicts of `items` columns; embedding as a float32 array) in one
-        transaction; returns their ids in order."""
+        transaction, or in `conn`'s (an `exclusive()` one); returns their ids in order."""
         stamp = now()
         ids = []
-        with self.engine.begin() as conn:
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.begin() as conn:
             for row in rows:
                 values = dict(row)
                 position = values.pop("duplicate_of_position", None)
@@ -396,6 +226,32 @@ class Store:
                 else:
                     stale.append({"id": row.id, "title": row.title, "description": row.description})
         return ids, (np.stack(vectors) if vectors else None), texts, stale
+
+    def screen_rows_after(
+        self, after_id: int, version: str
+    ) -> tuple[list[int], np.ndarray | None, list[tuple[str, str]], int]:
+        """Items stored after `after_id` with a sketch of screen `version` (what another worker
+        stored since this one last looked), and the highest id seen (sketched or not)."""
+        ids, vectors, texts, last = [], [], [], after_id
+        query = (
+            sa.select(
+                items.c.id,
+                items.c.title,
+                items.c.description,
+                items.c.embedding,
+                items.c.embedding_model,
+            )
+            .where(items.c.id > after_id)
+            .order_by(items.c.id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                last = max(last, int(row.id))
+                if row.embedding is not None and row.embedding_model == version:
+                    ids.append(int(row.id))
+                    vectors.append(np.frombuffer(row.embedding, dtype=np.float32))
+                    texts.append((row.title, row.description))
+        return ids, (np.stack(vectors) if vectors else None), texts, last
 
     def set_embeddings(self, ids: Sequence[int], vectors: np.ndarray, model: str) -> None:
         with self.engine.begin() as conn:
@@ -539,7 +395,9 @@ class Store:
 
     # -- people ------------------------------------------------------------------------------
 
-    def add_feedback(self, item_id: int, correct_tag: str, comment: str | None) -> dict:
+    def add_feedback(
+        self, item_id: int, correct_tag: str, comment: str | None, written_by: str | None = None
+    ) -> dict:
         """Store a report of a wrong tag and put the item back in the review queue."""
         stamp = now()
         with self.engine.begin() as conn:
@@ -552,6 +410,7 @@ class Store:
                     correct_tag=correct_tag,
                     previous_tag=row.tag,
                     comment=comment,
+                    written_by=written_by,
                     created_at=stamp,
                 )
             ).inserted_primary_key[0]
@@ -566,11 +425,17 @@ class Store:
             "correct_tag": correct_tag,
             "previous_tag": row.tag,
             "comment": comment,
+            "written_by": written_by,
             "created_at": stamp.isoformat(),
         }
 
     def review(
-        self, item_id: int, tag: str, reviewer: str | None = None, duplicate: bool | None = None
+        self,
+        item_id: int,
+        tag: str,
+        reviewer: str | None = None,
+        duplicate: bool | None = None,
+        written_by: str | None = None,
     ) -> dict:
         """A person sets (or confirms) an item's tag: it leaves the review queue.
 
@@ -597,6 +462,7 @@ class Store:
                     tag=tag,
                     previous_tag=row.tag,
                     reviewer=reviewer,
+                    written_by=written_by,
                     created_at=stamp,
                 )
             )
@@ -657,6 +523,10 @@ class Store:
         return [
             {**r._mapping, "created_at": _iso(r.created_at), "summary": r.summary} for r in rows
         ]
+
+
+# the advisory lock `exclusive` takes on PostgreSQL (any constant; "mlt" in ASCII)
+WRITE_LOCK = 0x6D6C74
 
 
 def describe(url: str) -> str:

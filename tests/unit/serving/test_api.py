@@ -18,6 +18,7 @@ from mltagger.serving.store import Store
 from tests.fakes import FakePredictor, make_model_folder, write_screen
 
 KEY = "unit-key"
+H = {"X-API-Key": KEY}
 MAX_BATCH = 4
 MAX_BODY = 4000
 
@@ -71,7 +72,7 @@ def test_confident_items_are_applied_and_unsure_ones_queued_for_review(client):
         True,
         "low_confidence",
     )
-    queue = client.get("/review").json()
+    queue = client.get("/review", headers=H).json()
     assert [it["id"] for it in queue["items"]] == [unsure["id"]] and queue["total"] == 1
 
 
@@ -81,20 +82,26 @@ def test_confident_items_are_applied_and_unsure_ones_queued_for_review(client):
         ("POST", "/items", SURE),
         ("POST", "/feedback", {"item_id": 1, "correct_tag": "mlops"}),
         ("POST", "/review/1", {"tag": "mlops"}),
+        ("GET", "/review", None),
     ],
 )
 @pytest.mark.parametrize("key", [None, "wrong-key", ""])
-def test_every_write_needs_the_api_key(client, method, path, body, key):
+def test_writes_need_a_key_and_a_wrong_key_is_never_taken(client, method, path, body, key):
+    """Keyed endpoints refuse a missing or wrong key; the public report endpoint takes no key
+    but refuses a wrong one (a typo must not silently turn a reviewer into the public)."""
     item = add(client, UNSURE)
     assert item["id"] == 1
     headers = {} if key is None else {"X-API-Key": key}
     r = client.request(method, path, json=body, headers=headers)
+    if path == "/feedback" and not key:
+        assert r.status_code == 201 and r.json()["written_by"] == "public", r.text
+        return
     assert r.status_code == 401, r.text
     assert "X-API-Key" in r.json()["detail"]
     # Nothing changed: one item, no feedback, still waiting for review with the model's tag.
     got = client.get("/items/1").json()
     assert got["feedback"] == [] and got["needs_review"] is True and got["tag"] == "other"
-    assert got["tagged_by"] == "model" and client.get("/review").json()["total"] == 1
+    assert got["tagged_by"] == "model" and client.get("/review", headers=H).json()["total"] == 1
 
 
 def test_review_with_the_key_sets_a_human_tag(client):
@@ -110,9 +117,12 @@ def test_review_with_the_key_sets_a_human_tag(client):
         "human",
         False,
     )
-    assert client.get("/review").json()["total"] == 0
+    assert client.get("/review", headers=H).json()["total"] == 0
     bad = client.post(f"/review/{item['id']}", json={"tag": "robotics"}, headers={"X-API-Key": KEY})
-    assert bad.status_code == 422 and "unknown tag 'robotics'" in bad.json()["detail"]
+    assert (
+        bad.status_code == 422
+        and "tag: Input should be 'natural-language-processing'" in (bad.json()["detail"])
+    )
     assert client.get(f"/items/{item['id']}").json()["tag"] == "mlops"
     missing = client.post("/review/999", json={"tag": "mlops"}, headers={"X-API-Key": KEY})
     assert missing.status_code == 404
@@ -125,7 +135,7 @@ def test_feedback_with_an_unknown_tag_is_refused_and_not_stored(client):
         json={"item_id": item["id"], "correct_tag": "robotics", "comment": "x"},
         headers={"X-API-Key": KEY},
     )
-    assert r.status_code == 422 and "unknown tag 'robotics'" in r.json()["detail"]
+    assert r.status_code == 422 and "correct_tag: Input should be" in r.json()["detail"]
     got = client.get(f"/items/{item['id']}").json()
     assert got["feedback"] == [] and got["needs_review"] is False
     ok = client.post(
@@ -144,7 +154,8 @@ def test_a_batch_of_exactly_max_batch_items_is_answered(client):
     assert r.status_code == 200, r.text
     assert len(r.json()["items"]) == MAX_BATCH
     over = client.post("/predict", json={"items": [*items, {"title": "one more"}]})
-    assert over.status_code == 413 and f"max {MAX_BATCH}" in over.json()["detail"]
+    assert over.status_code == 422, over.text
+    assert f"items: List should have at most {MAX_BATCH} items" in over.json()["detail"]
 
 
 def test_oversized_bodies_get_413_with_or_without_a_content_length(client):
@@ -169,7 +180,20 @@ def test_oversized_bodies_get_413_with_or_without_a_content_length(client):
     assert ok.status_code == 200, ok.text
 
 
-def test_ingest_counts_what_it_stored_and_queues_the_unsure_items(tagger, tmp_path):
+@pytest.fixture
+def any_tagger(store_url, tmp_path):
+    """A Tagger over SQLite and over PostgreSQL (tests/pg.py)."""
+    store = Store(store_url)
+    yield Tagger(
+        FakePredictor(make_model_folder(tmp_path / "model")),
+        store,
+        screen_file=write_screen(tmp_path / "screen.json"),
+    )
+    store.close()
+
+
+def test_ingest_counts_what_it_stored_and_queues_the_unsure_items(any_tagger, tmp_path):
+    tagger = any_tagger
     drop = tmp_path / "drop.jsonl"
     rows = [
         SURE,
@@ -217,8 +241,8 @@ def test_tagger_stores_the_decision_it_made(tagger):
         (
             "title over",
             {"items": [{"title": "x" * 201}]},
-            413,
-            "items.0.title has 201 characters (max 200)",
+            422,
+            "items.0.title: String should have at most 200 characters",
         ),
         (
             "description at the limit",
@@ -229,11 +253,16 @@ def test_tagger_stores_the_decision_it_made(tagger):
         (
             "description over",
             {"items": [{"title": "t", "description": "y" * 1001}]},
-            413,
-            "items.0.description has 1001 characters (max 1000)",
+            422,
+            "items.0.description: String should have at most 1000 characters",
         ),
-        ("second title blank", {"items": [SURE, {"title": " \t "}]}, 422, "items.1.title is blank"),
-        ("empty batch", {"items": []}, 422, f"items is empty: send 1 to {MAX_BATCH} items"),
+        (
+            "second title blank",
+            {"items": [SURE, {"title": " \t "}]},
+            422,
+            "items.1.title: is blank",
+        ),
+        ("empty batch", {"items": []}, 422, "items: List should have at least 1 item"),
         ("missing title", {"items": [{"description": "x"}]}, 422, "items.0.title: Field required"),
         ("null description", {"items": [{"title": "Image", "description": None}]}, 200, None),
     ],
@@ -278,28 +307,82 @@ def test_unknown_tag_message_lists_the_approved_tags(client):
     r = client.post(
         "/feedback", json={"item_id": item["id"], "correct_tag": "nlp"}, headers={"X-API-Key": KEY}
     )
+    assert r.status_code == 422
     assert r.json()["detail"] == (
-        "unknown tag 'nlp'; approved tags: natural-language-processing, computer-vision, mlops, "
-        "reinforcement-learning, graph-learning, time-series, other"
+        "correct_tag: Input should be 'natural-language-processing', 'computer-vision', 'mlops', "
+        "'reinforcement-learning', 'graph-learning', 'time-series' or 'other'"
     )
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "correct_tag"]]
     r = client.post("/items", json=SURE)
-    assert r.json()["detail"] == "missing or wrong API key (header X-API-Key)"
+    assert r.json()["detail"] == (
+        "missing API key (header X-API-Key): this needs a key with role ingest"
+    )
 
 
-def test_without_a_configured_key_the_service_makes_one_and_prints_it(tagger, tmp_path, capsys):
+def test_keys_from_the_store_have_roles_and_record_who_wrote(client, tagger, capsys):
+    """An ingest key stores items but cannot review (403); a review key reviews but cannot store;
+    a revoked key is refused at once; rows record the key's name."""
+    from mltagger.serving.keys import create_key, revoke_key
+
+    _, ingest = create_key(tagger.store.engine, "crawler", "ingest")
+    _, review = create_key(tagger.store.engine, "ana", "review")
+    r = client.post("/items", json=UNSURE, headers={"X-API-Key": ingest})
+    assert r.status_code == 201 and r.json()["item"]["written_by"] == "crawler"
+    item_id = r.json()["item"]["id"]
+    r = client.post(f"/review/{item_id}", json={"tag": "mlops"}, headers={"X-API-Key": ingest})
+    assert r.status_code == 403 and "role ingest, not review" in r.json()["detail"]
+    assert client.get("/review", headers={"X-API-Key": ingest}).status_code == 403
+    assert client.post("/items", json=SURE, headers={"X-API-Key": review}).status_code == 403
+    r = client.post(f"/review/{item_id}", json={"tag": "mlops"}, headers={"X-API-Key": review})
+    assert r.status_code == 200 and r.json()["tag"] == "mlops"
+    with tagger.store.engine.connect() as conn:
+        (who,) = conn.exec_driver_sql("SELECT written_by FROM reviews").one()
+    assert who == "ana"
+    fb = client.post(
+        "/feedback",
+        json={"item_id": item_id, "correct_tag": "other"},
+        headers={"X-API-Key": review},
+    )
+    assert fb.status_code == 201 and fb.json()["written_by"] == "ana"
+    revoke_key(tagger.store.engine, "crawler")
+    r = client.post("/items", json=SURE, headers={"X-API-Key": ingest})
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    # the config key is an admin key recorded as "config"
+    r = client.post("/items", json=SURE, headers=H)
+    assert r.status_code == 201 and r.json()["item"]["written_by"] == "config"
+
+
+def test_public_calls_are_rate_limited_per_client_and_a_key_lifts_it(tagger, tmp_path):
+    cfg = compose_config(
+        "serve",
+        [
+            f"model_dir={tmp_path / 'model'}",
+            f"api_key={KEY}",
+            "limits.public_per_minute=60",
+            "limits.public_burst=3",
+        ],
+    )
+    with TestClient(create_app(tagger, cfg)) as c:
+        body = {"items": [SURE]}
+        codes = [c.post("/predict", json=body).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = c.post("/predict", json=body)
+        assert r.json()["detail"].startswith("more than 60 calls a minute without a key")
+        assert int(r.headers["retry-after"]) >= 1
+        assert c.post("/predict", json=body, headers=H).status_code == 200
+
+
+def test_without_any_key_the_service_warns_and_refuses_writes(tagger, tmp_path, caplog):
     cfg = compose_config("serve", [f"model_dir={tmp_path / 'model'}", "api_key=null"])
-    app = create_app(tagger, cfg)
-    err = capsys.readouterr().err
-    assert "no api_key configured" in err
-    key = err.strip().rsplit("X-API-Key: ", 1)[1]
-    assert len(key) >= 32
+    with caplog.at_level("WARNING", logger="mltagger.serve"):
+        app = create_app(tagger, cfg)
+    assert "no API keys" in caplog.text and "mltagger keys create" in caplog.text
     with TestClient(app) as c:
         assert c.post("/items", json=SURE).status_code == 401
         assert c.post("/items", json=SURE, headers={"X-API-Key": "None"}).status_code == 401
-        assert c.post("/items", json=SURE, headers={"X-API-Key": key}).status_code == 201
         info = c.get("/openapi.json").json()["info"]
     assert info["title"] == "mltagger" and info["version"] == "fake-1"
-    assert info["description"] == "Tags ML content under one approved tag, or sends it to review."
+    assert info["description"].startswith("Tags ML content under one approved tag")
     assert app.state.tagger is tagger and app.state.metrics is not None
 
 
@@ -464,13 +547,13 @@ def test_a_near_copy_is_stored_held_for_review_and_kept_out_of_the_published_lis
     assert [it["id"] for it in published["items"]] == [original["id"]]
     assert client.get("/items").json()["total"] == 2
     assert client.get("/items", params={"status": "gone"}).status_code == 422
-    queue = client.get("/review").json()["items"]
+    queue = client.get("/review", headers=H).json()["items"]
     assert [(it["id"], it["status"]) for it in queue] == [(held["id"], "duplicate")]
     # the person must answer the duplicate question; false publishes it
     r = client.post(
         f"/review/{held['id']}", json={"tag": "computer-vision"}, headers={"X-API-Key": KEY}
     )
-    assert r.status_code == 422 and "likely duplicate of item" in r.json()["detail"]
+    assert r.status_code == 409 and "likely duplicate of item" in r.json()["detail"]
     r = client.post(
         f"/review/{held['id']}",
         json={"tag": "computer-vision", "duplicate": False},
@@ -611,3 +694,135 @@ def test_a_missing_screen_calibration_is_one_clear_error(tmp_path):
             screen_file=tmp_path / "nope.json",
         )
     store.close()
+
+
+def test_two_workers_over_one_store_store_one_copy_and_see_each_others_items(store_url, tmp_path):
+    """Two Taggers (as two worker processes: own engine, own index) over one store. The same
+    item sent to both at once is stored once and the other answer names it as an exact copy;
+    a near copy of what one stored is caught by the other's screen (its index syncs from the
+    store); each write records its key."""
+    import threading
+
+    from mltagger.serving.service import SKIPPED_EXACT, STORED
+
+    folder = make_model_folder(tmp_path / "model")
+    screen = write_screen(tmp_path / "screen.json")
+    stores = [Store(store_url), Store(store_url)]
+    workers = [Tagger(FakePredictor(folder), s, screen_file=screen) for s in stores]
+    try:
+        topics = ["Lung scan segmentation", "Tram pedestrian detection", "Satellite crop maps"]
+        topics += ["Handwriting recognition", "Bird species photos"]
+        for topic in topics:  # several rounds: a lost race would show up in one of them
+            item = prepare(topic, f"A model for {topic.lower()} with open data.")
+            outs: list = [None, None]
+            go = threading.Barrier(2)
+
+            def send(k: int, item=item, outs=outs, go=go) -> None:
+                go.wait()
+                (outs[k],) = workers[k].add([item], source="api", written_by=f"w{k}")
+
+            threads = [threading.Thread(target=send, args=(k,)) for k in range(2)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            assert sorted(o.outcome for o in outs) == sorted([STORED, SKIPPED_EXACT]), outs
+            stored = next(o for o in outs if o.stored)
+            copy = next(o for o in outs if not o.stored)
+            assert copy.duplicate.item_id == stored.item_id and copy.duplicate.kind == "exact"
+        assert stores[0].count_items() == 5
+        (near,) = workers[1].add(
+            [prepare("Handwriting recognition!", "A model for handwriting recognition, open data")],
+            source="api",
+        )
+        assert near.duplicate is not None and near.duplicate.item_id is not None
+        (fresh,) = workers[0].add([prepare("Forecast tram delays", "Hourly data.")], source="api")
+        (seen,) = workers[1].add([prepare("Forecast tram delays!", "Hourly data")], source="api")
+        assert seen.duplicate is not None and seen.duplicate.item_id == fresh.item_id
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_the_documented_nonblank_rule_is_the_cleaning_rule_for_every_code_point():
+    """The title pattern in the OpenAPI document (read as ECMA-262 by clients and by
+    Schemathesis, as Python `re` by the server) accepts a character exactly when text cleaning
+    keeps it: every Unicode code point (surrogates aside) is checked."""
+    import re
+    import sys
+
+    from mltagger.data.text import clean_text
+    from mltagger.serving.schemas import NONBLANK
+
+    pattern = re.compile(NONBLANK)
+    assert "\\s" not in NONBLANK  # no class whose meaning differs between the two engines
+    wrong = [
+        hex(c)
+        for c in range(sys.maxunicode + 1)
+        if not 0xD800 <= c <= 0xDFFF and bool(pattern.search(chr(c))) != bool(clean_text(chr(c)))
+    ]
+    assert wrong == []
+
+
+def test_the_document_states_every_rule_and_status(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    item = schemas["ItemIn"]["properties"]
+    assert item["title"]["maxLength"] == 200 and item["title"]["pattern"]
+    assert item["description"]["anyOf"][0]["maxLength"] == 1000
+    tags = item["author_tag"]["anyOf"][0]["enum"]
+    assert tags == [
+        "natural-language-processing", "computer-vision", "mlops", "reinforcement-learning",
+        "graph-learning", "time-series", "other",
+    ]  # fmt: skip
+    batch = schemas["PredictIn"]["properties"]["items"]
+    assert (batch["minItems"], batch["maxItems"]) == (1, MAX_BATCH)
+    assert schemas["FeedbackIn"]["properties"]["item_id"]["maximum"] == 2**31 - 1
+    ops = {(m.upper(), path): op for path, item in doc["paths"].items() for m, op in item.items()}
+    for (method, path), op in ops.items():
+        codes = set(op["responses"])
+        assert "422" in codes or path in ("/health", "/metrics"), (method, path)
+        if method == "POST":
+            assert {"400", "413", "422"} <= codes, (method, path)
+    assert {"401", "403", "409"} <= set(ops[("POST", "/items")]["responses"])
+    assert {"401", "429"} <= set(ops[("POST", "/feedback")]["responses"])
+    assert ops[("POST", "/feedback")]["security"] == [{}, {"ApiKey": []}]
+    assert ops[("POST", "/review/{item_id}")]["security"] == [{"ApiKey": []}]
+    links = ops[("POST", "/items")]["responses"]["201"]["links"]
+    assert {v["operationId"] for v in links.values()} == {"get_item", "add_feedback", "review_item"}
+    error = schemas["ErrorOut"]
+    assert error["properties"]["detail"]["type"] == "string" and error["required"] == ["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/items/5105266201649362879214788804608",
+        "/items/0",
+        "/items/-3",
+        "/review?offset=18940058907549945036800",
+        "/items?offset=18940058907549945036800",
+        "/items?limit=0",
+    ],
+)
+def test_out_of_range_integers_get_422_never_500(client, path):
+    r = client.get(path, headers=H)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] and isinstance(r.json()["errors"], list)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"tag": "mlops", "duplicate": 0}, "duplicate"),  # 0 is not false
+        ({"tag": "mlops", "reviewer": 7}, "reviewer"),
+    ],
+)
+def test_request_bodies_are_strict(client, body, where):
+    add(client, UNSURE)
+    r = client.post("/review/1", json=body, headers=H)
+    assert r.status_code == 422 and where in r.json()["detail"], r.text
+    fb = client.post("/feedback", json={"item_id": "1", "correct_tag": "mlops"})
+    assert fb.status_code == 422 and "item_id" in fb.json()["detail"]
+    ok = client.post("/feedback", json={"item_id": 1.0, "correct_tag": "mlops"})
+    assert ok.status_code == 201 and ok.json()["item_id"] == 1  # 1.0 is an integer in JSON Schema

@@ -4,6 +4,7 @@ figures on /metrics, through the real service on a predictor whose answers are k
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -12,9 +13,10 @@ from fastapi.testclient import TestClient
 
 from mltagger.core.config import compose_config
 from mltagger.models.modelio import read_model_metadata, write_model_metadata
-from mltagger.serving.api import build_tagger, create_app
+from mltagger.serving.api import create_app
 from mltagger.serving.ingest import ingest_file
 from mltagger.serving.rollout import Rollout, RolloutError
+from mltagger.serving.server import build_tagger
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.store import Store
 from tests.fakes import FakePredictor, keyword_logits, make_model_folder, write_screen
@@ -77,7 +79,7 @@ def test_an_author_tag_is_stored_beside_the_models_and_an_unknown_one_is_422(tmp
         )  # fmt: skip
         bad = c.post("/items", json={"title": "x", "author_tag": "ml"}, headers={"X-API-Key": KEY})
         assert bad.status_code == 422
-        assert "approved tags: natural-language-processing" in bad.json()["detail"]
+        assert "author_tag: Input should be 'natural-language-processing'" in bad.json()["detail"]
         assert store.count_items() == 1
 
 
@@ -178,3 +180,28 @@ def test_the_served_model_follows_its_link_after_a_promote(tmp_path, store):
     t._checked -= service.RELOAD_SECONDS  # as if the reload interval had passed
     assert t.analyze(items(1))[0][0]["model_version"] == "b"
     assert np.isfinite(t.health()["audit_share"])
+
+
+def test_a_promote_recorded_in_the_store_reaches_every_worker(tmp_path, store):
+    """Two workers over one store, neither reading a link: the deployment row moves both, a
+    rollback row moves them back, and a row naming a folder this machine lacks is ignored."""
+    from mltagger.serving import service
+    from mltagger.serving.rollout import deployed, record_deployment
+
+    a, b = model(tmp_path / "runs" / "a", "a"), model(tmp_path / "runs" / "b", "b")
+    workers = [Tagger(FakePredictor(a), store, dedup=False, loader=FakePredictor) for _ in range(2)]
+    assert deployed(store.engine) is None
+    assert [w.analyze(items(1))[0][0]["model_version"] for w in workers] == ["a", "a"]
+    row = record_deployment(store.engine, b, "promote")
+    assert (row["model_version"], row["action"]) == ("b", "promote")
+    for w in workers:
+        w._checked -= service.RELOAD_SECONDS
+    assert [w.analyze(items(1))[0][0]["model_version"] for w in workers] == ["b", "b"]
+    record_deployment(store.engine, a, "rollback")
+    for w in workers:
+        w._checked -= service.RELOAD_SECONDS
+    assert [w.analyze(items(1))[0][0]["model_version"] for w in workers] == ["a", "a"]
+    gone = model(tmp_path / "runs" / "c", "c")
+    record_deployment(store.engine, gone, "promote")
+    shutil.rmtree(gone)
+    assert deployed(store.engine) is None

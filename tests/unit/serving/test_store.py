@@ -1,11 +1,9 @@
 """The content store on a real SQLite file: WAL mode, versioned migrations, items, feedback,
-reviews and the human labels that feed the next training set. The same tests run on PostgreSQL
-when MLTAGGER_TEST_PG_URL names an empty database to use (e.g.
-postgresql+psycopg://mltagger:mltagger@127.0.0.1/mltagger_test); they are skipped otherwise."""
+reviews and the human labels that feed the next training set. The same tests run on a
+throw-away PostgreSQL (tests/pg.py) wherever its binaries are installed."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from datetime import datetime, timezone
 
@@ -26,26 +24,10 @@ from mltagger.serving.store import (
     migrate,
 )
 
-PG_ENV = "MLTAGGER_TEST_PG_URL"
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    pg = os.environ.get(PG_ENV)
-    if not pg:
-        pytest.skip(f"PostgreSQL: set {PG_ENV} to an empty database to run these on it")
-
-    def wipe() -> None:
-        engine = sa.create_engine(pg)
-        store_module.metadata.drop_all(engine)
-        engine.dispose()
-
-    wipe()
-    yield pg
-    wipe()
+@pytest.fixture
+def url(store_url):
+    return store_url
 
 
 def row(title: str, tag: str = "computer-vision", **extra) -> dict:
@@ -85,7 +67,7 @@ def test_an_old_database_is_migrated_with_its_data_and_a_newer_one_refused(url):
         )
     engine.dispose()
     store = Store(url)
-    assert store.migrations_applied == [2, 3, 4]
+    assert store.migrations_applied == [2, 3, 4, 5]
     assert store.get_item(1)["title"] == "kept"
     store.record_ingest("drop.jsonl", "abc", {"stored": 1})  # the v2 table works
     with store.engine.begin() as conn:
@@ -140,7 +122,9 @@ def test_feedback_and_review_records_are_complete_and_move_updated_at(url):
     (item_id,) = store.add_items([row("Feedback record item", tag="computer-vision")])
     created = store.get_item(item_id)["updated_at"]
     record = store.add_feedback(item_id, "mlops", "really mlops")
-    assert set(record) == {"id", "item_id", "correct_tag", "previous_tag", "comment", "created_at"}
+    assert set(record) == {
+        "id", "item_id", "correct_tag", "previous_tag", "comment", "written_by", "created_at"
+    }  # fmt: skip
     assert (record["item_id"], record["correct_tag"], record["previous_tag"]) == (
         item_id,
         "mlops",
@@ -267,7 +251,7 @@ def test_a_filled_v2_store_upgrades_in_place_to_status_and_link_keys(url):
         )
     engine.dispose()
     store = Store(url)
-    assert store.migrations_applied == [3, 4]
+    assert store.migrations_applied == [3, 4, 5]
     assert store.count_items() == 31  # nothing lost
     # v4: the model's own tag is kept beside `tag`; nothing is an audit or has an author tag yet
     old = store.get_item(5)
