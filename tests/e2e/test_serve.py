@@ -1,6 +1,6 @@
 """The product loop end to end on the tiny exported model: a real uvicorn server on 127.0.0.1,
 a real SQLite file, the ingest command, feedback into the next training file, a kill mid-way
-through a stream of writes, and the load-test script (bounded)."""
+through a stream of writes, and the locust load test (a few seconds)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def server(exported, tmp_path_factory):
     import uvicorn
 
     from mltagger.core.config import compose_config
-    from mltagger.serving.api import build_tagger, create_app
+    from mltagger.serving.api import create_app
+    from mltagger.serving.server import build_tagger
 
     tmp = tmp_path_factory.mktemp("serve")
     # The shipped duplicate screen (data/dedup/screen.json), as `make serve` runs it.
@@ -391,7 +392,8 @@ def test_serving_an_onnx_export_imports_nothing_heavy(exported, tmp_path):
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
         "from mltagger.core.config import compose_config\n"
-        "from mltagger.serving.api import build_tagger, create_app\n"
+        "from mltagger.serving.api import create_app\n"
+        "from mltagger.serving.server import build_tagger\n"
         f"cfg = compose_config('serve', {overrides!r})\n"
         "client = TestClient(create_app(build_tagger(cfg), cfg))\n"
         "r = client.post('/predict', json={'items': [{'title': 'Object detection'}]})\n"
@@ -614,50 +616,59 @@ def test_feedback_reaches_the_next_training_file(exported, tmp_path, data_cfg):
         build(url, data_cfg, tmp_path, out_dir=tmp_path / "feedback", config_dir=tmp_path / "conf")
 
 
-def test_load_test_script_runs_bounded_on_loopback(exported, tmp_path):
-    out = tmp_path / "load.json"
-    proc = subprocess.run(
+def load_test(exported, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`mltagger load-test` on the tiny export: a real service and real locust runs, short."""
+    return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "mltagger",
-            "load-test",
-            "--model",
-            str(export_folder(exported)),
-            "--sequential",
-            "5",
-            "--single",
-            "30",
-            "--batched",
-            "5",
-            "--batch-size",
-            "4",
-            "--concurrency",
-            "2",
-            "--max-seconds",
-            "60",
-            "--output",
-            str(out),
+            sys.executable, "-m", "mltagger", "load-test", "--model", str(export_folder(exported)),
+            "--users", "2", "--run-time", "1", "--batch-size", "4", "--out", str(out), *extra,
         ],
         cwd=REPO,
         env={**os.environ, "MLTAGGER_ROOT": str(REPO)},
         capture_output=True,
         text=True,
         timeout=240,
+    )  # fmt: skip
+
+
+def test_load_test_drives_the_service_with_locust(exported, tmp_path):
+    out, db = tmp_path / "load", tmp_path / "load.db"
+    # --serve reaches the started service: here a store that outlives the run, to count in it
+    proc = load_test(
+        exported, out, "--scenarios", "single,batched,store", "--serve", f"store.url=sqlite:///{db}"
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    results = json.loads(out.read_text())
-    assert results["single"]["requests"] == 30 and results["single"]["errors"] == 0
-    assert results["batched"]["items"] == 20 and results["batched"]["errors"] == 0
-    assert "items/s" in proc.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "mltagger", "load-test", "--url", "http://example.com:80"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2 and "only targets 127.0.0.1" in bad.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["scenario"]: r for r in summary["results"]}
+    assert list(rows) == ["single", "batched", "store"]
+    for r in rows.values():
+        assert r["workers"] == 1 and r["users"] == 2
+        assert r["requests"] > 0 and r["failures"] == 0, r
+        assert r["items_per_s"] > 0 and r["p50_ms"] is not None and r["p99_ms"] >= r["p50_ms"]
+    assert rows["batched"]["batch"] == 4
+    assert rows["batched"]["items_per_s"] == pytest.approx(4 * rows["batched"]["requests_per_s"])
+    # POST /items passed the key check and stored every item it sent (none refused as a copy);
+    # a request cut off when the run time ran out may be stored without being counted
+    store = Store(f"sqlite:///{db}")
+    try:
+        assert rows["store"]["requests"] <= store.count_items() <= rows["store"]["requests"] + 2
+    finally:
+        store.close()
+    for name in ("single_stats.csv", "store_stats_history.csv", "serve.log"):
+        assert (out / "workers-1" / name).is_file()
+    assert "items/s" in proc.stdout and "p95 ms" in proc.stdout
+
+
+@pytest.mark.slow
+def test_load_test_reports_items_per_second_against_one_worker(exported, tmp_path):
+    out = tmp_path / "load"
+    proc = load_test(exported, out, "--workers", "1,2", "--scenarios", "batched")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["workers"] for r in summary["results"]] == [1, 2]
+    ratios = summary["items_per_s_vs_1_worker"]["batched"]
+    assert ratios["1"] == 1.0 and ratios["2"] > 0
+    assert "relative to 1 worker" in proc.stdout
 
 
 def test_monitor_reads_an_ingested_stream_against_the_exports_own_profile(exported, tmp_path):

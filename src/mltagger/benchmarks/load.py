@@ -1,39 +1,75 @@
-"""Loopback load test of POST /predict: throughput, p50/p99 latency and errors.
+"""Loopback load test of the service with locust: requests/s, items/s, p50/p95/p99 latency and
+failures per scenario, and items/s per number of server workers.
 
-    make load-test [LOAD_ARGS="--single 10000 --batched 400 --batch-size 32"]
+    make load-test [LOAD_ARGS="--workers 1,2,4 --users 4 --run-time 30"]
 
-Starts the service (`mltagger serve`, the exported model by default, a throw-away
-SQLite store) on a free 127.0.0.1 port unless --url is given, waits for /health, then sends the
-single-item requests and the batched requests from --concurrency client threads (keep-alive
-connections), bounded by a request count and --max-seconds each. Texts are the shipped test
-items, cycled. Only 127.0.0.1 URLs are accepted.
+Unless --url names a running service, each worker count gets its own service (`mltagger serve`
+with `workers=N`, the exported model by default, a fresh throw-away SQLite store and a generated
+API key) on a 127.0.0.1 port, and the scenarios run one after another against it, each a headless
+locust run of one user class of `locustfile.py`:
+
+  sequential  one user, one item per request (the latency with nothing queued)
+  single      --users users, one item per request
+  batched     --users users, --batch-size items per request
+  store       --users users, POST /items (screen, tag, store; last, as it grows the store)
+
+Locust is a standard, scriptable load generator whose numbers others can reproduce and read
+(CSV stats); it runs as a subprocess so its gevent patching never touches this process. Texts are
+the shipped test items, cycled. Only 127.0.0.1 URLs are accepted. Results go to
+runs/load_test/<time>/: summary.json, and per worker count the service log and locust's CSVs and
+log per scenario.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import importlib.util
 import json
 import os
+import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
-
+from mltagger.benchmarks import load_stats
 from mltagger.core.config import compose_config
-from mltagger.core.paths import project_root
+from mltagger.core.errors import DataError
+from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.dedup_bench import load_bench
 from mltagger.data.prepare import prepare_data
+from mltagger.models.modelio import read_model_metadata
 from mltagger.serving.dedup import fill_store
 from mltagger.serving.store import Store
 
 REPO = project_root()
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One locust run: which user class, and whether --users applies (else one user)."""
+
+    user_class: str
+    concurrent: bool
+    batched: bool = False
+
+
+SCENARIOS = {
+    "sequential": Scenario("PredictOneUser", concurrent=False),
+    "single": Scenario("PredictOneUser", concurrent=True),
+    "batched": Scenario("PredictBatchUser", concurrent=True, batched=True),
+    "store": Scenario("StoreItemUser", concurrent=True),
+}
 
 
 def free_port() -> int:
@@ -42,111 +78,165 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(host: str, port: int, timeout: float, proc=None) -> dict:
+def port_is_free(port: int) -> bool:
+    """Nothing listens there (uvicorn reuses an address in TIME_WAIT, so a bind test is wrong)."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def parse_workers(text: str) -> list[int]:
+    """`1,2,4` -> [1, 2, 4]: distinct positive worker counts, in the order given."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: worker counts such as 1,2,4") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct worker counts of 1 or more")
+    return counts
+
+
+def parse_scenarios(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: scenarios from {', '.join(SCENARIOS)}")
+    return names
+
+
+def last_line(path: Path) -> str:
+    """The last non-blank line of a log: usually the error that ended the process."""
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None, log: Path | None):
+    """GET /health until it answers 200; a service that exits first is a one-line error."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the service exited with code {proc.returncode}")
+            rc = proc.returncode
+            how = f"was stopped by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+            why = last_line(log) if log else ""
+            raise DataError(f"the service {how} before answering /health: {why} (log: {log})")
         try:
-            conn = http.client.HTTPConnection(host, port, timeout=2)
-            conn.request("GET", "/health")
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status == 200:
-                return json.loads(body)
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"the service on {host}:{port} did not answer /health in {timeout:.0f}s")
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                return json.loads(resp.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            time.sleep(0.3)
+    where = f" (log: {log})" if log else ""
+    raise DataError(f"no answer from {url}/health in {timeout:.0f}s{where}")
 
 
 def load_texts(n: int) -> list[dict]:
-
     cfg = compose_config("train", [])
     items = prepare_data(cfg.data, cfg.paths.root_dir).splits["test"]
     return [{"title": it["title"], "description": it["description"]} for it in items][:n]
 
 
-def prefill(db_url: str, size: int) -> None:
+def prefill(db: Path, size: int) -> None:
     """`size` stored items (the duplicate benchmark's ML store: real, distinct items) with
     their screen sketches, so the service's duplicate search runs over a store of that size."""
-
     items = load_bench().stores["ml"][:size]
-    store = Store(db_url)
+    store = Store(f"sqlite:///{db}")
     fill_store(store, items)
     store.close()
 
 
-def run_phase(host, port, items, *, requests, batch, concurrency, max_seconds) -> dict:
-    """Send `requests` POST /predict of `batch` items each; latency per request."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    counter = iter(range(requests))
-    lock = threading.Lock()
-    deadline = time.perf_counter() + max_seconds
+def copy_store(template: Path | None, db: Path) -> None:
+    """A fresh store per worker count: a copy of the prefilled file (with any WAL beside it)."""
+    if template is None:
+        return
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{template}{suffix}")
+        if src.exists():
+            shutil.copyfile(src, f"{db}{suffix}")
 
-    def worker() -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        while time.perf_counter() < deadline:
-            with lock:
-                k = next(counter, None)
-            if k is None:
-                break
-            body = json.dumps(
-                {"items": [items[(k * batch + j) % len(items)] for j in range(batch)]}
-            )
-            t0 = time.perf_counter()
+
+class Service:
+    """`mltagger serve` in its own process group, so stopping it also stops its workers."""
+
+    def __init__(self, overrides: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "w")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mltagger", "serve", *overrides],
+            cwd=REPO,
+            env={**os.environ, "MLTAGGER_ROOT": str(REPO)},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-                ok = resp.status == 200 and len(json.loads(data)["items"]) == batch
-            except (OSError, http.client.HTTPException, ValueError, KeyError) as err:
-                ok, data = False, str(err).encode()
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=30)
-            dt = time.perf_counter() - t0
-            with lock:
-                latencies.append(dt)
-                if not ok:
-                    errors.append(data[:200].decode(errors="replace"))
-        conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    lat = np.array(latencies) * 1e3
-    return {
-        "requests": len(latencies),
-        "batch": batch,
-        "items": len(latencies) * batch,
-        "seconds": wall,
-        "requests_per_s": len(latencies) / wall,
-        "items_per_s": len(latencies) * batch / wall,
-        "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "completed": len(latencies) == requests,
-    }
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log_file.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_locust(
+    url: str, scenario: str, users: int, args: argparse.Namespace, folder: Path, env: dict
+) -> dict:
+    """One headless locust run of a scenario; its stats row read back from `<prefix>_stats.csv`."""
+    spec = SCENARIOS[scenario]
+    prefix = folder / scenario
+    log = folder / f"{scenario}_locust.log"
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "-u", str(users), "-r", str(users), "--run-time", f"{args.run_time}s",
+        "--host", url, "--csv", str(prefix), "--only-summary", spec.user_class,
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        try:
+            proc = subprocess.run(
+                cmd, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                timeout=args.run_time + 120,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"locust ({scenario}) did not stop; log: {log}") from None
+    csv = Path(f"{prefix}_stats.csv")
+    # Locust exits 1 when some requests failed; that is a result, read from the CSV.
+    if proc.returncode not in (0, 1) or not csv.is_file():
+        raise RuntimeError(
+            f"locust ({scenario}) failed with exit code {proc.returncode}: {last_line(log)} "
+            f"(log: {log})"
+        )
+    batch = args.batch_size if spec.batched else 1
+    return {"scenario": scenario, "users": users, **load_stats.read_stats(csv, batch)}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running service on 127.0.0.1 (default: start one)")
-    parser.add_argument("--model", default="models/export", help="model folder to serve")
     parser.add_argument(
-        "--sequential", type=int, default=300, help="single-item requests from one client first"
+        "--url", help="a running service on 127.0.0.1 (default: start one per worker count)"
     )
-    parser.add_argument("--single", type=int, default=10000, help="single-item requests")
-    parser.add_argument("--batched", type=int, default=400, help="batched requests")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--max-seconds", type=float, default=240, help="per phase")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("MLTAGGER_API_KEY"),
+        help="with --url: the key for the store scenario (default $MLTAGGER_API_KEY); "
+        "that scenario writes items into the service's store",
+    )
+    parser.add_argument("--model", default="models/export", help="model folder to serve")
+    parser.add_argument("--port", type=int, help="port for the started service (default: free)")
+    parser.add_argument(
+        "--workers",
+        type=parse_workers,
+        default=[1],
+        help="server worker counts, one service each, e.g. 1,2,4 (default 1)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=parse_scenarios,
+        default=list(SCENARIOS),
+        help=f"comma-separated, from {','.join(SCENARIOS)} (default all)",
+    )
+    parser.add_argument("--users", type=int, default=4, help="concurrent locust users")
+    parser.add_argument("--run-time", type=int, default=30, help="seconds per scenario")
+    parser.add_argument("--batch-size", type=int, default=32, help="items per batched request")
     parser.add_argument(
         "--prefill", type=int, default=0, help="store this many items first (duplicate search cost)"
     )
@@ -158,93 +248,171 @@ def main(argv: list[str] | None = None) -> int:
         help="a config override for the started service, repeatable (e.g. --serve "
         "candidate=models/export --serve rollout=shadow: what shadow mode costs)",
     )
-    parser.add_argument("--output", help="write the results as JSON here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", help="run folder (default runs/load_test/<time>)")
+    return parser
 
-    proc = None
-    tmp = tempfile.TemporaryDirectory()
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every user mistake found before anything starts: one line, exit 2."""
+    if args.users < 1 or args.run_time < 1 or args.batch_size < 1 or args.prefill < 0:
+        parser.error("--users, --run-time and --batch-size must be 1 or more, --prefill 0 or more")
+    if importlib.util.find_spec("locust") is None:
+        raise DataError('locust is not installed: pip install -e ".[dev]" (or make install)')
     if args.url:
-        url = urlparse(args.url)
-        if url.hostname not in ("127.0.0.1", "localhost"):
-            print("error: the load test only targets 127.0.0.1", file=sys.stderr)
-            return 2
-        host, port = "127.0.0.1", url.port or 80
-    else:
-        host, port = "127.0.0.1", free_port()
-        if args.prefill:
-            t0 = time.perf_counter()
-            prefill(f"sqlite:///{tmp.name}/load.db", args.prefill)
-            print(f"prefilled {args.prefill} items in {time.perf_counter() - t0:.0f}s", flush=True)
-        log = open(Path(tmp.name) / "serve.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mltagger",
-                "serve",
-                f"model_dir={args.model}",
-                f"port={port}",
-                f"store.url=sqlite:///{tmp.name}/load.db",
-                "api_key=load-test",
-                *args.serve,
-            ],
-            cwd=REPO,
-            env={**os.environ, "MLTAGGER_ROOT": str(REPO)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        try:
-            health = wait_healthy(host, port, 120, proc)
-        except (RuntimeError, TimeoutError) as err:
-            if proc is not None:
-                log.close()
-                print((Path(tmp.name) / "serve.log").read_text()[-3000:], file=sys.stderr)
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        items = load_texts(10_000)
-        print(
-            f"service: {health['model_version']} ({health['backend']}) on {host}:{port}, "
-            f"{os.cpu_count()} cores, {args.concurrency} client threads, "
-            f"{health['duplicate_screen']['indexed_items']} stored items",
-            flush=True,
-        )
-        results = {}
-        for name, requests, batch, clients in (
-            ("sequential", args.sequential, 1, 1),  # latency of one request, nothing queued
-            ("single", args.single, 1, args.concurrency),
-            ("batched", args.batched, args.batch_size, args.concurrency),
-        ):
-            if requests <= 0:
-                continue
-            r = run_phase(
-                host,
-                port,
-                items,
-                requests=requests,
-                batch=batch,
-                concurrency=clients,
-                max_seconds=args.max_seconds,
+        if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
+            raise DataError("the load test only targets 127.0.0.1")
+        if args.workers != [1] or args.prefill or args.serve or args.port:
+            raise DataError(
+                "--workers, --prefill, --serve and --port apply to a started service: drop --url"
             )
-            results[name] = r
+        return
+    if args.port is not None and not port_is_free(args.port):
+        raise DataError(f"port {args.port} on 127.0.0.1 is busy: pick another --port or omit it")
+    model = resolve_path(args.model, REPO)
+    if not model.exists():
+        raise DataError(f"no model at {model}: run `make export` first, or pass --model FOLDER")
+    read_model_metadata(model)  # a folder that is not a model: its own one-line error
+    for n in args.workers:
+        try:
+            compose_config("serve", serve_overrides(args, n, 8000, "sqlite://", "key"))
+        except (ValueError, DataError) as err:  # a bad override, as either version words it
+            if n > 1 and "workers" in str(err):
+                raise DataError(
+                    f"--workers {n}: conf/serve.yaml has no `workers` key in this checkout "
+                    "(multi-process serving); use --workers 1"
+                ) from None
+            raise DataError(f"--serve: {str(err).splitlines()[0]}") from None
+
+
+def serve_overrides(args: argparse.Namespace, workers: int, port: int, db_url: str, key: str):
+    # `workers` only when above 1, so a checkout whose serve config has no such key still runs
+    # one worker. The user's --serve come last: Hydra keeps the last value of a key.
+    return [
+        f"model_dir={args.model}",
+        f"port={port}",
+        f"store.url={db_url}",
+        f"api_key={key}",
+        *([f"workers={workers}"] if workers > 1 else []),
+        *args.serve,
+    ]
+
+
+class LoadRun:
+    """The run folder, the texts and the stores shared by every service of one run."""
+
+    def __init__(self, args: argparse.Namespace, scenarios: list[str], key: str | None) -> None:
+        self.args, self.scenarios, self.key = args, scenarios, key
+        self.stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+        self.out = Path(args.out or resolve_path(f"runs/load_test/{self.stamp}"))
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tmp = tempfile.TemporaryDirectory()
+        self.texts = Path(self.tmp.name) / "items.json"
+        self.locust_env = {
+            **os.environ,
+            "MLTAGGER_LOAD_ITEMS": str(self.texts),
+            "MLTAGGER_LOAD_BATCH": str(args.batch_size),
+            "MLTAGGER_API_KEY": key or "",
+        }
+        self.template = None
+        if args.prefill and not args.url:
+            self.template = Path(self.tmp.name) / "prefill.db"
+            t0 = time.perf_counter()
+            prefill(self.template, args.prefill)
+            print(f"prefilled {args.prefill} items in {time.perf_counter() - t0:.0f}s", flush=True)
+
+    def measure(self, workers: int | None) -> tuple[dict, list[dict]]:
+        """Every scenario against one service: the one at --url (workers None), or a fresh one
+        with this many workers, stopped afterwards. Returns (service info, result rows)."""
+        args = self.args
+        folder = self.out / ("url" if workers is None else f"workers-{workers}")
+        folder.mkdir(exist_ok=True)
+        service = None
+        if workers is None:
+            url = args.url.rstrip("/")
+        else:
+            port = args.port or free_port()
+            db = Path(self.tmp.name) / f"store-{workers}.db"
+            copy_store(self.template, db)
+            overrides = serve_overrides(args, workers, port, f"sqlite:///{db}", self.key or "")
+            service = Service(overrides, folder / "serve.log")
+            url = f"http://127.0.0.1:{port}"
+        try:
+            if not self.texts.exists():  # read while the first service loads its model
+                self.texts.write_text(json.dumps(load_texts(10_000)))
+            proc, log = (service.proc, service.log) if service else (None, None)
+            health = wait_healthy(url, 180 if service else 10, proc, log)
+            stored = (health.get("store") or {}).get("items", "?")
             print(
-                f"{name:>10}: {r['requests']} requests x {batch} items in {r['seconds']:.1f}s: "
-                f"{r['requests_per_s']:.0f} req/s, {r['items_per_s']:.0f} items/s, "
-                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
-                + ("" if r["completed"] else " (stopped at --max-seconds)"),
+                f"service: {health.get('model_version')} ({health.get('backend')}) on {url}, "
+                f"{workers or '?'} worker(s), {os.cpu_count()} cores, {stored} stored items\n"
+                f"{load_stats.HEADER}",
                 flush=True,
             )
-            for e in r["first_errors"]:
-                print(f"          error: {e}")
-        if args.output:
-            Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
-        failed = any(r["errors"] for r in results.values())
-        return 1 if failed else 0
+            rows = []
+            for scenario in self.scenarios:
+                users = args.users if SCENARIOS[scenario].concurrent else 1
+                stats = run_locust(url, scenario, users, args, folder, self.locust_env)
+                rows.append({"workers": workers, **stats})
+                print(load_stats.format_row(rows[-1]), flush=True)
+            return {"workers": workers, "url": url, "health": health}, rows
+        finally:
+            if service is not None:
+                service.stop()
+
+    def summary(self, services: list[dict], rows: list[dict], argv: list[str]) -> dict:
+        args = self.args
+        return {
+            "command": " ".join(["mltagger load-test", *argv]),
+            "started": self.stamp,
+            "cores": os.cpu_count(),
+            "tool": "locust",
+            "users": args.users,
+            "run_time_s": args.run_time,
+            "batch_size": args.batch_size,
+            "prefill": args.prefill,
+            "services": services,
+            "results": rows,
+            "items_per_s_vs_1_worker": load_stats.worker_ratios(rows),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    scenarios = list(args.scenarios)
+    key = args.api_key if args.url else f"load-{secrets.token_hex(16)}"
+    if args.url:
+        wait_healthy(args.url.rstrip("/"), 10, None, None)  # before anything slow
+        if not key and "store" in scenarios:
+            scenarios.remove("store")
+            print("note: no --api-key or MLTAGGER_API_KEY: the store scenario is skipped")
+            if not scenarios:
+                raise DataError("nothing to run: the store scenario needs --api-key with --url")
+
+    run = LoadRun(args, scenarios, key)
+    services, rows = [], []
+    try:
+        for workers in [None] if args.url else args.workers:
+            service, measured = run.measure(workers)
+            services.append(service)
+            rows.extend(measured)
+    except RuntimeError as err:  # locust itself failed: not a user mistake, but one line
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        tmp.cleanup()
+        run.tmp.cleanup()
+
+    summary = run.summary(services, rows, argv)
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(load_stats.format_table(rows, summary["items_per_s_vs_1_worker"]))
+    print(f"written to {run.out}")
+    bad = [r for r in rows if r["failures"] or not r["requests"]]
+    for r in bad:
+        print(
+            f"error: {r['scenario']} ({r['workers'] or '?'} worker(s)): {r['failures']} failures "
+            f"in {r['requests']} requests; see {run.out}",
+            file=sys.stderr,
+        )
+    return 1 if bad else 0
