@@ -26,6 +26,8 @@ DEDUP_ARGS ?=
 LOAD_ARGS ?=
 MONITOR_ARGS ?=
 SIM_ARGS ?=
+# Worker processes of `make serve` (each loads the model; writes take the store's lock)
+WORKERS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k data -x"
 PYTEST_ARGS ?=
 # scripts/mutation.py arguments, e.g. make mutation MUTATION_ARGS="--report"
@@ -45,7 +47,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
+.PHONY: keys contract monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -107,8 +109,14 @@ validate: $(STAMP) ## check a data file: make validate FILE=items.jsonl (FRESH=1
 	@test -n "$(FILE)" || { echo "usage: make validate FILE=path/to/items.{json,jsonl,csv}"; exit 2; }
 	$(MLTAGGER) validate $(FILE) $(if $(FRESH),--fresh --data-config with_other,)
 
-serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); ARGS="port=8080 model_dir=..."
-	$(MLTAGGER) serve $(ARGS)
+serve: $(STAMP) ## the tagging service on 127.0.0.1:8000 (docs at /docs); WORKERS=N processes; ARGS="port=8080 model_dir=..."
+	$(MLTAGGER) serve $(if $(WORKERS),workers=$(WORKERS),) $(ARGS)
+
+keys: $(STAMP) ## API keys with roles in the store: make keys ARGS="create alice --role review" | "list" | "revoke alice"
+	$(MLTAGGER) keys $(ARGS)
+
+contract: $(STAMP) ## Schemathesis against a running service, every check, random seed: make contract URL=http://127.0.0.1:8000 KEY=...
+	$(VENV)/bin/st run $(or $(URL),http://127.0.0.1:8000)/openapi.json --checks all --max-examples $(or $(EXAMPLES),100) $(if $(KEY),--header "X-API-Key: $(KEY)",)
 
 ingest: $(STAMP) ## hourly batch job: make ingest FILE=drop.jsonl [ARGS="store.url=..."]
 	@test -n "$(FILE)" || { echo "usage: make ingest FILE=drop.{jsonl,json,csv} [ARGS=overrides]"; exit 2; }
@@ -136,11 +144,12 @@ promote: $(STAMP) ## point model_dir (models/export) at a candidate: make promot
 rollback: $(STAMP) ## point model_dir back where it was before the last promote
 	$(MLTAGGER) rollback $(ARGS)
 
-load-test: $(STAMP) ## loopback load test of /predict (single and batched) on the exported model
+load-test: $(STAMP) ## locust load test of the exported model's service (/predict, /items; LOAD_ARGS="--workers 1,2,4")
 	$(MLTAGGER) load-test $(LOAD_ARGS)
 
-test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest and coverage by package)
+	$(PY) -m pytest -m "not slow" --cov --cov-report= --cov-report=json:runs/coverage/coverage.json $(PYTEST_ARGS)
+	@$(PY) scripts/coverage_table.py runs/coverage/coverage.json
 
 test-model: $(STAMP) ## behavioural (CheckList) tests of a model: MODEL=models/latest by default
 	$(PY) -m pytest tests/model --model-dir $(or $(MODEL),models/latest) $(PYTEST_ARGS)

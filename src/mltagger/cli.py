@@ -82,6 +82,7 @@ ARGV_JOBS: dict[str, tuple[str, str]] = {
         "the duplicate screen at store scale (false duplicates, recall, cost)",
     ),
     "load-test": ("mltagger.benchmarks.load:main", "loopback load test of the service"),
+    "keys": ("mltagger.serving.keys:main", "API keys with roles: create, list, revoke"),
     "data-external": ("mltagger.data.external:main", "rebuild data/external.json"),
     "data-packages": ("mltagger.data.package_pool:main", "rebuild data/packages.json"),
     "data-dedup": ("mltagger.data.dedup_bench:main", "rebuild the duplicate benchmark"),
@@ -91,6 +92,19 @@ ARGV_JOBS: dict[str, tuple[str, str]] = {
     ),
 }
 DEFAULT_SWEEP = "hparams_search=minilm_optuna"
+# Each job's config rules ("module:function(cfg)"), run on the composed config before the job is
+# even imported: a bad value is one line and exit 2 in about a second (tests/unit/core/
+# test_hostile_configs.py holds every job to it). serve runs its own in mltagger.serving.server.
+CONFIG_CHECKS: dict[str, str] = {
+    "train": "mltagger.training.config_rules:check_train_config",
+    "distill": "mltagger.training.config_rules:check_train_config",
+    "baselines": "mltagger.training.config_rules:check_baselines_config",
+    "cv": "mltagger.training.config_rules:check_cv_config",
+    "sweep": "mltagger.training.config_rules:check_sweep_config",
+    "export": "mltagger.export.config_rules:check_export_config",
+    "label-issues": "mltagger.training.config_rules:check_label_issues_config",
+    "serve": "mltagger.serving.config_rules:check_serve_config",
+}
 
 
 def _load(target: str):
@@ -106,7 +120,11 @@ def run_hydra_job(job: str, overrides: Sequence[str]) -> int:
         rest.insert(0, DEFAULT_SWEEP)
     given = {o.split("=", 1)[0].lstrip("+~") for o in rest}
     sys.argv = [f"mltagger {job}", *(f for f in fixed if f.split("=", 1)[0] not in given), *rest]
-    hydra_entry(config, _load(target))
+
+    def run(cfg):  # the job's module (torch and all) is imported once its config has passed
+        return _load(target)(cfg)
+
+    hydra_entry(config, run, check=_load(CONFIG_CHECKS[job]))
     return 0
 
 
@@ -231,8 +249,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """The hourly batch job: validate, screen duplicates, tag and store one drop file."""
-    from mltagger.serving.api import build_tagger
     from mltagger.serving.ingest import format_summary, ingest_file
+    from mltagger.serving.server import build_tagger
 
     cfg = compose_config("serve", args.overrides)
     path = Path(args.file)
@@ -284,7 +302,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mltagger.serving.api import main as serve_main
+    from mltagger.serving.server import main as serve_main
 
     return serve_main(args.overrides)
 
@@ -325,13 +343,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(cfg, folder: str, action: str) -> None:
+    """The switch, recorded in the store every worker and replica reads."""
+    from mltagger.serving.rollout import record_deployment
+    from mltagger.serving.store import Store, describe
+
+    store = Store(str(cfg.store.url))
+    try:
+        row = record_deployment(store.engine, folder, action)
+    finally:
+        store.close()
+    print(f"recorded in {describe(store.url)}: {row['model_version']} serves from now on")
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from mltagger.serving.rollout import promote
 
     cfg = compose_config("serve", args.overrides)
     done = promote(resolve_path(cfg.model_dir, cfg.paths.root_dir), args.candidate)
     print(f"{done['link']} -> {done['to']} (was {done['from']}; `mltagger rollback` undoes it)")
-    print("a running service loads it within seconds; a restart reads the same link")
+    _record(cfg, done["to"], "promote")
+    print("every running worker loads it within seconds; a restart reads the same record")
     return 0
 
 
@@ -341,6 +373,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     cfg = compose_config("serve", args.overrides)
     done = rollback(resolve_path(cfg.model_dir, cfg.paths.root_dir))
     print(f"{done['link']} -> {done['to']} (was {done['from']})")
+    _record(cfg, done["to"], "rollback")
     return 0
 
 
