@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 from mltagger.core.config import compose_config
 from mltagger.serving.api import create_app
+from mltagger.serving.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "api.md"
@@ -33,8 +34,12 @@ def openapi() -> dict:
     cfg = compose_config("serve", ["api_key=docs"])
     tags = list(compose_config("train", []).data.tags)
     inference = SimpleNamespace(approved_tags=tags, model_version="<model version>")
-    tagger = SimpleNamespace(predictor=SimpleNamespace(inference=inference))
-    return create_app(tagger, cfg).openapi()
+    store = Store("sqlite:///:memory:")  # the app asks it whether any key exists
+    tagger = SimpleNamespace(predictor=SimpleNamespace(inference=inference), store=store)
+    try:
+        return create_app(tagger, cfg).openapi()
+    finally:
+        store.close()
 
 
 def _ref(schema: dict) -> str:
