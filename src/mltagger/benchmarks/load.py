@@ -303,7 +303,8 @@ class LoadRun:
     def __init__(self, args: argparse.Namespace, scenarios: list[str], key: str | None) -> None:
         self.args, self.scenarios, self.key = args, scenarios, key
         self.stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
-        self.out = Path(args.out or resolve_path(f"runs/load_test/{self.stamp}"))
+        # absolute: locust runs in the scenario folder and writes its CSVs relative to it
+        self.out = Path(args.out or resolve_path(f"runs/load_test/{self.stamp}")).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.tmp = tempfile.TemporaryDirectory()
         self.texts = Path(self.tmp.name) / "items.json"

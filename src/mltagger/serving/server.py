@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ def app_from_env() -> FastAPI:
 def main(argv: Sequence[str] | None = None) -> int:
     """`mltagger serve [hydra overrides]`: the service on uvicorn, `workers` processes."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(
         "%d workers on http://%s:%s, store %s", workers, cfg.host, cfg.port, describe(cfg.store.url)
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         "mltagger.serving.server:app_from_env",
         factory=True,
         workers=workers,
@@ -145,4 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level="info",
         access_log=False,
     )
+    sock = config.bind_socket()
+    # Accepted connections inherit TCP_NODELAY from the listening socket (Linux). uvicorn's
+    # workers accept on a socket rebuilt from the parent's, which asyncio does not recognise as
+    # TCP, so it never sets TCP_NODELAY on the connections: every answer then waited ~40 ms for
+    # the client's delayed ACK (measured: 48 ms vs 0.9 ms for GET /health on keep-alive).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
     return 0
