@@ -125,7 +125,7 @@ ingest: $(STAMP) ## hourly batch job: make ingest FILE=drop.jsonl [ARGS="store.u
 dataset: $(STAMP) ## next training file from the store's human labels -> data/feedback/, conf/data/
 	$(MLTAGGER) dataset build $(ARGS)
 
-dedup-eval: $(STAMP) ## duplicate screen at store scale: false duplicates at 1k/10k/100k, recall per copy kind, cost (DEDUP_ARGS="--write" refits data/dedup/screen.json)
+dedup-eval: $(STAMP) ## duplicate screen at store scale: false duplicates at 1k/10k/100k, recall per copy kind, cost (DEDUP_ARGS="--write" refits data/dedup/screen.json; DEDUP_ARGS="--scale 10k,100k,1M --registry DIR" measures the index to 1M items instead)
 	$(MLTAGGER) dedup-eval --model $(or $(MODEL),models/export) $(DEDUP_ARGS)
 
 data-dedup: $(STAMP) ## rebuild data/dedup/registry.tsv.gz (the duplicate benchmark's stores and queries) from the env registry list (DEDUP_DATA_ARGS="--registry path/to/pypi.tsv")

@@ -20,6 +20,10 @@ items (edited kinds and real relistings). Every query and copy is in split `a` o
    store, alone and in batches of 32, measured in the same run as the classifier's own forward
    pass (--model).
 
+With --scale (e.g. `DEDUP_ARGS="--scale 10k,100k,1M --registry DIR"`) only the index-at-scale
+benchmark runs instead (`mltagger.benchmarks.screen_scale`: latency, memory, build time and recall
+against exact search at 10k-1M stored items).
+
 --write stores the fitted model and its figures in data/dedup/screen.json, which the service
 reads. Queries a person found to be real copies (data/dedup/adjudicated.json) leave the
 false-duplicate count and are listed.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -36,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mltagger.benchmarks.screen_scale import DEFAULT_CACHE, parse_scale, run_scale
 from mltagger.core.config import compose_config
-from mltagger.core.errors import user_errors
+from mltagger.core.errors import DataError, user_errors
 from mltagger.core.paths import resolve_path
 from mltagger.data.copies import build_eval_pairs
 from mltagger.data.dedup_bench import STORE_SIZES, load_bench
@@ -55,7 +61,16 @@ from mltagger.evaluation.dedup import (
     screen_rates,
 )
 from mltagger.models.predict import Predictor
-from mltagger.models.screen import CALIBRATION_FILE, FEATURES, PairModel
+from mltagger.models.screen import (
+    CALIBRATION_FILE,
+    EF_CONSTRUCTION,
+    EF_SEARCH,
+    EXACT_MAX,
+    FEATURES,
+    HNSW_M,
+    STORAGE,
+    PairModel,
+)
 from mltagger.serving.dedup import fill_store
 from mltagger.serving.store import Store
 
@@ -193,6 +208,44 @@ def plot_curves(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _main_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        sizes = parse_scale(args.scale)
+    except ValueError as e:
+        parser.error(str(e))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(args.out or resolve_path(f"runs/dedup_eval/{stamp}"))
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "m": args.hnsw_m,
+        "ef_construction": args.ef_construction,
+        "ef_search": args.ef_search,
+        "exact_max": args.exact_max,
+        "storage": args.storage,
+    }
+    if max(sizes) > max(STORE_SIZES) and not args.registry:
+        parser.error(
+            f"--scale beyond {max(STORE_SIZES)} items needs --registry DIR (the registry package "
+            "lists that fill the store)"
+        )
+    try:  # only the user's data errors become one line; anything else is a bug and says so
+        run_scale(
+            sizes,
+            args.registry,
+            args.cache,
+            out,
+            args.ef_sweep,
+            args.repeats,
+            settings,
+            crossover_run=not args.no_crossover,
+        )
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nscale results and plot: {out}/scale.json, {out}/scale.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=list(STORE_SIZES))
@@ -227,7 +280,47 @@ def main(argv: list[str] | None = None) -> int:
         "with its best match, for a person to adjudicate (data/dedup/adjudicated.json)",
     )
     parser.add_argument("--out", default=None, help="run folder (default runs/dedup_eval/<time>)")
+    scale = parser.add_argument_group(
+        "index at scale (mltagger.benchmarks.screen_scale; only this runs when --scale is given)"
+    )
+    scale.add_argument(
+        "--scale",
+        metavar="SIZES",
+        help="measure the index at these store sizes instead, e.g. 10k,100k,1M: latency, "
+        "memory, build time, recall against exact search -> scale.json, scale.png",
+    )
+    scale.add_argument(
+        "--registry",
+        metavar="DIR",
+        help="folder of the registry package lists (pypi.tsv, npm.tsv, nuget.tsv) that fill "
+        "stores beyond 100k, e.g. /work/.library/env/packages (not shipped with the repo)",
+    )
+    scale.add_argument(
+        "--cache", metavar="DIR", help=f"the scale store and its sketches (default {DEFAULT_CACHE})"
+    )
+    scale.add_argument(
+        "--ef-sweep",
+        type=int,
+        nargs="*",
+        default=[16, 32, 64, 128],
+        help="efSearch values whose recall and search time are measured on each built graph",
+    )
+    scale.add_argument("--hnsw-m", type=int, default=HNSW_M)
+    scale.add_argument("--ef-construction", type=int, default=EF_CONSTRUCTION)
+    scale.add_argument(
+        "--ef-search",
+        type=int,
+        default=EF_SEARCH,
+        help="default: by store size (EF_SEARCH_BY_SIZE)",
+    )
+    scale.add_argument("--exact-max", type=int, default=EXACT_MAX)
+    scale.add_argument("--storage", choices=["float32", "float16"], default=STORAGE)
+    scale.add_argument(
+        "--no-crossover", action="store_true", help="skip the exact-vs-HNSW timing at 1k-50k"
+    )
     args = parser.parse_args(argv)
+    if args.scale:
+        return _main_scale(args, parser)
 
     if set(args.features) - set(FEATURES):
         parser.error(f"--features: choose from {', '.join(FEATURES)}")
