@@ -16,13 +16,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_serve import KEY, export_folder, free_port, serve_overrides
+from tests.e2e.test_serve import KEY, export_folder, serve_overrides, serving
 
 MIN_CASES = 25  # generated requests per operation that takes input, in the fuzzing phase
 SEED = "20261129"
@@ -30,12 +28,6 @@ SEED = "20261129"
 
 @pytest.fixture(scope="module")
 def contract_server(exported, tmp_path_factory):
-    import uvicorn
-
-    from mltagger.core.config import compose_config
-    from mltagger.serving.api import create_app
-    from mltagger.serving.server import build_tagger
-
     tmp = tmp_path_factory.mktemp("contract")
     overrides = serve_overrides(
         export_folder(exported),
@@ -44,22 +36,8 @@ def contract_server(exported, tmp_path_factory):
         "limits.public_per_minute=1000000",
         "limits.public_burst=1000000",
     )
-    cfg = compose_config("serve", overrides)
-    tagger = build_tagger(cfg)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(tagger, cfg), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", tmp
-    server.should_exit = True
-    thread.join(timeout=10)
-    tagger.store.close()
+    with serving(overrides) as (port, _):
+        yield f"http://127.0.0.1:{port}", tmp
 
 
 def test_schemathesis_finds_no_failure_with_every_check(contract_server):

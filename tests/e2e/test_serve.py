@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,30 +76,39 @@ class Client:
 @pytest.fixture(scope="module")
 def server(exported, tmp_path_factory):
     """The app from conf/serve.yaml on a free loopback port, in a thread of this process."""
+    tmp = tmp_path_factory.mktemp("serve")
+    # The shipped duplicate screen (data/dedup/screen.json), as `make serve` runs it.
+    with serving(serve_overrides(export_folder(exported), tmp / "store.db")) as (port, tagger):
+        yield Client(port), tagger
+
+
+@contextmanager
+def serving(overrides: list[str]):
+    """The serve config's app on uvicorn in a thread of this process: (port, tagger)."""
     import uvicorn
 
     from mltagger.core.config import compose_config
     from mltagger.serving.api import create_app
     from mltagger.serving.server import build_tagger
 
-    tmp = tmp_path_factory.mktemp("serve")
-    # The shipped duplicate screen (data/dedup/screen.json), as `make serve` runs it.
-    overrides = serve_overrides(export_folder(exported), tmp / "store.db")
     cfg = compose_config("serve", overrides)
     tagger = build_tagger(cfg)
-    app = create_app(tagger, cfg)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(tagger, cfg), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started:
         assert time.time() < deadline, "server did not start"
         time.sleep(0.05)
-    yield Client(port), tagger
-    server.should_exit = True
-    thread.join(timeout=10)
-    tagger.store.close()
+    try:
+        yield port, tagger
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        tagger.store.close()
 
 
 def test_predict_answers_approved_tags_with_scores_and_batch_duplicates(server):
