@@ -47,7 +47,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: keys contract monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
+.PHONY: keys contract coverage monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -147,9 +147,13 @@ rollback: $(STAMP) ## point model_dir back where it was before the last promote
 load-test: $(STAMP) ## locust load test of the exported model's service (/predict, /items; LOAD_ARGS="--workers 1,2,4")
 	$(MLTAGGER) load-test $(LOAD_ARGS)
 
-test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest and coverage by package)
+test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest and coverage of the test process by package)
 	$(PY) -m pytest -m "not slow" --cov --cov-report= --cov-report=json:runs/coverage/coverage.json $(PYTEST_ARGS)
 	@$(PY) scripts/coverage_table.py runs/coverage/coverage.json
+
+coverage: $(STAMP) ## make test's suite with coverage of the jobs it starts as subprocesses too (slower) -> runs/coverage/full.json
+	$(PY) -m pytest -m "not slow" --cov --cov-config=tests/coverage_subprocess.toml --cov-report= --cov-report=json:runs/coverage/full.json $(PYTEST_ARGS)
+	@$(PY) scripts/coverage_table.py runs/coverage/full.json
 
 test-model: $(STAMP) ## behavioural (CheckList) tests of a model: MODEL=models/latest by default
 	$(PY) -m pytest tests/model --model-dir $(or $(MODEL),models/latest) $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.test_serve import KEY, export_folder, serve_overrides, serving
 
-MIN_CASES = 25  # generated requests per operation that takes input, in the fuzzing phase
+MIN_CASES = 20  # generated requests per operation that takes input, in the fuzzing phase
 SEED = "20261129"
 
 

@@ -110,6 +110,7 @@ def test_parity_below_the_bound_stops_the_export(tmp_path, trained):
     assert "must not ship" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~16 s: the latency benchmark end to end (make test-all)
 def test_bench_script_on_a_handful_of_items(exported, trained):
     tmp, _ = exported
     out = tmp / "bench.json"

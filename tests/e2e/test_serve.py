@@ -653,6 +653,7 @@ def load_test(exported, out: Path, *extra: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # ~20 s of locust runs; tests/unit/benchmarks covers its parsing (make test-all)
 def test_load_test_drives_the_service_with_locust(exported, tmp_path):
     out, db = tmp_path / "load", tmp_path / "load.db"
     # --serve reaches the started service: here a store that outlives the run, to count in it

@@ -138,7 +138,10 @@ def test_two_workers_store_one_copy_add_up_metrics_and_lose_nothing_when_one_die
 
 def test_serve_refuses_a_bad_worker_count_in_one_line(exported, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mltagger", "serve", "workers=0"],
+        [
+            *(sys.executable, "-m", "mltagger", "serve", "workers=0"),
+            f"model_dir={export_folder(exported)}",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
