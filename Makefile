@@ -145,6 +145,7 @@ rollback: $(STAMP) ## point model_dir back where it was before the last promote
 	$(MLTAGGER) rollback $(ARGS)
 
 load-test: $(STAMP) ## locust load test of the exported model's service (/predict, /items; LOAD_ARGS="--workers 1,2,4")
+	$(PIP) install -q -e ".[load]"
 	$(MLTAGGER) load-test $(LOAD_ARGS)
 
 test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest and coverage of the test process by package)
@@ -164,7 +165,8 @@ report: $(STAMP) ## stakeholder HTML report of a run (+ Chromium screenshot; W&B
 strip-notebooks: $(STAMP) ## remove outputs from notebooks/ before committing
 	$(PY) scripts/strip_notebooks.py
 
-test-all: $(STAMP) ## every test, slow ones included
+test-all: $(STAMP) ## every test, slow ones included (installs the load extra: locust)
+	$(PIP) install -q -e ".[load]"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, and the architecture contracts (import-linter)

@@ -125,7 +125,7 @@ def test_stateful_calls_chain_through_the_declared_links(contract_server):
             return super().step(input)
 
     settings = hypothesis.settings(
-        max_examples=30,
+        max_examples=20,
         stateful_step_count=6,
         deadline=None,
         database=None,
@@ -136,12 +136,12 @@ def test_stateful_calls_chain_through_the_declared_links(contract_server):
 
     def enough() -> bool:
         return (
-            counts["steps"] >= 120
-            and counts["chained"] >= 20
+            counts["steps"] >= 80
+            and counts["chained"] >= 15
             and sum(counts[k] > 0 for k in declared) >= 2
         )
 
-    for _ in range(6):  # bounded: each run is 30 scenarios of up to 6 steps
+    for _ in range(8):  # bounded: each run is 20 scenarios of up to 6 steps
         # The server's answers steer which rules can run, so Hypothesis' replay of a scenario can
         # take another path (Flaky); Schemathesis' own engine starts a new run then, and so do
         # we. A failed check is a FailureGroup, never Flaky, and fails this test.

@@ -257,7 +257,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.users < 1 or args.run_time < 1 or args.batch_size < 1 or args.prefill < 0:
         parser.error("--users, --run-time and --batch-size must be 1 or more, --prefill 0 or more")
     if importlib.util.find_spec("locust") is None:
-        raise DataError('locust is not installed: pip install -e ".[dev]" (or make install)')
+        raise DataError('locust is not installed: pip install -e ".[load]" (make load-test does)')
     if args.url:
         if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
             raise DataError("the load test only targets 127.0.0.1")
