@@ -35,6 +35,9 @@ def contract_server(exported, tmp_path_factory):
         # the generator sends hundreds of keyless calls from one address in seconds
         "limits.public_per_minute=1000000",
         "limits.public_burst=1000000",
+        # the shipped body limit (1 MiB): room for every schema-valid body the generator makes
+        # (a 2,000-character comment of escaped astral characters is 24 KB)
+        "limits.max_body_bytes=1048576",
     )
     with serving(overrides) as (port, _):
         yield f"http://127.0.0.1:{port}", tmp

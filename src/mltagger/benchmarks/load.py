@@ -256,8 +256,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Every user mistake found before anything starts: one line, exit 2."""
     if args.users < 1 or args.run_time < 1 or args.batch_size < 1 or args.prefill < 0:
         parser.error("--users, --run-time and --batch-size must be 1 or more, --prefill 0 or more")
-    if importlib.util.find_spec("locust") is None:
-        raise DataError('locust is not installed: pip install -e ".[load]" (make load-test does)')
     if args.url:
         if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
             raise DataError("the load test only targets 127.0.0.1")
@@ -382,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    if importlib.util.find_spec("locust") is None:  # after the argument checks: those come first
+        raise DataError('locust is not installed: pip install -e ".[load]" (make load-test does)')
     scenarios = list(args.scenarios)
     key = args.api_key if args.url else f"load-{secrets.token_hex(16)}"
     if args.url:
