@@ -126,7 +126,7 @@ def count_live(engine: sa.Engine) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`mltagger keys create NAME --role ROLE | list | revoke NAME [hydra overrides of serve]`:
+    """`mltagger keys create NAME --role ROLE | list | revoke NAME [store.url=...]`:
     the keys of the store that `conf/serve.yaml` (or `store.url=...`) points at."""
     parser = argparse.ArgumentParser(prog="mltagger keys", description=main.__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
@@ -136,11 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("list", help="names, roles, prefixes, when made and revoked")
     revoke = sub.add_parser("revoke", help="a revoked key is refused at once everywhere")
     revoke.add_argument("name")
-    for p in (create, sub.choices["list"], revoke):
-        p.add_argument("overrides", nargs="*", help="serve config overrides, e.g. store.url=...")
-    args = parser.parse_args(argv)
+    # serve config overrides (store.url=...) may come anywhere after the action
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like store.url=...)")
     with user_errors():
-        cfg = compose_config("serve", list(args.overrides))
+        cfg = compose_config("serve", overrides)
         store = Store(str(cfg.store.url))
         try:
             if args.action == "create":

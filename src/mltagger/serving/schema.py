@@ -268,7 +268,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for `url`; SQLite files get WAL mode and their folder is created."""
+    """An engine for `url`; SQLite files get WAL mode and their folder is created. A URL that
+    SQLAlchemy cannot read, or for a database it has no driver for, is one StoreError line."""
+    try:
+        return _engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError) as err:
+        raise StoreError(
+            f"store.url={url!r}: {err} (e.g. sqlite:///var/mltagger.db or "
+            "postgresql+psycopg://user:pass@host/db)"
+        ) from None
+
+
+def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
