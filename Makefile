@@ -47,7 +47,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: keys contract coverage monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
+.PHONY: ui-screenshots keys contract coverage monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -176,6 +176,9 @@ lint: $(STAMP) ## ruff lint and format check, and the architecture contracts (im
 
 lint-imports: $(STAMP) ## the architecture contracts alone: layers one way, no cycle (pyproject.toml)
 	$(VENV)/bin/lint-imports
+
+ui-screenshots: $(STAMP) ## the browser test of the review pages, saving its screenshots to docs/img/ui (needs chromium)
+	MLTAGGER_SCREENSHOTS=$(CURDIR)/docs/img/ui $(PY) -m pytest tests/e2e/test_ui.py -p no:randomly $(PYTEST_ARGS)
 
 docs: $(STAMP) ## the docs site: regenerate the API reference and home page, strict build -> site/
 	$(PY) scripts/docs_pages.py

@@ -256,12 +256,29 @@ def snapshot(summary: dict) -> dict:
     alarm clears once the stream is back to normal)."""
     tested = [t for t in summary["timeline"] if "drift" in t]
     latest = tested[-1]["drift"] if tested else summary["drift"]
+    figures = ("precision", "ci_low", "ci_high", "n")
     return {
         "window": summary["window"],
         "serving_model": summary["serving_model"],
         "online": summary["online"],
         "review_ratio": summary["review_ratio"],
+        "disagreement": summary["disagreement"],
         "drift": {k: latest[k] for k in ("pvalues", "alarm", "fired", "alpha", "items")},
+        # per batch of the window, what the health page plots over time (overall figures only)
+        "timeline": [
+            {
+                "batch": t["batch"],
+                "source": t["source"],
+                "items": t["items"],
+                "signals": {
+                    s: {k: r[k] for k in figures}
+                    for s in ("audit", "author", "reports")
+                    if (r := _overall(t["online"], s)) is not None
+                },
+                "drift_alarm": t["drift"]["alarm"] if "drift" in t else None,
+            }
+            for t in summary["timeline"]
+        ],
     }
 
 

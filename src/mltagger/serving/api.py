@@ -6,6 +6,7 @@ Endpoints (OpenAPI document at /openapi.json, pages at /docs); who may call them
   GET  /items, /items/{id}, /health, /metrics                             public reads
   POST /items            key with role ingest (or admin)                 screen, tag, store one
   GET  /review, POST /review/{id}   key with role review (or admin)      the people in the loop
+  /ui/review, /ui/item/{id}, /ui/health                                   pages for people (web.py)
 
 Keys live hashed in the store (`mltagger keys create|list|revoke`); every write records the key's
 name (`written_by`). The document states every rule the server enforces (`schemas.py`) and every
@@ -61,9 +62,12 @@ from mltagger.serving.schemas import (
     Page,
     build_schemas,
     links,
+    validation_errors,
+    validation_message,
 )
 from mltagger.serving.service import POLICIES, Tagger, prepare
 from mltagger.serving.store import STATUSES, StoreError, current_version, describe
+from mltagger.serving.web import mount_ui
 
 log = logging.getLogger("mltagger.serve")
 
@@ -72,26 +76,6 @@ SCHEME = "ApiKey"
 PUBLIC_WRITER = "public"  # written_by of a wrong-tag report sent without a key
 # Operations the public may call without a key; a key (any role) lifts the rate limit.
 OPTIONAL_KEY = ("predict", "add_feedback")
-
-
-def _message(err: RequestValidationError) -> str:
-    parts = []
-    for e in err.errors()[:5]:
-        if e.get("type") == "json_invalid":
-            reason = (e.get("ctx") or {}).get("error", "")
-            parts.append(f"malformed JSON at character {e['loc'][-1]}: {reason}".rstrip(": "))
-            continue
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-def _errors(err: RequestValidationError) -> list[dict]:
-    """The first problems, as plain JSON (pydantic's own entries may carry exception objects)."""
-    return [
-        {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
-        for e in err.errors()[:20]
-    ]
 
 
 def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
@@ -157,7 +141,8 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            status_code=422, content={"detail": _message(err), "errors": _errors(err)}
+            status_code=422,
+            content={"detail": validation_message(err), "errors": validation_errors(err)},
         )
 
     def identify(secret: str) -> Key:
@@ -194,6 +179,12 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         return None
+
+    if (cfg.get("ui") or {}).get("enabled", True):
+        mount_ui(
+            app, tagger, cfg, identify=identify, public_limiter=limiter,
+            config_key_set=bool(config_key),
+        )  # fmt: skip
 
     # FastAPI reads dependencies and parameters from defaults; made once here
     as_ingest, as_reviewer, as_public = (

@@ -68,6 +68,12 @@ SERVE_RULES = {
     "review.page_size": integer(1),
     "review.max_page_size": integer(1),
     "ingest.chunk_size": integer(1),
+    "ui.enabled": flag(optional=True),
+    "ui.session_minutes": number(1, 60 * 24 * 30, optional=True),
+    "ui.secure_cookies": flag(optional=True),
+    "ui.login_per_minute": integer(1, optional=True),
+    "ui.login_burst": integer(1, optional=True),
+    "ui.precision_target": probability(optional=True),
 }
 
 

@@ -24,6 +24,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -199,3 +200,16 @@ def deployed(engine: sa.Engine) -> Path | None:
             sa.select(deployments.c.model_dir).order_by(deployments.c.id.desc()).limit(1)
         ).scalar()
     return Path(folder) if folder and Path(folder).is_dir() else None
+
+
+def deployment_history(engine: sa.Engine, limit: int = 10) -> list[dict]:
+    """The newest recorded promotes and rollbacks first (what the health page lists)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(deployments).order_by(deployments.c.id.desc()).limit(limit)
+        ).all()
+    out = []
+    for r in rows:
+        stamp = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=timezone.utc)
+        out.append({**r._mapping, "created_at": stamp.isoformat()})
+    return out

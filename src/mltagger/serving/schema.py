@@ -21,7 +21,9 @@ HUMAN = "human"
 MODEL = "model"
 ACTIVE = "active"
 HELD_DUPLICATE = "duplicate"
-STATUSES = (ACTIVE, HELD_DUPLICATE)
+# a person said "not ML / spam" (schema v6): tagged `other` for training, never published
+REJECTED = "rejected"
+STATUSES = (ACTIVE, HELD_DUPLICATE, REJECTED)
 
 metadata = sa.MetaData()
 
@@ -147,6 +149,30 @@ deployments = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Reviewers' web sessions (schema v6): made by logging in with a key of role review or admin on
+# /ui/login. Only the SHA-256 of the cookie's token is stored; `csrf` is the session's form token.
+# A session lasts until `expires_at`, and no longer than its key (a revoke ends it).
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Settings every worker and replica must share (schema v6), e.g. the secret that signs the
+# anti-forgery tokens of the forms used before a login (the login form, the report form).
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 WRITTEN_BY = ("items", "feedback", "reviews")
 
 
@@ -227,6 +253,13 @@ def _v5_keys_and_deployments(conn: sa.Connection) -> None:
     deployments.create(conn, checkfirst=True)
 
 
+def _v6_web_pages(conn: sa.Connection) -> None:
+    """The reviewers' sessions and the shared settings tables (status `rejected` needs no DDL:
+    items.status is a free string)."""
+    ui_sessions.create(conn, checkfirst=True)
+    settings.create(conn, checkfirst=True)
+
+
 # Append-only: (version, description, step). Never edit a released step; add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "items, feedback and reviews", _create(items, feedback, reviews)),
@@ -246,6 +279,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         "API keys with roles, who wrote each row, the deployed model",
         _v5_keys_and_deployments,
     ),
+    (6, "reviewers' web sessions, shared settings", _v6_web_pages),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

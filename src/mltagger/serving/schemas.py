@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
@@ -245,3 +246,24 @@ def build_schemas(
         )
 
     return Schemas(ItemIn, PredictIn, PredictOut, FeedbackIn, ReviewIn, Tag, Status)
+
+
+def validation_message(err: RequestValidationError) -> str:
+    """The first problems of a request FastAPI refused, in one line (the 422 `detail`)."""
+    parts = []
+    for e in err.errors()[:5]:
+        if e.get("type") == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error", "")
+            parts.append(f"malformed JSON at character {e['loc'][-1]}: {reason}".rstrip(": "))
+            continue
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def validation_errors(err: RequestValidationError) -> list[dict]:
+    """The first problems, as plain JSON (pydantic's own entries may carry exception objects)."""
+    return [
+        {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
+        for e in err.errors()[:20]
+    ]

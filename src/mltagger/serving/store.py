@@ -34,6 +34,7 @@ from mltagger.serving.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     MODEL,
+    REJECTED,
     STATUSES,
     StoreError,
     api_keys,
@@ -58,7 +59,10 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "MODEL",
+    "QUEUE_ORDERS",
+    "REJECTED",
     "STATUSES",
+    "ReviewConflict",
     "Store",
     "StoreError",
     "api_keys",
@@ -76,6 +80,29 @@ __all__ = [
     "reviews",
     "schema_version",
 ]
+
+
+# How the review queue can be read: the order a person works through it in.
+QUEUE_ORDERS = {
+    "oldest": "oldest first (they have waited longest)",
+    "least_confident": "the model's least confident answers first",
+    "reported": "items readers reported as wrongly tagged first",
+    "duplicates": "items held as likely duplicates first",
+}
+
+
+class ReviewConflict(StoreError):
+    """Someone else decided the item after the person deciding now last saw it: nothing was
+    stored; `other` is that decision (a review row as a dict)."""
+
+    def __init__(self, item_id: int, other: dict) -> None:
+        who = other.get("reviewer") or other.get("written_by") or "someone"
+        super().__init__(
+            f"item {item_id} was decided by {who} in the meantime (tag {other['tag']}); "
+            "your decision was not stored"
+        )
+        self.item_id = item_id
+        self.other = other
 
 
 def _public(row: sa.Row) -> dict:
@@ -286,20 +313,71 @@ class Store:
             rows = conn.execute(sa.select(items.c.status, sa.func.count()).group_by(items.c.status))
             return {str(k): int(v) for k, v in rows}
 
-    def review_queue(self, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
-        """Items needing a person, oldest first (they have waited longest), and the total."""
+    def review_queue(
+        self, limit: int = 50, offset: int = 0, order: str = "oldest"
+    ) -> tuple[list[dict], int]:
+        """Items needing a person in one of `QUEUE_ORDERS` (ties: oldest first), and the total.
+
+        Each item also carries `reports` (its wrong-tag reports) and `last_review` (the id of
+        its latest review, 0 if none): what a decision made on this view must still find
+        (`review(seen_review=...)`), so a decision made meanwhile is never overwritten."""
+        if order not in QUEUE_ORDERS:
+            raise StoreError(f"unknown queue order {order!r}; one of {', '.join(QUEUE_ORDERS)}")
+        reports = (
+            sa.select(feedback.c.item_id, sa.func.count().label("n"))
+            .group_by(feedback.c.item_id)
+            .subquery()
+        )
+        last = (
+            sa.select(reviews.c.item_id, sa.func.max(reviews.c.id).label("rid"))
+            .group_by(reviews.c.item_id)
+            .subquery()
+        )
+        n_reports = sa.func.coalesce(reports.c.n, 0)
+        first = {
+            "oldest": [],
+            # NULL confidence (none stored) after every number, on SQLite and PostgreSQL alike
+            "least_confident": [items.c.confidence.is_(None), items.c.confidence],
+            "reported": [n_reports.desc()],
+            "duplicates": [sa.case((items.c.status == HELD_DUPLICATE, 0), else_=1)],
+        }[order]
         with self.engine.connect() as conn:
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(items).where(items.c.needs_review)
             ).scalar()
             rows = conn.execute(
-                sa.select(items)
+                sa.select(
+                    items,
+                    n_reports.label("reports"),
+                    sa.func.coalesce(last.c.rid, 0).label("last_review"),
+                )
+                .outerjoin(reports, reports.c.item_id == items.c.id)
+                .outerjoin(last, last.c.item_id == items.c.id)
                 .where(items.c.needs_review)
-                .order_by(items.c.id)
+                .order_by(*first, items.c.id)
                 .limit(limit)
                 .offset(offset)
             ).all()
         return [_public(r) for r in rows], int(total or 0)
+
+    def queue_reasons(self) -> dict[str, int]:
+        """Why the waiting items wait: low confidence, audit sample, held near duplicate,
+        reported by a reader (an item can count under several)."""
+        reported = sa.select(feedback.c.item_id).distinct().scalar_subquery()
+        waiting = items.c.needs_review
+        with self.engine.connect() as conn:
+            counts = conn.execute(
+                sa.select(
+                    sa.func.count().filter(items.c.reason == "low_confidence"),
+                    sa.func.count().filter(items.c.audit),
+                    sa.func.count().filter(items.c.status == HELD_DUPLICATE),
+                    sa.func.count().filter(items.c.id.in_(reported)),
+                ).where(waiting)
+            ).one()
+        return dict(
+            zip(("low_confidence", "audit", "near_duplicate", "reported"), map(int, counts),
+                strict=True)
+        )  # fmt: skip
 
     def count_items(self) -> int:
         with self.engine.connect() as conn:
@@ -436,13 +514,25 @@ class Store:
         reviewer: str | None = None,
         duplicate: bool | None = None,
         written_by: str | None = None,
+        *,
+        seen_review: int | None = None,
+        duplicate_of: int | None = None,
+        reject: bool = False,
     ) -> dict:
         """A person sets (or confirms) an item's tag: it leaves the review queue.
 
         An item held as a likely duplicate needs the person's answer too: `duplicate=True`
-        keeps it out of what is published, `False` publishes it (status `active`)."""
+        keeps it out of what is published (`duplicate_of` names the item it repeats, when the
+        screen did not), `False` publishes it (status `active`). `reject=True` is "not ML /
+        spam": status `rejected`, never published, its tag (`other`) a training label.
+
+        `seen_review`, when given, is the id of the item's latest review when the person looked
+        (0: none). If another decision came in since, nothing is stored and `ReviewConflict`
+        says what it was: a web page must not silently overwrite a colleague. The check and
+        the write hold the store's write lock, so two people deciding at once cannot both
+        pass it."""
         stamp = now()
-        with self.engine.begin() as conn:
+        with self.exclusive() as conn:
             row = conn.execute(
                 sa.select(items.c.tag, items.c.status, items.c.duplicate_of).where(
                     items.c.id == item_id
@@ -450,12 +540,35 @@ class Store:
             ).first()
             if row is None:
                 raise StoreError(f"no item with id {item_id}")
-            if row.status == HELD_DUPLICATE and duplicate is None:
+            if seen_review is not None:
+                latest = conn.execute(
+                    sa.select(reviews).where(reviews.c.item_id == item_id)
+                    .order_by(reviews.c.id.desc()).limit(1)
+                ).first()  # fmt: skip
+                if latest is not None and latest.id != seen_review:
+                    other = {**latest._mapping, "created_at": _iso(latest.created_at)}
+                    raise ReviewConflict(item_id, other)
+            if duplicate_of is not None:
+                if (
+                    duplicate_of == item_id
+                    or not conn.execute(
+                        sa.select(items.c.id).where(items.c.id == duplicate_of)
+                    ).first()
+                ):
+                    raise StoreError(
+                        f"item {item_id} cannot be a duplicate of item {duplicate_of}: "
+                        "give the id of another stored item"
+                    )
+                duplicate = True
+            if row.status == HELD_DUPLICATE and duplicate is None and not reject:
                 raise StoreError(
                     f"item {item_id} is held as a likely duplicate of item {row.duplicate_of}: "
                     "say duplicate: true (keep it out) or false (publish it)"
                 )
-            status = {None: row.status, True: HELD_DUPLICATE, False: ACTIVE}[duplicate]
+            if reject:
+                status = REJECTED
+            else:
+                status = {None: row.status, True: HELD_DUPLICATE, False: ACTIVE}[duplicate]
             conn.execute(
                 reviews.insert().values(
                     item_id=item_id,
@@ -466,16 +579,25 @@ class Store:
                     created_at=stamp,
                 )
             )
-            conn.execute(
-                items.update()
-                .where(items.c.id == item_id)
-                .values(
-                    tag=tag, tagged_by=HUMAN, needs_review=False, status=status, updated_at=stamp
-                )
-            )
+            values: dict[str, Any] = {
+                "tag": tag, "tagged_by": HUMAN, "needs_review": False, "status": status,
+                "updated_at": stamp,
+            }  # fmt: skip
+            if duplicate_of is not None:
+                values["duplicate_of"] = duplicate_of
+                values["duplicate_kind"] = "person"
+            conn.execute(items.update().where(items.c.id == item_id).values(**values))
         item = self.get_item(item_id)
         assert item is not None
         return item
+
+    def reviews_for(self, item_id: int) -> list[dict]:
+        """An item's decisions, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(reviews).where(reviews.c.item_id == item_id).order_by(reviews.c.id)
+            ).all()
+        return [{**r._mapping, "created_at": _iso(r.created_at)} for r in rows]
 
     def feedback_for(self, item_id: int) -> list[dict]:
         with self.engine.connect() as conn:

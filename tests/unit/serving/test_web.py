@@ -1,0 +1,373 @@
+"""The pages' rules through FastAPI's test client, on a predictor with known answers and a real
+SQLite store: sessions, anti-forgery tokens, conflicts between reviewers, the report form's
+errors and limits, and what each decision stores. The browser test (tests/e2e/test_ui.py) runs
+the same pages in Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mltagger.core.config import compose_config
+from mltagger.serving import charts
+from mltagger.serving.api import create_app
+from mltagger.serving.keys import INGEST, REVIEW, create_key, revoke_key
+from mltagger.serving.service import Tagger, prepare
+from mltagger.serving.sessions import expire_sessions
+from mltagger.serving.store import ReviewConflict, Store, StoreError
+from tests.fakes import FakePredictor, make_model_folder, write_screen
+from tests.unit.serving.test_api import NEAR_COPY, SURE
+
+UNSURE = [
+    {"title": "Notes from a reading group", "description": "We met on Tuesday."},
+    {"title": "A list of links we liked", "description": "Weekly picks."},
+]
+STATIC = Path(__file__).parents[3] / "src" / "mltagger" / "serving" / "static"
+
+
+@pytest.fixture
+def tagger(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield Tagger(
+        FakePredictor(make_model_folder(tmp_path / "model")),
+        store,
+        screen_file=write_screen(tmp_path / "screen.json"),
+    )
+    store.close()
+
+
+def make_app(tagger, tmp_path, *extra: str):
+    # secure_cookies off: the test client talks plain HTTP to "testserver", where a browser
+    # would not send a Secure cookie either (the browser test keeps the shipped setting)
+    cfg = compose_config(
+        "serve",
+        [f"model_dir={tmp_path / 'model'}", "api_key=null", "ui.secure_cookies=false", *extra],
+    )
+    return create_app(tagger, cfg)
+
+
+@pytest.fixture
+def app(tagger, tmp_path):
+    return make_app(tagger, tmp_path)
+
+
+@pytest.fixture
+def keys(tagger):
+    engine = tagger.store.engine
+    return {name: create_key(engine, name, role)[1] for name, role in
+            (("alice", REVIEW), ("bob", REVIEW), ("feeder", INGEST))}  # fmt: skip
+
+
+def add(tagger, item: dict) -> int:
+    (out,) = tagger.add([prepare(**item)], source="test", policy="flag")
+    assert out.stored
+    return out.item_id
+
+
+def token(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def browser(app) -> TestClient:
+    return TestClient(app, follow_redirects=True)
+
+
+def log_in(client: TestClient, key: str, **pending: str):
+    page = client.get("/ui/login")
+    form = {"csrf": token(page.text), "key": key, "next": "/ui/review"}
+    form.update({f"pending_{k}": v for k, v in pending.items()})
+    return client.post("/ui/login", data=form)
+
+
+def card_form(html: str) -> dict:
+    """The hidden fields of the decision form on a review card."""
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+
+
+def test_pages_need_a_login_and_a_review_role(app, keys):
+    c = browser(app)
+    r = c.get("/ui/review?order=reported", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/login?next=%2Fui%2Freview%3Forder%3Dreported"
+    r = log_in(c, "not-a-key")
+    assert r.status_code == 401 and "wrong or revoked" in r.text
+    assert 'aria-invalid="true"' in r.text  # the error sits at the key field
+    r = log_in(c, keys["feeder"])
+    assert r.status_code == 403 and "role ingest" in r.text
+    r = log_in(c, keys["alice"])
+    assert r.status_code == 200 and r.url.path == "/ui/review"
+    assert "alice (review)" in r.text
+    assert c.get("/ui/health").status_code == 200
+
+
+def test_the_next_page_after_login_stays_on_this_site(app, keys):
+    c = browser(app)
+    page = c.get("/ui/login?next=//evil.example/x")
+    assert 'name="next" value="/ui/review"' in page.text
+    r = c.post(
+        "/ui/login",
+        data={"csrf": token(page.text), "key": keys["alice"], "next": "https://evil.example/"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/ui/review"
+
+
+def test_a_revoked_key_or_a_logout_ends_the_session(app, tagger, keys):
+    c = browser(app)
+    r = log_in(c, keys["alice"])
+    csrf = token(r.text)
+    c.post("/ui/logout", data={"csrf": csrf})
+    assert c.get("/ui/review", follow_redirects=False).status_code == 303
+    log_in(c, keys["bob"])
+    assert c.get("/ui/review", follow_redirects=False).status_code == 200
+    revoke_key(tagger.store.engine, "bob")
+    assert c.get("/ui/review", follow_redirects=False).status_code == 303
+
+
+def test_each_decision_is_stored_with_the_reviewers_name(app, tagger, keys):
+    u0, sure, near, u1 = (add(tagger, it) for it in (UNSURE[0], SURE, NEAR_COPY, UNSURE[1]))
+    c = browser(app)
+    page = log_in(c, keys["alice"]).text
+    assert UNSURE[0]["title"] in page and "not sure enough" in page
+    fields = card_form(page)
+    hx = {"HX-Request": "true"}
+    r = c.post(f"/ui/review/{u0}", data={**fields, "decision": "tag:mlops"}, headers=hx)
+    assert r.status_code == 200 and "<html" not in r.text  # a fragment for htmx
+    assert f"Saved: item {u0} → mlops (by alice)" in r.text
+    assert NEAR_COPY["title"] in r.text and f"It resembles item #{sure}" in r.text
+    # a typed id that is no stored item: the error is shown at the field, nothing stored
+    r = c.post(
+        f"/ui/review/{near}",
+        data={**card_form(r.text), "decision": "duplicate", "duplicate_of": "99"},
+        headers=hx,
+    )
+    assert r.status_code == 422 and 'id="dup-error"' in r.text
+    assert tagger.store.get_item(near)["needs_review"] is True
+    r = c.post(f"/ui/review/{near}", data={**card_form(r.text), "decision": "duplicate"},
+               headers=hx)  # fmt: skip
+    held = tagger.store.get_item(near)
+    assert (held["status"], held["tag"], held["duplicate_of"]) == ("duplicate", "computer-vision",
+                                                                   sure)  # fmt: skip
+    # without JavaScript: a plain form post, then a redirect to the queue
+    r = c.post(f"/ui/review/{u1}", data={**card_form(r.text), "decision": "reject"},
+               follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/review?")
+    assert tagger.store.get_item(u1)["status"] == "rejected"
+    rows = [(r["tag"], r["written_by"]) for i in (u0, near, u1)
+            for r in tagger.store.reviews_for(i)]  # fmt: skip
+    assert rows == [("mlops", "alice"), ("computer-vision", "alice"), ("other", "alice")]
+    # published: only what a person or the model put up, never the spam or the held copy
+    active = {it["id"] for it in tagger.store.list_items("active", 50, 0)[0]}
+    assert active == {u0, sure}
+
+
+def test_a_decision_made_meanwhile_is_shown_never_overwritten(app, tagger, keys):
+    item = add(tagger, UNSURE[0])
+    alice, bob = browser(app), browser(app)
+    alice_card = card_form(log_in(alice, keys["alice"]).text)
+    bob_card = card_form(log_in(bob, keys["bob"]).text)
+    assert bob.post(f"/ui/review/{item}", data={**bob_card, "decision": "tag:time-series"}
+                    ).status_code == 200  # fmt: skip
+    r = alice.post(f"/ui/review/{item}", data={**alice_card, "decision": "tag:mlops"},
+                   headers={"HX-Request": "true"})  # fmt: skip
+    assert r.status_code == 409
+    assert "bob" in r.text and "time-series" in r.text and "not stored" in r.text
+    assert [x["tag"] for x in tagger.store.reviews_for(item)] == ["time-series"]
+    assert tagger.store.get_item(item)["tag"] == "time-series"
+
+
+def test_an_expired_session_keeps_the_decision_through_the_login(app, tagger, keys):
+    item = add(tagger, UNSURE[0])
+    c = browser(app)
+    fields = card_form(log_in(c, keys["alice"]).text)
+    expire_sessions(tagger.store.engine)
+    r = c.post(f"/ui/review/{item}", data={**fields, "decision": "tag:graph-learning"})
+    assert r.status_code == 401 and 'id="key"' in r.text
+    assert f"decision on item {item}: graph-learning" in r.text
+    assert tagger.store.reviews_for(item) == []
+    kept = dict(re.findall(r'name="pending_(\w+)" value="([^"]*)"', r.text))
+    assert kept["decision"] == "tag:graph-learning" and kept["item"] == str(item)
+    r = log_in(c, keys["alice"], **kept)
+    assert r.status_code == 200 and f"Saved: item {item} → graph-learning" in r.text
+    assert [x["tag"] for x in tagger.store.reviews_for(item)] == ["graph-learning"]
+
+
+def test_writes_without_the_anti_forgery_token_are_refused(app, tagger, keys):
+    item = add(tagger, UNSURE[0])
+    c = browser(app)
+    fields = card_form(log_in(c, keys["alice"]).text)
+    for bad in ({}, {"csrf": "guess"}):
+        r = c.post(f"/ui/review/{item}", data={**fields, **bad, "csrf": bad.get("csrf", ""),
+                                               "decision": "tag:mlops"})  # fmt: skip
+        assert r.status_code == 403 and "anti-forgery" in r.text
+    r = c.post(f"/ui/item/{item}", data={"correct_tag": "mlops", "csrf": "guess"})
+    assert r.status_code == 403 and "nothing was stored" in r.text
+    fresh = browser(app)  # no CSRF cookie at all
+    page = c.get("/ui/login")
+    r = fresh.post("/ui/login", data={"csrf": token(page.text), "key": keys["alice"]})
+    assert r.status_code == 403
+    assert tagger.store.reviews_for(item) == [] and tagger.store.feedback_for(item) == []
+
+
+def test_the_report_form_shows_each_error_at_its_field(app, tagger):
+    item = add(tagger, SURE)  # auto-tagged computer-vision
+    c = browser(app)
+    csrf = token(c.get(f"/ui/item/{item}").text)
+    r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "vision", "comment": "x"})
+    assert r.status_code == 422 and 'id="tag-error"' in r.text and "approved tags" in r.text
+    assert ">x</textarea>" in r.text  # what the reader wrote is kept
+    r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "computer-vision"})
+    assert r.status_code == 422 and "the tag it has now" in r.text
+    r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops",
+                                         "comment": "y" * 2001})  # fmt: skip
+    assert r.status_code == 422 and 'id="comment-error"' in r.text and "2001" in r.text
+    assert tagger.store.feedback_for(item) == []
+    r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops", "comment": "  "})
+    assert r.status_code == 200 and "Thank you" in r.text
+    (report,) = tagger.store.feedback_for(item)
+    assert (report["correct_tag"], report["comment"], report["written_by"]) == (
+        "mlops", None, "public")  # fmt: skip
+    assert c.get("/ui/item/999").status_code == 404
+    assert c.get("/ui/item/abc").status_code == 404
+
+
+def test_reports_are_rate_limited_per_client(tagger, tmp_path):
+    app = make_app(tagger, tmp_path, "limits.public_per_minute=1", "limits.public_burst=2")
+    item = add(tagger, SURE)
+    c = browser(app)
+    csrf = token(c.get(f"/ui/item/{item}").text)
+    codes = [c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops"}).status_code
+             for _ in range(3)]  # fmt: skip
+    assert codes == [200, 200, 429]
+    r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops"})
+    assert int(r.headers["Retry-After"]) >= 1 and "Too many reports" in r.text
+    assert len(tagger.store.feedback_for(item)) == 2
+
+
+def test_pages_carry_security_headers_and_ship_htmx_unchanged(app):
+    r = browser(app).get("/ui/login")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["X-Frame-Options"] == "DENY"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/ui" in cookie
+    assert "unpkg" not in r.text and "cdn" not in r.text.lower()
+    js = browser(app).get("/ui/static/htmx.min.js")
+    assert js.status_code == 200
+    provenance = (STATIC / "PROVENANCE.md").read_text()
+    assert hashlib.sha256(js.content).hexdigest() in provenance
+    assert (STATIC / "htmx.LICENSE").read_text().startswith("Zero-Clause BSD")
+
+
+def test_secure_cookies_and_a_plain_http_host_are_flagged_on_the_login_page(tagger, tmp_path):
+    cfg = compose_config("serve", [f"model_dir={tmp_path / 'model'}", "api_key=null"])
+    app = create_app(tagger, cfg)
+    r = TestClient(app, base_url="http://10.1.2.3").get("/ui/login")
+    assert "Secure" in r.headers["set-cookie"] and "ui.secure_cookies=false" in r.text
+    r = TestClient(app, base_url="http://127.0.0.1").get("/ui/login")
+    assert "ui.secure_cookies=false" not in r.text
+
+
+def test_the_pages_can_be_turned_off(tagger, tmp_path):
+    app = make_app(tagger, tmp_path, "ui.enabled=false")
+    assert TestClient(app).get("/ui/login").status_code == 404
+
+
+def test_the_health_page_without_a_monitor_run_says_how_to_get_one(app, tagger, keys):
+    add(tagger, UNSURE[0])
+    c = browser(app)
+    log_in(c, keys["alice"])
+    r = c.get("/ui/health")
+    assert r.status_code == 200 and "No monitor run yet" in r.text and "<svg" not in r.text
+    assert "fake-1" in r.text
+
+
+# -- the store rules under the pages --------------------------------------------------------
+
+
+def test_two_reviewers_at_once_store_exactly_one_decision(store_url, tmp_path):
+    store = Store(store_url)
+    try:
+        (item,) = store.add_items([{
+            "title": "t", "description": "", "content_hash": "h" * 64, "tag": "other",
+            "tagged_by": "model", "needs_review": True,
+        }])  # fmt: skip
+        results: list = []
+        go = threading.Barrier(2)
+
+        def decide(name: str, tag: str) -> None:
+            go.wait()
+            try:
+                store.review(item, tag, name, written_by=name, seen_review=0)
+                results.append(name)
+            except ReviewConflict as err:
+                results.append(err.other["reviewer"])
+
+        threads = [threading.Thread(target=decide, args=a) for a in
+                   (("alice", "mlops"), ("bob", "time-series"))]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = store.reviews_for(item)
+        assert len(stored) == 1 and results == [stored[0]["reviewer"]] * 2
+    finally:
+        store.close()
+
+
+def test_queue_orders_and_the_reasons_items_wait(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    rows = [
+        {"title": "a", "confidence": 0.7, "status": "active", "reason": "low_confidence"},
+        {"title": "b", "confidence": 0.2, "status": "active", "reason": "low_confidence"},
+        {"title": "c", "confidence": None, "status": "duplicate", "reason": None},
+        {"title": "d", "confidence": 0.95, "status": "active", "reason": "classifier",
+         "audit": True},
+    ]  # fmt: skip
+    ids = store.add_items([{
+        "description": "", "content_hash": f"{k:064d}", "tag": "other", "tagged_by": "model",
+        "needs_review": True, **r} for k, r in enumerate(rows)])  # fmt: skip
+    store.add_feedback(ids[3], "mlops", None, "public")
+
+    def order(name: str) -> list[str]:
+        return [r["title"] for r in store.review_queue(10, 0, name)[0]]
+
+    assert order("oldest") == ["a", "b", "c", "d"]
+    assert order("least_confident") == ["b", "a", "d", "c"]
+    assert order("reported") == ["d", "a", "b", "c"]
+    assert order("duplicates") == ["c", "a", "b", "d"]
+    with pytest.raises(StoreError, match="unknown queue order"):
+        store.review_queue(10, 0, "newest")
+    assert store.queue_reasons() == {
+        "low_confidence": 2, "audit": 1, "near_duplicate": 1, "reported": 1}  # fmt: skip
+    store.close()
+
+
+# -- the charts -----------------------------------------------------------------------------
+
+
+def test_the_interval_chart_places_each_figure_and_escapes_names():
+    rows = [
+        {"tag": "<b>cv</b>", "signal": "audit", "precision": 0.5, "ci_low": 0.25, "ci_high": 0.75,
+         "n": 8},
+        {"tag": "all", "signal": "reports", "precision": None, "ci_low": None, "ci_high": None,
+         "n": 0},
+    ]  # fmt: skip
+    svg = charts.interval_chart(rows, 0.85)
+    assert "<b>" not in svg and "&lt;b&gt;cv&lt;/b&gt;" in svg
+    left, span = 190, 680 - 190 - 20
+    assert f'cx="{left + span * 0.5:.1f}"' in svg  # the dot at 50%
+    assert f'x1="{left + span * 0.25:.1f}" x2="{left + span * 0.75:.1f}"' in svg  # its interval
+    assert svg.count("<circle") == 2  # the legend's and the figure's; no marker for None
+    assert "<title" in svg and 'role="img"' in svg
+
+
+def test_the_drift_chart_marks_the_tests_past_the_alarm():
+    svg = charts.pvalue_chart({"length": 0.5, "tags": 0.001}, 0.01)
+    bars = re.findall(r'<rect [^>]*fill="(#[0-9A-F]+)"', svg)
+    assert bars == ["#0072B2", "#B00020"]
