@@ -16,6 +16,9 @@ duplicate index from the store and stores under the store's write lock (`Store.e
 
 No `from __future__ import annotations`: the request models are built per app (`schemas.py`), and
 FastAPI must see the endpoints' annotations as those classes, not as names to look up.
+
+Over 400 lines because the endpoints are closures over one app's state (tagger, keys, limits,
+metrics); the request models, the pages and the process handling already live apart.
 """
 
 import logging
@@ -25,7 +28,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
@@ -66,12 +69,20 @@ from mltagger.serving.schemas import (
     validation_message,
 )
 from mltagger.serving.service import POLICIES, Tagger, prepare
-from mltagger.serving.store import STATUSES, StoreError, current_version, describe
+from mltagger.serving.store import (
+    QUEUE_ORDERS,
+    STATUSES,
+    ReviewConflict,
+    StoreError,
+    current_version,
+    describe,
+)
 from mltagger.serving.web import mount_ui
 
 log = logging.getLogger("mltagger.serve")
 
 
+QueueOrder = Literal[tuple(QUEUE_ORDERS)]  # type: ignore[valid-type]
 SCHEME = "ApiKey"
 PUBLIC_WRITER = "public"  # written_by of a wrong-tag report sent without a key
 # Operations the public may call without a key; a key (any role) lifts the rate limit.
@@ -258,6 +269,10 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
 
     page_limit = Query(default=int(cfg.review.page_size), ge=1, le=int(cfg.review.max_page_size))
     page_offset = Query(default=0, ge=0, le=MAX_OFFSET)
+    queue_order = Query(
+        default="oldest",
+        description="; ".join(f"{k}: {v}" for k, v in QUEUE_ORDERS.items()),
+    )
 
     @app.get(
         "/items",
@@ -317,9 +332,10 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     def review_queue(
         limit: int = page_limit,
         offset: int = page_offset,
+        order: QueueOrder = queue_order,
         _key: Key = as_reviewer,
     ) -> dict:
-        rows, total = tagger.store.review_queue(limit, offset)
+        rows, total = tagger.store.review_queue(limit, offset, order)
         return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
     @app.post(
@@ -332,7 +348,11 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             **INVALID,
             **KEYED,
             **NOT_FOUND,
-            409: {**ERR, "description": "the item is held as a likely duplicate: say duplicate"},
+            409: {
+                **ERR,
+                "description": "the item is held as a likely duplicate (say duplicate), or "
+                "someone decided it after seen_review (`decided`: their review)",
+            },
         },
     )
     def review(body: ReviewIn, item_id: int = item_path, key: Key = as_reviewer):
@@ -340,8 +360,11 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             raise HTTPException(404, f"no item with id {item_id}")
         try:
             return tagger.store.review(
-                item_id, body.tag, body.reviewer, body.duplicate, written_by=key.name
-            )
+                item_id, body.tag, body.reviewer, body.duplicate, written_by=key.name,
+                seen_review=body.seen_review,
+            )  # fmt: skip
+        except ReviewConflict as err:
+            return JSONResponse(status_code=409, content={"detail": str(err), "decided": err.other})
         except StoreError as err:
             raise HTTPException(409, str(err)) from None
 

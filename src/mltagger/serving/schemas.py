@@ -54,6 +54,7 @@ def _integral(value: Any) -> Any:
 
 
 ItemId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral)]
+ReviewId = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(_integral)]
 
 # The rule stated as a JSON Schema pattern, checked with the message people read.
 Visible = Annotated[str, AfterValidator(_nonblank), Field(json_schema_extra={"pattern": NONBLANK})]
@@ -62,7 +63,8 @@ OPEN = ConfigDict(extra="allow")
 
 class ErrorOut(BaseModel):
     """Every error answer: one line in `detail`; for 422 the first problems in `errors`; for a
-    409 on POST /items the item it repeats."""
+    409 on POST /items the item it repeats; for a 409 on POST /review/{id} the decision made
+    meanwhile (`decided`)."""
 
     model_config = OPEN
     detail: str = Field(description="what is wrong, in one line")
@@ -243,6 +245,12 @@ def build_schemas(
             description="for an item held as a likely duplicate (status `duplicate`): true keeps "
             "it out of what is published, false publishes it (status `active`); without it such "
             "an item answers 409",
+        )
+        seen_review: ReviewId | None = Field(
+            default=None,
+            description="the id of the item's latest review when you looked (`last_review` in "
+            "GET /review; 0: none): if someone decided the item since, nothing is stored and "
+            "the answer is 409 with their decision",
         )
 
     return Schemas(ItemIn, PredictIn, PredictOut, FeedbackIn, ReviewIn, Tag, Status)

@@ -121,11 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             Store(str(cfg.store.url)).close()
     if workers == 1:
         log.info(
-            "model %s (%s), store %s, %d items; docs at http://%s:%s/docs",
+            "model %s (%s), store %s, %d items; docs at http://%s:%s/docs, review page at "
+            "http://%s:%s/ui/review",
             tagger.predictor.inference.model_version,
             tagger.predictor.backend,
             describe(tagger.store.url),
             tagger.store.count_items(),
+            cfg.host,
+            cfg.port,
             cfg.host,
             cfg.port,
         )

@@ -371,3 +371,24 @@ def test_the_drift_chart_marks_the_tests_past_the_alarm():
     svg = charts.pvalue_chart({"length": 0.5, "tags": 0.001}, 0.01)
     bars = re.findall(r'<rect [^>]*fill="(#[0-9A-F]+)"', svg)
     assert bars == ["#0072B2", "#B00020"]
+
+
+def test_the_json_api_takes_the_same_order_and_conflict_rule(app, tagger, keys):
+    first, second = add(tagger, UNSURE[0]), add(tagger, UNSURE[1])
+    tagger.store.add_feedback(second, "mlops", None, "public")
+    c = TestClient(app)
+    h = {"X-API-Key": keys["alice"]}
+    queue = c.get("/review", params={"order": "reported"}, headers=h).json()["items"]
+    assert [it["id"] for it in queue] == [second, first]
+    assert (queue[0]["reports"], queue[0]["last_review"]) == (1, 0)
+    assert c.get("/review", params={"order": "newest"}, headers=h).status_code == 422
+    r = c.post(f"/review/{first}", json={"tag": "mlops", "seen_review": 0}, headers=h)
+    assert r.status_code == 200
+    h_bob = {"X-API-Key": keys["bob"]}
+    r = c.post(f"/review/{first}", json={"tag": "graph-learning", "seen_review": 0}, headers=h_bob)
+    assert r.status_code == 409 and r.json()["decided"]["tag"] == "mlops"
+    assert "in the meantime" in r.json()["detail"]
+    latest = tagger.store.reviews_for(first)[-1]["id"]
+    r = c.post(f"/review/{first}", json={"tag": "graph-learning", "seen_review": latest},
+               headers=h_bob)  # fmt: skip
+    assert r.status_code == 200 and r.json()["tag"] == "graph-learning"
