@@ -341,7 +341,21 @@ def mount_ui(
             return conflict(session, item_id, order, offset, err.other, said)
         except StoreError as err:
             return card(409, f"Not stored: {err}.")
-        return card(200, f"Saved: item {item_id} → {said} (by {name}).")
+        return card(200, saved(item_id))
+
+    def saved(item_id: int) -> str:
+        """What the last decision on an item was, from the store (a redirect carries only the
+        id, so no link can put words of its own on the page)."""
+        item, past = store.get_item(item_id), store.reviews_for(item_id)
+        if item is None or not past:
+            return ""
+        if item["status"] == "rejected":
+            said = "not ML / spam"
+        elif item["status"] == "duplicate":
+            said = f"duplicate of item {item['duplicate_of']}"
+        else:
+            said = past[-1]["tag"]
+        return f"Saved: item {item_id} → {said} (by {past[-1]['reviewer']})."
 
     def stay(session, order, offset, status, error) -> tuple[int, dict]:
         """The card again (the item is still the one at this offset), with the error next to
@@ -365,8 +379,8 @@ def mount_ui(
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse("/ui/login?" + urlencode({"next": path}), status_code=303)
         order, offset = queue_args(request.query_params)
-        notice = str(request.query_params.get("notice") or "")[:300]
-        context = card_context(session, order, offset, notice)
+        done = _int(request.query_params.get("saved"), 1)
+        context = card_context(session, order, offset, saved(done) if done else "")
         return render("review.html", title="Review queue", **context)
 
     @app.get("/ui/review/card", include_in_schema=False)
@@ -403,8 +417,7 @@ def mount_ui(
         if is_htmx(request):
             return render("_card.html", status, **context)
         if status == 200:
-            query = {"order": context["order"], "offset": context["offset"],
-                     "notice": context["notice"]}  # fmt: skip
+            query = {"order": context["order"], "offset": context["offset"], "saved": item_id}
             return RedirectResponse("/ui/review?" + urlencode(query), status_code=303)
         return render("review.html", status, title="Review queue", **context)
 

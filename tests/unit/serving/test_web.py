@@ -157,7 +157,10 @@ def test_each_decision_is_stored_with_the_reviewers_name(app, tagger, keys):
     r = c.post(f"/ui/review/{u1}", data={**card_form(r.text), "decision": "reject"},
                follow_redirects=False)  # fmt: skip
     assert r.status_code == 303 and r.headers["location"].startswith("/ui/review?")
+    assert f"Saved: item {u1} → not ML / spam (by alice)" in c.get(r.headers["location"]).text
     assert tagger.store.get_item(u1)["status"] == "rejected"
+    # a link cannot put words of its own on the page
+    assert "send your key" not in c.get("/ui/review?notice=send+your+key&saved=x").text
     rows = [(r["tag"], r["written_by"]) for i in (u0, near, u1)
             for r in tagger.store.reviews_for(i)]  # fmt: skip
     assert rows == [("mlops", "alice"), ("computer-vision", "alice"), ("other", "alice")]
@@ -320,8 +323,8 @@ def test_two_reviewers_at_once_store_exactly_one_decision(store_url, tmp_path):
         store.close()
 
 
-def test_queue_orders_and_the_reasons_items_wait(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+def test_queue_orders_and_the_reasons_items_wait(store_url):
+    store = Store(store_url)
     rows = [
         {"title": "a", "confidence": 0.7, "status": "active", "reason": "low_confidence"},
         {"title": "b", "confidence": 0.2, "status": "active", "reason": "low_confidence"},
