@@ -395,3 +395,31 @@ def test_the_json_api_takes_the_same_order_and_conflict_rule(app, tagger, keys):
     r = c.post(f"/review/{first}", json={"tag": "graph-learning", "seen_review": latest},
                headers=h_bob)  # fmt: skip
     assert r.status_code == 200 and r.json()["tag"] == "graph-learning"
+
+
+def test_a_session_made_in_one_worker_is_good_in_another(store_url, tmp_path):
+    """Workers and replicas share sessions and the form-signing secret through the store."""
+    taggers = [
+        Tagger(
+            FakePredictor(make_model_folder(tmp_path / f"model{k}")),
+            Store(store_url),
+            screen_file=write_screen(tmp_path / f"screen{k}.json"),
+        )
+        for k in range(2)
+    ]
+    try:
+        one, two = (browser(make_app(t, tmp_path)) for t in taggers)
+        _, key = create_key(taggers[0].store.engine, "alice", REVIEW)
+        item = add(taggers[0], UNSURE[0])
+        page = one.get("/ui/login")  # the login form from worker one ...
+        two.cookies.update(one.cookies)
+        r = two.post("/ui/login", data={"csrf": token(page.text), "key": key})  # ... sent to two
+        assert r.status_code == 200 and UNSURE[0]["title"] in r.text
+        one.cookies.update(two.cookies)
+        fields = card_form(one.get("/ui/review").text)
+        r = one.post(f"/ui/review/{item}", data={**fields, "decision": "tag:mlops"})
+        assert r.status_code == 200
+        assert [x["written_by"] for x in taggers[1].store.reviews_for(item)] == ["alice"]
+    finally:
+        for t in taggers:
+            t.store.close()
