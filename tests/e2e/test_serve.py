@@ -85,18 +85,26 @@ def server(exported, tmp_path_factory):
 @contextmanager
 def serving(overrides: list[str]):
     """The serve config's app on uvicorn in a thread of this process: (port, tagger)."""
-    import uvicorn
-
     from mltagger.core.config import compose_config
     from mltagger.serving.api import create_app
     from mltagger.serving.server import build_tagger
 
     cfg = compose_config("serve", overrides)
     tagger = build_tagger(cfg)
+    try:
+        with on_uvicorn(create_app(tagger, cfg)) as port:
+            yield port, tagger
+    finally:
+        tagger.store.close()
+
+
+@contextmanager
+def on_uvicorn(app):
+    """An ASGI app on uvicorn in a thread of this process, on a free loopback port: the port."""
+    import uvicorn
+
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(tagger, cfg), host="127.0.0.1", port=port, log_level="error")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -104,11 +112,10 @@ def serving(overrides: list[str]):
         assert time.time() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield port, tagger
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        tagger.store.close()
 
 
 def test_predict_answers_approved_tags_with_scores_and_batch_duplicates(server):

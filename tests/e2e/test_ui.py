@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from mltagger.serving.schema import feedback, reviews
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.sessions import expire_sessions
 from mltagger.serving.store import Store
-from tests.e2e.test_serve import free_port
+from tests.e2e.test_serve import on_uvicorn
 from tests.fakes import FakePredictor, make_model_folder, write_screen
 from tests.unit.serving.test_api import NEAR_COPY, SURE
 
@@ -50,8 +48,6 @@ UNSURE = [
 
 @contextmanager
 def running(tmp: Path):
-    import uvicorn
-
     store = Store(f"sqlite:///{tmp / 'store.db'}")
     tagger = Tagger(
         FakePredictor(make_model_folder(tmp / "model")),
@@ -60,21 +56,10 @@ def running(tmp: Path):
     )
     # the shipped cookie settings: Secure cookies, which Chromium keeps for 127.0.0.1
     cfg = compose_config("serve", [f"model_dir={tmp / 'model'}", "api_key=null"])
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(tagger, cfg), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", tagger
+        with on_uvicorn(create_app(tagger, cfg)) as port:
+            yield f"http://127.0.0.1:{port}", tagger
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

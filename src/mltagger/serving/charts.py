@@ -44,6 +44,31 @@ def _legend(x: float, y: float, signals: Sequence[str]) -> str:
     return "".join(out)
 
 
+def _percent_grid(
+    pos, target: float, *, across: tuple[float, float], label_at: float, flip: bool = False
+) -> list[str]:
+    """Grid lines and labels at 0, 20, ... 100% and the target as a dashed line. `pos` maps a
+    share to a coordinate; lines run `across` the other axis. Vertical lines with labels below,
+    or (`flip`) horizontal lines with labels on the left."""
+    a, b = across
+
+    def line(c: float, style: str) -> str:
+        if flip:
+            return f'<line x1="{a}" x2="{b}" y1="{c:.1f}" y2="{c:.1f}" {style}/>'
+        return f'<line x1="{c:.1f}" x2="{c:.1f}" y1="{a}" y2="{b}" {style}/>'
+
+    out = []
+    for k in range(0, 11, 2):
+        c = pos(k / 10)
+        where = (
+            f'x="{label_at}" y="{c + 4:.1f}" text-anchor="end"' if flip
+            else f'x="{c:.1f}" y="{label_at}" text-anchor="middle"'
+        )  # fmt: skip
+        out.append(line(c, 'stroke="#e2e2e2"') + f"<text {where} {FONT}>{k * 10}%</text>")
+    out.append(line(pos(target), 'stroke="#555" stroke-dasharray="4 3"'))
+    return out
+
+
 def interval_chart(rows: Sequence[Mapping], target: float, ident: str = "precision-by-tag") -> str:
     """Online precision per tag (one line each) and proxy signal (one marker each), with the
     95% interval as a whisker and the target as a dashed line. `rows`: the monitor's `online`
@@ -68,18 +93,8 @@ def interval_chart(rows: Sequence[Mapping], target: float, ident: str = "precisi
             ident,
         ),
         _legend(left, 18, SIGNALS),
+        *_percent_grid(px, target, across=(top - 6, height - 28), label_at=height - 12),
     ]
-    for k in range(0, 11, 2):
-        x = px(k / 10)
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - 28}" stroke="#ddd"/>'
-            f'<text x="{x:.1f}" y="{height - 12}" text-anchor="middle" {FONT}>{k * 10}%</text>'
-        )
-    xt = px(target)
-    parts.append(
-        f'<line x1="{xt:.1f}" x2="{xt:.1f}" y1="{top - 6}" y2="{height - 28}" stroke="#555" '
-        f'stroke-dasharray="4 3"/>'
-    )
     for i, tag in enumerate(tags):
         y0 = top + i * row_h + row_h / 2
         weight = ' font-weight="bold"' if tag == "all" else ""
@@ -128,18 +143,8 @@ def timeline_chart(timeline: Sequence[Mapping], target: float, ident: str = "tim
             ident,
         ),
         _legend(left, 16, SIGNALS),
+        *_percent_grid(py, target, across=(left, width - right), label_at=left - 6, flip=True),
     ]
-    for k in range(0, 11, 2):
-        y = py(k / 10)
-        parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" {FONT}>{k * 10}%</text>'
-        )
-    yt = py(target)
-    parts.append(
-        f'<line x1="{left}" x2="{width - right}" y1="{yt:.1f}" y2="{yt:.1f}" stroke="#555" '
-        f'stroke-dasharray="4 3"/>'
-    )
     for k, entry in enumerate(timeline):
         parts.append(
             f'<text x="{px(k):.1f}" y="{height - 14}" text-anchor="middle" {FONT}>'

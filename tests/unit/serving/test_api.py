@@ -27,17 +27,6 @@ UNSURE = {"title": "Nothing to go on", "description": "No words it knows."}  # t
 
 
 @pytest.fixture
-def tagger(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield Tagger(
-        FakePredictor(make_model_folder(tmp_path / "model")),
-        store,
-        screen_file=write_screen(tmp_path / "screen.json"),
-    )
-    store.close()
-
-
-@pytest.fixture
 def client(tagger, tmp_path):
     cfg = compose_config(
         "serve",

@@ -30,17 +30,6 @@ UNSURE = [
 STATIC = Path(__file__).parents[3] / "src" / "mltagger" / "serving" / "static"
 
 
-@pytest.fixture
-def tagger(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield Tagger(
-        FakePredictor(make_model_folder(tmp_path / "model")),
-        store,
-        screen_file=write_screen(tmp_path / "screen.json"),
-    )
-    store.close()
-
-
 def make_app(tagger, tmp_path, *extra: str):
     # secure_cookies off: the test client talks plain HTTP to "testserver", where a browser
     # would not send a Secure cookie either (the browser test keeps the shipped setting)
