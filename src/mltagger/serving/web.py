@@ -34,6 +34,7 @@ import jinja2
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from mltagger.serving import charts
 from mltagger.serving.keys import REVIEW, Key
@@ -166,6 +167,12 @@ def mount_ui(
         return response
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def form_of(request: Request) -> dict[str, str]:
+        """The posted form. Read here, on the event loop; the rest of each write runs in the
+        thread pool, as FastAPI runs the JSON endpoints, so a store write never stalls the loop
+        (SQLite may wait up to its busy timeout for the write lock)."""
+        return {k: str(v) for k, v in (await request.form()).items()}
 
     def session_of(request: Request) -> Session | None:
         return find_session(engine, request.cookies.get(SESSION_COOKIE), config_key_set)
@@ -394,8 +401,10 @@ def mount_ui(
 
     @app.post("/ui/review/{item_id}", include_in_schema=False)
     async def review_decision(request: Request, item_id: str) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        form["item"] = item_id
+        form = {**await form_of(request), "item": item_id}
+        return await run_in_threadpool(decision_page, request, form)
+
+    def decision_page(request: Request, form: dict[str, str]) -> Response:
         session = session_of(request)
         if session is None:
             pending = {k: form.get(k, "") for k in PENDING}
@@ -417,7 +426,7 @@ def mount_ui(
         if is_htmx(request):
             return render("_card.html", status, **context)
         if status == 200:
-            query = {"order": context["order"], "offset": context["offset"], "saved": item_id}
+            query = {"order": context["order"], "offset": context["offset"], "saved": form["item"]}
             return RedirectResponse("/ui/review?" + urlencode(query), status_code=303)
         return render("review.html", status, title="Review queue", **context)
 
@@ -429,7 +438,9 @@ def mount_ui(
 
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        return await run_in_threadpool(login_answer, request, await form_of(request))
+
+    def login_answer(request: Request, form: dict[str, str]) -> Response:
         pending = {k: form.get(f"pending_{k}", "") for k in PENDING if form.get(f"pending_{k}")}
         next_url = safe_next(form.get("next"))
 
@@ -472,7 +483,9 @@ def mount_ui(
 
     @app.post("/ui/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        form = await request.form()
+        return await run_in_threadpool(logout_answer, request, await form_of(request))
+
+    def logout_answer(request: Request, form: dict[str, str]) -> Response:
         session = session_of(request)
         if session is not None and not session_token_ok(session, str(form.get("csrf") or "")):
             return refuse(request, "Log-out refused: the form's anti-forgery token is wrong.",
@@ -518,10 +531,12 @@ def mount_ui(
 
     @app.post("/ui/item/{item_id}", include_in_schema=False)
     async def report(request: Request, item_id: str) -> Response:
+        return await run_in_threadpool(report_answer, request, item_id, await form_of(request))
+
+    def report_answer(request: Request, item_id: str, form: dict[str, str]) -> Response:
         item = item_or_404(request, item_id)
         if isinstance(item, Response):
             return item
-        form = {k: str(v) for k, v in (await request.form()).items()}
         chosen, comment = form.get("correct_tag", ""), form.get("comment", "")
         if not form_token_ok(secret, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
             return report_page(

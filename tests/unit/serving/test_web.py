@@ -110,6 +110,8 @@ def test_a_revoked_key_or_a_logout_ends_the_session(app, tagger, keys):
     c = browser(app)
     r = log_in(c, keys["alice"])
     csrf = token(r.text)
+    assert c.post("/ui/logout", data={"csrf": "forged"}).status_code == 403  # still logged in
+    assert c.get("/ui/review", follow_redirects=False).status_code == 200
     c.post("/ui/logout", data={"csrf": csrf})
     assert c.get("/ui/review", follow_redirects=False).status_code == 303
     log_in(c, keys["bob"])
