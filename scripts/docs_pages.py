@@ -31,7 +31,8 @@ METHODS = ("get", "post", "put", "patch", "delete")
 
 
 def openapi() -> dict:
-    cfg = compose_config("serve", ["api_key=docs"])
+    # the pages (/ui) are left out of the document; they need no part of it
+    cfg = compose_config("serve", ["api_key=docs", "ui.enabled=false"])
     tags = list(compose_config("train", []).data.tags)
     inference = SimpleNamespace(approved_tags=tags, model_version="<model version>")
     store = Store("sqlite:///:memory:")  # the app asks it whether any key exists

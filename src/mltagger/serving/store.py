@@ -27,6 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from mltagger.data.links import url_key
+from mltagger.models.rule import REASON_LOW_CONFIDENCE
 from mltagger.serving.schema import (
     ACTIVE,
     HELD_DUPLICATE,
@@ -368,7 +369,7 @@ class Store:
         with self.engine.connect() as conn:
             counts = conn.execute(
                 sa.select(
-                    sa.func.count().filter(items.c.reason == "low_confidence"),
+                    sa.func.count().filter(items.c.reason == REASON_LOW_CONFIDENCE),
                     sa.func.count().filter(items.c.audit),
                     sa.func.count().filter(items.c.status == HELD_DUPLICATE),
                     sa.func.count().filter(items.c.id.in_(reported)),

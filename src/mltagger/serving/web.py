@@ -36,6 +36,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from mltagger.models.rule import REASON_LOW_CONFIDENCE
 from mltagger.serving import charts
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.limits import RateLimiter
@@ -52,13 +53,18 @@ from mltagger.serving.sessions import (
     session_token_ok,
     shared_secret,
 )
-from mltagger.serving.store import QUEUE_ORDERS, ReviewConflict, StoreError
+from mltagger.serving.store import (
+    HELD_DUPLICATE,
+    QUEUE_ORDERS,
+    REJECTED,
+    ReviewConflict,
+    StoreError,
+)
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "mltagger_session"
 CSRF_COOKIE = "mltagger_csrf"
 PUBLIC_WRITER = "public"
-FALLBACK_TAG = "other"
 # Every page: only this site's own scripts, styles and forms; never inside another site's frame.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -150,6 +156,7 @@ def mount_ui(
     store = tagger.store
     engine = store.engine
     tags = list(tagger.predictor.inference.approved_tags)
+    fallback = tagger.predictor.inference.fallback_tag  # "not ML / spam" is tagged this (other)
     keys = {t: str(k + 1) for k, t in enumerate(tags)}  # shortcuts 1..7 in the model's order
     env = _environment()
     secret = shared_secret(engine)
@@ -284,11 +291,11 @@ def mount_ui(
     def item_details(item: dict) -> dict:
         scores = sorted((item.get("scores") or {}).items(), key=lambda kv: -kv[1])[:3]
         reasons = []
-        if item.get("reason") == "low_confidence":
+        if item.get("reason") == REASON_LOW_CONFIDENCE:
             reasons.append(REASONS["low_confidence"])
         if item.get("audit"):
             reasons.append(REASONS["audit"])
-        if item.get("status") == "duplicate":
+        if item.get("status") == HELD_DUPLICATE:
             reasons.append(REASONS["near_duplicate"])
         reports = store.feedback_for(item["id"])
         if reports:
@@ -323,7 +330,7 @@ def mount_ui(
         if decision.startswith("tag:") and decision[4:] in tags:
             tag, kwargs["duplicate"], said = decision[4:], False, decision[4:]
         elif decision == "reject":
-            tag, kwargs["reject"], said = FALLBACK_TAG, True, "not ML / spam"
+            tag, kwargs["reject"], said = fallback, True, "not ML / spam"
         elif decision == "duplicate":
             if typed:
                 other = _int(typed, 1)
@@ -338,7 +345,7 @@ def mount_ui(
             else:
                 return stay(session, order, offset, 422,
                             "Give the id of the item this one repeats.")  # fmt: skip
-            tag = original["tag"] if original else FALLBACK_TAG
+            tag = original["tag"] if original else fallback
             said = f"duplicate of item {kwargs.get('duplicate_of') or item['duplicate_of']}"
         else:
             return card(422, f"Unknown decision {decision!r}; nothing stored.")
@@ -356,9 +363,9 @@ def mount_ui(
         item, past = store.get_item(item_id), store.reviews_for(item_id)
         if item is None or not past:
             return ""
-        if item["status"] == "rejected":
+        if item["status"] == REJECTED:
             said = "not ML / spam"
-        elif item["status"] == "duplicate":
+        elif item["status"] == HELD_DUPLICATE:
             said = f"duplicate of item {item['duplicate_of']}"
         else:
             said = past[-1]["tag"]
