@@ -35,13 +35,17 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from mltagger.benchmarks.screen_scale import DEFAULT_CACHE, parse_scale, run_scale
+from mltagger.benchmarks.screen_scale import (
+    DEFAULT_CACHE,
+    median_ms_per_item,
+    parse_scale,
+    run_scale,
+)
 from mltagger.core.config import compose_config
 from mltagger.core.errors import DataError, user_errors
 from mltagger.core.paths import resolve_path
@@ -75,16 +79,6 @@ from mltagger.serving.dedup import fill_store
 from mltagger.serving.store import Store
 
 
-def _median_ms_per_item(fn, chunks) -> float:
-    """Median over calls of (time of one call / items in it): robust to a stray pause."""
-    per = []
-    for c in chunks:
-        t0 = time.perf_counter()
-        fn(c)
-        per.append((time.perf_counter() - t0) * 1e3 / len(c))
-    return float(np.median(per))
-
-
 def measure_cost(sb: ScreenBench, model: PairModel, predictor, repeats: int) -> list[dict]:
     """Median ms per item of the screen and of the classifier's forward pass, alone and in
     batches of 32, on the same queries, with the largest store in the index."""
@@ -99,7 +93,7 @@ def measure_cost(sb: ScreenBench, model: PairModel, predictor, repeats: int) -> 
     for batch in (1, 32):
         chunks = [picks[i : i + batch] for i in range(0, len(picks), batch)]
         sb.screen_items(chunks[0], model)  # warm up
-        screen_ms = _median_ms_per_item(lambda c: sb.screen_items(c, model), chunks)
+        screen_ms = median_ms_per_item(lambda c: sb.screen_items(c, model), chunks)
         entry = {
             "batch": batch,
             "stored": len(sb.index),
@@ -108,7 +102,7 @@ def measure_cost(sb: ScreenBench, model: PairModel, predictor, repeats: int) -> 
         }
         if predictor is not None:
             predictor.encode([q["text"] for q in chunks[0]])
-            entry["classifier_ms_per_item"] = _median_ms_per_item(
+            entry["classifier_ms_per_item"] = median_ms_per_item(
                 lambda c: predictor.encode([q["text"] for q in c]), chunks
             )
             entry["screen_share_of_classifier"] = (
@@ -137,7 +131,7 @@ def store_lookup_ms(stored: list[dict], picks: list[dict], repeats: int) -> dict
         for batch in (1, 32):
             chunks = [picks[i : i + batch] for i in range(0, len(picks), batch)]
             lookup(chunks[0])
-            out[batch] = _median_ms_per_item(lookup, chunks)
+            out[batch] = median_ms_per_item(lookup, chunks)
         store.close()
     return out
 

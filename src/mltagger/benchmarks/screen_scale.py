@@ -201,7 +201,8 @@ def recall_figures(
     return out
 
 
-def _median_ms_per_item(fn, chunks) -> float:
+def median_ms_per_item(fn, chunks) -> float:
+    """Median over calls of (time of one call / items in it): robust to a stray pause."""
     per = []
     for c in chunks:
         t0 = time.perf_counter()
@@ -221,14 +222,14 @@ def screen_ms(index: ScreenIndex, model: PairModel, picks: list[dict], batch: in
 
     chunks = [picks[i : i + batch] for i in range(0, len(picks), batch)]
     run(chunks[0])  # warm up
-    return _median_ms_per_item(run, chunks)
+    return median_ms_per_item(run, chunks)
 
 
 def search_ms(index: ScreenIndex, vectors: np.ndarray, k: int, batch: int) -> float:
     """Median ms per query of the index search alone."""
     chunks = [vectors[i : i + batch] for i in range(0, len(vectors), batch)]
     index.search(chunks[0], k)
-    return _median_ms_per_item(lambda c: index.search(c, k), chunks)
+    return median_ms_per_item(lambda c: index.search(c, k), chunks)
 
 
 def rss_bytes() -> int:
@@ -269,7 +270,7 @@ def crossover(counts: np.ndarray, qs: np.ndarray, settings: dict) -> list[dict]:
         flat = faiss.IndexFlatIP(SKETCH_DIM)
         flat.add(vectors[:size])
         faiss.omp_set_num_threads(1)
-        exact = _median_ms_per_item(
+        exact = median_ms_per_item(
             lambda c, flat=flat: flat.search(c, 5), [qs[i : i + 1] for i in range(200)]
         )
         rows.append(
