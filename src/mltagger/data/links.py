@@ -1,11 +1,21 @@
 """A link's identity, for the duplicate screen's exact stage: two items that point at the same
-page are the same item, whatever their titles say."""
+page are the same item, whatever their titles say; and which links may be shown at all."""
 
 from __future__ import annotations
 
 import re
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# A link people may follow: http(s), printable ASCII (other characters percent-encoded), so no
+# `javascript:`, `data:` or `vbscript:` link, nor one hiding a space or a control character,
+# reaches a page or the platform. Written for Python's `re` and ECMA-262 alike (the API states it).
+HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$"
+MAX_URL_CHARS = 2048
+_HTTP_URL = re.compile(HTTP_URL)
+
+
+def is_http_url(url: object) -> bool:
+    return isinstance(url, str) and len(url) <= MAX_URL_CHARS and bool(_HTTP_URL.match(url))
 
 
 def url_key(url: str | None) -> str | None:

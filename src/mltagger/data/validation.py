@@ -18,6 +18,7 @@ from typing import Any
 
 from mltagger.core.errors import DataError
 from mltagger.data.duplicates import exact_duplicates
+from mltagger.data.links import is_http_url
 from mltagger.data.text import clean_text, join_text
 
 FIELDS = ("id", "created_on", "title", "description", "tag")
@@ -265,6 +266,8 @@ def _check_row(
         bad("title", "missing", shown_id)
     elif not isinstance(title, str):
         bad("title", f"must be a string, got {_type_name(title)}", shown_id)
+    elif "\x00" in title:
+        bad("title", "holds U+0000 (NUL), which cannot be stored", shown_id)
     elif not clean_text(title):
         bad("title", "empty", shown_id)
 
@@ -276,6 +279,15 @@ def _check_row(
         description = ""
     elif not isinstance(description, str):
         bad("description", f"must be a string, got {_type_name(description)}", shown_id)
+    elif "\x00" in description:
+        bad("description", "holds U+0000 (NUL), which cannot be stored", shown_id)
+
+    # url (items to tag only; optional): only a link people may follow is taken. Training
+    # rows never use a link, and some curated lists hold relative ones.
+    url = None if labeled else data.get("url")
+    if url not in (None, "") and not is_http_url(url):
+        shown = url if isinstance(url, str) else _type_name(url)
+        bad("url", f"{str(shown)[:80]!r} is not an http(s) link in printable ASCII", shown_id)
 
     # created_on
     created_on = data.get("created_on")
@@ -326,6 +338,8 @@ def _check_row(
     }
     if author_tag is not None:  # only where given: training items stay as they were
         item["author_tag"] = author_tag
+    if url not in (None, ""):
+        item["url"] = url
     return item, []
 
 

@@ -13,7 +13,7 @@ No `from __future__ import annotations` here: the models are defined inside a fu
 pydantic must see their annotations as objects, not strings.
 """
 
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -21,28 +21,101 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-# A title must hold a character that text cleaning keeps: not whitespace (Python's `str.isspace`,
-# which `clean_text` collapses), not the invisible characters it removes. Spelled out, not `\s`:
-# JSON Schema reads patterns as ECMA-262, whose `\s` is another set (no U+001C-U+001F or U+0085),
-# and a client must read the same rule the server applies. A test checks every code point.
-NONBLANK = (
-    r"[^\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f"
-    r"\u3000\ufeff\u00ad]"
-)
+from mltagger.data.links import HTTP_URL, MAX_URL_CHARS, is_http_url
+from mltagger.data.text import clean_text, removed_characters
+
 # ids are 32-bit integer columns on PostgreSQL; SQLite's are larger, but no id reaches this
 MAX_ID = 2**31 - 1
 MAX_OFFSET = 10**9
-MAX_URL_CHARS = 2048
 MAX_COMMENT_CHARS = 2000
 MAX_NAME_CHARS = 200
 STRICT = ConfigDict(regex_engine="python-re", extra="ignore", strict=True)
-_VISIBLE = re.compile(NONBLANK)
 
 
-def _nonblank(value: str) -> str:
-    if not _VISIBLE.search(value):
-        raise PydanticCustomError("blank", "is blank (it needs a visible character)")
-    return value
+def _char_class(codepoints: Iterable[int]) -> str:
+    """A regex class body for these code points, as ranges: BMP ones escaped (\\uXXXX), others
+    written as themselves (Python's `re` and ECMA-262 in unicode mode read both)."""
+
+    def one(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+    points, out = sorted(set(codepoints)), []
+    start = prev = points[0]
+    for cp in [*points[1:], None]:
+        if cp is not None and cp == prev + 1:
+            prev = cp
+            continue
+        out.append(one(start) if start == prev else f"{one(start)}-{one(prev)}")
+        if cp is not None:
+            start = prev = cp
+    return "".join(out)
+
+
+# What a store cannot hold: NUL (PostgreSQL's text refuses it). Lone surrogates (no UTF-8 for
+# them) never get this far: pydantic refuses them as invalid strings.
+UNSTORABLE = (0x0,)
+_SURROGATES = range(0xD800, 0xE000)
+# What cleaning turns into nothing: whitespace (`clean_text` collapses Python's `str.isspace`
+# set) and the characters it deletes (controls, format characters, blank letters). Spelled out
+# code point by code point, not `\\s`: JSON Schema reads patterns as ECMA-262, whose `\\s` is
+# another set, and a client must read the same rule the server applies. A test checks every code
+# point against `clean_text`.
+BLANK = sorted(
+    (removed_characters() | {c for c in range(0x3001) if chr(c).isspace()}).difference(_SURROGATES)
+)
+_NO_UNSTORABLE = f"[^{_char_class(UNSTORABLE)}]*"
+# The rules as JSON Schema patterns: no unstorable character; and, for a title, one character
+# that cleaning keeps. The server checks the same rules with messages people read.
+STORABLE = f"^{_NO_UNSTORABLE}$"
+NONBLANK = f"^{_NO_UNSTORABLE}[^{_char_class(BLANK)}]{_NO_UNSTORABLE}$"
+
+
+def _cleaned(max_chars: int, *, visible: bool) -> AfterValidator:
+    """Refuse unstorable characters; then clean the text as the model and the store will see it
+    and check the rules on that (a raw length says little: NFKC makes U+FDFA 18 characters)."""
+
+    def check(value: str) -> str:
+        if "\x00" in value:
+            raise PydanticCustomError("unstorable", "holds U+0000 (NUL), which cannot be stored")
+        text = clean_text(value)
+        if visible and not text:
+            raise PydanticCustomError("blank", "is blank (it needs a visible character)")
+        if len(text) > max_chars:
+            raise PydanticCustomError(
+                "too_long_cleaned",
+                "has {n} characters once cleaned (Unicode NFKC, invisible characters removed), "
+                "more than {limit}",
+                {"n": len(text), "limit": max_chars},
+            )
+        return text
+
+    return AfterValidator(check)
+
+
+def CleanText(max_chars: int, *, visible: bool = False, description: str = "") -> Any:
+    """A text field: at most `max_chars` characters before and after cleaning, nothing
+    unstorable, and (visible) a character cleaning keeps; the pattern states the last two."""
+    rule = f"at most {max_chars} characters, also once cleaned (Unicode NFKC, invisible "
+    rule += "characters removed); no U+0000"
+    return Annotated[
+        str,
+        Field(
+            max_length=max_chars,
+            description=f"{description}; {rule}" if description else rule,
+            json_schema_extra={"pattern": NONBLANK if visible else STORABLE},
+        ),
+        _cleaned(max_chars, visible=visible),
+    ]
+
+
+Url = Annotated[
+    str,
+    Field(
+        max_length=MAX_URL_CHARS,
+        pattern=HTTP_URL,
+        description="where the content lives: an http(s) link in printable ASCII",
+    ),
+]
 
 
 def _integral(value: Any) -> Any:
@@ -56,8 +129,6 @@ def _integral(value: Any) -> Any:
 ItemId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral)]
 ReviewId = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(_integral)]
 
-# The rule stated as a JSON Schema pattern, checked with the message people read.
-Visible = Annotated[str, AfterValidator(_nonblank), Field(json_schema_extra={"pattern": NONBLANK})]
 OPEN = ConfigDict(extra="allow")
 
 
@@ -155,6 +226,39 @@ PUBLIC = {
     401: {**ERR, "description": "a key was sent and it is wrong or revoked"},
     429: {**ERR, "description": "too many calls without a key from this client; see Retry-After"},
 }
+READ = {
+    401: {**ERR, "description": "a key was sent and it is wrong or revoked"},
+    403: {**ERR, "description": "what was asked for is not public: it needs a key of role review"},
+    429: {
+        **ERR,
+        "description": "too many calls with a wrong key from this client; see Retry-After",
+    },
+}
+# What the public sees of a stored item (GET /items without a key of role review): the content
+# and its tag; never who stored it, the submitter's own tag, audit flags, a candidate model's
+# answers or the ingest file it came from.
+PUBLIC_ITEM_FIELDS = (
+    "id", "title", "description", "url", "tag", "tagged_by", "model_version", "confidence",
+    "needs_review", "status", "created_at", "updated_at",
+)  # fmt: skip
+# ... and of a wrong-tag report: which tag a reader proposed, never their comment or key.
+PUBLIC_FEEDBACK_FIELDS = ("id", "item_id", "correct_tag", "previous_tag", "created_at")
+
+
+def safe_url(url: str | None) -> str | None:
+    """The link when it is an http(s) one; None for anything else (e.g. a `javascript:` link
+    stored before links were checked), so no page or client is handed one."""
+    return url if is_http_url(url) else None
+
+
+def public_item(item: dict) -> dict:
+    out = {k: item.get(k) for k in PUBLIC_ITEM_FIELDS}
+    out["url"] = safe_url(out["url"])
+    return out
+
+
+def public_feedback(report: dict) -> dict:
+    return {k: report[k] for k in PUBLIC_FEEDBACK_FIELDS}
 
 
 def links() -> dict:
@@ -196,17 +300,9 @@ def build_schemas(
         """One piece of content. Unknown fields (e.g. an upstream id) are ignored."""
 
         model_config = STRICT
-        title: Visible = Field(
-            min_length=1,
-            max_length=max_title_chars,
-            description="required; must hold a visible character",
-        )
-        description: str | None = Field(
-            default="", max_length=max_description_chars, description="may be empty"
-        )
-        url: str | None = Field(
-            default=None, max_length=MAX_URL_CHARS, description="where the content lives"
-        )
+        title: CleanText(max_title_chars, visible=True, description="required")  # type: ignore[valid-type]
+        description: CleanText(max_description_chars, description="may be empty") | None = ""  # type: ignore[valid-type]
+        url: Url | None = None
         author_tag: Tag | None = Field(
             default=None,
             description="the tag the submitter chose, if any; stored beside the model's tag and "
@@ -234,12 +330,16 @@ def build_schemas(
         model_config = STRICT
         item_id: ItemId
         correct_tag: Tag
-        comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+        comment: CleanText(MAX_COMMENT_CHARS) | None = None  # type: ignore[valid-type]
 
     class ReviewIn(BaseModel):
         model_config = STRICT
         tag: Tag
-        reviewer: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+        reviewer: CleanText(MAX_NAME_CHARS) | None = Field(  # type: ignore[valid-type]
+            default=None,
+            deprecated=True,
+            description="ignored: a decision is recorded under the name of the key that sent it",
+        )
         duplicate: bool | None = Field(
             default=None,
             description="for an item held as a likely duplicate (status `duplicate`): true keeps "
