@@ -3,7 +3,8 @@
 Endpoints (OpenAPI document at /openapi.json, pages at /docs); who may call them:
   POST /predict          public, rate limited per client without a key   tag 1..max_batch items
   POST /feedback         public, rate limited per client without a key   report a wrong tag
-  GET  /items, /items/{id}, /health, /metrics                             public reads
+  GET  /items, /items/{id}, /health, /metrics    public reads; without a key of role review,
+                                                 published items only, in their public fields
   POST /items            key with role ingest (or admin)                 screen, tag, store one
   GET  /review, POST /review/{id}   key with role review (or admin)      the people in the loop
   /ui/review, /ui/item/{id}, /ui/health                                   pages for people (web.py)
@@ -24,7 +25,6 @@ metrics); the request models, the pages and the process handling already live ap
 import logging
 import math
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -36,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mltagger.serving.keys import (
@@ -45,10 +46,12 @@ from mltagger.serving.keys import (
     REVIEW,
     Key,
     count_live,
+    digest,
     find_key,
+    same_secret,
 )
 from mltagger.serving.limits import BodyLimit, RateLimiter
-from mltagger.serving.metrics import Metrics
+from mltagger.serving.metrics import Metrics, method_label
 from mltagger.serving.schemas import (
     BODY_ERRORS,
     ERR,
@@ -58,6 +61,7 @@ from mltagger.serving.schemas import (
     MAX_OFFSET,
     NOT_FOUND,
     PUBLIC,
+    READ,
     AddOut,
     FeedbackOut,
     ItemOut,
@@ -65,11 +69,14 @@ from mltagger.serving.schemas import (
     Page,
     build_schemas,
     links,
+    public_feedback,
+    public_item,
     validation_errors,
     validation_message,
 )
 from mltagger.serving.service import POLICIES, Tagger, prepare
 from mltagger.serving.store import (
+    ACTIVE,
     QUEUE_ORDERS,
     STATUSES,
     ReviewConflict,
@@ -85,8 +92,9 @@ log = logging.getLogger("mltagger.serve")
 QueueOrder = Literal[tuple(QUEUE_ORDERS)]  # type: ignore[valid-type]
 SCHEME = "ApiKey"
 PUBLIC_WRITER = "public"  # written_by of a wrong-tag report sent without a key
-# Operations the public may call without a key; a key (any role) lifts the rate limit.
-OPTIONAL_KEY = ("predict", "add_feedback")
+# Operations the public may call without a key; a key (any role) lifts the rate limit of the
+# writes, and a key of role review shows the reads in full.
+OPTIONAL_KEY = ("predict", "add_feedback", "list_items", "get_item", "health")
 
 
 def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
@@ -118,7 +126,11 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         )
     limiter = RateLimiter(float(limits.public_per_minute), int(limits.public_burst))
     metrics = Metrics()
-    app = FastAPI(
+    # Swagger UI from files shipped in a package (fastapi-offline), never from a CDN: a script
+    # fetched from another site would run on the same origin as the review pages.
+    app = FastAPIOffline(
+        redoc_url=None,
+        static_url="/docs/static",
         title="mltagger",
         version=tagger.predictor.inference.model_version,
         description="Tags ML content under one approved tag, or sends it to review. "
@@ -135,6 +147,11 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
 
     key_security = Security(key_header)
 
+    # Added first, so it sits inside every other middleware, next to the endpoints: its 413 is
+    # raised from the endpoint's own `receive` (a BaseHTTPMiddleware between them would wrap it
+    # in an exception group, and a page's form read would end in a 500).
+    app.add_middleware(BodyLimit, max_bytes=int(limits.max_body_bytes))
+
     @app.middleware("http")
     async def measure(request: Request, call_next):
         start = time.perf_counter()
@@ -143,11 +160,11 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             response.headers["Allow"] = ", ".join(allowed(request.url.path))
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        # a fixed set of labels: any token is a method to the HTTP parser, and every new label
+        # value would be a series kept forever
+        metrics.requests.labels(method_label(request.method), path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response
-
-    app.add_middleware(BodyLimit, max_bytes=int(limits.max_body_bytes))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
@@ -157,8 +174,8 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         )
 
     def identify(secret: str) -> Key:
-        if config_key and secrets.compare_digest(secret, str(config_key)):
-            return Key(CONFIG_KEY_NAME, ADMIN)
+        if config_key and same_secret(secret, str(config_key)):
+            return Key(CONFIG_KEY_NAME, ADMIN, digest(str(config_key)))
         key = find_key(engine, secret)
         if key is None:
             raise HTTPException(401, "wrong or revoked API key (header X-API-Key)")
@@ -177,10 +194,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
 
         return check
 
-    def public(request: Request, secret: str | None = key_security) -> Key | None:
-        """A caller without a key is rate limited per client address; a key lifts the limit."""
-        if secret:
-            return identify(secret)
+    def limit(request: Request) -> None:
         client = request.client.host if request.client else "unknown"
         wait = limiter.allow(client)
         if wait:
@@ -189,19 +203,45 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                 f"more than {limits.public_per_minute} calls a minute without a key from {client}",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        return None
+
+    def caller(request: Request, secret: str | None) -> Key | None:
+        """The key's owner, or None for the public; a wrong key counts against the client's
+        public rate limit before it is refused, so sending one never buys more calls."""
+        if not secret:
+            return None
+        try:
+            return identify(secret)
+        except HTTPException:
+            limit(request)
+            raise
+
+    def public(request: Request, secret: str | None = key_security) -> Key | None:
+        """A caller without a key is rate limited per client address; a key lifts the limit."""
+        key = caller(request, secret)
+        if key is None:
+            limit(request)
+        return key
+
+    def reader(request: Request, secret: str | None = key_security) -> Key | None:
+        """A read: the public sees published items in their public fields; a key of role
+        review (or admin) sees everything, as the people in the loop need."""
+        return caller(request, secret)
+
+    def sees_all(key: Key | None) -> bool:
+        return key is not None and key.allows(REVIEW)
 
     if (cfg.get("ui") or {}).get("enabled", True):
         mount_ui(
             app, tagger, cfg, identify=identify, public_limiter=limiter,
-            config_key_set=bool(config_key),
+            config_key_hash=digest(str(config_key)) if config_key else None,
         )  # fmt: skip
 
     # FastAPI reads dependencies and parameters from defaults; made once here
-    as_ingest, as_reviewer, as_public = (
+    as_ingest, as_reviewer, as_public, as_reader = (
         Depends(needs(INGEST)),
         Depends(needs(REVIEW)),
         Depends(public),
+        Depends(reader),
     )
     any_status = Query(default=None, description="only items with this status")
 
@@ -276,33 +316,50 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
 
     @app.get(
         "/items",
-        summary="Stored items, newest first; status=active is what is published",
+        summary="Published items, newest first (with a key of role review: every item, any "
+        "status, every field)",
         operation_id="list_items",
         response_model=Page,
-        responses=INVALID,
+        response_model_exclude_unset=True,  # the public projection stays as small as it is
+        responses={**INVALID, **READ},
     )
     def list_items(
         status: schemas.status | None = any_status,
         limit: int = page_limit,
         offset: int = page_offset,
+        key: Key | None = as_reader,
     ) -> dict:
+        if not sees_all(key):
+            if status not in (None, ACTIVE):
+                raise HTTPException(
+                    403, f"status={status}: only published items ({ACTIVE}) without a key of "
+                    "role review"
+                )  # fmt: skip
+            status = ACTIVE
         rows, total = tagger.store.list_items(status, limit, offset)
+        if not sees_all(key):
+            rows = [public_item(r) for r in rows]
         return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
     item_path = PathParam(ge=1, le=MAX_ID, description="an item id")
 
     @app.get(
         "/items/{item_id}",
-        summary="A stored item with its wrong-tag reports",
+        summary="A published item with its wrong-tag reports (with a key of role review: any "
+        "item, every field)",
         operation_id="get_item",
         response_model=ItemWithFeedback,
-        responses={**INVALID, **NOT_FOUND},
+        response_model_exclude_unset=True,  # the public projection stays as small as it is
+        responses={**INVALID, **NOT_FOUND, **READ},
     )
-    def get_item(item_id: int = item_path) -> dict:
+    def get_item(item_id: int = item_path, key: Key | None = as_reader) -> dict:
         item = tagger.store.get_item(item_id)
-        if item is None:
+        if item is not None and sees_all(key):
+            return {**item, "feedback": tagger.store.feedback_for(item_id)}
+        if item is None or item["status"] != ACTIVE:  # the public never learns it exists
             raise HTTPException(404, f"no item with id {item_id}")
-        return {**item, "feedback": tagger.store.feedback_for(item_id)}
+        reports = [public_feedback(f) for f in tagger.store.feedback_for(item_id)]
+        return {**public_item(item), "feedback": reports}
 
     @app.post(
         "/feedback",
@@ -359,8 +416,9 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         if tagger.store.get_item(item_id) is None:
             raise HTTPException(404, f"no item with id {item_id}")
         try:
+            # the key's name, never a name the client sends (`reviewer` is ignored)
             return tagger.store.review(
-                item_id, body.tag, body.reviewer, body.duplicate, written_by=key.name,
+                item_id, body.tag, key.name, body.duplicate, written_by=key.name,
                 seen_review=body.seen_review,
             )  # fmt: skip
         except ReviewConflict as err:
@@ -368,8 +426,17 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         except StoreError as err:
             raise HTTPException(409, str(err)) from None
 
-    @app.get("/health", summary="Model, store and duplicate-screen state", operation_id="health")
-    def health() -> dict:
+    @app.get(
+        "/health",
+        summary="Whether the service is up, and the model's version (with an admin key: the "
+        "store and duplicate-screen state too)",
+        operation_id="health",
+        responses=READ,
+    )
+    def health(key: Key | None = as_reader) -> dict:
+        if key is None or not key.allows(ADMIN):  # no paths, hosts or process ids
+            model = tagger.health()
+            return {"status": "ok", **{k: model[k] for k in ("model_version", "labels")}}
         return {
             "status": "ok",
             **tagger.health(),

@@ -21,13 +21,13 @@ import hashlib
 import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from mltagger.core.config import compose_config
 from mltagger.core.errors import user_errors
-from mltagger.serving.schema import StoreError, api_keys, now
+from mltagger.serving.schema import StoreError, api_keys, now, ui_sessions
 from mltagger.serving.store import Store, describe
 
 INGEST, REVIEW, ADMIN = "ingest", "review", "admin"
@@ -40,17 +40,31 @@ CONFIG_KEY_NAME = "config"
 
 @dataclass(frozen=True)
 class Key:
-    """Who a request's key belongs to: its name (recorded on what it writes) and role."""
+    """Who a request's key belongs to: its name (recorded on what it writes) and role, and the
+    SHA-256 of the secret itself, which a web session is bound to (a new key of the same name,
+    or a changed config key, does not inherit the old one's sessions)."""
 
     name: str
     role: str
+    key_hash: str = field(default="", repr=False, compare=False)
 
     def allows(self, role: str) -> bool:
         return role in GRANTS[self.role]
 
 
+def secret_bytes(secret: str) -> bytes:
+    """A key as bytes. Header values reach the app as Latin-1 text and a form's as any text, so
+    keys are compared and hashed as bytes: `secrets.compare_digest` refuses non-ASCII str."""
+    return secret.encode("utf-8", "surrogatepass")
+
+
 def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return hashlib.sha256(secret_bytes(secret)).hexdigest()
+
+
+def same_secret(sent: str, expected: str) -> bool:
+    """Constant-time comparison of two keys, whatever characters they hold."""
+    return secrets.compare_digest(secret_bytes(sent), secret_bytes(expected))
 
 
 def create_key(engine: sa.Engine, name: str, role: str) -> tuple[dict, str]:
@@ -110,11 +124,25 @@ def find_key(engine: sa.Engine, secret: str) -> Key | None:
     request, so a revoke is seen at once by every worker."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(api_keys.c.name, api_keys.c.role).where(
+            sa.select(api_keys.c.name, api_keys.c.role, api_keys.c.key_hash).where(
                 api_keys.c.key_hash == digest(secret), api_keys.c.revoked_at.is_(None)
             )
         ).first()
-    return Key(row.name, row.role) if row else None
+    return Key(row.name, row.role, row.key_hash) if row else None
+
+
+def end_sessions(engine: sa.Engine, key_name: str | None = None) -> int:
+    """End every live web session (of one key, when named) for good, in every worker; the
+    number ended. `mltagger keys end-sessions`: after a key leaked, or to make everyone log in
+    again. (A revoked key's sessions end by themselves: each request checks the key.)"""
+    stamp = now()
+    query = ui_sessions.delete().where(ui_sessions.c.expires_at > stamp)
+    if key_name is not None:
+        query = query.where(ui_sessions.c.key_name == key_name)
+    with engine.begin() as conn:
+        count = int(conn.execute(query).rowcount or 0)
+        conn.execute(ui_sessions.delete().where(ui_sessions.c.expires_at <= stamp))
+    return count
 
 
 def count_live(engine: sa.Engine) -> int:
@@ -126,7 +154,8 @@ def count_live(engine: sa.Engine) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`mltagger keys create NAME --role ROLE | list | revoke NAME [store.url=...]`:
+    """`mltagger keys create NAME --role ROLE | list | revoke NAME | end-sessions [--key NAME]
+    [store.url=...]`:
     the keys of the store that `conf/serve.yaml` (or `store.url=...`) points at."""
     parser = argparse.ArgumentParser(prog="mltagger keys", description=main.__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
@@ -134,8 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("name")
     create.add_argument("--role", required=True, choices=ROLES)
     sub.add_parser("list", help="names, roles, prefixes, when made and revoked")
-    revoke = sub.add_parser("revoke", help="a revoked key is refused at once everywhere")
+    revoke = sub.add_parser(
+        "revoke", help="a revoked key is refused at once everywhere, its web sessions too"
+    )
     revoke.add_argument("name")
+    end = sub.add_parser(
+        "end-sessions",
+        help="log reviewers out of the pages now: every session, or one key's (--key NAME)",
+    )
+    end.add_argument("--key", metavar="NAME", help="only the sessions of this key")
     # serve config overrides (store.url=...) may come anywhere after the action
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if "=" not in o or o.startswith("-")]
@@ -159,9 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"{k['name']:<24} {k['role']:<7} {k['prefix']}…  {k['created_at']}  {state}"
                     )
-            else:
+            elif args.action == "revoke":
                 record = revoke_key(store.engine, args.name)
                 print(f"revoked {record['name']} ({record['role']})")
+            else:
+                ended = end_sessions(store.engine, args.key)
+                whose = f"of key {args.key} " if args.key else ""
+                print(f"ended {ended} web session{'' if ended == 1 else 's'} {whose}in "
+                      f"{describe(store.url)}")  # fmt: skip
         finally:
             store.close()
     return 0

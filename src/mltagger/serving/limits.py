@@ -5,22 +5,27 @@ per-client rate limit for the calls the public may make without a key.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import threading
 import time
 from collections import OrderedDict
 
+from fastapi import HTTPException
 
-class BodyTooLarge(Exception):
-    pass
+
+class BodyTooLarge(HTTPException):
+    """Raised inside the app's `receive` when a body grows past the limit. An HTTPException, so
+    whatever reads the body (FastAPI's JSON parsing or a page's form parser) ends in the app's
+    own 413 answer rather than a 400 or a 500."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, before the endpoint parses them
-    (declared Content-Length, or counted as a chunked body arrives).
-
-    A chunked body is cut off inside the app's `receive`, where FastAPI catches the error and
-    answers 400; that answer is swallowed here so the client learns the real reason."""
+    """ASGI middleware: 413 for bodies over the limit, before the endpoint parses them: at once
+    for a declared Content-Length, else as a chunked body arrives (`BodyTooLarge` from the
+    app's `receive`)."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app = app
@@ -33,38 +38,24 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send)
         seen = 0
-        started = too_large = False
 
         async def counted():
-            nonlocal seen, too_large
+            nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                too_large = True
-                raise BodyTooLarge
+                raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def guarded_send(message):
-            nonlocal started
-            if too_large:
-                # The app's own answer to a body cut short (FastAPI turns the error raised by
-                # `counted` into a 400): dropped, the client gets the 413 below instead.
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        with contextlib.suppress(BodyTooLarge):
-            await self.app(scope, counted, guarded_send)
-        if too_large and not started:
-            await self._reject(send)
+        await self.app(scope, counted, send)
 
     async def _reject(self, send) -> None:
-        body = b'{"detail":"request body larger than ' + str(self.max_bytes).encode() + b' bytes"}'
+        body = json.dumps({"detail": BodyTooLarge(self.max_bytes).detail}).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json")],
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
             }
         )
         await send({"type": "http.response.body", "body": body})

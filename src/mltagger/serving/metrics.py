@@ -197,3 +197,14 @@ class Metrics:
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+# The request counter's method label: the methods of HTTP itself (RFC 9110, and PATCH) as they
+# are, any other token the parser accepted as `other`, so label values stay a fixed set.
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"

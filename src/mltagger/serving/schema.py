@@ -162,6 +162,9 @@ ui_sessions = sa.Table(
     sa.Column("csrf", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # the SHA-256 of the key that made the session (schema v7): a session lives no longer than
+    # that very key (a new key of the same name, or a changed config key, ends it)
+    sa.Column("key_hash", sa.String(64)),
 )
 
 # Settings every worker and replica must share (schema v6), e.g. the secret that signs the
@@ -260,6 +263,14 @@ def _v6_web_pages(conn: sa.Connection) -> None:
     settings.create(conn, checkfirst=True)
 
 
+def _v7_sessions_bound_to_keys(conn: sa.Connection) -> None:
+    """ui_sessions.key_hash; the sessions made before it are ended (nothing says which key
+    made them)."""
+    if "key_hash" not in {c["name"] for c in sa.inspect(conn).get_columns("ui_sessions")}:
+        conn.execute(sa.text("ALTER TABLE ui_sessions ADD COLUMN key_hash VARCHAR(64)"))
+    conn.execute(ui_sessions.delete())
+
+
 # Append-only: (version, description, step). Never edit a released step; add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "items, feedback and reviews", _create(items, feedback, reviews)),
@@ -280,6 +291,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         _v5_keys_and_deployments,
     ),
     (6, "reviewers' web sessions, shared settings", _v6_web_pages),
+    (7, "web sessions bound to the key that made them", _v7_sessions_bound_to_keys),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

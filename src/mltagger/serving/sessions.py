@@ -5,8 +5,14 @@ session, a key's revoke must end its sessions on the next request, and logging o
 session for good (a signed cookie stays valid until it expires, whatever the server does).
 
 - A session is made by logging in with a key of role review or admin. The browser gets a random
-  token in an HTTP-only, SameSite=Strict cookie; the store keeps its SHA-256, the key's name and
-  role, the expiry, and the session's CSRF token, which every form that writes must send back.
+  token in an HTTP-only, Secure, SameSite=Lax cookie (Lax, so a link from a mail or a chat opens
+  the queue logged in; Lax still keeps the cookie off another site's form posts, and every write
+  needs the session's form token besides). The store keeps the token's SHA-256, the key's name,
+  role and hash, the expiry, and the session's CSRF token, which every form that writes must send
+  back.
+- A session lives no longer than the very key that made it: revoked, or replaced by a new key of
+  the same name, or (for the serve config's key) changed or unset, and the session is over.
+  `mltagger keys end-sessions` ends sessions at once.
 - Forms shown before a login (the login form, the public report form) cannot use a session's
   token. They use a signed double submit: a random value in an HTTP-only cookie, and in the form
   its HMAC under a secret every worker shares (`settings`, made once per store). A page on another
@@ -60,6 +66,7 @@ def create_session(engine: sa.Engine, key: Key, minutes: float) -> tuple[str, Se
                 token_hash=_digest(token),
                 key_name=key.name,
                 role=key.role,
+                key_hash=key.key_hash,
                 csrf=csrf,
                 created_at=stamp,
                 expires_at=expires,
@@ -68,9 +75,12 @@ def create_session(engine: sa.Engine, key: Key, minutes: float) -> tuple[str, Se
     return token, Session(key, csrf, expires)
 
 
-def find_session(engine: sa.Engine, token: str | None, config_key_set: bool) -> Session | None:
-    """The live session of a cookie's token; None when there is none, it expired, or its key was
-    revoked since (or, for the serve config's key, is no longer set)."""
+def find_session(
+    engine: sa.Engine, token: str | None, config_key_hash: str | None
+) -> Session | None:
+    """The live session of a cookie's token; None when there is none, it expired, or the key that
+    made it was revoked since (or, for the serve config's key, is no longer the one set: its
+    hash is `config_key_hash`, None when none is set)."""
     if not token:
         return None
     with engine.connect() as conn:
@@ -79,20 +89,27 @@ def find_session(engine: sa.Engine, token: str | None, config_key_set: bool) -> 
         ).first()
         if row is None or _aware(row.expires_at) <= now():
             return None
-        if row.key_name == CONFIG_KEY_NAME:
-            live = config_key_set
+        if not row.key_hash:  # made before sessions were bound to their key
+            live = False
+        elif row.key_name == CONFIG_KEY_NAME:
+            live = config_key_hash is not None and hmac.compare_digest(
+                row.key_hash, config_key_hash
+            )
         else:
             live = (
                 conn.execute(
                     sa.select(api_keys.c.id).where(
-                        api_keys.c.name == row.key_name, api_keys.c.revoked_at.is_(None)
+                        api_keys.c.name == row.key_name,
+                        api_keys.c.key_hash == row.key_hash,
+                        api_keys.c.revoked_at.is_(None),
                     )
                 ).first()
                 is not None
             )
     if not live:
         return None
-    return Session(Key(row.key_name, row.role), row.csrf, _aware(row.expires_at))
+    key = Key(row.key_name, row.role, row.key_hash)
+    return Session(key, row.csrf, _aware(row.expires_at))
 
 
 def end_session(engine: sa.Engine, token: str | None) -> None:
@@ -103,8 +120,8 @@ def end_session(engine: sa.Engine, token: str | None) -> None:
 
 
 def expire_sessions(engine: sa.Engine, key_name: str | None = None) -> int:
-    """End every session (of one key, when named) now; the number ended. For tests and for an
-    operator who wants everyone to log in again."""
+    """Mark every session (of one key, when named) expired; the number. For tests: the session
+    row stays, as one that ran out of time does."""
     query = ui_sessions.update().values(expires_at=now() - timedelta(seconds=1))
     if key_name is not None:
         query = query.where(ui_sessions.c.key_name == key_name)

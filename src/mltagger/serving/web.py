@@ -36,12 +36,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from mltagger.data.text import clean_text
 from mltagger.models.rule import REASON_LOW_CONFIDENCE
 from mltagger.serving import charts
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.limits import RateLimiter
 from mltagger.serving.rollout import deployment_history
-from mltagger.serving.schemas import MAX_COMMENT_CHARS, MAX_ID
+from mltagger.serving.schemas import MAX_COMMENT_CHARS, MAX_ID, safe_url
 from mltagger.serving.service import Tagger
 from mltagger.serving.sessions import (
     Session,
@@ -54,6 +55,7 @@ from mltagger.serving.sessions import (
     shared_secret,
 )
 from mltagger.serving.store import (
+    ACTIVE,
     HELD_DUPLICATE,
     QUEUE_ORDERS,
     REJECTED,
@@ -94,6 +96,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda x: "—" if x is None else f"{x:.1%}"
     env.filters["when"] = _when
+    env.filters["link"] = safe_url  # only http(s) links become links on a page
     return env
 
 
@@ -143,7 +146,7 @@ def mount_ui(
     *,
     identify: Callable[[str], Key],
     public_limiter: RateLimiter,
-    config_key_set: bool,
+    config_key_hash: str | None,
 ) -> None:
     """Add the pages, their static files and their security headers to the service's app."""
     ui = cfg.get("ui") or {}
@@ -182,7 +185,7 @@ def mount_ui(
         return {k: str(v) for k, v in (await request.form()).items()}
 
     def session_of(request: Request) -> Session | None:
-        return find_session(engine, request.cookies.get(SESSION_COOKIE), config_key_set)
+        return find_session(engine, request.cookies.get(SESSION_COOKIE), config_key_hash)
 
     def is_htmx(request: Request) -> bool:
         return request.headers.get("HX-Request") == "true"
@@ -369,7 +372,7 @@ def mount_ui(
             said = f"duplicate of item {item['duplicate_of']}"
         else:
             said = past[-1]["tag"]
-        return f"Saved: item {item_id} → {said} (by {past[-1]['reviewer']})."
+        return f"Saved: item {item_id} → {said} (by {past[-1]['written_by']})."
 
     def stay(session, order, offset, status, error) -> tuple[int, dict]:
         """The card again (the item is still the one at this offset), with the error next to
@@ -472,9 +475,14 @@ def mount_ui(
             return again(f"Key {key.name} has role {key.role}: the review pages need a key "
                          "with role review or admin.", 403)  # fmt: skip
         token, session = create_session(engine, key, minutes)
-        if pending:
-            status, context = decide(session, {**pending, "csrf": session.csrf})
-            response: Response = render("review.html", status, title="Review queue", **context)
+        item = store.get_item(_int(pending.get("item"), 1) or 0) if pending else None
+        if item is not None:
+            # Shown again, never applied: a decision carried through the login form may have
+            # been posted by another site (the browser sends no session cookie with it).
+            response: Response = render(
+                "confirm.html", title="Confirm a decision", session=session, csrf=session.csrf,
+                item=item, pending=pending, pending_text=describe_pending(pending),
+            )  # fmt: skip
         else:
             response = RedirectResponse(next_url, status_code=303)
         response.set_cookie(
@@ -521,9 +529,10 @@ def mount_ui(
         )
 
     def item_or_404(request: Request, item_id: str) -> dict | Response:
+        """A published item; the public page never shows a held, rejected or unknown one."""
         number = _int(item_id, 1)
         item = store.get_item(number) if number is not None else None
-        if item is None:
+        if item is None or item["status"] != ACTIVE:
             return render("message.html", 404, title="Not found", kind="error",
                           message=f"There is no item {item_id}.")  # fmt: skip
         return item
@@ -545,6 +554,7 @@ def mount_ui(
         if isinstance(item, Response):
             return item
         chosen, comment = form.get("correct_tag", ""), form.get("comment", "")
+        cleaned = clean_text(comment)  # the rules hold for what would be stored
         if not form_token_ok(secret, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
             return report_page(
                 request, item, 403, chosen=chosen, comment=comment,
@@ -567,13 +577,15 @@ def mount_ui(
             errors["correct_tag"] = (
                 f"{chosen} is the tag it has now: choose the tag it should have."
             )
-        if len(comment) > MAX_COMMENT_CHARS:
+        if "\x00" in comment:
+            errors["comment"] = "It holds a NUL character (U+0000), which cannot be stored."
+        elif len(cleaned) > MAX_COMMENT_CHARS:
             errors["comment"] = (
-                f"At most {MAX_COMMENT_CHARS} characters; this one has {len(comment)}."
+                f"At most {MAX_COMMENT_CHARS} characters; this one has {len(cleaned)}."
             )
         if errors:
             return report_page(request, item, 422, chosen=chosen, comment=comment, errors=errors)
-        record = store.add_feedback(item["id"], chosen, comment.strip() or None, PUBLIC_WRITER)
+        record = store.add_feedback(item["id"], chosen, cleaned or None, PUBLIC_WRITER)
         app.state.metrics.feedback.inc()
         return RedirectResponse(f"/ui/item/{item['id']}?reported={record['id']}", status_code=303)
 

@@ -35,6 +35,23 @@ def test_create_list_revoke_with_the_store_given_after_the_options(tmp_path, cap
         store.close()
 
 
+def test_end_sessions_says_how_many_it_ended(tmp_path, capsys):
+    from mltagger.serving.keys import REVIEW, create_key
+    from mltagger.serving.sessions import create_session, find_session
+
+    url = f"store.url=sqlite:///{tmp_path / 'k.db'}"
+    store = Store(url.split("=", 1)[1])
+    try:
+        key = find_key(store.engine, create_key(store.engine, "ana", REVIEW)[1])
+        tokens = [create_session(store.engine, key, 60)[0] for _ in range(2)]
+        code, out, _ = run(capsys, "end-sessions", "--key", "ana", url)
+        assert code == 0 and "ended 2 web sessions of key ana" in out
+        assert [find_session(store.engine, t, None) for t in tokens] == [None, None]
+        assert run(capsys, "end-sessions", url)[1].startswith("ended 0 web sessions in")
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

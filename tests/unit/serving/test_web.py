@@ -187,8 +187,37 @@ def test_an_expired_session_keeps_the_decision_through_the_login(app, tagger, ke
     kept = dict(re.findall(r'name="pending_(\w+)" value="([^"]*)"', r.text))
     assert kept["decision"] == "tag:graph-learning" and kept["item"] == str(item)
     r = log_in(c, keys["alice"], **kept)
+    # shown again, not stored: the login form cannot tell the reviewer's post from a forged one
+    assert r.status_code == 200 and "Store this decision?" in r.text
+    assert "graph-learning" in r.text and tagger.store.reviews_for(item) == []
+    r = c.post(f"/ui/review/{item}", data=confirm_form(r.text))
     assert r.status_code == 200 and f"Saved: item {item} → graph-learning" in r.text
     assert [x["tag"] for x in tagger.store.reviews_for(item)] == ["graph-learning"]
+
+
+def confirm_form(html: str) -> dict:
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+
+
+def test_a_decision_forged_by_another_site_is_never_stored_through_the_login(app, tagger, keys):
+    """Finding 2: another site's page posts a decision; the browser sends no session cookie
+    (SameSite=Lax), so the login form carries it. Logging in must not store it."""
+    item = add(tagger, SURE)  # published, auto-tagged computer-vision
+    forged = browser(app).post(
+        f"/ui/review/{item}", data={"decision": "reject", "seen_review": "0"}
+    )
+    assert forged.status_code == 401 and tagger.store.reviews_for(item) == []
+    kept = dict(re.findall(r'name="pending_(\w+)" value="([^"]*)"', forged.text))
+    reviewer = browser(app)
+    r = log_in(reviewer, keys["alice"], **kept)
+    assert r.status_code == 200 and "Store this decision?" in r.text
+    assert (
+        tagger.store.reviews_for(item) == [] and tagger.store.get_item(item)["status"] == "active"
+    )
+    # the confirmation needs the new session's token: the forged page cannot send it
+    fields = confirm_form(r.text)
+    refused = reviewer.post(f"/ui/review/{item}", data={**fields, "csrf": kept.get("csrf", "x")})
+    assert refused.status_code == 403 and tagger.store.reviews_for(item) == []
 
 
 def test_writes_without_the_anti_forgery_token_are_refused(app, tagger, keys):
