@@ -92,19 +92,25 @@ def serving(overrides: list[str]):
     cfg = compose_config("serve", overrides)
     tagger = build_tagger(cfg)
     try:
-        with on_uvicorn(create_app(tagger, cfg)) as port:
+        with on_uvicorn(create_app(tagger, cfg), cfg) as port:
             yield port, tagger
     finally:
         tagger.store.close()
 
 
 @contextmanager
-def on_uvicorn(app):
-    """An ASGI app on uvicorn in a thread of this process, on a free loopback port: the port."""
+def on_uvicorn(app, cfg=None):
+    """An ASGI app on uvicorn in a thread of this process, on a free loopback port, with the
+    serve config's server settings (proxies, timeouts), as `mltagger serve` runs it: the port."""
     import uvicorn
 
+    from mltagger.core.config import compose_config
+    from mltagger.serving.protocol import ServeConfig, server_options
+
+    options = server_options(cfg if cfg is not None else compose_config("serve", []))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = ServeConfig(app, host="127.0.0.1", port=port, log_level="error", **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

@@ -21,11 +21,21 @@ from mltagger.core.checks import (
     one_of,
     path,
     probability,
+    sequence,
     text,
 )
 from mltagger.core.errors import ConfigError
+from mltagger.serving.protocol import check_trusted
 from mltagger.serving.rollout import Rollout, RolloutError
 from mltagger.serving.service import POLICIES
+
+
+def _network(value: Any) -> bool:
+    try:
+        check_trusted([value])
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
 
 
 def _rollout(value: Any) -> bool:
@@ -49,6 +59,13 @@ SERVE_RULES = {
     "monitor.audit_share": probability(optional=True),
     "host": text(),
     "port": integer(1, 65535),
+    "server.trusted_proxies": sequence(
+        Rule("an IP address or network (e.g. 10.0.0.0/8)", _network), optional=True
+    ),
+    "server.header_timeout": number(above=0, high=3600, optional=True),
+    "server.body_timeout": number(above=0, high=3600, optional=True),
+    "server.keep_alive_timeout": number(above=0, high=3600, optional=True),
+    "server.max_connections": integer(1, nullable=True, optional=True),
     "workers": integer(1, optional=True),
     "threads": integer(1, nullable=True, optional=True),
     "onnx_spinning": flag(optional=True),

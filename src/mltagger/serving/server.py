@@ -29,6 +29,7 @@ from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 from mltagger.serving.api import create_app
 from mltagger.serving.config_rules import check_serve_config
+from mltagger.serving.protocol import ServeConfig, server_options
 from mltagger.serving.rollout import Rollout, check_candidate, deployed
 from mltagger.serving.service import Tagger
 from mltagger.serving.store import Store, describe
@@ -132,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg.host,
             cfg.port,
         )
-        uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level="info", access_log=False)
+        config = ServeConfig(
+            app, host=str(cfg.host), port=int(cfg.port), log_level="info", access_log=False,
+            **server_options(cfg),
+        )  # fmt: skip
+        uvicorn.Server(config).run()
         return 0
     os.environ[OVERRIDES_ENV] = json.dumps(overrides)
     # /metrics adds up the workers' values from files in this folder (prometheus_client's
@@ -141,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(
         "%d workers on http://%s:%s, store %s", workers, cfg.host, cfg.port, describe(cfg.store.url)
     )
-    config = uvicorn.Config(
+    config = ServeConfig(
         "mltagger.serving.server:app_from_env",
         factory=True,
         workers=workers,
@@ -149,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=int(cfg.port),
         log_level="info",
         access_log=False,
+        **server_options(cfg),
     )
     sock = config.bind_socket()
     # Accepted connections inherit TCP_NODELAY from the listening socket (Linux). uvicorn's

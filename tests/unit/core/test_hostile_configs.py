@@ -245,6 +245,10 @@ VALUES = {
         ("dedup.near_threshold=-0.5", "dedup.near_threshold=-0.5: expected a number in [0, 1]"),
         ("rollout=canary:150", "rollout='canary:150': expected shadow or canary:<percent>"),
         ("api_key=12345", "api_key=12345: expected a non-blank string"),
+        ("server.trusted_proxies=[proxy]", "server.trusted_proxies[0]='proxy': expected an IP"),
+        ("server.trusted_proxies=10.0.0.1", "server.trusted_proxies='10.0.0.1': expected a list"),
+        ("server.header_timeout=0", "server.header_timeout=0: expected a number in (0, 3600]"),
+        ("server.max_connections=0", "server.max_connections=0: expected an integer >= 1"),
     ],
 }
 
