@@ -27,6 +27,7 @@ from mltagger.monitoring.monitor import batches
 from mltagger.serving.api import create_app
 from mltagger.serving.keys import INGEST, REVIEW, create_key
 from mltagger.serving.schema import feedback, reviews
+from mltagger.serving.schema import items as items_table
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.sessions import expire_sessions
 from mltagger.serving.store import Store
@@ -57,7 +58,7 @@ def running(tmp: Path):
     # the shipped cookie settings: Secure cookies, which Chromium keeps for 127.0.0.1
     cfg = compose_config("serve", [f"model_dir={tmp / 'model'}", "api_key=null"])
     try:
-        with on_uvicorn(create_app(tagger, cfg)) as port:
+        with on_uvicorn(create_app(tagger, cfg), cfg) as port:
             yield f"http://127.0.0.1:{port}", tagger
     finally:
         store.close()
@@ -195,9 +196,70 @@ def test_an_expired_session_keeps_the_decision_through_the_login(site, browser, 
     assert decisions(tagger) == []  # not stored yet
     page.get_by_label("API key").fill(keys["review"])
     page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Store this decision").wait_for()  # shown again first
+    assert "not ML / spam" in page.locator("#card").inner_text()
+    page.screenshot(path=shots / "confirm-decision.png", full_page=True)
+    accessible(page)
+    assert decisions(tagger) == []
+    page.get_by_role("button", name="Store this decision").click()
     page.locator("#card .notice").wait_for()
     assert decisions(tagger) == [(ids["u0"], "other", "alice")]
     assert tagger.store.get_item(ids["u0"])["status"] == "rejected"
+    context.close()
+
+
+ATTACKER = "http://attacker.example"  # another site: Playwright answers for it, no server
+
+
+def test_a_decision_forged_by_another_site_is_not_stored_when_the_reviewer_logs_in(site, browser):
+    """Finding 2: a page on another site auto-posts "not ML / spam" for a published item. The
+    browser sends no session cookie with it (SameSite=Lax), so the decision lands in the login
+    form; the reviewer logs in, and it is shown for confirmation, never stored by itself."""
+    url, tagger, keys, ids = site
+    context = browser.new_context()
+    page = context.new_page()
+    login(page, url, keys["review"])  # a logged-in reviewer, browsing elsewhere
+    forged = (
+        f'<form id="f" method="post" action="{url}/ui/review/{ids["sure"]}">'
+        '<input name="decision" value="reject"><input name="seen_review" value="0"></form>'
+        "<script>document.getElementById('f').submit()</script>"
+    )
+    context.route(
+        f"{ATTACKER}/**", lambda route: route.fulfill(body=forged, content_type="text/html")
+    )
+    page.goto(f"{ATTACKER}/cute-cats")
+    page.get_by_label("API key").wait_for()  # no cookie came with the forged post
+    assert decisions(tagger) == []
+    page.get_by_label("API key").fill(keys["review"])
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Store this decision").wait_for()
+    assert decisions(tagger) == []
+    assert tagger.store.get_item(ids["sure"])["status"] == "active"
+    page.get_by_role("link", name="Leave it: go to the queue").click()
+    page.wait_for_url(f"{url}/ui/review?order=oldest")
+    assert decisions(tagger) == []
+    context.close()
+
+
+def test_a_javascript_link_is_never_a_link_on_the_pages(site, browser):
+    """Finding 3: an item whose url is a `javascript:` link (stored by an older version; the API
+    and ingest now refuse one) shows it as text, never as a link to click."""
+    url, tagger, keys, ids = site
+    with tagger.store.engine.begin() as conn:
+        for item in (ids["u0"], ids["sure"]):
+            conn.execute(
+                sa.update(items_table).where(items_table.c.id == item)
+                .values(url="javascript:document.title='pwned'")
+            )  # fmt: skip
+    context = browser.new_context()
+    page = context.new_page()
+    login(page, url, keys["review"])  # the review card of u0
+    assert card_title(page) == UNSURE[0]["title"]
+    page.goto(f"{url}/ui/item/{ids['sure']}")  # the public report page
+    for where in (f"{url}/ui/review", f"{url}/ui/item/{ids['sure']}"):
+        page.goto(where)
+        hrefs = page.eval_on_selector_all("a", "links => links.map(a => a.href)")
+        assert not [h for h in hrefs if not h.startswith("http")], hrefs
     context.close()
 
 
