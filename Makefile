@@ -47,7 +47,7 @@ export MLTAGGER_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: ui-screenshots keys contract coverage monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
+.PHONY: security ui-screenshots keys contract coverage monitor simulate-stream promote rollback docs docs-serve lint-imports help install train cv sweep distill export bench predict label-issues baselines validate serve ingest dataset dedup-eval load-test report strip-notebooks test test-model test-all mutation lint format clean install-mpnet data-external data-packages data-dedup teacher
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -163,6 +163,9 @@ report: $(STAMP) ## stakeholder HTML report of a run (+ Chromium screenshot; W&B
 
 strip-notebooks: $(STAMP) ## remove outputs from notebooks/ before committing
 	$(PY) scripts/strip_notebooks.py
+
+security: $(STAMP) ## the security probe's payload families against throw-away services (SQLite, PostgreSQL); one line per family (docs/security.md)
+	$(PY) -m pytest tests/e2e/test_probe.py -m slow -s -p no:randomly $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test, slow ones included (installs the load extra: locust)
 	$(PIP) install -q -e ".[load]"

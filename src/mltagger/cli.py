@@ -82,7 +82,14 @@ ARGV_JOBS: dict[str, tuple[str, str]] = {
         "the duplicate screen at store scale (false duplicates, recall, cost)",
     ),
     "load-test": ("mltagger.benchmarks.load:main", "loopback load test of the service"),
-    "keys": ("mltagger.serving.keys:main", "API keys with roles: create, list, revoke"),
+    "probe": (
+        "mltagger.benchmarks.probe:main",
+        "security probe of a running service on this machine (payload families, one line each)",
+    ),
+    "keys": (
+        "mltagger.serving.keys:main",
+        "API keys with roles: create, list, revoke, end-sessions",
+    ),
     "data-external": ("mltagger.data.external:main", "rebuild data/external.json"),
     "data-packages": ("mltagger.data.package_pool:main", "rebuild data/packages.json"),
     "data-dedup": ("mltagger.data.dedup_bench:main", "rebuild the duplicate benchmark"),
