@@ -266,7 +266,7 @@ def _check_row(
         bad("title", "missing", shown_id)
     elif not isinstance(title, str):
         bad("title", f"must be a string, got {_type_name(title)}", shown_id)
-    elif "\x00" in title:
+    elif not labeled and "\x00" in title:  # items to store; training text is cleaned of it
         bad("title", "holds U+0000 (NUL), which cannot be stored", shown_id)
     elif not clean_text(title):
         bad("title", "empty", shown_id)
@@ -279,7 +279,7 @@ def _check_row(
         description = ""
     elif not isinstance(description, str):
         bad("description", f"must be a string, got {_type_name(description)}", shown_id)
-    elif "\x00" in description:
+    elif not labeled and "\x00" in description:
         bad("description", "holds U+0000 (NUL), which cannot be stored", shown_id)
 
     # url (items to tag only; optional): only a link people may follow is taken. Training

@@ -61,7 +61,15 @@ def service(url: str, tmp_path, *extra: str, key: str | None = ADMIN_KEY):
 
 @pytest.fixture
 def served(store_url, tmp_path):
+    """On SQLite and PostgreSQL: for what reaches the store."""
     with service(store_url, tmp_path) as pair:
+        yield pair
+
+
+@pytest.fixture
+def app(tmp_path):
+    """On SQLite: for rules the request meets before any store call."""
+    with service(f"sqlite:///{tmp_path / 'store.db'}", tmp_path) as pair:
         yield pair
 
 
@@ -110,8 +118,8 @@ def test_invented_methods_and_paths_add_no_metric_series(tmp_path):
         "https://example.org/a b",
     ],
 )
-def test_only_http_links_are_taken(served, url):
-    client, tagger = served
+def test_only_http_links_are_taken(app, url):
+    client, tagger = app
     for path, body in (
         ("/items", {"title": "Graph networks", "url": url}),
         ("/predict", {"items": [{"title": "Graph networks", "url": url}]}),
@@ -185,8 +193,8 @@ def test_ingest_refuses_nul_and_unsafe_links_row_by_row(served, tmp_path):
 # -- 5. a non-ASCII key was a 500; a wrong key skipped the public rate limit --------------------
 
 
-def test_a_non_ascii_key_is_refused_with_401(served):
-    client, _ = served
+def test_a_non_ascii_key_is_refused_with_401(app):
+    client, _ = app
     for raw in ("é".encode("latin-1"), "clé-ü".encode(), b"\xff\xfe"):
         r = client.post("/feedback", json={"item_id": 1, "correct_tag": "mlops"},
                         headers=[(b"X-API-Key", raw)])  # fmt: skip
@@ -297,8 +305,8 @@ def test_the_public_reads_published_items_in_their_public_fields(served):
     assert client.get(f"/items/{held}", headers=A).json()["status"] == "duplicate"
 
 
-def test_the_public_health_shows_no_paths_hosts_or_processes(served):
-    client, tagger = served
+def test_the_public_health_shows_no_paths_hosts_or_processes(app):
+    client, tagger = app
     public = client.get("/health")
     assert public.json() == {
         "status": "ok",
@@ -314,8 +322,8 @@ def test_the_public_health_shows_no_paths_hosts_or_processes(served):
 # -- 11. the reviewer name was whatever the client sent -----------------------------------------
 
 
-def test_a_decision_is_recorded_under_the_keys_name(served):
-    client, tagger = served
+def test_a_decision_is_recorded_under_the_keys_name(app):
+    client, tagger = app
     _, review_key = create_key(tagger.store.engine, "alice", REVIEW)
     item = add(tagger, UNSURE)
     r = client.post(
@@ -344,15 +352,15 @@ def test_a_decision_is_recorded_under_the_keys_name(served):
         ("\u3164\u115f", "is blank"),  # Hangul fillers: letters that show nothing
     ],
 )
-def test_length_and_visibility_are_checked_on_the_cleaned_text(served, title, message):
-    client, tagger = served
+def test_length_and_visibility_are_checked_on_the_cleaned_text(app, title, message):
+    client, tagger = app
     r = client.post("/items", json={"title": title}, headers=A)
     assert r.status_code == 422 and message in r.json()["detail"], r.text
     assert tagger.store.count_items() == 0
 
 
-def test_invisible_and_reordering_characters_are_not_stored(served):
-    client, _ = served
+def test_invisible_and_reordering_characters_are_not_stored(app):
+    client, _ = app
     r = client.post(
         "/items", json={"title": "Graph \u202enetworks\u202c for \u200bmolecules\x07"}, headers=A
     )
@@ -366,8 +374,8 @@ def test_invisible_and_reordering_characters_are_not_stored(served):
 # -- also: Swagger UI came from a CDN -----------------------------------------------------------
 
 
-def test_the_api_docs_load_nothing_from_another_site(served):
-    client, _ = served
+def test_the_api_docs_load_nothing_from_another_site(app):
+    client, _ = app
     page = client.get("/docs").text
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert sources and all(s.startswith("/docs/static/") for s in sources), sources
