@@ -431,7 +431,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         summary="Whether the service is up, and the model's version (with an admin key: the "
         "store and duplicate-screen state too)",
         operation_id="health",
-        responses=READ,
+        responses={code: READ[code] for code in (401, 429)},
     )
     def health(key: Key | None = as_reader) -> dict:
         if key is None or not key.allows(ADMIN):  # no paths, hosts or process ids

@@ -75,21 +75,28 @@ def _cleaned(max_chars: int, *, visible: bool) -> AfterValidator:
     and check the rules on that (a raw length says little: NFKC makes U+FDFA 18 characters)."""
 
     def check(value: str) -> str:
-        if "\x00" in value:
-            raise PydanticCustomError("unstorable", "holds U+0000 (NUL), which cannot be stored")
-        text = clean_text(value)
-        if visible and not text:
-            raise PydanticCustomError("blank", "is blank (it needs a visible character)")
-        if len(text) > max_chars:
-            raise PydanticCustomError(
-                "too_long_cleaned",
-                "has {n} characters once cleaned (Unicode NFKC, invisible characters removed), "
-                "more than {limit}",
-                {"n": len(text), "limit": max_chars},
-            )
-        return text
+        problem = text_problem(value, max_chars, visible=visible)
+        if problem is not None:
+            raise PydanticCustomError(*problem)
+        return clean_text(value)
 
     return AfterValidator(check)
+
+
+def text_problem(value: str, max_chars: int, *, visible: bool = False) -> tuple[str, str] | None:
+    """What is wrong with a text field, as (kind, message), or None: the one rule the API's
+    schemas and the pages' forms both apply."""
+    if "\x00" in value:
+        return "unstorable", "holds U+0000 (NUL), which cannot be stored"
+    text = clean_text(value)
+    if visible and not text:
+        return "blank", "is blank (it needs a visible character)"
+    if len(text) > max_chars:
+        return "too_long_cleaned", (
+            f"has {len(text)} characters once cleaned (Unicode NFKC, invisible characters "
+            f"removed), more than {max_chars}"
+        )
+    return None
 
 
 def CleanText(max_chars: int, *, visible: bool = False, description: str = "") -> Any:

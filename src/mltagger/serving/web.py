@@ -42,7 +42,7 @@ from mltagger.serving import charts
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.limits import RateLimiter
 from mltagger.serving.rollout import deployment_history
-from mltagger.serving.schemas import MAX_COMMENT_CHARS, MAX_ID, safe_url
+from mltagger.serving.schemas import MAX_COMMENT_CHARS, MAX_ID, safe_url, text_problem
 from mltagger.serving.service import Tagger
 from mltagger.serving.sessions import (
     Session,
@@ -372,7 +372,8 @@ def mount_ui(
             said = f"duplicate of item {item['duplicate_of']}"
         else:
             said = past[-1]["tag"]
-        return f"Saved: item {item_id} → {said} (by {past[-1]['written_by']})."
+        who = past[-1]["written_by"] or past[-1]["reviewer"]  # the key's name, when recorded
+        return f"Saved: item {item_id} → {said} (by {who})."
 
     def stay(session, order, offset, status, error) -> tuple[int, dict]:
         """The card again (the item is still the one at this offset), with the error next to
@@ -554,7 +555,6 @@ def mount_ui(
         if isinstance(item, Response):
             return item
         chosen, comment = form.get("correct_tag", ""), form.get("comment", "")
-        cleaned = clean_text(comment)  # the rules hold for what would be stored
         if not form_token_ok(secret, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
             return report_page(
                 request, item, 403, chosen=chosen, comment=comment,
@@ -577,14 +577,12 @@ def mount_ui(
             errors["correct_tag"] = (
                 f"{chosen} is the tag it has now: choose the tag it should have."
             )
-        if "\x00" in comment:
-            errors["comment"] = "It holds a NUL character (U+0000), which cannot be stored."
-        elif len(cleaned) > MAX_COMMENT_CHARS:
-            errors["comment"] = (
-                f"At most {MAX_COMMENT_CHARS} characters; this one has {len(cleaned)}."
-            )
+        problem = text_problem(comment, MAX_COMMENT_CHARS)
+        if problem is not None:
+            errors["comment"] = f"The comment {problem[1]}."
         if errors:
             return report_page(request, item, 422, chosen=chosen, comment=comment, errors=errors)
+        cleaned = clean_text(comment)  # stored as the API stores it
         record = store.add_feedback(item["id"], chosen, cleaned or None, PUBLIC_WRITER)
         app.state.metrics.feedback.inc()
         return RedirectResponse(f"/ui/item/{item['id']}?reported={record['id']}", status_code=303)
