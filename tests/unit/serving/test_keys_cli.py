@@ -59,6 +59,7 @@ def test_end_sessions_says_how_many_it_ended(tmp_path, capsys):
         (["revoke", "nobody"], "no key named 'nobody'"),
         (["list", "bogus"], "unrecognized arguments: bogus"),
         (["list", "store.url=nonsense://x"], "store.url='nonsense://x'"),
+        (["end-sessions", "--key", "nobody"], "no key named 'nobody'"),
     ],
 )
 def test_mistakes_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
