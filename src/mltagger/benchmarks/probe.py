@@ -51,6 +51,7 @@ METRICS_LIMIT_BYTES = 100_000
 DANGEROUS_LINKS = (
     "javascript:alert(document.cookie)", "JaVaScRiPt:alert(1)", " javascript:alert(1)",
     "data:text/html,<script>alert(1)</script>", "vbscript:msgbox(1)", "java\tscript:alert(1)",
+    "http://bank.example@evil.example/", "http://[::1/x",
 )  # fmt: skip
 BAD_TITLES = ("\ufdfa" * 120, "\u202e\u202d", "\u200b\u2060\ufeff", "\x01\x1b\x7f", "\u3164")
 NON_ASCII_KEYS = ("é".encode("latin-1"), "ключ".encode(), b"\xff\xfe\x00")

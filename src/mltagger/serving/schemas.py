@@ -115,13 +115,25 @@ def CleanText(max_chars: int, *, visible: bool = False, description: str = "") -
     ]
 
 
+def _http_url(value: str) -> str:
+    if not is_http_url(value):
+        raise PydanticCustomError(
+            "http_url",
+            "is not an http(s) link to a host name in printable ASCII (no user name before the "
+            "host; percent-encode other characters)",
+        )
+    return value
+
+
 Url = Annotated[
     str,
     Field(
         max_length=MAX_URL_CHARS,
-        pattern=HTTP_URL,
-        description="where the content lives: an http(s) link in printable ASCII",
+        description="where the content lives: an http(s) link to a host name or IPv4 address, "
+        "in printable ASCII",
+        json_schema_extra={"pattern": HTTP_URL},
     ),
+    AfterValidator(_http_url),
 ]
 
 

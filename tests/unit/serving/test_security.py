@@ -116,6 +116,10 @@ def test_invented_methods_and_paths_add_no_metric_series(tmp_path):
         "vbscript:msgbox(1)",
         "//evil.example/x",
         "https://example.org/a b",
+        "http://bank.example@evil.example/login",  # reads as the bank
+        "http://[::1/x",  # no parser takes it
+        "https://example.org/\n",  # Python's `$` would take it; ECMA-262's does not
+        "https://ex\u00e4mple.org/",  # an international name goes in its xn-- form
     ],
 )
 def test_only_http_links_are_taken(app, url):
