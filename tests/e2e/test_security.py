@@ -95,22 +95,42 @@ def test_the_shipped_config_believes_no_proxy():
     assert options["header_timeout"] > 0 and options["body_timeout"] > 0
 
 
+POST_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+TRICKLE = [b"x"] * 40  # a byte every 0.1 s: data keeps coming, the request never ends
+
+
 @pytest.mark.parametrize(
-    ("parts", "pause"),
+    ("parts", "pause", "answers"),
     [
-        ((), 0.0),  # connects and says nothing
-        ([b"GET /health HTTP/1.1\r\n", *[b"X-A: b\r\n"] * 30], 0.1),  # headers, slowly
-        ([b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", b"{"], 0.0),
+        ((), 0.0, 0),  # connects and says nothing
+        ([b"GET /health HTTP/1.1\r\n", *[b"X-A: b\r\n"] * 30], 0.1, 0),  # headers, slowly
+        ([POST_HEAD, b"{"], 0.0, 0),  # a body that stops
+        ([POST_HEAD, *TRICKLE], 0.1, 0),  # a body that never ends
+        # the same behind a request answered first (uvicorn reads a pipelined head later)
+        ([b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + POST_HEAD, *TRICKLE], 0.1, 1),
     ],
-    ids=["idle", "slow-headers", "stalled-body"],
+    ids=["idle", "slow-headers", "stalled-body", "trickled-body", "pipelined-trickled-body"],
 )
-def test_slow_clients_get_408_and_are_closed(tmp_path, parts, pause):
+def test_slow_clients_get_408_and_are_closed(tmp_path, parts, pause, answers):
     with running(tmp_path, *TIMEOUTS) as port:
         got, seconds = exchange(port, *parts, pause=pause)
         ok, _ = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    assert got.count(b"HTTP/1.1 200") == answers, got[:400]
+    assert got.endswith(
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
     assert seconds < 2.5, seconds  # the deadline (0.6 s), not the client, ended it
     assert ok.startswith(b"HTTP/1.1 200")  # the server goes on serving
+
+
+def test_an_early_answer_is_the_only_answer(tmp_path):
+    """A request answered before its body is read (404 for no route) and a client that keeps
+    sending: the body's deadline closes the connection without a second, stray answer."""
+    head = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    with running(tmp_path, *TIMEOUTS) as port:
+        got, seconds = exchange(port, head, *TRICKLE, pause=0.1)
+    assert got.startswith(b"HTTP/1.1 404") and b"408" not in got, got[:400]
+    assert seconds < 2.5
 
 
 def test_a_kept_alive_connection_serves_requests_and_then_closes(tmp_path):

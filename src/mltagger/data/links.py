@@ -12,7 +12,9 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 # space or a control character, none with a user name before the host (`http://bank.example@evil`
 # reads as the bank), and none that a URL parser refuses (`http://[`). Written for Python's `re`
 # and ECMA-262 alike (the API states it).
-HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+_LABEL = "[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+HTTP_URL = f"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(\\.{_LABEL})*\\.?(:{_PORT})?([/?#][!-~]*)?$"
 MAX_URL_CHARS = 2048
 _HTTP_URL = re.compile(HTTP_URL)
 

@@ -5,6 +5,7 @@ benchmarks alike.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -12,7 +13,7 @@ import unicodedata
 # scanning only these keeps the import fast, and a unit test scans all 1.1M code points.
 _PLANES = (range(0x0000, 0x20000), range(0xE0000, 0xF0000))
 # Letters and symbols that render as nothing: Hangul fillers, the blank Braille pattern.
-_BLANK_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
+BLANK_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
 
 
 def _removed() -> dict[int, None]:
@@ -20,7 +21,7 @@ def _removed() -> dict[int, None]:
     PostgreSQL cannot store it), format characters (zero-width spaces and joiners, soft hyphens,
     the bidirectional overrides that reorder what a reader sees), lone surrogates (no UTF-8 for
     them) and blank letters."""
-    out = dict.fromkeys(map(ord, _BLANK_LETTERS))
+    out = dict.fromkeys(map(ord, BLANK_LETTERS))
     for plane in _PLANES:
         for cp in plane:
             ch = chr(cp)
@@ -30,7 +31,17 @@ def _removed() -> dict[int, None]:
     return out
 
 
+def _marks() -> frozenset[int]:
+    """Combining marks that take no space of their own (Mn, Me: accents, variation selectors):
+    kept by cleaning, since they belong to the letter before them, but no text is visible
+    through them alone."""
+    return frozenset(
+        cp for plane in _PLANES for cp in plane if unicodedata.category(chr(cp)) in ("Mn", "Me")
+    )
+
+
 _INVISIBLE = _removed()
+_MARKS = _marks()
 _WS = re.compile(r"\s+")
 
 
@@ -55,6 +66,32 @@ def clean_text(text: str) -> str:
 def removed_characters() -> frozenset[int]:
     """The code points `clean_text` deletes (the API states the same set in its schema)."""
     return frozenset(_INVISIBLE)
+
+
+def mark_characters() -> frozenset[int]:
+    """The combining marks `has_visible` does not count (the API's schema states them too)."""
+    return _MARKS
+
+
+@functools.cache
+def blank_characters() -> frozenset[int]:
+    """The code points that show nothing once cleaned, alone: deleted ones, whitespace, marks,
+    and those NFKC makes into whitespace and marks only (U+00A8 DIAERESIS is a space and a
+    combining diaeresis). The API's title pattern is the complement of this set."""
+    out = set(_INVISIBLE) | _MARKS | {cp for cp in range(0x3001) if chr(cp).isspace()}
+    for plane in _PLANES:
+        for cp in plane:
+            if cp not in out and unicodedata.decomposition(chr(cp)):  # NFKC may change it
+                made = unicodedata.normalize("NFKC", chr(cp))
+                if all(c.isspace() or ord(c) in _MARKS for c in made):
+                    out.add(cp)
+    return frozenset(out)
+
+
+def has_visible(cleaned: str) -> bool:
+    """Whether cleaned text shows anything: a character that is neither whitespace nor a
+    combining mark. (Cleaning already removed what is invisible on its own.)"""
+    return any(not c.isspace() and ord(c) not in _MARKS for c in cleaned)
 
 
 def join_text(title: str, description: str) -> str:

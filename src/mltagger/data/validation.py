@@ -19,7 +19,7 @@ from typing import Any
 from mltagger.core.errors import DataError
 from mltagger.data.duplicates import exact_duplicates
 from mltagger.data.links import is_http_url
-from mltagger.data.text import clean_text, join_text
+from mltagger.data.text import clean_text, has_visible, join_text
 
 FIELDS = ("id", "created_on", "title", "description", "tag")
 _INT = re.compile(r"-?\d+")  # decimal digits of any script, which int() reads
@@ -268,7 +268,7 @@ def _check_row(
         bad("title", f"must be a string, got {_type_name(title)}", shown_id)
     elif not labeled and "\x00" in title:  # items to store; training text is cleaned of it
         bad("title", "holds U+0000 (NUL), which cannot be stored", shown_id)
-    elif not clean_text(title):
+    elif not has_visible(clean_text(title)):
         bad("title", "empty", shown_id)
 
     # description (may be empty; the title alone is a valid, short item)

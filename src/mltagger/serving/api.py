@@ -71,6 +71,7 @@ from mltagger.serving.schemas import (
     links,
     public_feedback,
     public_item,
+    published,
     validation_errors,
     validation_message,
 )
@@ -204,9 +205,10 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
 
-    def caller(request: Request, secret: str | None) -> Key | None:
-        """The key's owner, or None for the public; a wrong key counts against the client's
-        public rate limit before it is refused, so sending one never buys more calls."""
+    def caller(request: Request, secret: str | None = key_security) -> Key | None:
+        """The key's owner, or None for the public (the reads' dependency: the public sees
+        published items in their public fields). A wrong key counts against the client's public
+        rate limit before it is refused, so sending one never buys more calls."""
         if not secret:
             return None
         try:
@@ -222,11 +224,6 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
             limit(request)
         return key
 
-    def reader(request: Request, secret: str | None = key_security) -> Key | None:
-        """A read: the public sees published items in their public fields; a key of role
-        review (or admin) sees everything, as the people in the loop need."""
-        return caller(request, secret)
-
     def sees_all(key: Key | None) -> bool:
         return key is not None and key.allows(REVIEW)
 
@@ -241,15 +238,18 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         Depends(needs(INGEST)),
         Depends(needs(REVIEW)),
         Depends(public),
-        Depends(reader),
+        Depends(caller),
     )
     any_status = Query(default=None, description="only items with this status")
 
     def check_items(items: Sequence[Any]) -> list[dict]:
         return [prepare(it.title, it.description or "", it.url, it.author_tag) for it in items]
 
-    def answer(pred: dict, dup) -> dict:
+    def answer(pred: dict, dup, key: Key | None) -> dict:
         pred = {k: v for k, v in pred.items() if k != "id"}
+        if dup is not None and dup.item_id is not None and not sees_all(key):
+            # the public learns nothing of an item it cannot read, not even that it exists
+            dup = dup if published(tagger.store.get_item(dup.item_id)) else None
         return {**pred, "duplicate": dup.to_dict() if dup is not None else None}
 
     @app.post(
@@ -260,14 +260,14 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         response_model_exclude_unset=True,
         responses={**BODY_ERRORS, **INVALID, **PUBLIC},
     )
-    def predict(body: PredictIn, _key: Key | None = as_public) -> dict:
+    def predict(body: PredictIn, key: Key | None = as_public) -> dict:
         items = check_items(body.items)
         preds, dups, extra = tagger.analyze(items)
         metrics.observe_predictions(preds, dups)
         if extra["other"] is not None:  # scored off the request path
             mode, compute = tagger.rollout.mode, extra["other"]
             tagger.shadow.submit(lambda: metrics.observe_rollout(mode, preds, compute()))
-        return {"items": [answer(p, d) for p, d in zip(preds, dups, strict=True)]}
+        return {"items": [answer(p, d, key) for p, d in zip(preds, dups, strict=True)]}
 
     @app.post(
         "/items",
@@ -356,7 +356,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         item = tagger.store.get_item(item_id)
         if item is not None and sees_all(key):
             return {**item, "feedback": tagger.store.feedback_for(item_id)}
-        if item is None or item["status"] != ACTIVE:  # the public never learns it exists
+        if not published(item):  # the public never learns it exists
             raise HTTPException(404, f"no item with id {item_id}")
         reports = [public_feedback(f) for f in tagger.store.feedback_for(item_id)]
         return {**public_item(item), "feedback": reports}
@@ -370,6 +370,8 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         responses={**BODY_ERRORS, **INVALID, **PUBLIC, **NOT_FOUND},
     )
     def add_feedback(body: FeedbackIn, key: Key | None = as_public) -> dict:
+        if not sees_all(key) and not published(tagger.store.get_item(body.item_id)):
+            raise HTTPException(404, f"no item with id {body.item_id}")  # as GET /items/{id}
         try:
             record = tagger.store.add_feedback(
                 body.item_id, body.correct_tag, body.comment, key.name if key else PUBLIC_WRITER

@@ -31,11 +31,13 @@ from mltagger.serving.service import POLICIES
 
 
 def _network(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
     try:
         check_trusted([value])
-    except (TypeError, ValueError):
+    except ValueError:
         return False
-    return isinstance(value, str)
+    return True
 
 
 def _rollout(value: Any) -> bool:

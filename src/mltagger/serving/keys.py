@@ -140,8 +140,12 @@ def end_sessions(engine: sa.Engine, key_name: str | None = None) -> int:
     if key_name is not None:
         query = query.where(ui_sessions.c.key_name == key_name)
     with engine.begin() as conn:
-        known = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name == key_name)).first()
-        if key_name not in (None, CONFIG_KEY_NAME) and known is None:
+        if (
+            key_name not in (None, CONFIG_KEY_NAME)
+            and not conn.execute(
+                sa.select(api_keys.c.id).where(api_keys.c.name == key_name)
+            ).first()
+        ):
             raise StoreError(f"no key named {key_name!r} (see `mltagger keys list`)")
         count = int(conn.execute(query).rowcount or 0)
         conn.execute(ui_sessions.delete().where(ui_sessions.c.expires_at <= stamp))

@@ -19,7 +19,10 @@ class BodyTooLarge(HTTPException):
     own 413 answer rather than a 400 or a 500."""
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body larger than {max_bytes} bytes")
+        # closed after the answer: the rest of the body is never read
+        super().__init__(
+            413, f"request body larger than {max_bytes} bytes", headers={"Connection": "close"}
+        )
 
 
 class BodyLimit:

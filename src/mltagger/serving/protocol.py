@@ -53,6 +53,11 @@ class TimedH11Protocol(H11Protocol):
         if self._deadline is None and self.conn.their_state is h11.IDLE:
             self._arm("head", self.header_timeout)  # the next request on a kept-alive connection
         super().data_received(data)
+
+    def handle_events(self) -> None:
+        # Here, not in data_received: uvicorn also parses a pipelined request's head after the
+        # answer to the one before it (on_response_complete), with no new data arriving.
+        super().handle_events()
         self._follow()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -63,10 +68,10 @@ class TimedH11Protocol(H11Protocol):
         """Move the deadline on as the request arrives: from its head to its body, then off."""
         state = self.conn.their_state
         if state is h11.SEND_BODY:
-            if self._waiting_for == "head":
+            if self._waiting_for != "body":
                 self._arm("body", self.body_timeout)
-        elif state is not h11.IDLE:  # the whole request is in (or the connection is ending)
-            self._disarm()
+        elif state is not h11.IDLE or self._waiting_for == "body":
+            self._disarm()  # the whole request is in, or the connection moved on or is ending
 
     def _arm(self, what: str, seconds: float) -> None:
         self._disarm()
@@ -81,10 +86,11 @@ class TimedH11Protocol(H11Protocol):
     def _expired(self) -> None:
         what, self._deadline = self._waiting_for, None
         self.logger.info("closing a connection that took too long to send its request %s", what)
-        answering = self.cycle is not None and not self.cycle.response_complete
-        started = answering and self.cycle.response_started
-        if not started and not self.transport.is_closing():
-            self.transport.write(TIMED_OUT)  # no answer started yet: say why
+        # A head's deadline: nothing has answered this request yet. A body's: the app may have
+        # answered already (e.g. 413 before reading it all); then one answer is all it gets.
+        answered = what == "body" and self.cycle is not None and self.cycle.response_started
+        if not answered and not self.transport.is_closing():
+            self.transport.write(TIMED_OUT)
         self.transport.close()
 
 

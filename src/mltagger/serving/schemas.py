@@ -22,7 +22,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from mltagger.data.links import HTTP_URL, MAX_URL_CHARS, is_http_url
-from mltagger.data.text import clean_text, removed_characters
+from mltagger.data.text import blank_characters, clean_text, has_visible
+from mltagger.serving.schema import ACTIVE
 
 # ids are 32-bit integer columns on PostgreSQL; SQLite's are larger, but no id reaches this
 MAX_ID = 2**31 - 1
@@ -55,14 +56,11 @@ def _char_class(codepoints: Iterable[int]) -> str:
 # them) never get this far: pydantic refuses them as invalid strings.
 UNSTORABLE = (0x0,)
 _SURROGATES = range(0xD800, 0xE000)
-# What cleaning turns into nothing: whitespace (`clean_text` collapses Python's `str.isspace`
-# set) and the characters it deletes (controls, format characters, blank letters). Spelled out
-# code point by code point, not `\\s`: JSON Schema reads patterns as ECMA-262, whose `\\s` is
-# another set, and a client must read the same rule the server applies. A test checks every code
-# point against `clean_text`.
-BLANK = sorted(
-    (removed_characters() | {c for c in range(0x3001) if chr(c).isspace()}).difference(_SURROGATES)
-)
+# What shows nothing once cleaned (`blank_characters`: whitespace, deleted characters, combining
+# marks alone, and what NFKC makes into those). Spelled out code point by code point, not `\\s`:
+# JSON Schema reads patterns as ECMA-262, whose `\\s` is another set, and a client must read the
+# same rule the server applies. A test checks every code point against the cleaning.
+BLANK = sorted(blank_characters().difference(_SURROGATES))
 _NO_UNSTORABLE = f"[^{_char_class(UNSTORABLE)}]*"
 # The rules as JSON Schema patterns: no unstorable character; and, for a title, one character
 # that cleaning keeps. The server checks the same rules with messages people read.
@@ -89,7 +87,7 @@ def text_problem(value: str, max_chars: int, *, visible: bool = False) -> tuple[
     if "\x00" in value:
         return "unstorable", "holds U+0000 (NUL), which cannot be stored"
     text = clean_text(value)
-    if visible and not text:
+    if visible and not has_visible(text):
         return "blank", "is blank (it needs a visible character)"
     if len(text) > max_chars:
         return "too_long_cleaned", (
@@ -268,6 +266,11 @@ def safe_url(url: str | None) -> str | None:
     """The link when it is an http(s) one; None for anything else (e.g. a `javascript:` link
     stored before links were checked), so no page or client is handed one."""
     return url if is_http_url(url) else None
+
+
+def published(item: dict | None) -> bool:
+    """Whether the public may know of this item at all: it exists and is published."""
+    return item is not None and item.get("status") == ACTIVE
 
 
 def public_item(item: dict) -> dict:

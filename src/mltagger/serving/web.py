@@ -42,7 +42,13 @@ from mltagger.serving import charts
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.limits import RateLimiter
 from mltagger.serving.rollout import deployment_history
-from mltagger.serving.schemas import MAX_COMMENT_CHARS, MAX_ID, safe_url, text_problem
+from mltagger.serving.schemas import (
+    MAX_COMMENT_CHARS,
+    MAX_ID,
+    published,
+    safe_url,
+    text_problem,
+)
 from mltagger.serving.service import Tagger
 from mltagger.serving.sessions import (
     Session,
@@ -55,7 +61,6 @@ from mltagger.serving.sessions import (
     shared_secret,
 )
 from mltagger.serving.store import (
-    ACTIVE,
     HELD_DUPLICATE,
     QUEUE_ORDERS,
     REJECTED,
@@ -533,7 +538,7 @@ def mount_ui(
         """A published item; the public page never shows a held, rejected or unknown one."""
         number = _int(item_id, 1)
         item = store.get_item(number) if number is not None else None
-        if item is None or item["status"] != ACTIVE:
+        if not published(item):
             return render("message.html", 404, title="Not found", kind="error",
                           message=f"There is no item {item_id}.")  # fmt: skip
         return item

@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mltagger.core.errors import DataError
-from mltagger.data.text import clean_text, item_text
+from mltagger.data.text import blank_characters, clean_text, item_text
 from mltagger.data.validation import (
     DATE_FORMATS,
     FIELDS,
@@ -29,7 +29,10 @@ from mltagger.data.validation import (
 FAST = settings(max_examples=50, deadline=None)
 TAGS = ["natural-language-processing", "computer-vision", "mlops", "other"]
 
-VISIBLE = st.characters(whitelist_categories=("L", "N", "P", "S"))
+# letters, numbers, punctuation and symbols that show (not the few that render as nothing)
+VISIBLE = st.characters(categories=("L", "N", "P", "S")).filter(
+    lambda c: ord(c) not in blank_characters()
+)
 SPACES = st.text(st.sampled_from(" \t\r\n\u00a0\u200b"), max_size=3)
 TITLES = st.builds(
     lambda a, t, b: a + t + b, SPACES, st.text(VISIBLE, min_size=1, max_size=20), SPACES

@@ -300,6 +300,15 @@ def test_the_public_reads_published_items_in_their_public_fields(served):
     for hidden in (held, rejected):
         assert client.get(f"/items/{hidden}").status_code == 404
         assert client.get(f"/ui/item/{hidden}").status_code == 404
+        # nor can a report find it, or put it back in front of the reviewers
+        report = client.post("/feedback", json={"item_id": hidden, "correct_tag": "mlops"})
+        assert report.status_code == 404 and tagger.store.feedback_for(hidden) == []
+        # nor does /predict name it as the item a text repeats
+        copy = NEAR_COPY if hidden == held else UNSURE
+        (answer,) = client.post("/predict", json={"items": [copy]}).json()["items"]
+        assert answer["duplicate"] is None, answer
+    (seen,) = client.post("/predict", json={"items": [NEAR_COPY]}, headers=A).json()["items"]
+    assert seen["duplicate"]["item_id"] in (published, held)  # a reviewer's key sees it
     for status in ("duplicate", "rejected"):
         r = client.get("/items", params={"status": status})
         assert r.status_code == 403 and "role review" in r.json()["detail"]
@@ -354,6 +363,8 @@ def test_a_decision_is_recorded_under_the_keys_name(app):
         ("\u200b\u200d\u2060\ufeff", "is blank"),  # zero-width characters only
         ("\x01\x02\x1b\x7f\x9b", "is blank"),  # control characters only
         ("\u3164\u115f", "is blank"),  # Hangul fillers: letters that show nothing
+        ("\ufe0f\u034f\u0301", "is blank"),  # variation selector, grapheme joiner, accent
+        ("\u00a8", "is blank"),  # NFKC: a space and a combining diaeresis
     ],
 )
 def test_length_and_visibility_are_checked_on_the_cleaned_text(app, title, message):
