@@ -88,6 +88,15 @@ def blank_characters() -> frozenset[int]:
     return frozenset(out)
 
 
+# What no store can hold: PostgreSQL's text refuses NUL. Cleaning deletes it; what is stored as
+# sent (the API's fields, a batch's items) refuses it instead, so nothing is silently changed.
+UNSTORABLE_CHARACTERS = "\x00"
+
+
+def has_unstorable(text: str) -> bool:
+    return any(c in text for c in UNSTORABLE_CHARACTERS)
+
+
 def has_visible(cleaned: str) -> bool:
     """Whether cleaned text shows anything: a character that is neither whitespace nor a
     combining mark. (Cleaning already removed what is invisible on its own.)"""

@@ -19,7 +19,7 @@ from typing import Any
 from mltagger.core.errors import DataError
 from mltagger.data.duplicates import exact_duplicates
 from mltagger.data.links import is_http_url
-from mltagger.data.text import clean_text, has_visible, join_text
+from mltagger.data.text import clean_text, has_unstorable, has_visible, join_text
 
 FIELDS = ("id", "created_on", "title", "description", "tag")
 _INT = re.compile(r"-?\d+")  # decimal digits of any script, which int() reads
@@ -266,7 +266,7 @@ def _check_row(
         bad("title", "missing", shown_id)
     elif not isinstance(title, str):
         bad("title", f"must be a string, got {_type_name(title)}", shown_id)
-    elif not labeled and "\x00" in title:  # items to store; training text is cleaned of it
+    elif not labeled and has_unstorable(title):  # items to store; training text is cleaned
         bad("title", "holds U+0000 (NUL), which cannot be stored", shown_id)
     elif not has_visible(clean_text(title)):
         bad("title", "empty", shown_id)
@@ -279,7 +279,7 @@ def _check_row(
         description = ""
     elif not isinstance(description, str):
         bad("description", f"must be a string, got {_type_name(description)}", shown_id)
-    elif not labeled and "\x00" in description:
+    elif not labeled and has_unstorable(description):
         bad("description", "holds U+0000 (NUL), which cannot be stored", shown_id)
 
     # url (items to tag only; optional): only a link people may follow is taken. Training

@@ -22,7 +22,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from mltagger.data.links import HTTP_URL, MAX_URL_CHARS, is_http_url
-from mltagger.data.text import blank_characters, clean_text, has_visible
+from mltagger.data.text import (
+    UNSTORABLE_CHARACTERS,
+    blank_characters,
+    clean_text,
+    has_unstorable,
+    has_visible,
+)
 from mltagger.serving.schema import ACTIVE
 
 # ids are 32-bit integer columns on PostgreSQL; SQLite's are larger, but no id reaches this
@@ -52,9 +58,9 @@ def _char_class(codepoints: Iterable[int]) -> str:
     return "".join(out)
 
 
-# What a store cannot hold: NUL (PostgreSQL's text refuses it). Lone surrogates (no UTF-8 for
-# them) never get this far: pydantic refuses them as invalid strings.
-UNSTORABLE = (0x0,)
+# What a store cannot hold (data/text.py). Lone surrogates (no UTF-8 for them) never get this
+# far: pydantic refuses them as invalid strings.
+UNSTORABLE = tuple(map(ord, UNSTORABLE_CHARACTERS))
 _SURROGATES = range(0xD800, 0xE000)
 # What shows nothing once cleaned (`blank_characters`: whitespace, deleted characters, combining
 # marks alone, and what NFKC makes into those). Spelled out code point by code point, not `\\s`:
@@ -73,28 +79,31 @@ def _cleaned(max_chars: int, *, visible: bool) -> AfterValidator:
     and check the rules on that (a raw length says little: NFKC makes U+FDFA 18 characters)."""
 
     def check(value: str) -> str:
-        problem = text_problem(value, max_chars, visible=visible)
+        text, problem = checked_text(value, max_chars, visible=visible)
         if problem is not None:
             raise PydanticCustomError(*problem)
-        return clean_text(value)
+        return text
 
     return AfterValidator(check)
 
 
-def text_problem(value: str, max_chars: int, *, visible: bool = False) -> tuple[str, str] | None:
-    """What is wrong with a text field, as (kind, message), or None: the one rule the API's
-    schemas and the pages' forms both apply."""
-    if "\x00" in value:
-        return "unstorable", "holds U+0000 (NUL), which cannot be stored"
+def checked_text(
+    value: str, max_chars: int, *, visible: bool = False
+) -> tuple[str, tuple[str, str] | None]:
+    """(the cleaned text, what is wrong with it as (kind, message) or None): the one rule the
+    API's schemas and the pages' forms both apply."""
+    if has_unstorable(value):
+        return "", ("unstorable", "holds U+0000 (NUL), which cannot be stored")
     text = clean_text(value)
     if visible and not has_visible(text):
-        return "blank", "is blank (it needs a visible character)"
+        return text, ("blank", "is blank (it needs a visible character)")
     if len(text) > max_chars:
-        return "too_long_cleaned", (
+        return text, (
+            "too_long_cleaned",
             f"has {len(text)} characters once cleaned (Unicode NFKC, invisible characters "
-            f"removed), more than {max_chars}"
+            f"removed), more than {max_chars}",
         )
-    return None
+    return text, None
 
 
 def CleanText(max_chars: int, *, visible: bool = False, description: str = "") -> Any:

@@ -36,7 +36,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mltagger.data.text import clean_text
 from mltagger.models.rule import REASON_LOW_CONFIDENCE
 from mltagger.serving import charts
 from mltagger.serving.keys import REVIEW, Key
@@ -45,9 +44,9 @@ from mltagger.serving.rollout import deployment_history
 from mltagger.serving.schemas import (
     MAX_COMMENT_CHARS,
     MAX_ID,
+    checked_text,
     published,
     safe_url,
-    text_problem,
 )
 from mltagger.serving.service import Tagger
 from mltagger.serving.sessions import (
@@ -582,12 +581,11 @@ def mount_ui(
             errors["correct_tag"] = (
                 f"{chosen} is the tag it has now: choose the tag it should have."
             )
-        problem = text_problem(comment, MAX_COMMENT_CHARS)
+        cleaned, problem = checked_text(comment, MAX_COMMENT_CHARS)  # as the API checks it
         if problem is not None:
             errors["comment"] = f"The comment {problem[1]}."
         if errors:
             return report_page(request, item, 422, chosen=chosen, comment=comment, errors=errors)
-        cleaned = clean_text(comment)  # stored as the API stores it
         record = store.add_feedback(item["id"], chosen, cleaned or None, PUBLIC_WRITER)
         app.state.metrics.feedback.inc()
         return RedirectResponse(f"/ui/item/{item['id']}?reported={record['id']}", status_code=303)
