@@ -43,6 +43,13 @@ def running(tmp: Path, *overrides: str):
         store.close()
 
 
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory):
+    """One server with 0.6 s deadlines for the slow-client tests (each connection is its own)."""
+    with running(tmp_path_factory.mktemp("timed"), *TIMEOUTS) as port:
+        yield port
+
+
 def exchange(
     port: int, *parts: bytes, pause: float = 0.0, wait: float = 5.0
 ) -> tuple[bytes, float]:
@@ -111,10 +118,9 @@ TRICKLE = [b"x"] * 40  # a byte every 0.1 s: data keeps coming, the request neve
     ],
     ids=["idle", "slow-headers", "stalled-body", "trickled-body", "pipelined-trickled-body"],
 )
-def test_slow_clients_get_408_and_are_closed(tmp_path, parts, pause, answers):
-    with running(tmp_path, *TIMEOUTS) as port:
-        got, seconds = exchange(port, *parts, pause=pause)
-        ok, _ = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+def test_slow_clients_get_408_and_are_closed(timed, parts, pause, answers):
+    got, seconds = exchange(timed, *parts, pause=pause)
+    ok, _ = exchange(timed, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert got.count(b"HTTP/1.1 200") == answers, got[:400]
     assert got.endswith(
         b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -123,19 +129,17 @@ def test_slow_clients_get_408_and_are_closed(tmp_path, parts, pause, answers):
     assert ok.startswith(b"HTTP/1.1 200")  # the server goes on serving
 
 
-def test_an_early_answer_is_the_only_answer(tmp_path):
+def test_an_early_answer_is_the_only_answer(timed):
     """A request answered before its body is read (404 for no route) and a client that keeps
     sending: the body's deadline closes the connection without a second, stray answer."""
     head = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
-    with running(tmp_path, *TIMEOUTS) as port:
-        got, seconds = exchange(port, head, *TRICKLE, pause=0.1)
+    got, seconds = exchange(timed, head, *TRICKLE, pause=0.1)
     assert got.startswith(b"HTTP/1.1 404") and b"408" not in got, got[:400]
     assert seconds < 2.5
 
 
-def test_a_kept_alive_connection_serves_requests_and_then_closes(tmp_path):
+def test_a_kept_alive_connection_serves_requests_and_then_closes(timed):
     request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-    with running(tmp_path, *TIMEOUTS) as port:
-        got, seconds = exchange(port, request, request, pause=0.2)
+    got, seconds = exchange(timed, request, request, pause=0.2)
     assert got.count(b"HTTP/1.1 200") == 2 and b"408" not in got
     assert seconds < 2.5  # idle after its answers: closed by the keep-alive timeout

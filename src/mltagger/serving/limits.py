@@ -19,10 +19,10 @@ class BodyTooLarge(HTTPException):
     own 413 answer rather than a 400 or a 500."""
 
     def __init__(self, max_bytes: int) -> None:
-        # closed after the answer: the rest of the body is never read
-        super().__init__(
-            413, f"request body larger than {max_bytes} bytes", headers={"Connection": "close"}
-        )
+        # The connection stays open and the rest of the body is read and dropped: closing at
+        # once would reset a client still sending, which then never reads its 413 (seen with
+        # http.client). The body deadline (serving/protocol.py) bounds how long that lasts.
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
 class BodyLimit:

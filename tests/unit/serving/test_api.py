@@ -469,7 +469,6 @@ def test_a_chunked_body_over_the_limit_gets_413_on_every_route(client, path, con
     r = client.post(path, content=chunks(), headers={"Content-Type": content_type})
     assert r.status_code == 413, r.text
     assert r.json() == {"detail": f"request body larger than {MAX_BODY} bytes"}
-    assert r.headers["connection"] == "close"  # the rest of the body is never read
 
 
 def test_body_limit_trusts_a_declared_length_only_to_refuse_early():
