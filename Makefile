@@ -148,8 +148,8 @@ load-test: $(STAMP) ## locust load test of the exported model's service (/predic
 	$(PIP) install -q -e ".[load]"
 	$(MLTAGGER) load-test $(LOAD_ARGS)
 
-test: $(STAMP) ## the test suite without slow tests (what CI runs; prints the 10 slowest); make coverage adds coverage
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test: $(STAMP) ## the test suite without slow tests on 2 processes (what CI runs; prints the 10 slowest); make coverage adds coverage
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 coverage: $(STAMP) ## make test's suite with coverage by package, of the test process and the jobs it starts (slower) -> runs/coverage/full.json
 	$(PY) -m pytest -m "not slow" --cov --cov-config=tests/coverage_subprocess.toml --cov-report= --cov-report=json:runs/coverage/full.json $(PYTEST_ARGS)
