@@ -16,32 +16,29 @@ _PLANES = (range(0x0000, 0x20000), range(0xE0000, 0xF0000))
 BLANK_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
 
 
-def _removed() -> dict[int, None]:
-    """Code points cleaning deletes: control characters that are not whitespace (NUL among them:
-    PostgreSQL cannot store it), format characters (zero-width spaces and joiners, soft hyphens,
-    the bidirectional overrides that reorder what a reader sees), lone surrogates (no UTF-8 for
-    them) and blank letters."""
-    out = dict.fromkeys(map(ord, BLANK_LETTERS))
+def _scan() -> tuple[dict[int, None], frozenset[int]]:
+    """One pass over the planes (about 40 ms): the code points cleaning deletes, and the marks.
+
+    Deleted: control characters that are not whitespace (NUL among them: PostgreSQL cannot
+    store it), format characters (zero-width spaces and joiners, soft hyphens, the bidirectional
+    overrides that reorder what a reader sees), lone surrogates (no UTF-8 for them) and blank
+    letters. Marks: combining marks that take no space of their own (Mn, Me: accents, variation
+    selectors), kept by cleaning, since they belong to the letter before them, but no text is
+    visible through them alone."""
+    removed = dict.fromkeys(map(ord, BLANK_LETTERS))
+    marks = []
     for plane in _PLANES:
         for cp in plane:
             ch = chr(cp)
             category = unicodedata.category(ch)
             if category in ("Cf", "Cs") or (category == "Cc" and not ch.isspace()):
-                out[cp] = None
-    return out
+                removed[cp] = None
+            elif category in ("Mn", "Me"):
+                marks.append(cp)
+    return removed, frozenset(marks)
 
 
-def _marks() -> frozenset[int]:
-    """Combining marks that take no space of their own (Mn, Me: accents, variation selectors):
-    kept by cleaning, since they belong to the letter before them, but no text is visible
-    through them alone."""
-    return frozenset(
-        cp for plane in _PLANES for cp in plane if unicodedata.category(chr(cp)) in ("Mn", "Me")
-    )
-
-
-_INVISIBLE = _removed()
-_MARKS = _marks()
+_INVISIBLE, _MARKS = _scan()
 _WS = re.compile(r"\s+")
 
 
