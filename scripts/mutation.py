@@ -34,10 +34,9 @@ SCOPE = {
     "data.validation": ["verify_checksum"],
     "data.duplicates": ["dedup_key", "exact_duplicates", "remove_exact_duplicates", "content_hash"],
     "data.split": ["fold_rare_tags", "stratified_group_split", "split_sources_in_order"],
-    "serving.dedup": ["screen_batch"],
-    "evaluation.dedup": ["precision_recall", "choose_floor", "choose_screen_threshold"],
-    "models.screen": ["pair_features", "candidates", "best", "PairModel.from_dict"],
-    "data.links": ["url_key"],
+    "screen.screening": ["screen_batch", "url_key"],
+    "screen.fitting": ["precision_recall", "choose_floor", "choose_screen_threshold"],
+    "screen.pairs": ["pair_features", "candidates", "best", "PairModel.from_dict"],
     "serving.store": [
         "Store.add_items",
         "Store.ids_by_hash",

@@ -78,7 +78,7 @@ def write_screen(path: Path, threshold: float = 0.5) -> Path:
     (probability 0.5 there), so tests know which items are near copies without the benchmark."""
     import json
 
-    from mltagger.models.screen import FEATURES, PairModel
+    from mltagger.screen.pairs import FEATURES, PairModel
 
     w = np.zeros(len(FEATURES))
     w[0] = 50.0

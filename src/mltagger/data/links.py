@@ -1,11 +1,11 @@
-"""A link's identity, for the duplicate screen's exact stage: two items that point at the same
-page are the same item, whatever their titles say; and which links may be shown at all."""
+"""Which links may be shown at all: the http(s) link rule that validation (`data.validation`) and
+the API's models (`serving.schemas`) both apply. A link's identity for the duplicate screen
+(`url_key`) is the screen's own rule, in `mltagger.screen.screening`."""
 
 from __future__ import annotations
 
 import re
 
-_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 # A link people may follow: http(s), a host name or IPv4 address (an international name in its
 # xn-- form) and an optional port, then any path, query and fragment in printable ASCII (other
 # characters percent-encoded). So no `javascript:`, `data:` or `vbscript:` link, none hiding a
@@ -22,14 +22,3 @@ _HTTP_URL = re.compile(HTTP_URL)
 def is_http_url(url: object) -> bool:
     # fullmatch: Python's `$` also matches before a final newline, ECMA-262's does not
     return isinstance(url, str) and len(url) <= MAX_URL_CHARS and bool(_HTTP_URL.fullmatch(url))
-
-
-def url_key(url: str | None) -> str | None:
-    """The link without scheme, `www.`, query, fragment or trailing slash, in lower case; None
-    for no link or a bare domain (a site's front page names the site, not one item)."""
-    if not url:
-        return None
-    u = _SCHEME.sub("", url.strip().lower())
-    u = u.removeprefix("www.")
-    u = u.split("#", 1)[0].split("?", 1)[0].rstrip("/")
-    return u if "/" in u and u.split("/", 1)[0] else None

@@ -33,10 +33,10 @@ EMBEDDING_OUTPUT = "embedding"
 def embedding_layer(inference: InferenceConfig, model_config: Any) -> int:
     """Which hidden state (0 = embeddings, n = last layer) gives the model's sentence embedding.
 
-    The service no longer screens duplicates with it (the lexical screen, mltagger.models.screen,
-    is independent of the classifier); `scripts/dedup_compare.py` still compares it with that
-    screen. The middle layer by default: fine-tuning pulls the items of one tag together in the
-    last layer, which makes it a poor measure of "same text".
+    The service no longer screens duplicates with it (the lexical screen, mltagger.screen, is
+    independent of the classifier); `mltagger dedup-eval --compare-embeddings` still compares it
+    with that screen. The middle layer by default: fine-tuning pulls the items of one tag together
+    in the last layer, which makes it a poor measure of "same text".
     """
     layer = inference.extra.get("embedding_layer")
     return int(layer) if layer is not None else int(model_config.num_hidden_layers) // 2

@@ -34,7 +34,6 @@ import numpy as np
 
 from mltagger.core.config import compose_config
 from mltagger.core.paths import resolve_path
-from mltagger.data.dedup_bench import load_bench
 from mltagger.data.duplicates import content_hash
 from mltagger.data.package_pool import _ML_VOCAB
 from mltagger.data.prepare import prepare_data
@@ -43,6 +42,7 @@ from mltagger.evaluation.online import answers, figure, online_precision
 from mltagger.models.predict import Predictor
 from mltagger.models.rule import REASON_CLASSIFIER
 from mltagger.monitoring.monitor import _encode, monitor, render_html
+from mltagger.screen.bench_data import load_bench
 from mltagger.serving.ingest import ingest_file
 from mltagger.serving.rollout import Rollout
 from mltagger.serving.service import Tagger

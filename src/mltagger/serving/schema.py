@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mltagger.data.links import url_key
+from mltagger.screen.screening import url_key
 
 HUMAN = "human"
 MODEL = "model"

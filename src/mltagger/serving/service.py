@@ -2,7 +2,7 @@
 
 `Tagger` holds the model (loaded once), the store and the duplicate screen's index. For a batch
 of items it runs one forward pass (tag scores), screens duplicates against the store and within
-the batch with the lexical screen (`mltagger.models.screen`: its own sketch, index and calibration,
+the batch with the lexical screen (`mltagger.screen`: its own sketch, index and calibration,
 independent of the classifier), and either only answers (`analyze`, for /predict) or also stores
 (`add`, for /items and `mltagger ingest`).
 
@@ -29,21 +29,12 @@ from tqdm.auto import tqdm
 
 from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
-from mltagger.data.links import url_key
 from mltagger.data.text import clean_text, join_text
 from mltagger.models.rule import REASON_CLASSIFIER
-from mltagger.models.screen import (
-    CALIBRATION_FILE,
-    VERSION,
-    PairModel,
-    ScreenError,
-    ScreenIndex,
-    Text,
-    load_model,
-    normalised,
-    sketch,
-)
-from mltagger.serving.dedup import EXACT, Duplicate, screen_batch
+from mltagger.screen.index import ScreenIndex
+from mltagger.screen.pairs import CALIBRATION_FILE, PairModel, load_model
+from mltagger.screen.screening import EXACT, Duplicate, screen_batch, url_key
+from mltagger.screen.sketch import VERSION, ScreenError, Text, normalised, sketch
 from mltagger.serving.rollout import (
     RELOAD_SECONDS,
     SHADOW,

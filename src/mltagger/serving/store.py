@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from mltagger.data.links import url_key
 from mltagger.models.rule import REASON_LOW_CONFIDENCE
+from mltagger.screen.screening import url_key
 from mltagger.serving.schema import (
     ACTIVE,
     HELD_DUPLICATE,
@@ -206,7 +206,7 @@ class Store:
         return self._first_ids(items.c.content_hash, hashes)
 
     def ids_by_url(self, keys: Iterable[str | None]) -> dict[str, int]:
-        """The first stored item of each known link key (`mltagger.data.links.url_key`)."""
+        """The first stored item of each known link key (`mltagger.screen.screening.url_key`)."""
         return self._first_ids(items.c.url_key, keys)
 
     def ids_by_hash_or_url(

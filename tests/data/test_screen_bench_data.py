@@ -11,11 +11,11 @@ from collections import Counter
 import pytest
 
 from mltagger.core.paths import resolve_path
-from mltagger.data.dedup_bench import REGISTRY_FILE, REPORT_FILE, load_bench
 from mltagger.data.duplicates import content_hash
-from mltagger.data.links import url_key
-from mltagger.evaluation.dedup import load_adjudicated, query_key
-from mltagger.models.screen import CALIBRATION_FILE, load_model
+from mltagger.screen.bench_data import REGISTRY_FILE, REPORT_FILE, load_bench
+from mltagger.screen.fitting import load_adjudicated, query_key
+from mltagger.screen.pairs import CALIBRATION_FILE, load_model
+from mltagger.screen.screening import url_key
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,38 @@
 """Duplicate screening at ingest time: exact copies (same normalised text or same link) and near
 copies found by the lexical screen, against the store and within the incoming batch.
+
+Two stages, cheapest first: the exact stage looks up each item's content hash
+(`mltagger.data.duplicates.content_hash`) and link key (`url_key`, here because a link's identity
+is the screen's rule, not the data's) in the store; the near stage runs the lexical screen
+(`mltagger.screen.sketch`, `.index`, `.pairs`) on what is left.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from mltagger.data.duplicates import content_hash
-from mltagger.data.links import url_key
-from mltagger.models.screen import (
-    VERSION,
-    LazyProfiles,
-    Text,
-    best,
-    candidates,
-    normalised,
-    sketch,
-)
+from mltagger.screen.pairs import best, candidates
+from mltagger.screen.sketch import VERSION, LazyProfiles, Text, normalised, sketch
 
 EXACT = "exact"
 NEAR = "near"
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def url_key(url: str | None) -> str | None:
+    """A link's identity for the exact stage: two items that point at the same page are the same
+    item, whatever their titles say. The link without scheme, `www.`, query, fragment or trailing
+    slash, in lower case; None for no link or a bare domain (a site's front page names the site,
+    not one item)."""
+    if not url:
+        return None
+    u = _SCHEME.sub("", url.strip().lower())
+    u = u.removeprefix("www.")
+    u = u.split("#", 1)[0].split("?", 1)[0].rstrip("/")
+    return u if "/" in u and u.split("/", 1)[0] else None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 
 What is in it, in order (a store of size n is the first n items, so the sizes are nested):
 
-1. The benchmark's `all` store (`mltagger.data.dedup_bench`, 100k items: the shipped items with
+1. The benchmark's `all` store (`mltagger.screen.bench_data`, 100k items: the shipped items with
    the originals of every true copy first, the external lists, distinct PyPI summaries). Sizes up
    to 100k use nothing else, so they need no registry lists.
 2. **Real** texts from the registry package lists of the environment (`--registry DIR`:
@@ -38,9 +38,9 @@ from pathlib import Path
 
 from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
-from mltagger.data.dedup_bench import Bench
 from mltagger.data.duplicates import dedup_key
 from mltagger.data.package_pool import MIN_SUMMARY, fresh_package_names
+from mltagger.screen.bench_data import Bench
 
 SCALE_VERSION = "scale-1"  # bump when the store's recipe changes: cached stores are rebuilt
 SEED = 19

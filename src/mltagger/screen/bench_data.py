@@ -14,7 +14,7 @@ benchmark therefore screens each query against a whole store, as the service doe
   held-out ML library summaries of 2023-26 that are in no store: their packages and exact-summary
   copies are left out, as are the packages the fresh set cites (by name).
 - **True copies.** Edited copies of stored items (format, typos, truncated, reworded,
-  reposted: `mltagger.data.copies.make_duplicate`) and real ones: the same link listed under
+  reposted: `mltagger.screen.copies.make_duplicate`) and real ones: the same link listed under
   different titles across the external lists (`relisted`: one listing stored, the other the
   query; screened with and without its link).
 
@@ -40,12 +40,12 @@ import yaml
 
 from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
-from mltagger.data.copies import make_duplicate
 from mltagger.data.duplicates import dedup_key
 from mltagger.data.external import parse_markdown
-from mltagger.data.links import url_key as norm_url
 from mltagger.data.package_pool import _ANY, _ML_VOCAB, fresh_package_names
 from mltagger.data.package_pool import read_registry as read_pypi_registry
+from mltagger.screen.copies import make_duplicate
+from mltagger.screen.screening import url_key as norm_url
 
 REGISTRY_FILE = "data/dedup/registry.tsv.gz"
 REPORT_FILE = "data/dedup/build_report.json"

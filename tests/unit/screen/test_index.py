@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltagger.models.screen import (
+from mltagger.screen.index import ScreenIndex
+from mltagger.screen.sketch import (
     ScreenError,
-    ScreenIndex,
     Text,
     normalised,
     sketch,
@@ -185,7 +185,7 @@ def test_a_saved_index_plus_the_newer_rows_answers_as_a_full_rebuild(rows, tmp_p
 
 
 def test_ef_search_follows_the_store_size_unless_set(rows, monkeypatch):
-    import mltagger.models.screen as screen
+    import mltagger.screen.index as screen
 
     assert screen.auto_ef_search(100_000) == 64 and screen.auto_ef_search(1_000_000) == 128
     monkeypatch.setattr(screen, "EF_SEARCH_BY_SIZE", ((300, 16), (None, 40)))

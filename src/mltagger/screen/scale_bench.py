@@ -6,7 +6,7 @@ test: the 1M store takes minutes to sketch (cached) and tens of minutes to index
 
 Sizes up to 100k use the benchmark's own store (`data/dedup/registry.tsv.gz`, shipped); larger
 ones read the registry package lists from `--registry` (the environment's folder of them, which
-a clone does not ship; `mltagger.data.dedup_scale` says what fills the store). The store's items
+a clone does not ship; `mltagger.screen.scale_data` says what fills the store). The store's items
 and their sketches are cached in `--cache` (int8 bucket counts: exact, a quarter of float32).
 
 For each size, the index is grown as the service grows it (batches of 1,000, in order; sizes are
@@ -50,22 +50,23 @@ from tqdm.auto import tqdm
 
 from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
-from mltagger.data.dedup_bench import load_bench
-from mltagger.data.dedup_scale import load_scale_store
-from mltagger.models.screen import (
+from mltagger.screen.bench_data import load_bench
+from mltagger.screen.index import EF_SEARCH_BY_SIZE, ScreenIndex
+from mltagger.screen.pairs import (
     CALIBRATION_FILE,
-    EF_SEARCH_BY_SIZE,
-    SKETCH_DIM,
-    VERSION,
-    LazyProfiles,
     PairModel,
-    ScreenIndex,
-    Text,
     best,
     candidates,
     load_model,
-    normalised,
     pair_features,
+)
+from mltagger.screen.scale_data import load_scale_store
+from mltagger.screen.sketch import (
+    SKETCH_DIM,
+    VERSION,
+    LazyProfiles,
+    Text,
+    normalised,
     profile,
     sketch,
     sketch_counts,
@@ -212,7 +213,7 @@ def median_ms_per_item(fn, chunks) -> float:
 
 
 def screen_ms(index: ScreenIndex, model: PairModel, picks: list[dict], batch: int) -> float:
-    """Median ms per item of the screen alone, as `mltagger.serving.dedup.screen_batch` runs
+    """Median ms per item of the screen alone, as `mltagger.screen.screening.screen_batch` runs
     its near stage: sketch, index search, candidates' features, pair model."""
 
     def run(items: list[dict]) -> None:

@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mltagger.data.copies import KINDS, make_duplicate
 from mltagger.data.duplicates import content_hash
-from mltagger.data.links import url_key
-from mltagger.evaluation.dedup import (
+from mltagger.screen.copies import KINDS, make_duplicate
+from mltagger.screen.fitting import (
     EDITED_KINDS,
     ScreenBench,
     choose_floor,
@@ -22,22 +21,18 @@ from mltagger.evaluation.dedup import (
     precision_recall,
     screen_rates,
 )
-from mltagger.models.screen import (
+from mltagger.screen.index import ScreenIndex
+from mltagger.screen.pairs import (
     FEATURES,
-    SKETCH_DIM,
-    VERSION,
     Candidate,
     PairModel,
-    ScreenError,
-    ScreenIndex,
     best,
     candidates,
     load_model,
     pair_features,
-    profile,
-    sketch,
 )
-from mltagger.serving.dedup import EXACT, NEAR, Duplicate, screen_batch
+from mltagger.screen.screening import EXACT, NEAR, Duplicate, screen_batch, url_key
+from mltagger.screen.sketch import SKETCH_DIM, VERSION, ScreenError, profile, sketch
 
 ITEM = {
     "title": "Image classification using a simple model",
@@ -291,7 +286,7 @@ def tiny_bench() -> SimpleNamespace:
 
 
 def test_bench_fit_choose_and_report_on_the_other_split(monkeypatch):
-    monkeypatch.setattr("mltagger.evaluation.dedup.load_adjudicated", lambda root=None: {})
+    monkeypatch.setattr("mltagger.screen.fitting.load_adjudicated", lambda root=None: {})
     bench = tiny_bench()
     sb = ScreenBench(bench, "s")
     sb.run([30, 60])
@@ -315,7 +310,7 @@ def test_bench_fit_choose_and_report_on_the_other_split(monkeypatch):
 
 
 def test_choose_threshold_allows_exactly_the_rate_asked_for(monkeypatch):
-    monkeypatch.setattr("mltagger.evaluation.dedup.load_adjudicated", lambda root=None: {})
+    monkeypatch.setattr("mltagger.screen.fitting.load_adjudicated", lambda root=None: {})
     f_hi, f_lo = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
     f_hi[0], f_lo[0] = 0.95, 0.5
     queries = [{"source": "t", "ref": k, "split": "a"} for k in range(4)]

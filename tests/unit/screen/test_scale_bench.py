@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltagger.benchmarks.screen_scale import exact_top_k, parse_scale, recall_figures
 from mltagger.core.errors import DataError
-from mltagger.data.dedup_bench import Bench
-from mltagger.data.dedup_scale import build_scale_store, registry_texts
 from mltagger.data.duplicates import dedup_key
-from mltagger.models.screen import PairModel, Text, sketch_counts, unit_sketches
+from mltagger.screen.bench_data import Bench
+from mltagger.screen.pairs import PairModel
+from mltagger.screen.scale_bench import exact_top_k, parse_scale, recall_figures
+from mltagger.screen.scale_data import build_scale_store, registry_texts
+from mltagger.screen.sketch import Text, sketch_counts, unit_sketches
 
 
 def test_scale_sizes_parse_with_suffixes():

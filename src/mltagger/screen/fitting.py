@@ -1,41 +1,34 @@
 """Fitting and measuring the duplicate screen (`mltagger dedup-eval`); screening itself runs in
-`mltagger.serving.dedup`. Is a new item a copy of one already stored, or of one earlier in its
+`mltagger.screen.screening`. Is a new item a copy of one already stored, or of one earlier in its
 batch? Two stages, cheapest first:
 
 1. exact: the same normalised text (sha256 of `mltagger.data.duplicates.dedup_key`) or the same
-   link (`mltagger.data.links.url_key`), looked up in the store's indexes;
-2. near: the lexical screen of `mltagger.models.screen` (its own sketch, FAISS index and
-   calibrated pair model; nothing of the classifier), against stored items and earlier batch items.
+   link (`mltagger.screen.screening.url_key`), looked up in the store's indexes;
+2. near: the lexical screen (`mltagger.screen.sketch`, `.index`, `.pairs`: its own sketch, FAISS
+   index and calibrated pair model; nothing of the classifier), against stored items and earlier
+   batch items.
 
 The benchmark behind its threshold (`ScreenBench`, `make dedup-eval`) screens genuinely new items
 against whole stores of 1k / 10k / 100k items and true copies of stored items
-(`mltagger.data.dedup_bench`); `mltagger.data.copies.make_duplicate` makes the edited kinds of copy.
+(`mltagger.screen.bench_data`); `mltagger.screen.copies.make_duplicate` makes the edited kinds of
+copy.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
-from mltagger.data.links import url_key
-from mltagger.models.screen import (
-    FEATURES,
-    LazyProfiles,
-    PairModel,
-    ScreenIndex,
-    Text,
-    best,
-    candidates,
-    normalised,
-    pair_features,
-    profile,
-    sketch,
-)
+from mltagger.screen.index import ScreenIndex
+from mltagger.screen.pairs import FEATURES, PairModel, best, candidates, pair_features
+from mltagger.screen.screening import url_key
+from mltagger.screen.sketch import LazyProfiles, Text, normalised, profile, sketch
 
 
 def precision_recall(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
@@ -337,3 +330,73 @@ def pair_figures(pairs: Sequence[dict], model) -> dict:
             for k in sorted(set(kinds))
         },
     }
+
+
+def dump_review(benches: dict, model: PairModel, size: int, path: Path) -> None:
+    """Every query (both splits) whose best probability at store size `size` reaches 0.3 in any
+    store, with its best match, written to `path` for a person to adjudicate (what
+    `ADJUDICATED_FILE` records)."""
+    seen: dict[str, dict] = {}
+    for name, sb in benches.items():
+        rows = sb.rows[size]
+        for q, cands, exact in zip(
+            sb.bench.queries, rows["queries"], rows["query_exact"], strict=True
+        ):
+            kept = [c for c in cands if c.sketch_similarity >= model.floor]
+            probs = model.probability(np.stack([c.features for c in kept])) if kept else []
+            if exact is not None:
+                top, p = exact, 1.0
+            elif len(probs) and probs.max() >= 0.3:
+                top, p = kept[int(np.argmax(probs))].item_id, float(probs.max())
+            else:
+                continue
+            key = query_key(q)
+            if key not in seen or seen[key]["probability"] < p:
+                m = sb.items[top]
+                seen[key] = {
+                    "query": key,
+                    "store": name,
+                    "probability": round(p, 4),
+                    "split": q["split"],
+                    "query_text": f"{q['title']} :: {q['description']}",
+                    "match_text": f"{m['title']} :: {m['description']}",
+                }
+    path.write_text(json.dumps(sorted(seen.values(), key=lambda d: -d["probability"]), indent=1))
+    print(f"{len(seen)} queries to adjudicate written to {path}")
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    """`screen_rates`' curves: false-duplicate rate per store and recall per kind of copy
+    against the threshold, with the chosen threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    thr = np.array(results["curve"]["thresholds"])
+    for name, curve in results["curve"]["false_duplicate_rate"].items():
+        axes[0].plot(thr, 100 * np.array(curve), label=f"store {name}")
+    axes[0].axhline(0.5, color="grey", ls=":", label="target 0.5%")
+    axes[0].axvline(results["threshold"], color="k", ls="--", label="chosen on split a")
+    axes[0].set(
+        xlabel="duplicate score threshold",
+        ylabel="% of genuinely new items called duplicates",
+        title="false duplicates (split b, 100k stores)",
+    )
+    axes[0].legend(fontsize=8)
+    for kind, curve in results["curve"]["recall"].items():
+        if kind.startswith("ml: "):  # the harder store; the other's curves lie on top of these
+            axes[1].plot(thr, curve, label=kind[4:], lw=2.5 if "pooled" in kind else 1.2)
+    axes[1].axhline(0.95, color="grey", ls=":", label="target 0.95")
+    axes[1].axvline(results["threshold"], color="k", ls="--")
+    axes[1].set(
+        xlabel="duplicate score threshold",
+        ylabel="recall",
+        title="true copies caught, by kind (split b, ML store, 100k)",
+    )
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
