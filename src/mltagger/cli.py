@@ -1,12 +1,14 @@
 """`mltagger <job> [options or Hydra overrides]`: the one way to run every job.
 
-The top of the layer stack: nothing imports this module. Jobs are named by their import path in
-`HYDRA_JOBS` and `ARGV_JOBS` and imported only when run, so `mltagger validate` does not load
-torch and a job's import errors surface when that job runs. Every subcommand turns user mistakes
-(bad file, bad rows, bad option, bad override) into one line on stderr and a non-zero exit.
+The top of the layer stack: nothing imports this module. Every job is declared once, in the job
+table (`mltagger.jobs.JOBS`: name, kind, config, check, target, help), and imported only when run,
+so `mltagger validate` does not load torch and a job's import errors surface when that job runs.
+Every subcommand turns user mistakes (bad file, bad rows, bad option, bad override) into one line
+on stderr and a non-zero exit.
 
-Over 400 lines because it is mostly argparse declarations (one block per subcommand, with the
-help text users read); the logic each subcommand runs lives in the layers below.
+Over 400 lines because it holds the cli's own subcommands (`validate`, `predict`, `evaluate`,
+`ingest`, ...): their options with the help text users read, and the few lines each runs; the
+logic lives in the layers below.
 """
 
 from __future__ import annotations
@@ -25,93 +27,9 @@ from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.fresh import check_fresh
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import RawRow, load_items, validate_rows
+from mltagger.jobs import COMMAND, HYDRA, JOBS, KIND_SUFFIX, OPTIONS, Job
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
-
-# Hydra jobs: name -> (config in conf/, "module:function", overrides put first, help).
-# The function takes the composed config; what it returns goes back to Hydra (sweeps read it).
-HYDRA_JOBS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-    "train": (
-        "train",
-        "mltagger.training.loop:run",
-        (),
-        "fine-tune an encoder, evaluate it, write runs/train/<id>/model and models/latest",
-    ),
-    "distill": (
-        "train",
-        "mltagger.training.loop:run",
-        ("experiment=distill_minilm_l3",),
-        "distil models/latest into a 3-layer student",
-    ),
-    "baselines": (
-        "baselines",
-        "mltagger.training.baselines:run",
-        (),
-        "fit and evaluate the rule and TF-IDF baselines",
-    ),
-    "cv": ("cv", "mltagger.training.cv:run_cv", (), "k-fold cross-validation of any config"),
-    "sweep": (
-        "train",
-        "mltagger.training.sweep:main",
-        (),
-        "Optuna search (default hparams_search=minilm_optuna)",
-    ),
-    "export": (
-        "export",
-        "mltagger.export.candidates:main",
-        (),
-        "ONNX fp32/int8 candidates of models/latest, parity, one table -> models/export",
-    ),
-    "label-issues": (
-        "train",
-        "mltagger.training.label_issues:main",
-        ("data=with_other", "task_name=label_issues", "logger=none"),
-        "find likely wrong labels in weak data -> data/corrections/",
-    ),
-}
-# Jobs with their own argparse options: name -> ("module:function(argv)", help).
-ARGV_JOBS: dict[str, tuple[str, str]] = {
-    "teacher": ("mltagger.training.teacher:main", "teacher soft labels for train+val"),
-    "bench": (
-        "mltagger.benchmarks.latency:main",
-        "latency p50/p95/p99 and throughput of model folders",
-    ),
-    "report": ("mltagger.reporting.report:main", "stakeholder HTML report of a run"),
-    "dedup-eval": (
-        "mltagger.benchmarks.screen:main",
-        "the duplicate screen at store scale (false duplicates, recall, cost)",
-    ),
-    "load-test": ("mltagger.benchmarks.load:main", "loopback load test of the service"),
-    "probe": (
-        "mltagger.benchmarks.probe:main",
-        "security probe of a running service on this machine (payload families, one line each)",
-    ),
-    "keys": (
-        "mltagger.serving.keys:main",
-        "API keys with roles: create, list, revoke, end-sessions",
-    ),
-    "data-external": ("mltagger.data.external:main", "rebuild data/external.json"),
-    "data-packages": ("mltagger.data.package_pool:main", "rebuild data/packages.json"),
-    "data-dedup": ("mltagger.data.dedup_bench:main", "rebuild the duplicate benchmark"),
-    "simulate-stream": (
-        "mltagger.monitoring.simulate:main",
-        "replay an hourly stream (in distribution, a shift, a worse canary) and monitor it",
-    ),
-}
-DEFAULT_SWEEP = "hparams_search=minilm_optuna"
-# Each job's config rules ("module:function(cfg)"), run on the composed config before the job is
-# even imported: a bad value is one line and exit 2 in about a second (tests/unit/core/
-# test_hostile_configs.py holds every job to it). serve runs its own in mltagger.serving.server.
-CONFIG_CHECKS: dict[str, str] = {
-    "train": "mltagger.training.config_rules:check_train_config",
-    "distill": "mltagger.training.config_rules:check_train_config",
-    "baselines": "mltagger.training.config_rules:check_baselines_config",
-    "cv": "mltagger.training.config_rules:check_cv_config",
-    "sweep": "mltagger.training.config_rules:check_sweep_config",
-    "export": "mltagger.export.config_rules:check_export_config",
-    "label-issues": "mltagger.training.config_rules:check_label_issues_config",
-    "serve": "mltagger.serving.config_rules:check_serve_config",
-}
 
 
 def _load(target: str):
@@ -119,20 +37,47 @@ def _load(target: str):
     return getattr(importlib.import_module(module), name)
 
 
-def run_hydra_job(job: str, overrides: Sequence[str]) -> int:
+def run_hydra_job(job: Job, overrides: Sequence[str]) -> int:
     """Run a Hydra job as `mltagger <job> k=v ...` (Hydra's own flags such as --cfg work too)."""
-    config, target, fixed, _ = HYDRA_JOBS[job]
     rest = list(overrides)
-    if job == "sweep" and not any(o.startswith("hparams_search=") for o in rest):
-        rest.insert(0, DEFAULT_SWEEP)
     given = {o.split("=", 1)[0].lstrip("+~") for o in rest}
-    sys.argv = [f"mltagger {job}", *(f for f in fixed if f.split("=", 1)[0] not in given), *rest]
+    fixed = [f for f in job.fixed if f.split("=", 1)[0] not in given]
+    sys.argv = [f"mltagger {job.name}", *fixed, *rest]
 
     def run(cfg):  # the job's module (torch and all) is imported once its config has passed
-        return _load(target)(cfg)
+        return _load(job.target)(cfg)
 
-    hydra_entry(config, run, check=_load(CONFIG_CHECKS[job]))
+    hydra_entry(job.config, run, check=_load(job.check))
     return 0
+
+
+def run_options_job(job: Job, argv: Sequence[str]) -> int:
+    """Hand everything after the job's name to its own parser (`--run`, `--n` ...)."""
+    sys.argv = [f"mltagger {job.name}", *argv]  # so its --help says `mltagger <job>`
+    with user_errors():
+        return int(_load(job.target)(list(argv)) or 0)
+
+
+def validate_options(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Print every invalid row (row, id, field, problem) and a summary; exit 1 when any row "
+        "is invalid."
+    )
+    p.add_argument("file", help="items file: .json (a list), .jsonl or .csv")
+    p.add_argument(
+        "--data-config",
+        default="projects",
+        help="data config whose approved tags apply (name in conf/data or a path)",
+    )
+    p.add_argument("--unlabeled", action="store_true", help="items to tag: only title is required")
+    p.add_argument("--rejects", metavar="PATH", help="write invalid rows (with problems) as JSONL")
+    p.add_argument("--max-problems", type=int, default=200, help="problems to print at most")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a fresh evaluation set (data/eval/fresh.json): also kind, reference, 2023-2026 "
+        "date, and no exact or near copy of any training source of --data-config",
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -168,6 +113,27 @@ def validate_fresh(path: str, data_cfg) -> int:
     return 0 if fresh.ok else EXIT_INVALID
 
 
+def predict_options(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Output per item: id, tag (always an approved tag; the fallback tag when confidence < "
+        "threshold), confidence, needs_review, scores."
+    )
+    p.add_argument("--model", default="models/latest", help="model folder (default models/latest)")
+    p.add_argument("--input", help="items file: .json, .jsonl or .csv (title required)")
+    p.add_argument("--title", help="tag one item given on the command line")
+    p.add_argument("--description", help="its description")
+    p.add_argument("--output", help="write JSONL here (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="tag the valid rows and write invalid ones to --rejects",
+    )
+    p.add_argument(
+        "--rejects", help="where invalid rows go with --skip-invalid (default rejects.jsonl)"
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
 
     _, inference = read_model_metadata(args.model)  # fails fast on a wrong folder
@@ -198,6 +164,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
             out.close()
             print(f"{len(report.items)} predictions written to {args.output}", file=sys.stderr)
     return 0
+
+
+def evaluate_options(p: argparse.ArgumentParser) -> None:
+    p.description = "Writes val/ and test/ reports (metrics.json, report.md, plots) to --output."
+    p.add_argument("--model", default="models/latest", help="model folder (default models/latest)")
+    p.add_argument(
+        "--threshold",
+        choices=["model", "val"],
+        default="model",
+        help="apply the model folder's review threshold (default), or choose one on val",
+    )
+    p.add_argument("--output", help="report folder (default runs/evaluate/<time>)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data=with_other")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -254,6 +234,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def ingest_options(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Bad rows go to a rejects file (FILE.rejects.jsonl), none is lost; running it twice on "
+        "one file adds nothing the second time. Config: conf/serve.yaml."
+    )
+    p.add_argument("file", help="the drop: .jsonl, .json or .csv with title (and description)")
+    p.add_argument("--rejects", help="where invalid rows go (default FILE.rejects.jsonl)")
+    p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=... model=...")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """The hourly batch job: validate, screen duplicates, tag and store one drop file."""
     from mltagger.serving.ingest import format_summary, ingest_file
@@ -278,6 +270,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def dataset_options(p: argparse.ArgumentParser) -> None:
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser(
+        "build",
+        help="write the next versioned training file with the store's human labels",
+        description="data/feedback/v<N>.json (+ sha256, CHANGELOG.md line) and "
+        "conf/data/feedback_v<N>.yaml = the base data + those items.",
+    )
+    p.add_argument("--data", default="with_other", help="base data config (default with_other)")
+    p.add_argument(
+        "--reviewed-only",
+        action="store_true",
+        help="only items a person tagged in review (leave out unreviewed wrong-tag reports)",
+    )
+    p.add_argument("--out-dir", help="folder of the versioned files (default data/feedback)")
+    p.add_argument("--config-dir", help="where the data config goes (default conf/data)")
+    p.add_argument("overrides", nargs="*", help="serve config overrides, e.g. store.url=...")
 
 
 def cmd_dataset_build(args: argparse.Namespace) -> int:
@@ -308,10 +319,31 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def overrides_options(p: argparse.ArgumentParser) -> None:
+    """Jobs whose only arguments are conf/serve.yaml overrides (serve, rollback)."""
+    p.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. model_dir=models/latest port=8080"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from mltagger.serving.server import main as serve_main
 
     return serve_main(args.overrides)
+
+
+def monitor_options(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Writes runs/monitor/<time>/monitor.{json,html} and the snapshot the service exports on "
+        "/metrics. Config: conf/serve.yaml (store.url, model_dir)."
+    )
+    p.add_argument("--last", type=int, default=500, help="the last N model-tagged items")
+    p.add_argument("--days", type=float, help="instead: the items of the last D days")
+    p.add_argument("--batch", type=int, help="batch size of the timeline (default: per file)")
+    p.add_argument("--output", help="report folder (default runs/monitor/<time>)")
+    p.add_argument("--permutations", type=int, default=2000, help="MMD permutation test size")
+    p.add_argument("--no-snapshot", action="store_true", help="do not update /metrics")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=...")
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -329,6 +361,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         save=not args.no_snapshot,
         permutations=args.permutations,
     )
+
+
+def profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="with_packages", help="data config: val and train splits")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -363,6 +400,11 @@ def _record(cfg, folder: str, action: str) -> None:
     print(f"recorded in {describe(store.url)}: {row['model_version']} serves from now on")
 
 
+def promote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("candidate", help="the model folder to serve from now on")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from mltagger.serving.rollout import promote
 
@@ -385,163 +427,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`mltagger --help` from the job table; the cli's own subcommands declare their options."""
     parser = argparse.ArgumentParser(prog="mltagger", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, _, _, text) in HYDRA_JOBS.items():
-        sub.add_parser(name, help=f"{text} [Hydra overrides]", add_help=False)
-    for name, (_, text) in ARGV_JOBS.items():
-        sub.add_parser(name, help=f"{text} (--help for its options)", add_help=False)
-
-    p = sub.add_parser(
-        "validate",
-        help="check a JSON/JSONL/CSV file of items and report bad rows",
-        description="Print every invalid row (row, id, field, problem) and a "
-        "summary; exit 1 when any row is invalid.",
-    )
-    p.add_argument("file", help="items file: .json (a list), .jsonl or .csv")
-    p.add_argument(
-        "--data-config",
-        default="projects",
-        help="data config whose approved tags apply (name in conf/data or a path)",
-    )
-    p.add_argument(
-        "--unlabeled",
-        action="store_true",
-        help="items to tag: only title is required; tag is optional",
-    )
-    p.add_argument("--rejects", metavar="PATH", help="write invalid rows (with problems) as JSONL")
-    p.add_argument("--max-problems", type=int, default=200, help="problems to print at most")
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="a fresh evaluation set (data/eval/fresh.json): also kind, reference, 2023-2026 "
-        "date, and no exact or near copy of any training source of --data-config",
-    )
-    p.set_defaults(func=cmd_validate)
-
-    p = sub.add_parser(
-        "predict",
-        help="tag items with a model folder (one JSON line per item)",
-        description="Output per item: id, tag (always an approved tag; the fallback tag when "
-        "confidence < threshold), confidence, needs_review, scores.",
-    )
-    p.add_argument("--model", default="models/latest", help="model folder (default models/latest)")
-    p.add_argument("--input", help="items file: .json, .jsonl or .csv (title required)")
-    p.add_argument("--title", help="tag one item given on the command line")
-    p.add_argument("--description", help="its description")
-    p.add_argument("--output", help="write JSONL here (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="tag the valid rows and write invalid ones to --rejects",
-    )
-    p.add_argument(
-        "--rejects", help="where invalid rows go with --skip-invalid (default rejects.jsonl)"
-    )
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser(
-        "evaluate",
-        help="evaluate a model folder on a data config (per tag, per slice, out-of-scope)",
-        description="Writes val/ and test/ reports (metrics.json, report.md, plots) to --output.",
-    )
-    p.add_argument("--model", default="models/latest", help="model folder (default models/latest)")
-    p.add_argument(
-        "--threshold",
-        choices=["model", "val"],
-        default="model",
-        help="apply the model folder's review threshold (default), or choose one on val",
-    )
-    p.add_argument("--output", help="report folder (default runs/evaluate/<time>)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data=with_other")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "ingest",
-        help="the hourly batch job: validate, screen duplicates, tag and store a drop file",
-        description="Bad rows go to a rejects file (FILE.rejects.jsonl), none is lost; "
-        "running it twice on one file adds nothing the second time. Config: conf/serve.yaml.",
-    )
-    p.add_argument("file", help="the drop: .jsonl, .json or .csv with title (and description)")
-    p.add_argument("--rejects", help="where invalid rows go (default FILE.rejects.jsonl)")
-    p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=... model=...")
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser(
-        "serve",
-        help="the tagging service (same as make serve); config conf/serve.yaml",
-        description="Overrides like model_dir=models/latest port=8080 store.url=...",
-    )
-    p.add_argument("overrides", nargs="*", help="config overrides")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser(
-        "monitor",
-        help="online precision from proxy signals, candidate disagreement and drift on the store",
-        description="Writes runs/monitor/<time>/monitor.{json,html} and the snapshot the "
-        "service exports on /metrics. Config: conf/serve.yaml (store.url, model_dir).",
-    )
-    p.add_argument("--last", type=int, default=500, help="the last N model-tagged items")
-    p.add_argument("--days", type=float, help="instead: the items of the last D days")
-    p.add_argument("--batch", type=int, help="batch size of the timeline (default: per file)")
-    p.add_argument("--output", help="report folder (default runs/monitor/<time>)")
-    p.add_argument("--permutations", type=int, default=2000, help="MMD permutation test size")
-    p.add_argument("--no-snapshot", action="store_true", help="do not update /metrics")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. store.url=...")
-    p.set_defaults(func=cmd_monitor)
-
-    p = sub.add_parser(
-        "profile",
-        help="(re)build a model folder's reference profile (training and export write one)",
-    )
-    p.add_argument("--data", default="with_packages", help="data config: val and train splits")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser(
-        "promote", help="point the service's model_dir link at a candidate model folder"
-    )
-    p.add_argument("candidate", help="the model folder to serve from now on")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
-    p.set_defaults(func=cmd_promote)
-
-    p = sub.add_parser("rollback", help="point model_dir back where it was before promote")
-    p.add_argument("overrides", nargs="*", help="config overrides")
-    p.set_defaults(func=cmd_rollback)
-
-    p = sub.add_parser("dataset", help="training data from the store")
-    dsub = p.add_subparsers(dest="dataset_command", required=True)
-    p = dsub.add_parser(
-        "build",
-        help="write the next versioned training file with the store's human labels",
-        description="data/feedback/v<N>.json (+ sha256, CHANGELOG.md line) and "
-        "conf/data/feedback_v<N>.yaml = the base data + those items.",
-    )
-    p.add_argument("--data", default="with_other", help="base data config (default with_other)")
-    p.add_argument(
-        "--reviewed-only",
-        action="store_true",
-        help="only items a person tagged in review (leave out unreviewed wrong-tag reports)",
-    )
-    p.add_argument("--out-dir", help="folder of the versioned files (default data/feedback)")
-    p.add_argument("--config-dir", help="where the data config goes (default conf/data)")
-    p.add_argument("overrides", nargs="*", help="serve config overrides, e.g. store.url=...")
-    p.set_defaults(func=cmd_dataset_build)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<job>")
+    for job in JOBS.values():
+        if job.kind != COMMAND:
+            sub.add_parser(job.name, help=f"{job.help} {KIND_SUFFIX[job.kind]}", add_help=False)
+            continue
+        p = sub.add_parser(job.name, help=job.help)
+        _load(job.options)(p)
+        p.set_defaults(func=_load(job.target))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in HYDRA_JOBS:
-        return run_hydra_job(argv[0], argv[1:])
-    if argv and argv[0] in ARGV_JOBS:  # their own options (--run, --n ...) go through untouched
-        sys.argv = [f"mltagger {argv[0]}", *argv[1:]]  # so their --help says `mltagger <job>`
-        with user_errors():
-            return int(_load(ARGV_JOBS[argv[0]][0])(argv[1:]) or 0)
+    job = JOBS.get(argv[0]) if argv else None
+    if job is not None and job.kind == HYDRA:
+        return run_hydra_job(job, argv[1:])
+    if job is not None and job.kind == OPTIONS:
+        return run_options_job(job, argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Config overrides (key=value) may come after --flags too: `ingest FILE --json model_dir=X`.

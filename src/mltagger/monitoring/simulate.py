@@ -18,6 +18,10 @@ The targets were written down before the first run (docs/monitoring.md) and are 
 drift flagged within 3 hours of the shift, at most 1 false alarm per 1,000 in-distribution items
 (also estimated on resampled in-distribution windows, for a tighter figure), and a canary that is
 truly 5+ points worse ending below the current model with non-overlapping 95% intervals.
+
+On a fresh clone neither model exists and no model file is in git, so with the default folders
+the job first builds what is missing (`models/latest`, `models/export`, the candidate), saying how
+long it will take; each step is the real `mltagger` job with its progress bars.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -33,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mltagger.core.config import compose_config
+from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
 from mltagger.data.package_pool import _ML_VOCAB
@@ -47,6 +54,17 @@ from mltagger.serving.ingest import ingest_file
 from mltagger.serving.rollout import Rollout
 from mltagger.serving.service import Tagger
 from mltagger.serving.store import Store
+
+# The canary's candidate: the shipped recipe trained without the newer data (docs/monitoring.md).
+CANDIDATE = "runs/sim/worse/model"
+CANDIDATE_RECIPE = (
+    "data=with_other",
+    "update_latest=false",
+    "logger=none",
+    "distill.soft_labels=null",
+    "hydra.run.dir=runs/sim/worse",
+)
+SERVED = "models/export"  # the default model_dir of conf/serve.yaml
 
 TARGETS = {
     "detect_within_batches": 3,
@@ -384,9 +402,53 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+def missing_models(cfg, candidate: str) -> list[tuple[str, list[str], int]]:
+    """What must be built before the stream can run: (folder, `mltagger` arguments, minutes on 2
+    cores), in order. Only the default folders are built; another missing folder is a user error
+    naming the command that makes one."""
+    root = cfg.paths.root_dir
+    steps: list[tuple[str, list[str], int]] = []
+    if not resolve_path(cfg.model_dir, root).exists():
+        if str(cfg.model_dir) != SERVED:
+            raise DataError(
+                f"model_dir={cfg.model_dir}: no such model folder; make one with `make train` "
+                "(and `make export`), or leave model_dir at its default to have it built"
+            )
+        if not resolve_path("models/latest", root).exists():
+            steps.append(("models/latest", ["train"], 10))
+        steps.append((SERVED, ["export"], 3))
+    if not resolve_path(candidate, root).exists():
+        if candidate != CANDIDATE:
+            raise DataError(
+                f"--candidate {candidate}: no such model folder; train one (`make train "
+                'ARGS="update_latest=false ..."`), or leave --candidate out to have one built'
+            )
+        steps.append((CANDIDATE, ["train", *CANDIDATE_RECIPE], 5))
+    return steps
+
+
+def build_models(steps: list[tuple[str, list[str], int]], root) -> None:
+    """Run each missing step as its real job (its own progress bars), after saying how long."""
+    minutes = sum(m for _, _, m in steps)
+    print(
+        f"simulate-stream: {', '.join(f for f, _, _ in steps)} missing; building them first, "
+        f"about {minutes} minutes on 2 cores:",
+        flush=True,
+    )
+    for k, (folder, args, mins) in enumerate(steps, 1):
+        print(f"[{k}/{len(steps)}] {folder} (~{mins} min): mltagger {' '.join(args)}", flush=True)
+        done = subprocess.run([sys.executable, "-m", "mltagger", *args], cwd=root, check=False)
+        if done.returncode != 0:
+            raise DataError(f"`mltagger {' '.join(args)}` failed (exit {done.returncode})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mltagger simulate-stream", description=__doc__.split("\n")[0])
-    p.add_argument("--candidate", required=True, help="the worse model folder for the canary")
+    p.add_argument(
+        "--candidate",
+        default=CANDIDATE,
+        help=f"the worse model folder for the canary (default {CANDIDATE}, built when missing)",
+    )
     p.add_argument("--batch", type=int, default=50, help="items per hourly drop")
     p.add_argument("--canary", type=float, default=50.0, help="canary percent")
     p.add_argument("--author-accuracy", type=float, default=0.9)
@@ -398,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="serve config overrides, e.g. model_dir=...")
     args = p.parse_args(argv)
     cfg = compose_config("serve", args.overrides)
+    steps = missing_models(cfg, args.candidate)
+    if steps:
+        build_models(steps, cfg.paths.root_dir)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output) if args.output else resolve_path(f"runs/simulate/{stamp}")
     result = simulate(

@@ -23,6 +23,8 @@ from mltagger import cli
 from mltagger.core.checks import Rule, check_config
 from mltagger.core.config import compose_config
 from mltagger.core.errors import EXIT_USAGE, ConfigError, user_errors
+from mltagger.jobs import HYDRA
+from mltagger.jobs import JOBS as JOB_TABLE
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
@@ -32,21 +34,15 @@ NOT_CHOICES = {"hydra", "local"}
 
 def job_table() -> dict[str, tuple[str, str, tuple[str, ...]]]:
     """job -> (config name, its check, the overrides `mltagger <job>` starts from)."""
-    jobs = {
-        name: (config, cli.CONFIG_CHECKS[name], fixed)
-        for name, (config, _target, fixed, _help) in cli.HYDRA_JOBS.items()
+    return {  # serve: mltagger.serving.server composes and checks it
+        job.name: (job.config, job.check, job.fixed) for job in JOB_TABLE.values() if job.check
     }
-    jobs["serve"] = ("serve", cli.CONFIG_CHECKS["serve"], ())  # mltagger.serving.server composes
-    return jobs
 
 
 JOBS = job_table()
-# What `mltagger <job>` with no arguments composes: its fixed overrides, and for the sweep the
-# default search space (a default the command line may change, not a fixed choice).
-STARTS = {
-    job: [*fixed, *([cli.DEFAULT_SWEEP] if job == "sweep" else [])]
-    for job, (_c, _k, fixed) in JOBS.items()
-}
+# What `mltagger <job>` with no arguments composes: its fixed overrides (for the sweep the
+# default search space, a default the command line may change, not a fixed choice).
+STARTS = {job: [*fixed] for job, (_c, _k, fixed) in JOBS.items()}
 FIXED = {"distill": {"experiment"}, "label-issues": {"data"}}  # what the job itself chooses
 
 
@@ -110,7 +106,7 @@ def _root_env(project_root, monkeypatch):
 
 
 def test_every_job_is_covered_and_every_group_option_is_picked():
-    assert set(JOBS) == {*cli.HYDRA_JOBS, "serve"}
+    assert set(JOBS) == {*(j.name for j in JOB_TABLE.values() if j.kind == HYDRA), "serve"}
     train_groups = groups("train")
     assert train_groups["data"] == (
         "with_packages",
@@ -270,7 +266,7 @@ def no_heavy_work(monkeypatch, project_root):
     config check ended the command, or if a run folder was made."""
     loaded: list[str] = []
     real_load = cli._load
-    jobs = {target for _c, target, _f, _h in cli.HYDRA_JOBS.values()}
+    jobs = {job.target for job in JOB_TABLE.values() if job.kind == HYDRA}
 
     def spy(target: str):
         if target in jobs:
@@ -345,7 +341,7 @@ def test_a_good_command_line_still_reaches_the_job_once(monkeypatch, tmp_path):
 
     calls = []
     real_load = cli._load
-    train_target = cli.HYDRA_JOBS["train"][1]
+    train_target = JOB_TABLE["train"].target
 
     def load(target: str):
         if target == train_target:
