@@ -147,6 +147,67 @@ def prepare_data(
     fallback = data_cfg.fallback_tag
     if fallback not in tags:
         raise DataError(f"fallback_tag {fallback!r} is not in the approved tags {tags}")
+    items, sources, reports = _load_sources(data_cfg, tags, root_dir, rejects_dir)
+    fresh: list[dict] = []
+    fresh_manifest: dict = {}
+    if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
+        # Checked against every row of every training source, before any de-duplication.
+        fresh, fresh_manifest = load_fresh(
+            data_cfg.fresh, root_dir, items, tags, data_cfg.get("near_duplicates")
+        )
+    items, folded = fold_rare_tags(items, int(data_cfg.get("min_freq", 0)), fallback)
+    items, removed = remove_exact_duplicates(items)
+    nd = data_cfg.near_duplicates
+    groups = near_duplicate_groups(items, nd.threshold, nd.same_title_min_chars)
+    sp = data_cfg.split
+    near_copies: list[dict] = []
+    splits = split_sources_in_order(
+        items,
+        [src["name"] for src in sources],
+        val_size=sp.val_size,
+        test_size=sp.test_size,
+        seed=sp.seed,
+        groups=groups,
+        train_only=[s["name"] for s in sources if s.get("split") == "train"],
+        dropped=near_copies,
+    )
+    split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
+    reviewed: dict = {}
+    if data_cfg.get("reviewed_labels"):
+        splits, reviewed = apply_reviewed_labels(
+            splits, resolve_path(data_cfg.reviewed_labels, root_dir), tags
+        )
+    label_noise: dict = {}
+    if apply_label_noise:
+        splits, label_noise = _apply_label_noise(
+            splits, data_cfg.get("label_noise"), root_dir, sources, split_config
+        )
+    return PreparedData(
+        splits=splits,
+        tags=tags,
+        fallback_tag=fallback,
+        sources=sources,
+        data_sha256=combined_sha256(sources),
+        removed_duplicates=removed + near_copies,
+        near_duplicate_groups=groups,
+        folded_tags=folded,
+        rejected=reports,
+        split_config=split_config,
+        label_noise=label_noise,
+        reviewed_labels=reviewed,
+        fresh=fresh,
+        fresh_manifest=fresh_manifest,
+    )
+
+
+def _load_sources(
+    data_cfg: Any,
+    tags: list[str],
+    root_dir: str | Path | None,
+    rejects_dir: str | Path | None,
+) -> tuple[list[dict], list[dict], list[ValidationReport]]:
+    """Every source's valid rows in config order, its manifest entry, and the reports of
+    sources with invalid rows (kept when data_cfg.skip_invalid lets the job go on)."""
     items: list[dict] = []
     sources: list[dict] = []
     reports: list[ValidationReport] = []
@@ -171,95 +232,66 @@ def prepare_data(
             raise DataError(
                 f"data source {src.name!r} reuses ids of an earlier source: {clash[:10]}"
             )
-        src_items = [{**it, "source": src.name} for it in report.items]
-        src_items, capped = cap_per_tag(src_items, src.get("max_per_tag"), src.get("seed", 0))
-        weight = float(src.get("weight", 1.0))
-        if not 0.0 < weight <= 1.0:
-            raise DataError(f"data source {src.name!r}: weight must be in (0, 1], got {weight}")
-        if weight != 1.0:  # the loss weight of every row of this source (train split only)
-            src_items = [{**it, "weight": weight} for it in src_items]
+        src_items, entry = _source_rows(src, report, sha)
         items.extend(src_items)
-        entry = {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
-        if src.get("split", "all") not in ("all", "train"):
-            raise DataError(
-                f"data source {src.name!r}: split must be `all` or `train`, got {src.split!r}"
-            )
-        if src.get("split", "all") == "train":
-            entry["split"] = "train"
-        if weight != 1.0:
-            entry["weight"] = weight
-        if capped:
-            entry["max_per_tag"] = int(src.max_per_tag)
-            entry["used"] = len(src_items)
         sources.append(entry)
+    return items, sources, reports
 
-    fresh: list[dict] = []
-    fresh_manifest: dict = {}
-    if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
-        # Checked against every row of every training source, before any de-duplication.
-        fresh, fresh_manifest = load_fresh(
-            data_cfg.fresh, root_dir, items, tags, data_cfg.get("near_duplicates")
+
+def _source_rows(src: Any, report: ValidationReport, sha: str) -> tuple[list[dict], dict]:
+    """One source's rows as training sees them (named, capped per tag, loss-weighted) and its
+    entry in the split manifest, which records each of those choices."""
+    src_items = [{**it, "source": src.name} for it in report.items]
+    src_items, capped = cap_per_tag(src_items, src.get("max_per_tag"), src.get("seed", 0))
+    weight = float(src.get("weight", 1.0))
+    if not 0.0 < weight <= 1.0:
+        raise DataError(f"data source {src.name!r}: weight must be in (0, 1], got {weight}")
+    if weight != 1.0:  # the loss weight of every row of this source (train split only)
+        src_items = [{**it, "weight": weight} for it in src_items]
+    entry = {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
+    if src.get("split", "all") not in ("all", "train"):
+        raise DataError(
+            f"data source {src.name!r}: split must be `all` or `train`, got {src.split!r}"
         )
-    items, folded = fold_rare_tags(items, int(data_cfg.get("min_freq", 0)), fallback)
-    items, removed = remove_exact_duplicates(items)
-    nd = data_cfg.near_duplicates
-    groups = near_duplicate_groups(items, nd.threshold, nd.same_title_min_chars)
-    sp = data_cfg.split
-    near_copies: list[dict] = []
-    splits = split_sources_in_order(
-        items,
-        [src["name"] for src in sources],
-        val_size=sp.val_size,
-        test_size=sp.test_size,
-        seed=sp.seed,
-        groups=groups,
-        train_only=[s["name"] for s in sources if s.get("split") == "train"],
-        dropped=near_copies,
-    )
-    removed = removed + near_copies
-    split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
-    data_sha = combined_sha256(sources)
-    reviewed: dict = {}
-    if data_cfg.get("reviewed_labels"):
-        splits, reviewed = apply_reviewed_labels(
-            splits, resolve_path(data_cfg.reviewed_labels, root_dir), tags
+    if src.get("split", "all") == "train":
+        entry["split"] = "train"
+    if weight != 1.0:
+        entry["weight"] = weight
+    if capped:
+        entry["max_per_tag"] = int(src.max_per_tag)
+        entry["used"] = len(src_items)
+    return src_items, entry
+
+
+def _apply_label_noise(
+    splits: dict[str, list[dict]],
+    noise_cfg: Any,
+    root_dir: str | Path | None,
+    sources: list[dict],
+    split_config: dict,
+) -> tuple[dict[str, list[dict]], dict]:
+    """The label-issue layer's action on the train split, and what it changed (empty when the
+    config has no layer or keeps the shipped labels)."""
+    if not noise_cfg or noise_cfg.get("action", "keep") == "keep":
+        return splits, {}
+    layer_path = resolve_path(noise_cfg.layer, root_dir)
+    if not layer_path.exists():
+        raise DataError(
+            f"label-issue layer {layer_path} not found: build it with `make label-issues` "
+            "(or set data.label_noise.action=keep to train on the shipped labels)"
         )
-    noise_cfg = data_cfg.get("label_noise")
-    label_noise: dict = {}
-    if apply_label_noise and noise_cfg and noise_cfg.get("action", "keep") != "keep":
-        layer_path = resolve_path(noise_cfg.layer, root_dir)
-        if not layer_path.exists():
-            raise DataError(
-                f"label-issue layer {layer_path} not found: build it with `make label-issues` "
-                "(or set data.label_noise.action=keep to train on the shipped labels)"
-            )
-        splits, label_noise = apply_layer(
-            splits,
-            json.loads(layer_path.read_text()),
-            action=noise_cfg.action,
-            sources=list(noise_cfg.sources),
-            weight=float(noise_cfg.get("weight", 1.0)),
-            data_sources=sources,
-            split_config=split_config,
-        )
-        label_noise["layer"] = str(noise_cfg.layer)
-        label_noise["layer_sha256"] = sha256_file(layer_path)
-    return PreparedData(
-        splits=splits,
-        tags=tags,
-        fallback_tag=fallback,
-        sources=sources,
-        data_sha256=data_sha,
-        removed_duplicates=removed,
-        near_duplicate_groups=groups,
-        folded_tags=folded,
-        rejected=reports,
+    splits, label_noise = apply_layer(
+        splits,
+        json.loads(layer_path.read_text()),
+        action=noise_cfg.action,
+        sources=list(noise_cfg.sources),
+        weight=float(noise_cfg.get("weight", 1.0)),
+        data_sources=sources,
         split_config=split_config,
-        label_noise=label_noise,
-        reviewed_labels=reviewed,
-        fresh=fresh,
-        fresh_manifest=fresh_manifest,
     )
+    label_noise["layer"] = str(noise_cfg.layer)
+    label_noise["layer_sha256"] = sha256_file(layer_path)
+    return splits, label_noise
 
 
 def cap_per_tag(items: list[dict], cap: Any, seed: int = 0) -> tuple[list[dict], bool]:

@@ -107,6 +107,18 @@ def _comparison_rows(run: Run, baselines: dict, previous: Run | None) -> list[li
     return rows
 
 
+_STYLE = (
+    "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+    "color:#222;padding:0 1em}h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid"
+    " #ddd}table{border-collapse:collapse;margin:.6em 0;font-size:14px}td,th{padding:3px 9px;"
+    "border-bottom:1px solid #eee;text-align:left}.num{text-align:right}.cards{display:flex;"
+    "gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:8px;padding:.7em 1.1em;"
+    "min-width:150px}.card b{display:block;font-size:1.7em}.ok{color:#17803d}.bad{color:"
+    "#b42318}figure{display:inline-block;margin:.5em;max-width:520px}img{max-width:100%}"
+    "figcaption{font-size:13px;color:#555}.meta{color:#666;font-size:13px}</style></head><body>"
+)
+
+
 def build_html(
     run: Run,
     *,
@@ -118,6 +130,34 @@ def build_html(
     suite: dict | None = None,
     sweep: dict | None = None,
 ) -> str:
+    """The report page, section by section in the order a reader meets them: the verdict and
+    its cards, test beside fresh, operating points, per tag, per slice, the comparison, latency,
+    the behavioural suite, weak spots, the sweep and the plots."""
+    fresh_path = run.folder / "fresh" / "metrics.json"
+    fresh = json.loads(fresh_path.read_text()) if fresh_path.is_file() else None
+    parts = [
+        *_header(run, target, latency),
+        *_fresh_section(run.test, fresh),
+        *_operating_points_section(run.test),
+    ]
+    for split, metrics in (("test", run.test), ("fresh", fresh)):
+        if metrics is not None:
+            parts += _per_tag_section(split, metrics)
+    parts += [
+        *_slice_section(run.test),
+        *_comparison_section(run, baselines, previous),
+        *_latency_section(latency),
+        *_suite_section(suite),
+        *_weak_spots_section(run, target),
+        *_sweep_section(sweep),
+        *_plots_section(run, sweep),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _header(run: Run, target: float, latency: list[dict] | None) -> list[str]:
+    """Title, the run's identity, the headline cards and the one-sentence verdict."""
     head = headline(run, target)
     met = head["meets_target"]
     verdict = (
@@ -129,14 +169,7 @@ def build_html(
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>mltagger report — {html.escape(run.name)}</title>",
-        "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-        "color:#222;padding:0 1em}h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid"
-        " #ddd}table{border-collapse:collapse;margin:.6em 0;font-size:14px}td,th{padding:3px 9px;"
-        "border-bottom:1px solid #eee;text-align:left}.num{text-align:right}.cards{display:flex;"
-        "gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:8px;padding:.7em 1.1em;"
-        "min-width:150px}.card b{display:block;font-size:1.7em}.ok{color:#17803d}.bad{color:"
-        "#b42318}figure{display:inline-block;margin:.5em;max-width:520px}img{max-width:100%}"
-        "figcaption{font-size:13px;color:#555}.meta{color:#666;font-size:13px}</style></head><body>",
+        _STYLE,
         "<h1>Tagging model report</h1>",
         f'<p class="meta">run {html.escape(run.name)} · model {html.escape(model_version(run))}'
         f" · git {html.escape(str(run.info.get('git', {}).get('commit', ''))[:10])} · data sha256 "
@@ -151,194 +184,195 @@ def build_html(
         f'<div class="card">out-of-scope given a topic<b>{fmt_pct(head["oos_auto_topic"])}</b>'
         "should be near 0</div>",
     ]
-    shipped = next((r for r in (latency or []) if r.get("backend") == "onnx"), None)
     if latency:
         fastest = min(latency, key=lambda r: r["p99_ms"])
         parts.append(
             f'<div class="card">latency p99<b>{fastest["p99_ms"]:.1f} ms</b>'
             f"{html.escape(fastest['name'])}, budget 100 ms</div>"
         )
-    parts += ["</div>", f"<p>{html.escape(verdict)}</p>"]
-    fresh_path = run.folder / "fresh" / "metrics.json"
-    fresh = json.loads(fresh_path.read_text()) if fresh_path.is_file() else None
-    if fresh is not None:
-        parts.append("<h2>Test (2020 content) and the fresh 2023–2026 set</h2>")
-        parts.append(_table(["figure", "test", "fresh"], _side_by_side(run.test, fresh)))
-    else:
-        parts.append("<p>No fresh-set figures in this run (data.fresh was off).</p>")
+    return [*parts, "</div>", f"<p>{html.escape(verdict)}</p>"]
 
-    ops = run.test.get("coverage", {}).get("operating_points") or []
-    if ops:
-        parts.append("<h2>Operating points (threshold chosen on validation)</h2>")
-        parts.append(
-            _table(
-                ["precision target", "threshold", "test precision", "test coverage"],
-                [
-                    [
-                        f"{o['precision_target']:.0%}",
-                        fmt_num(o.get("threshold")),
-                        fmt_pct(o.get("test_precision")),
-                        fmt_pct(o.get("test_coverage")),
-                    ]
-                    if o.get("threshold") is not None
-                    else [f"{o['precision_target']:.0%}", "not reachable on val", "—", "—"]
-                    for o in ops
-                ],
-            )
-        )
-    for split, metrics in (("test", run.test), ("fresh", fresh)):
-        if metrics is None:
-            continue
-        parts.append(f"<h2>Per tag ({split})</h2>")
-        parts.append(
-            _table(
-                [
-                    "tag",
-                    "precision",
-                    "95% interval",
-                    "recall",
-                    "F1",
-                    "items",
-                    "threshold",
-                    "auto-tagged",
-                    "auto-tag precision",
-                    "its 95% interval",
-                ],
-                [
-                    [
-                        r["tag"],
-                        fmt_pct(r["precision"]),
-                        f"{fmt_pct(r['ci_low'])}–{fmt_pct(r['ci_high'])}",
-                        fmt_pct(r["recall"]),
-                        fmt_num(r["f1"]),
-                        r["support"],
-                        fmt_num(r["threshold"]),
-                        r["num_auto"] if r["num_auto"] is not None else "—",
-                        fmt_pct(r["auto_precision"]),
-                        f"{fmt_pct(r['auto_ci_low'])}–{fmt_pct(r['auto_ci_high'])}",
-                    ]
-                    for r in per_tag_table(metrics)
-                ],
-            )
-        )
-    parts.append("<h2>Per slice (test)</h2>")
-    parts.append(
-        _table(
-            ["slice", "items", "weighted F1", "auto-tag precision", "coverage", "note"],
-            [
-                [
-                    r["slice"],
-                    r["n"],
-                    fmt_num(r["f1_weighted"]),
-                    fmt_pct(r["auto_precision"]),
-                    fmt_pct(r["coverage"]),
-                    ("few items: noisy. " if r["noisy"] else "") + r["description"],
-                ]
-                for r in slice_table(run.test)
-            ],
-            text_cols=(5,),
-        )
-    )
-    parts.append("<h2>Against simpler models and the previous model (same test split)</h2>")
-    parts.append(
-        _table(
-            ["model", "weighted F1", "auto-tag precision", "coverage", "out-of-scope auto-tagged"],
-            _comparison_rows(run, baselines or {}, previous),
-        )
-    )
+
+def _fresh_section(test: dict, fresh: dict | None) -> list[str]:
+    if fresh is None:
+        return ["<p>No fresh-set figures in this run (data.fresh was off).</p>"]
+    return [
+        "<h2>Test (2020 content) and the fresh 2023–2026 set</h2>",
+        _table(["figure", "test", "fresh"], _side_by_side(test, fresh)),
+    ]
+
+
+def _operating_points_section(test: dict) -> list[str]:
+    ops = test.get("coverage", {}).get("operating_points") or []
+    if not ops:
+        return []
+    rows = [
+        [
+            f"{o['precision_target']:.0%}",
+            fmt_num(o.get("threshold")),
+            fmt_pct(o.get("test_precision")),
+            fmt_pct(o.get("test_coverage")),
+        ]
+        if o.get("threshold") is not None
+        else [f"{o['precision_target']:.0%}", "not reachable on val", "—", "—"]
+        for o in ops
+    ]
+    return [
+        "<h2>Operating points (threshold chosen on validation)</h2>",
+        _table(["precision target", "threshold", "test precision", "test coverage"], rows),
+    ]
+
+
+_PER_TAG_HEADERS = [
+    "tag",
+    "precision",
+    "95% interval",
+    "recall",
+    "F1",
+    "items",
+    "threshold",
+    "auto-tagged",
+    "auto-tag precision",
+    "its 95% interval",
+]
+
+
+def _per_tag_section(split: str, metrics: dict) -> list[str]:
+    rows = [
+        [
+            r["tag"],
+            fmt_pct(r["precision"]),
+            f"{fmt_pct(r['ci_low'])}–{fmt_pct(r['ci_high'])}",
+            fmt_pct(r["recall"]),
+            fmt_num(r["f1"]),
+            r["support"],
+            fmt_num(r["threshold"]),
+            r["num_auto"] if r["num_auto"] is not None else "—",
+            fmt_pct(r["auto_precision"]),
+            f"{fmt_pct(r['auto_ci_low'])}–{fmt_pct(r['auto_ci_high'])}",
+        ]
+        for r in per_tag_table(metrics)
+    ]
+    return [f"<h2>Per tag ({split})</h2>", _table(_PER_TAG_HEADERS, rows)]
+
+
+def _slice_section(test: dict) -> list[str]:
+    rows = [
+        [
+            r["slice"],
+            r["n"],
+            fmt_num(r["f1_weighted"]),
+            fmt_pct(r["auto_precision"]),
+            fmt_pct(r["coverage"]),
+            ("few items: noisy. " if r["noisy"] else "") + r["description"],
+        ]
+        for r in slice_table(test)
+    ]
+    headers = ["slice", "items", "weighted F1", "auto-tag precision", "coverage", "note"]
+    return ["<h2>Per slice (test)</h2>", _table(headers, rows, text_cols=(5,))]
+
+
+def _comparison_section(run: Run, baselines: dict | None, previous: Run | None) -> list[str]:
+    headers = ["model", "weighted F1", "auto-tag precision", "coverage", "out-of-scope auto-tagged"]
+    parts = [
+        "<h2>Against simpler models and the previous model (same test split)</h2>",
+        _table(headers, _comparison_rows(run, baselines or {}, previous)),
+    ]
     if not baselines:
         parts.append("<p>No baselines run on this data yet: <code>make baselines</code>.</p>")
-    if latency:
-        parts.append("<h2>Latency (<code>make bench</code>, one item, 2 CPU threads)</h2>")
-        parts.append(
-            _table(
-                ["model", "backend", "MB", "p50 ms", "p99 ms", "items/s at batch 32"],
-                [
-                    [
-                        r["name"],
-                        r["backend"],
-                        f"{r['size_mb']:.1f}",
-                        f"{r['p50_ms']:.1f}",
-                        f"{r['p99_ms']:.1f}",
-                        f"{r['throughput_batch32_per_s']:.0f}",
-                    ]
-                    for r in latency
-                ],
-            )
-        )
-        if shipped is None:
-            parts.append(
-                "<p>No ONNX export benchmarked: <code>make export && make bench</code>.</p>"
-            )
-    if suite:
-        parts.append("<h2>Behavioural tests (CheckList style, <code>make test-model</code>)</h2>")
-        parts.append(
-            _table(
-                ["family", "passed", "pass rate", "required"],
-                [
-                    [
-                        name,
-                        f"{f['passed']}/{f['total']}",
-                        fmt_pct(f["pass_rate"]),
-                        fmt_pct(f["min_pass_rate"]),
-                    ]
-                    for name, f in suite.items()
-                ],
-            )
-        )
-        fails = [f for fam in suite.values() for f in fam["failures"][:3]]
-        if fails:
-            parts.append("<p>Examples of failures:</p>")
-            parts.append(_table(["case", "got"], [[f["case"], f["got"]] for f in fails], 9))
-    parts.append("<h2>Known weak spots</h2><ul>")
+    return parts
+
+
+def _latency_section(latency: list[dict] | None) -> list[str]:
+    if not latency:
+        return []
+    rows = [
+        [
+            r["name"],
+            r["backend"],
+            f"{r['size_mb']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['throughput_batch32_per_s']:.0f}",
+        ]
+        for r in latency
+    ]
+    parts = [
+        "<h2>Latency (<code>make bench</code>, one item, 2 CPU threads)</h2>",
+        _table(["model", "backend", "MB", "p50 ms", "p99 ms", "items/s at batch 32"], rows),
+    ]
+    if not any(r.get("backend") == "onnx" for r in latency):
+        parts.append("<p>No ONNX export benchmarked: <code>make export && make bench</code>.</p>")
+    return parts
+
+
+def _suite_section(suite: dict | None) -> list[str]:
+    if not suite:
+        return []
+    rows = [
+        [name, f"{f['passed']}/{f['total']}", fmt_pct(f["pass_rate"]), fmt_pct(f["min_pass_rate"])]
+        for name, f in suite.items()
+    ]
+    parts = [
+        "<h2>Behavioural tests (CheckList style, <code>make test-model</code>)</h2>",
+        _table(["family", "passed", "pass rate", "required"], rows),
+    ]
+    fails = [f for fam in suite.values() for f in fam["failures"][:3]]
+    if fails:
+        parts.append("<p>Examples of failures:</p>")
+        parts.append(_table(["case", "got"], [[f["case"], f["got"]] for f in fails], 9))
+    return parts
+
+
+def _weak_spots_section(run: Run, target: float) -> list[str]:
+    """The weak spots in words, then the commonest confusions and the most confident mistakes."""
+    parts = ["<h2>Known weak spots</h2><ul>"]
     parts += [f"<li>{html.escape(n)}</li>" for n in weak_spots(run, target)]
     parts.append("</ul>")
     confusions = top_confusions(run.test)
     if confusions:
-        parts.append(
-            _table(
-                ["gold tag", "predicted as", "items"],
-                [[c["gold"], c["predicted"], c["count"]] for c in confusions],
-                2,
-            )
-        )
+        rows = [[c["gold"], c["predicted"], c["count"]] for c in confusions]
+        parts.append(_table(["gold tag", "predicted as", "items"], rows, 2))
     mistakes = worst_mistakes(run.predictions, per_tag=1)
     if mistakes:
+        rows = [
+            [
+                m["gold"],
+                m["predicted"],
+                f"{m['confidence']:.2f}",
+                m["auto_applied"],
+                m["text"][:140],
+            ]
+            for m in mistakes
+        ]
+        headers = ["gold", "predicted", "confidence", "applied without review", "text"]
         parts.append("<p>The most confident mistake per tag:</p>")
-        parts.append(
-            _table(
-                ["gold", "predicted", "confidence", "applied without review", "text"],
-                [
-                    [
-                        m["gold"],
-                        m["predicted"],
-                        f"{m['confidence']:.2f}",
-                        m["auto_applied"],
-                        m["text"][:140],
-                    ]
-                    for m in mistakes
-                ],
-                9,
-            )
-        )
-    if sweep:
-        best = sweep.get("best") or {}
-        parts.append("<h2>Hyperparameter search</h2>")
-        parts.append(
-            f"<p>Study {html.escape(str(sweep.get('study', '')))}: "
-            f"{html.escape(json.dumps(sweep.get('counts', {})))}; best value "
-            f"{fmt_num(best.get('value'), 4)} (trial {best.get('number')}): "
-            f"<code>{html.escape(' '.join(best.get('overrides', [])))}</code>.</p>"
-        )
-    parts.append("<h2>Plots</h2>")
+        parts.append(_table(headers, rows, 9))
+    return parts
+
+
+def _sweep_section(sweep: dict | None) -> list[str]:
+    if not sweep:
+        return []
+    best = sweep.get("best") or {}
+    return [
+        "<h2>Hyperparameter search</h2>",
+        f"<p>Study {html.escape(str(sweep.get('study', '')))}: "
+        f"{html.escape(json.dumps(sweep.get('counts', {})))}; best value "
+        f"{fmt_num(best.get('value'), 4)} (trial {best.get('number')}): "
+        f"<code>{html.escape(' '.join(best.get('overrides', [])))}</code>.</p>",
+    ]
+
+
+def _plots_section(run: Run, sweep: dict | None) -> list[str]:
+    parts = ["<h2>Plots</h2>"]
     for name, caption in PLOTS:
         path = run.plot(name)
         if path is not None:
             parts.append(_img(path, caption))
     if sweep and sweep.get("_history_png"):
         parts.append(_img(Path(sweep["_history_png"]), "Sweep: optimisation history"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def model_version(run: Run) -> str:
