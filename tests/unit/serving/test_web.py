@@ -27,7 +27,7 @@ UNSURE = [
     {"title": "Notes from a reading group", "description": "We met on Tuesday."},
     {"title": "A list of links we liked", "description": "Weekly picks."},
 ]
-STATIC = Path(__file__).parents[3] / "src" / "mltagger" / "serving" / "static"
+STATIC = Path(__file__).parents[3] / "src" / "mltagger" / "serving" / "pages" / "static"
 
 
 def make_app(tagger, tmp_path, *extra: str):

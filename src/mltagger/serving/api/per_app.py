@@ -1,0 +1,132 @@
+"""Module-level routers, with the request models of one app.
+
+Why this exists: the request models state the service's rules (the approved tags of the loaded
+model, the configured batch size and text lengths, the page size), so each app builds its own
+(`schemas.build_schemas`). FastAPI reads a body's model from the endpoint's signature when the
+route is added, and a module-level endpoint can name only one class. So each router's
+endpoints name a stand-in (`PerApp`), and `bound` copies a router for one app with its own
+models in their place: the endpoints stay module-level functions (importable, testable alone),
+and the OpenAPI document is the one the app's rules give.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from mltagger.serving.schemas import Schemas
+
+# What `bound` copies of each route besides its path, endpoint and response model.
+ROUTE_OPTIONS = (
+    "methods",
+    "status_code",
+    "summary",
+    "description",
+    "operation_id",
+    "responses",
+    "response_model_exclude_unset",
+    "response_class",
+    "include_in_schema",
+    "name",
+    "tags",
+    "deprecated",
+    "response_description",
+)
+
+
+class PerApp(BaseModel):
+    """A stand-in for a model each app builds. Its fields say what the endpoints read; the
+    rules (tags, lengths, sizes) are the app's own."""
+
+
+class ItemIn(PerApp):
+    title: str
+    description: str | None = ""
+    url: str | None = None
+    author_tag: str | None = None
+
+
+class PredictIn(PerApp):
+    items: list[ItemIn]
+
+
+class PredictOut(PerApp):
+    items: list[dict]
+
+
+class FeedbackIn(PerApp):
+    item_id: int
+    correct_tag: str
+    comment: str | None = None
+
+
+class ReviewIn(PerApp):
+    tag: str
+    duplicate: bool | None = None
+    seen_review: int | None = None
+
+
+PAGE_LIMIT = Query(default=50, ge=1)  # the page size: conf/serve.yaml review.page_size
+
+
+def app_models(schemas: Schemas, review: Any) -> list[tuple[Any, Any]]:
+    """Each stand-in with this app's own: its request models, and its page size and bound
+    (`review`: the review section of conf/serve.yaml)."""
+    page = Query(default=int(review.page_size), ge=1, le=int(review.max_page_size))
+    return [
+        (ItemIn, schemas.item_in),
+        (PredictIn, schemas.predict_in),
+        (PredictOut, schemas.predict_out),
+        (FeedbackIn, schemas.feedback_in),
+        (ReviewIn, schemas.review_in),
+        (PAGE_LIMIT, page),
+    ]
+
+
+Swap = Sequence[tuple[Any, Any]]  # (stand-in, this app's own), compared by identity
+
+
+def _swapped(value: Any, swap: Swap) -> Any:
+    for stand_in, own in swap:
+        if value is stand_in:
+            return own
+    if typing.get_origin(value) in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_swapped(a, swap) for a in typing.get_args(value))]  # noqa: UP007
+    return value
+
+
+def _endpoint_for(fn: Any, swap: Swap) -> Any:
+    """A copy of the function with the app's models in its annotations and defaults (the same
+    code, so nothing wraps it and FastAPI runs it as it would run the original)."""
+    copy = types.FunctionType(
+        fn.__code__,
+        fn.__globals__,
+        fn.__name__,
+        tuple(_swapped(d, swap) for d in fn.__defaults__ or ()),
+        fn.__closure__,
+    )
+    copy.__kwdefaults__ = {k: _swapped(v, swap) for k, v in (fn.__kwdefaults__ or {}).items()}
+    copy.__annotations__ = {k: _swapped(v, swap) for k, v in fn.__annotations__.items()}
+    copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    return copy
+
+
+def bound(router: APIRouter, swap: Swap) -> APIRouter:
+    """The router's routes with this app's models in place of the stand-ins."""
+    out = APIRouter()
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"{route!r}: only API routes can be bound")
+        out.add_api_route(
+            route.path,
+            _endpoint_for(route.endpoint, swap),
+            response_model=_swapped(route.response_model, swap),
+            **{name: getattr(route, name) for name in ROUTE_OPTIONS},
+        )
+    return out

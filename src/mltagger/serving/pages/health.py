@@ -1,0 +1,72 @@
+"""`/ui/health`: the model's health for people with a session: versions and rollout, the
+review backlog, and the monitor's last snapshot (online precision with its intervals, a
+timeline, drift p-values) as charts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+
+from mltagger.serving import charts
+from mltagger.serving.pages.rendering import REASONS, Pages, age, pages
+from mltagger.serving.rollout import deployment_history
+
+router = APIRouter(include_in_schema=False)
+PAGES = Depends(pages)
+
+
+@router.get("/ui/health")
+def health_page(request: Request, ui: Pages = PAGES) -> Response:
+    session = ui.session_of(request)
+    if session is None:
+        return RedirectResponse("/ui/login?next=/ui/health", status_code=303)
+    return ui.render("health.html", title="Model health", session=session, csrf=session.csrf,
+                     **health_context(ui))  # fmt: skip
+
+
+def health_context(ui: Pages) -> dict:
+    store = ui.store
+    backlog = store.review_backlog()
+    snap = store.latest_snapshot()
+    context: dict[str, Any] = {
+        "health": ui.shared.tagger.health(),
+        "deployments": deployment_history(store.engine),
+        "backlog": backlog,
+        "backlog_age": age(backlog["oldest_seconds"]),
+        "queue_reasons": store.queue_reasons(),
+        "reason_text": REASONS,
+        "snap": snap,
+        "target": ui.target,
+        "charts": {},
+        "by_tag": [],
+        "by_model": [],
+        "snap_age": "",
+    }
+    if snap is None:
+        return context
+    stamp = datetime.fromisoformat(snap["created_at"])
+    context["snap_age"] = age((datetime.now(timezone.utc) - stamp).total_seconds())
+    online = snap.get("online") or []
+    overall = [r for r in online if r["model_version"] == "all"]
+    context["by_tag"] = by_signal(overall, "tag")
+    context["by_model"] = by_signal([r for r in online if r["tag"] == "all"], "model_version")
+    context["charts"]["precision"] = charts.interval_chart(overall, ui.target)
+    if snap.get("timeline"):
+        context["charts"]["timeline"] = charts.timeline_chart(snap["timeline"], ui.target)
+    drift = snap.get("drift") or {}
+    if drift.get("pvalues"):
+        context["charts"]["drift"] = charts.pvalue_chart(drift["pvalues"], drift["alpha"])
+    return context
+
+
+def by_signal(rows: list[dict], by: str) -> list[dict]:
+    """One line per `by` value, one cell per proxy signal."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        out.setdefault(str(r[by]), {"name": str(r[by])})[r["signal"]] = r
+    names = sorted(out, key=lambda n: (n == "all", n))
+    return [out[n] for n in names]
