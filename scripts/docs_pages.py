@@ -1,6 +1,7 @@
 """Write the generated pages of the docs site: the service's API reference (docs/api.md and
-docs/openapi.json, from its OpenAPI schema) and the home page (docs/index.md, the README with its
-links made relative to docs/).
+docs/openapi.json, from its OpenAPI schema), the home page (docs/index.md, the README with its
+links made relative to docs/) and the jobs table of docs/commands.md (from the job table,
+mltagger.jobs, between its two marker lines).
 
 Generated pages are never edited by hand, so they cannot drift from the code or the README:
 `make docs` runs this first, and tests/e2e/test_docs.py fails when a committed page differs from
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from mltagger.core.config import compose_config
+from mltagger.jobs import render_markdown
 from mltagger.serving.api import create_app
 from mltagger.serving.store import Store
 
@@ -27,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "api.md"
 SCHEMA = ROOT / "docs" / "openapi.json"
 INDEX = ROOT / "docs" / "index.md"
+COMMANDS = ROOT / "docs" / "commands.md"
+JOBS_BEGIN = "<!-- jobs: generated from src/mltagger/jobs.py by scripts/docs_pages.py -->"
+JOBS_END = "<!-- end of the generated jobs table -->"
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -122,6 +127,14 @@ def home_page() -> str:
     return note + text.replace("](docs/", "](")
 
 
+def commands_page() -> str:
+    """docs/commands.md with the jobs table between its markers rewritten from the job table."""
+    text = COMMANDS.read_text()
+    head, _, rest = text.partition(JOBS_BEGIN + "\n")
+    _, _, tail = rest.partition(JOBS_END)
+    return f"{head}{JOBS_BEGIN}\n{render_markdown()}{JOBS_END}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
@@ -131,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         PAGE: render(spec),
         SCHEMA: json.dumps(spec, indent=1, sort_keys=True) + "\n",
         INDEX: home_page(),
+        COMMANDS: commands_page(),
     }
     if args.check:
         stale = [p.name for p, text in pages.items() if not p.is_file() or p.read_text() != text]

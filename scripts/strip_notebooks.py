@@ -5,7 +5,7 @@ make strip-notebooks            (a test fails when a committed notebook has outp
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import nbformat
@@ -30,12 +30,14 @@ def strip(path: Path) -> bool:
     return after != before
 
 
-def main(argv: list[str]) -> int:
-    paths = [Path(p) for p in argv] or sorted((REPO / "notebooks").glob("*.ipynb"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
+    paths = parser.parse_args(argv).notebooks or sorted((REPO / "notebooks").glob("*.ipynb"))
     for path in paths:
         print(f"{'stripped' if strip(path) else 'clean   '} {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    raise SystemExit(main())

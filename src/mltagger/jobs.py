@@ -204,7 +204,7 @@ JOBS_LIST: tuple[Job, ...] = (
         "running worker follows within seconds"),
     Job("rollback", COMMAND, "mltagger.cli:cmd_rollback",
         "point model_dir back where it was before the last promote",
-        options="mltagger.cli:overrides_options", after="make promote",
+        options="mltagger.cli:overrides_options", after="make promote CANDIDATE=…",
         doc="point `model_dir` back where it was before the last promote, and record it"),
     Job("dedup-eval", OPTIONS, "mltagger.benchmarks.screen:main",
         "the duplicate screen at store scale (false duplicates, recall, cost)",
@@ -258,7 +258,7 @@ def render_make() -> str:
 
 def command_line(job: Job) -> str:
     """How the docs show the job as a command."""
-    rest = {HYDRA: "[overrides]", OPTIONS: "[options]", COMMAND: "…"}[job.kind]
+    rest = "[overrides]" if job.kind == HYDRA else "[options]"
     return f"`mltagger {job.name} {rest}`"
 
 

@@ -206,7 +206,8 @@ def test_cv_bad_fold_count_is_one_line_exit_2(tmp_path, tiny_model_dir, folds, m
 
 @pytest.mark.slow  # needs the same extra training
 def test_other_rule_and_ablation_scripts_read_a_cv_run(cv_run, final_run):
-    """scripts/other_rule.py and scripts/ablation.py, as the docs run them, on the tiny CV."""
+    """The studies other_rule.py and ablation.py (docs/studies/), as the docs run them, on the
+    tiny CV."""
     import subprocess
     import sys
 
@@ -229,7 +230,7 @@ def test_other_rule_and_ablation_scripts_read_a_cv_run(cv_run, final_run):
     proc = subprocess.run(
         [
             sys.executable,
-            "scripts/other_rule.py",
+            "docs/studies/other_rule.py",
             str(oof),
             "--target",
             "0.85",
@@ -257,7 +258,7 @@ def test_other_rule_and_ablation_scripts_read_a_cv_run(cv_run, final_run):
     proc = subprocess.run(
         [
             sys.executable,
-            "scripts/ablation.py",
+            "docs/studies/ablation.py",
             "--row",
             f"tiny global={tmp / 'run'}:global:{final}",
             "--row",

@@ -203,7 +203,8 @@ def read_model_metadata(folder: str | Path) -> tuple[list[str], InferenceConfig]
     if missing:
         raise ModelNotAvailable(
             f"{folder} is not an mltagger model folder (missing {', '.join(missing)}); "
-            "train one with `make train` or point --model at a run's model/ folder"
+            f"make one with `make {'export' if folder.name == 'export' else 'train'}` or point "
+            "--model at a run's model/ folder"
         )
     labels = json.loads((folder / LABELS_FILE).read_text())["labels"]
     inference = InferenceConfig(**json.loads((folder / INFERENCE_FILE).read_text()))

@@ -290,7 +290,8 @@ def run(cfg, *, last_n: int | None, days: float | None, batch: int | None, outpu
         since = datetime.now(timezone.utc) - timedelta(days=days) if days else None
         if not store.monitor_rows(last_n=1, since=since):
             window = f"the last {days:g} days" if days else f"the last {last_n} items"
-            print(f"no model-tagged items in {window}: nothing to monitor")
+            print(f"no model-tagged items in {window}: nothing to monitor; ingest some first "
+                  "(make ingest FILE=..., or make simulate-stream for a demo)")  # fmt: skip
             return 0
         folder = resolve_path(cfg.model_dir, cfg.paths.root_dir)
         profile = Profile.load(folder)

@@ -62,7 +62,7 @@ def resolve_run(path: str | Path | None = None) -> Path:
             return candidate
     raise RunNotFound(
         f"{given}: not a run folder (no test/metrics.json here or one level up); "
-        "pass a folder under runs/, or a model folder such as models/latest"
+        "run `make train` first, or pass a folder under runs/ or a model folder"
     )
 
 

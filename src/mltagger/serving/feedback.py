@@ -60,7 +60,7 @@ def build(
         raise DataError(
             "the store has no human-labelled items yet (review decisions"
             + ("" if reviewed_only else " or wrong-tag feedback")
-            + "): nothing to add"
+            + "): nothing to add; review items first (make serve, then /ui/review)"
         )
     tags = list(data_cfg.tags)
     shipped: dict[str, tuple[int, str]] = {}

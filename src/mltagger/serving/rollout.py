@@ -135,7 +135,10 @@ def rollback(link: str | Path) -> dict:
     link = Path(link)
     previous = _previous(link)
     if not (link.is_symlink() and previous.is_symlink() and previous.resolve().is_dir()):
-        raise RolloutError(f"nothing to roll back to: {previous} does not point at a model folder")
+        raise RolloutError(
+            f"nothing to roll back to: {previous} does not point at a model folder "
+            "(make promote CANDIDATE=... first)"
+        )
     current, target = link.resolve(), previous.resolve()
     _point(link, target)
     _point(previous, current)

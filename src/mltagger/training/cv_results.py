@@ -3,7 +3,7 @@
 calibration comparison, and the Markdown summary.
 
 Apart from `cv` (which runs the folds) so the numbers can be recomputed from a finished run's
-files without training anything (scripts/cv_heldout.py, scripts/ablation.py).
+files without training anything (docs/studies/ablation.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Build and audit the fresh evaluation set (data/eval/fresh.json).
 
-    python scripts/fresh_set.py merge BATCH.json... --out data/eval/fresh.json
-    python scripts/fresh_set.py sample --frac 0.15 --seed 14      # ids for the second labeller
-    python scripts/fresh_set.py agreement SECOND.json             # agreement, Cohen's kappa
-    python scripts/fresh_set.py references [--pypi PATH]          # pypi refs against the list
-    python scripts/fresh_set.py stats                             # counts the issue asks for
+    python docs/studies/fresh_set.py merge BATCH.json... --out data/eval/fresh.json
+    python docs/studies/fresh_set.py sample --frac 0.15 --seed 14      # ids for the second labeller
+    python docs/studies/fresh_set.py agreement SECOND.json             # agreement, Cohen's kappa
+    python docs/studies/fresh_set.py references [--pypi PATH]          # pypi refs against the list
+    python docs/studies/fresh_set.py stats                             # counts the issue asks for
 
 `merge` gives ids 100001.. in batch order, turns the batch's `date` (YYYY-MM) into `created_on`
 (YYYY-MM-01: month precision) and keeps kind, reference, note and non_ml. The second labeller
@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FRESH = ROOT / "data" / "eval" / "fresh.json"
 PYPI = Path("/work/.library/env/packages/pypi.tsv")
 FIRST_ID = 100001

@@ -1,6 +1,6 @@
 """The ablation table: each row a recipe and decision rule, as CV mean ± std, test and fresh.
 
-    python scripts/ablation.py \
+    python docs/studies/ablation.py \
         --row "default, global threshold=runs/cv/<id>:global:runs/train/<id>" \
         --row "default, per-tag thresholds=runs/cv/<id>:per_tag:runs/train/<id>"
 
@@ -44,9 +44,6 @@ def cell(v: float | None, pct: bool) -> str:
 def per_tag_block(cv_dir: Path, target: float, strength: float) -> dict:
     """The per-tag rule's CV figures recomputed from oof.json with today's settings: thresholds
     chosen on the other folds' out-of-fold predictions, applied to each held-out fold."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from mltagger.training.cv_results import cross_fitted_rule, mean_std
 
     oof = json.loads((cv_dir / "oof.json").read_text())
@@ -75,7 +72,10 @@ def row(name: str, spec: str, target: float, strength: float) -> list[str]:
         # Test and fresh as scored by the CV's own fold models (cv.score_heldout): mean ± std.
         held = cv.get("heldout")
         if not held:
-            raise SystemExit(f"{cv_dir} has no test/fresh scores: python scripts/cv_heldout.py")
+            raise SystemExit(
+                f"{cv_dir} has no test/fresh scores: rerun make cv with the default "
+                "cv.score_heldout=true"
+            )
         if rule != "per_tag":
             raise SystemExit("fold models are scored under the per-tag thresholds only")
         cells = [name]

@@ -1,6 +1,6 @@
 """Per-tag precision targets compared on out-of-fold predictions, honestly (cross-fitted).
 
-    python scripts/tag_targets.py data/cv/minilm_default.json --targets 0.85 0.88 0.9 0.92 0.93
+    python docs/studies/tag_targets.py data/cv/minilm_default.json --targets 0.85 0.88 0.9 0.92 0.93
 
 For each target: thresholds chosen on the other folds' out-of-fold predictions (pooled rule)
 and applied to each held-out fold; mean ± std over folds of topic precision and coverage, the
@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mltagger.training.cv_results import cross_fitted_rule, mean_std
 

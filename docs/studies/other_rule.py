@@ -1,6 +1,6 @@
 """Is a confident `other` an applied tag like any other? Figures from out-of-fold predictions.
 
-    python scripts/other_rule.py runs/cv/<id>/oof.json [--target 0.85]
+    python docs/studies/other_rule.py runs/cv/<id>/oof.json [--target 0.85]
 
 Compares rules for the `other` class, every topic keeping its per-tag threshold at --target,
 each judged honestly (thresholds chosen on the other folds' out-of-fold predictions, applied to
@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mltagger.evaluation.thresholds import choose_tag_thresholds
 from mltagger.models.rule import NEVER, apply_threshold
