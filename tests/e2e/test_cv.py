@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from mltagger.core.errors import ConfigError
 from tests.conftest import LEARN, make_learnable_items, run_job, tiny_train_overrides
 
 # Short but learnable: a fixed 6 epochs per fold (what the ablations do on the real model).
@@ -168,7 +169,7 @@ def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_d
         "train", [*overrides, oof, "eval.decision=per_tag", "trainer.max_epochs=1"]
     )
     data = prepare_data(cfg.data, cfg.paths.root_dir)
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(ConfigError, match="another recipe"):
         decision_rule(cfg, data, data.label_names())
     auto = compose_config("train", [*overrides, oof, "eval.decision=auto", "trainer.max_epochs=1"])
     got = decision_rule(auto, data, data.label_names())

@@ -33,6 +33,8 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from mltagger.core.errors import DataError
+
 # Only for a bare `locust -f` run without load.py: enough to exercise the endpoints.
 _FALLBACK_ITEMS = [
     {"title": "Object detection with YOLO", "description": "Real-time detection in video."},
@@ -48,7 +50,7 @@ def _items() -> list[dict]:
         return _FALLBACK_ITEMS
     items = json.loads(Path(path).read_text(encoding="utf-8"))
     if not items:
-        raise ValueError(f"{path} holds no items")
+        raise DataError(f"{path} holds no items")
     return items
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mltagger.core.errors import UserError
+
 PROFILE_NPZ = "reference_profile.npz"
 PROFILE_JSON = "reference_profile.json"
 TESTS = ("embedding", "tags", "confidence", "review_rate", "length", "vocabulary")
@@ -113,7 +115,7 @@ def build_profile(
         chunk = items[start : start + batch]
         logits, emb = predictor.encode(texts[start : start + batch])
         if emb is None:
-            raise ValueError(f"{predictor.folder} gives no sentence embeddings: re-export it")
+            raise UserError(f"{predictor.folder} gives no sentence embeddings: re-export it")
         embs.append(np.asarray(emb, dtype=np.float32))
         preds += predictor.decide(chunk, predictor.probabilities(logits))
     return Profile(
@@ -187,7 +189,7 @@ def drift_tests(
 
     n = len(texts)
     if n == 0:
-        raise ValueError("an empty window has nothing to test")
+        raise UserError("an empty window has nothing to test")
     conf = np.array([p["confidence"] for p in preds], dtype=float)
     review = int(sum(bool(p["needs_review"]) for p in preds))
     unknown = np.array([unknown_share(t, profile.vocabulary) for t in texts])

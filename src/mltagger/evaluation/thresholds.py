@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mltagger.core.errors import ConfigError
 from mltagger.evaluation.stats import wilson_bounds
 from mltagger.models.rule import NEVER
 
@@ -29,7 +30,7 @@ def choose_precision_threshold(
     is exact rather than limited to a grid. None when no threshold reaches the target.
     """
     if rule not in THRESHOLD_RULES:
-        raise ValueError(f"threshold rule must be one of {THRESHOLD_RULES}, got {rule!r}")
+        raise ConfigError(f"threshold rule must be one of {THRESHOLD_RULES}, got {rule!r}")
     if len(conf) == 0:
         return None
     order = np.argsort(-conf, kind="stable")
@@ -89,7 +90,7 @@ def choose_tag_thresholds(
     promise would mean nothing.
     """
     if rule not in TAG_RULES:
-        raise ValueError(f"per-tag rule must be one of {TAG_RULES}, got {rule!r}")
+        raise ConfigError(f"per-tag rule must be one of {TAG_RULES}, got {rule!r}")
     probs = np.asarray(probs, dtype=float)
     top = probs.argmax(axis=1)
     conf = probs.max(axis=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mltagger.core.errors import UserError
 from mltagger.models.modelio import read_model_metadata, write_model_metadata
 from mltagger.models.predict import (
     EMBEDDING_OUTPUT,
@@ -29,7 +30,7 @@ TOKENIZER_FILES = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that must not ship (e.g. parity below the bound); a user-facing message."""
 
 

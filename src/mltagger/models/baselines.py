@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mltagger.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ class RuleTagger:
         smoothing: float = 0.1,
     ) -> None:
         if smoothing <= 0:
-            raise ValueError("smoothing must be > 0 (it keeps every probability defined)")
+            raise ConfigError("smoothing must be > 0 (it keeps every probability defined)")
         self.keywords = {tag: list(words) for tag, words in keywords.items()}
         self.title_weight = title_weight
         self.smoothing = smoothing

@@ -25,6 +25,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mltagger.core.errors import UserError
+
 PACKAGE_PREFIX = "package:"
 LABELS_FILE = "labels.json"
 INFERENCE_FILE = "inference.json"
@@ -37,7 +39,7 @@ TEACHERS = {
 }
 
 
-class ModelNotAvailable(FileNotFoundError):
+class ModelNotAvailable(UserError):
     """The configured encoder's files cannot be found here; the message says how to fix it."""
 
 

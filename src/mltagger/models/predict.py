@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mltagger.core.errors import UserError
 from mltagger.models.modelio import InferenceConfig, read_model_metadata
 from mltagger.models.rule import (
     apply_threshold,
@@ -76,7 +77,7 @@ class BasePredictor:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         emb = self.encode(texts)[1]
         if emb is None:
-            raise ValueError(
+            raise UserError(
                 f"{self.folder} gives no sentence embeddings (an export made before they were "
                 "added): re-export it with make export"
             )

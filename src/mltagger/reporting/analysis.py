@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mltagger.core.errors import UserError
 from mltagger.core.paths import resolve_path
 from mltagger.data.slices import REGISTRY, content_slices
 
 RUN_ENV = "MLTAGGER_RUN"
 
 
-class RunNotFound(FileNotFoundError):
+class RunNotFound(UserError):
     """The path is neither a run folder nor a model folder inside one."""
 
 

@@ -18,12 +18,11 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from mltagger.core.errors import user_errors
+from mltagger.core.errors import UserError, user_errors
 from mltagger.core.paths import project_root
 from mltagger.evaluation.behavior import run_suite, write_suite
 from mltagger.models.predict import Predictor
@@ -58,7 +57,7 @@ CHROMIUM_FLAGS = (
 )
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError):
     """Something the report needs is missing (a browser, a W&B package); a clear message."""
 
 
@@ -296,21 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Warnings (a skipped screenshot) as one line on stderr, unless logging is set up already.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    with user_errors():
-        try:
-            result = make_report(
-                args.run,
-                output=args.output,
-                previous=args.previous,
-                sweep=args.sweep,
-                take_screenshot=not args.no_screenshot,
-                behaviour_suite=not args.no_behaviour,
-                wandb_project=args.wandb_project,
-                wandb_entity=args.wandb_entity,
-            )
-        except ReportError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    with user_errors():  # ReportError, RunNotFound and the rest: one line, exit 2
+        result = make_report(
+            args.run,
+            output=args.output,
+            previous=args.previous,
+            sweep=args.sweep,
+            take_screenshot=not args.no_screenshot,
+            behaviour_suite=not args.no_behaviour,
+            wandb_project=args.wandb_project,
+            wandb_entity=args.wandb_entity,
+        )
     print(f"report: {result['html']}")
     if result.get("screenshot"):
         print(f"screenshot (headless Chromium): {result['screenshot']}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mltagger.core.errors import ConfigError, DataError
 from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
 from mltagger.screen.index import ScreenIndex
@@ -166,7 +167,7 @@ def fit_pair_model(
     `FEATURES`) fits on those alone, the others weighted 0 (ablations)."""
     unknown = set(features) - set(FEATURES)
     if unknown:
-        raise ValueError(f"unknown features {sorted(unknown)}; choose from {list(FEATURES)}")
+        raise ConfigError(f"unknown features {sorted(unknown)}; choose from {list(FEATURES)}")
     cols = [FEATURES.index(f) for f in features] if features else list(range(len(FEATURES)))
     from sklearn.linear_model import LogisticRegression
 
@@ -182,7 +183,7 @@ def fit_pair_model(
                 X += [x.features for x in cands if x.item_id == c["of"]]
                 y += [1] * sum(x.item_id == c["of"] for x in cands)
     if 0 not in y or 1 not in y:
-        raise ValueError(
+        raise DataError(
             f"split {split!r} gives no genuinely new candidates (or no copies) at floor {floor}: "
             "nothing to fit the pair model on"
         )

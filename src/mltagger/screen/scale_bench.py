@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mltagger.core.errors import DataError
+from mltagger.core.errors import DataError, UserError
 from mltagger.core.paths import resolve_path
 from mltagger.screen.bench_data import load_bench
 from mltagger.screen.index import EF_SEARCH_BY_SIZE, ScreenIndex
@@ -84,11 +84,11 @@ def parse_scale(text: str) -> list[int]:
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", part)
         if not m:
-            raise ValueError(f"--scale: {part!r} is not a size like 10k, 100k or 1M")
+            raise UserError(f"--scale: {part!r} is not a size like 10k, 100k or 1M")
         mult = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
         sizes.append(int(float(m.group(1)) * mult))
     if not sizes or min(sizes) < 1:
-        raise ValueError("--scale: one or more sizes of at least 1 item")
+        raise UserError("--scale: one or more sizes of at least 1 item")
     return sorted(set(sizes))
 
 

@@ -24,6 +24,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from mltagger.core.errors import UserError
 from mltagger.data.duplicates import dedup_key
 
 # Bump when the sketch or the pair features (`mltagger.screen.pairs.FEATURES`) change: stored
@@ -32,7 +33,7 @@ VERSION = "lexical-1"
 SKETCH_DIM = 256
 
 
-class ScreenError(ValueError):
+class ScreenError(UserError):
     """The screen cannot run as configured (missing or mismatched calibration)."""
 
 

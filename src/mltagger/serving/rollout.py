@@ -29,6 +29,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from mltagger.core.errors import UserError
 from mltagger.models.modelio import read_model_metadata
 from mltagger.serving.schema import deployments, now
 
@@ -39,7 +40,7 @@ CANARY = "canary"
 RELOAD_SECONDS = 2.0
 
 
-class RolloutError(ValueError):
+class RolloutError(UserError):
     """A rollout setting or a model switch that cannot work, said in one line."""
 
 
@@ -89,7 +90,7 @@ def check_candidate(candidate: str | Path, labels: list[str]) -> Path:
         raise RolloutError(f"candidate={candidate}: no such model folder")
     try:
         cand_labels, _ = read_model_metadata(folder)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, UserError) as err:
         raise RolloutError(f"candidate={candidate} is not a model folder: {err}") from None
     if list(cand_labels) != list(labels):
         raise RolloutError(

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mltagger.core.errors import UserError
 from mltagger.screen.screening import url_key
 
 HUMAN = "human"
@@ -296,7 +297,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A problem with the store a user can act on (unknown item, newer schema...)."""
 
 

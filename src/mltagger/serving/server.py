@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mltagger.core.config import compose_config
-from mltagger.core.errors import user_errors
+from mltagger.core.errors import ConfigError, user_errors
 from mltagger.core.paths import resolve_path
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_serve_config(cfg)
         workers = int(cfg.get("workers") or 1)
         if workers < 1:
-            raise ValueError(f"workers={workers}: give 1 or more worker processes")
+            raise ConfigError(f"workers={workers}: give 1 or more worker processes")
         if workers == 1:
             tagger = build_tagger(cfg)
             app = create_app(tagger, cfg)

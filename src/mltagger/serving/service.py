@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mltagger.core.errors import ConfigError
 from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
 from mltagger.data.text import clean_text, join_text
@@ -58,8 +59,11 @@ REJECTED_NEAR = "rejected_near_duplicate"
 OUTCOMES = (STORED, HELD, SKIPPED_EXACT, REJECTED_NEAR)
 
 
-class ConfigError(ValueError):
-    """A service setting that cannot work (e.g. no screen calibration)."""
+def check_policy(policy: str) -> str:
+    """The one rule of `dedup.on_duplicate` (the serve config's rule table names POLICIES too)."""
+    if policy not in POLICIES:
+        raise ConfigError(f"dedup.on_duplicate must be one of {POLICIES}, got {policy!r}")
+    return policy
 
 
 def prepare(
@@ -288,8 +292,7 @@ class Tagger:
         The forward pass runs first, outside any lock; the screen and the insert run inside
         `Store.exclusive()`, so workers and replicas over one store screen against everything
         stored before them and two copies of one item can never both be stored as new."""
-        if policy not in POLICIES:
-            raise ConfigError(f"duplicate policy must be one of {POLICIES}, got {policy!r}")
+        check_policy(policy)
         preds, hashes, other = self._tag(items)
         with self.store.exclusive() as conn:
             dups, sketches = self._screen(items, hashes)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mltagger.core.errors import ConfigError, DataError
 from mltagger.data.prepare import to_hf_dataset
 
 
@@ -21,12 +22,12 @@ def class_weights(labels: list[int], num_labels: int, mode: str) -> torch.Tensor
         return None
     counts = np.bincount(labels, minlength=num_labels).astype(float)
     if (counts == 0).any():
-        raise ValueError("a class has no training items; cannot weight the loss by frequency")
+        raise DataError("a class has no training items; cannot weight the loss by frequency")
     weights = len(labels) / (num_labels * counts)
     if mode == "sqrt":
         weights = np.sqrt(weights)
     elif mode != "balanced":
-        raise ValueError(f"loss.class_weighting must be none, balanced or sqrt, got {mode!r}")
+        raise ConfigError(f"loss.class_weighting must be none, balanced or sqrt, got {mode!r}")
     return torch.tensor(weights, dtype=torch.float32)
 
 

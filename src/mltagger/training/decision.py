@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mltagger.core.errors import ConfigError
 from mltagger.core.paths import resolve_path
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.behavior import format_suite, run_suite, write_suite
@@ -33,7 +34,7 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
     ecfg = cfg.eval
     mode = ecfg.get("decision", "global")
     if mode not in ("auto", "per_tag", "global"):
-        raise ValueError(f"eval.decision={mode!r}: use auto, per_tag or global")
+        raise ConfigError(f"eval.decision={mode!r}: use auto, per_tag or global")
     if mode == "global":
         return {"rule_used": "global", "why": "eval.decision=global", "thresholds": None}
     path = resolve_path(ecfg.oof, cfg.paths.root_dir) if ecfg.get("oof") else None
@@ -53,7 +54,7 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
     if problem:
         hint = "run `make cv` with the same overrides and point eval.oof at its oof.json"
         if mode == "per_tag":
-            raise ValueError(f"eval.decision=per_tag: {problem}; {hint}")
+            raise ConfigError(f"eval.decision=per_tag: {problem}; {hint}")
         log.warning(
             "per-tag thresholds not used: %s; falling back to one val threshold (%s)", problem, hint
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mltagger.core.errors import ConfigError, UserError
 from mltagger.core.paths import resolve_path
 from mltagger.models.modelio import read_model_metadata
 from mltagger.training.batches import predict_logits, tokenize_split
@@ -32,7 +33,7 @@ def encoder_layers(model) -> torch.nn.ModuleList:
     base = getattr(model, model.base_model_prefix, None)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(
+        raise ConfigError(
             f"cannot find encoder layers in {type(model).__name__}: layer selection needs a "
             "BERT-family model (base_model.encoder.layer); use distill.keep_layers=null with a "
             "smaller encoder as the student instead"
@@ -46,7 +47,7 @@ def shrink(model, keep_layers: Sequence[int]):
     n = len(layers)
     keep = [int(i) for i in keep_layers]
     if not keep or sorted(set(keep)) != keep or keep[0] < 0 or keep[-1] >= n:
-        raise ValueError(
+        raise ConfigError(
             f"distill.keep_layers={list(keep_layers)} must be increasing indices in [0, {n})"
         )
     base = getattr(model, model.base_model_prefix)
@@ -105,7 +106,7 @@ def teacher_train_logits(teacher_dir: Path, items, labels, cfg, accelerator, col
 
     teacher_labels, _ = read_model_metadata(teacher_dir)
     if list(teacher_labels) != list(labels):
-        raise ValueError(
+        raise UserError(
             f"teacher classes {teacher_labels} differ from this data's classes {labels}: "
             "distil on the data the teacher was trained on"
         )

@@ -57,7 +57,7 @@ def out_of_fold_probs(
     y = np.array([label_names.index(it["tag"]) for it in items])
     smallest = int(np.bincount(y).min()) if len(y) else 0
     if folds < 2 or smallest < folds:
-        raise ValueError(
+        raise DataError(
             f"label-issue search needs folds >= 2 and at least `folds` rows per class; "
             f"got folds={folds}, smallest class has {smallest} rows"
         )
@@ -167,7 +167,7 @@ def find_label_issues(
         )
     empty = [t for j, t in enumerate(label_names) if not np.any(y == j)]
     if empty:
-        raise ValueError(f"label-issue search needs rows of every class; none labelled {empty}")
+        raise DataError(f"label-issue search needs rows of every class; none labelled {empty}")
     try:
         ranked = cleanlab_find_label_issues(
             labels=y,
@@ -180,7 +180,7 @@ def find_label_issues(
         joint = compute_confident_joint(y, probs, calibrate=False)
     except (ValueError, AssertionError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cleanlab could not judge these labels: {first}") from None
+        raise DataError(f"cleanlab could not judge these labels: {first}") from None
 
     issues = []
     for i in ranked:

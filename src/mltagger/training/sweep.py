@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.exc import SQLAlchemyError
 
 from mltagger.core.config import compose_config
+from mltagger.core.errors import ConfigError
 from mltagger.core.paths import conf_dir
 from mltagger.core.tracking import wandb_settings
 from mltagger.training.config_rules import PARAM_TYPES, check_sweep_config
@@ -57,7 +58,9 @@ def suggest(trial, params: DictConfig) -> dict[str, Any]:
         elif kind == "categorical":
             values[key] = trial.suggest_categorical(key, list(spec.choices))
         else:
-            raise ValueError(f"sweep.params.{key}: type must be one of {PARAM_TYPES}, got {kind!r}")
+            raise ConfigError(
+                f"sweep.params.{key}: type must be one of {PARAM_TYPES}, got {kind!r}"
+            )
     return values
 
 
@@ -84,7 +87,7 @@ def make_sampler(spec: DictConfig):
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=spec.get("seed"))
-    raise ValueError(f"sweep.sampler.name must be tpe or random, got {name!r}")
+    raise ConfigError(f"sweep.sampler.name must be tpe or random, got {name!r}")
 
 
 def make_pruner(spec: DictConfig):
@@ -103,7 +106,7 @@ def make_pruner(spec: DictConfig):
         )
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"sweep.pruner.name must be median, hyperband or none, got {name!r}")
+    raise ConfigError(f"sweep.pruner.name must be median, hyperband or none, got {name!r}")
 
 
 def make_storage(url: str):
@@ -172,7 +175,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> Any:
 
     objective_kind = str(sw.get("objective", "val"))
     if objective_kind not in ("val", "cv"):
-        raise ValueError(f"sweep.objective={objective_kind!r}: use val or cv")
+        raise ConfigError(f"sweep.objective={objective_kind!r}: use val or cv")
     study.set_user_attr("metric", metric)
     study.set_user_attr("objective", objective_kind)
     trial_base = [o for o in overrides if not o.startswith("hparams_search=")]

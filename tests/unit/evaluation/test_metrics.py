@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from mltagger.core.errors import ConfigError
 from mltagger.data import slices
 from mltagger.evaluation.markdown import per_class_table, write_report
 from mltagger.evaluation.metrics import Metric, calibration, evaluate_predictions, summary_metrics
@@ -224,7 +225,7 @@ def test_lower_bound_rule_asks_more_of_a_small_validation_set():
     assert choose_precision_threshold(conf, correct, 0.85, "lower_bound") is None
     # With a 0.8 target the lower bound is met by the top 18 only (18/20 -> 0.70 is too low).
     assert choose_precision_threshold(conf, correct, 0.8, "lower_bound") == pytest.approx(conf[17])
-    with pytest.raises(ValueError, match="threshold rule"):
+    with pytest.raises(ConfigError, match="threshold rule"):
         choose_precision_threshold(conf, correct, 0.8, "median")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltagger.core.errors import DataError
+from mltagger.core.errors import DataError, UserError
 from mltagger.data.duplicates import dedup_key
 from mltagger.screen.bench_data import Bench
 from mltagger.screen.pairs import PairModel
@@ -18,7 +18,7 @@ from mltagger.screen.sketch import Text, sketch_counts, unit_sketches
 def test_scale_sizes_parse_with_suffixes():
     assert parse_scale("1M, 10k,100k") == [10_000, 100_000, 1_000_000]
     assert parse_scale("2500") == [2500]
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         parse_scale("10k,lots")
 
 

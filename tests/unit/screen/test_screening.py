@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from mltagger.core.errors import DataError
 from mltagger.data.duplicates import content_hash
 from mltagger.screen.copies import KINDS, make_duplicate
 from mltagger.screen.fitting import (
@@ -294,7 +295,7 @@ def test_bench_fit_choose_and_report_on_the_other_split(monkeypatch):
     at = [(sb.rows[60], bench)]
     floor = choose_floor(at, "a")
     assert 0.3 <= floor <= 0.8
-    with pytest.raises(ValueError, match="no genuinely new"):
+    with pytest.raises(DataError, match="no genuinely new"):
         fit_pair_model(at, "a", floor=1.0)  # nothing reaches the floor: nothing to learn from
     model = fit_pair_model(at, "a", floor=0.0)
     thr = choose_screen_threshold(model, at, max_fdr=0.0)

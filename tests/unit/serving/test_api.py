@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mltagger.core.config import compose_config
+from mltagger.core.errors import ConfigError
 from mltagger.serving.api import create_app
 from mltagger.serving.ingest import ingest_file
 from mltagger.serving.service import Tagger, prepare
@@ -380,7 +381,7 @@ def test_an_unknown_duplicate_policy_is_refused(tagger, tmp_path):
         "serve", [f"model_dir={tmp_path / 'model'}", f"api_key={KEY}", "dedup.on_duplicate=keep"]
     )
     with pytest.raises(
-        ValueError, match=r"dedup.on_duplicate must be one of \('flag', 'reject'\), got 'keep'"
+        ConfigError, match=r"dedup.on_duplicate must be one of \('flag', 'reject'\), got 'keep'"
     ):
         create_app(tagger, cfg)
 
@@ -676,7 +677,6 @@ def test_items_sketched_by_an_older_screen_are_sketched_again_once(tmp_path):
 
 
 def test_a_missing_screen_calibration_is_one_clear_error(tmp_path):
-    from mltagger.serving.service import ConfigError
 
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     with pytest.raises(ConfigError, match=r"no screen calibration at .*make dedup-eval"):

@@ -88,9 +88,9 @@ def test_finder_rejects_probabilities_it_cannot_judge():
     items, labels, probs = synthetic()
     with pytest.raises(ValueError, match="shape"):
         find_label_issues(items, labels, probs=probs[:, :2])
-    with pytest.raises(ValueError, match=r"none labelled \['c3'\]"):
+    with pytest.raises(DataError, match=r"none labelled \['c3'\]"):
         find_label_issues(items, [*labels, "c3"], probs=np.hstack([probs, np.zeros((40, 1))]))
-    with pytest.raises(ValueError, match="cleanlab could not judge"):
+    with pytest.raises(DataError, match="cleanlab could not judge"):
         find_label_issues(items, labels, probs=probs * 2)
 
 
@@ -167,7 +167,7 @@ def test_layer_from_encoder_out_of_fold_probabilities_records_its_source(tmp_pat
 
 def test_finder_needs_enough_rows_per_class(tags):
     items = clean(make_items(per_tag=2), tags)
-    with pytest.raises(ValueError, match="at least `folds` rows per class"):
+    with pytest.raises(DataError, match="at least `folds` rows per class"):
         find_label_issues(items, tags[:6], folds=5)
 
 

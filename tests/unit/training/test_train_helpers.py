@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mltagger.core.errors import ConfigError, DataError
 from mltagger.models.modelio import ModelNotAvailable, resolve_model_path
 from mltagger.models.rule import softmax
 from mltagger.training.batches import class_weights
@@ -20,9 +21,9 @@ def test_class_weights_balanced_and_sqrt():
     torch.testing.assert_close(
         class_weights(labels, 2, "sqrt"), torch.tensor([(8 / 12) ** 0.5, 2**0.5])
     )
-    with pytest.raises(ValueError, match="no training items"):
+    with pytest.raises(DataError, match="no training items"):
         class_weights([0, 0], 2, "balanced")
-    with pytest.raises(ValueError, match="none, balanced or sqrt"):
+    with pytest.raises(ConfigError, match="none, balanced or sqrt"):
         class_weights(labels, 2, "log")
 
 

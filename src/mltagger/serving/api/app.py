@@ -28,7 +28,7 @@ from mltagger.serving.limits import BodyLimit
 from mltagger.serving.metrics import Metrics, method_label
 from mltagger.serving.pages import add_pages
 from mltagger.serving.schemas import build_schemas, validation_errors, validation_message
-from mltagger.serving.service import POLICIES, Tagger
+from mltagger.serving.service import Tagger, check_policy
 from mltagger.serving.store import STATUSES
 
 log = logging.getLogger("mltagger.serve")
@@ -41,9 +41,7 @@ ROUTERS = (items.router, feedback.router, review.router, operations.router)
 
 def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     """The FastAPI app over a ready Tagger: its state, its middleware, its routers and pages."""
-    limits, policy = cfg.limits, str(cfg.dedup.on_duplicate)
-    if policy not in POLICIES:
-        raise ValueError(f"dedup.on_duplicate must be one of {POLICIES}, got {policy!r}")
+    limits, policy = cfg.limits, check_policy(str(cfg.dedup.on_duplicate))
     tags = list(tagger.predictor.inference.approved_tags)
     schemas = build_schemas(
         tags,
