@@ -1,11 +1,13 @@
 """What the training jobs' configs may hold: train and distill, cv, sweep, baselines, label-issues.
 
 One `check_<job>_config(cfg)` per job, run right after composing (`mltagger <job>` runs it before
-Hydra's app starts, and the job functions run it again for callers that compose themselves):
-each refuses a value the job could only fail on later, e.g. a string for trainer.max_epochs, a
-negative learning rate, batch size 0 or a teacher folder that does not exist, with a ConfigError
-naming the key, the value and what is allowed. Kept free of torch so that the check costs
-nothing next to composing the config.
+Hydra's app starts; `train(cfg)` runs it for callers that compose themselves, unless they say
+they have): each refuses a value the job could only fail on later, e.g. a string for
+trainer.max_epochs, a negative learning rate, batch size 0 or a teacher folder that does not
+exist, with a ConfigError naming the key, the value and what is allowed. These are the only
+training config rules (whether this machine has the GPU that trainer=gpu asks for is a question
+about the machine, asked where the recipe opens its devices: mltagger.training.build.start_run).
+Kept free of torch so that the check costs nothing next to composing the config.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def check_train_config(cfg: DictConfig, *, layer_must_exist: bool = True) -> Non
 
 def check_cv_config(cfg: DictConfig) -> None:
     """`mltagger cv`: a training config plus the folds; the label-issue layer is rebuilt per
-    fold, so its file need not exist."""
+    fold, so its file need not exist. The folds then train without checking again."""
     root = config_root(cfg)
     check_config(cfg, TRAIN_RULES, root=root)
     check_config(cfg, CV_RULES, root=root)

@@ -202,7 +202,7 @@ def run_cv(cfg: DictConfig) -> dict:
                     fcfg.logger.wandb.group = f"cv-{out_dir.name}"
                     fcfg.logger.wandb.job_type = "cv_fold"
                     fcfg.logger.wandb.log_model = False
-            metrics = train(fcfg, data=fdata)
+            metrics = train(fcfg, data=fdata, checked=True)  # check_cv_config ran above
             fold_metrics.append({"seed": seed, "fold": k, **metrics})
             for part, weak in (("test", False), ("fresh", True)):
                 path = fold_dir / part / "predictions.jsonl"

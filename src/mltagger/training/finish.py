@@ -1,90 +1,114 @@
-"""The end of a training run: best checkpoint back in, temperature fitted on validation, the
-decision rule, val/test/fresh reports, plots, behaviour suite, the model folder and its card,
-models/latest, and the W&B summary. Only the main process writes.
+"""The end of a training run, as the recipe's last steps: the best checkpoint's logits
+(`predict_with_best`), a temperature fitted on validation (`calibrate`), the decision rule
+applied to val, test and fresh (`apply_decision`), then plots, behaviour suite, the model folder
+and its card, models/latest and the W&B summary (`finish_run`). Only the main process writes.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
-from mltagger.data.prepare import PreparedData
 from mltagger.evaluation import plots
 from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.metrics import summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
-from mltagger.models.modelio import (
-    InferenceConfig,
-    point_latest,
-    write_model_metadata,
-)
+from mltagger.models.modelio import InferenceConfig, point_latest, write_model_metadata
 from mltagger.models.predict import TorchPredictor
 from mltagger.models.rule import softmax
 from mltagger.training.batches import predict_logits
 from mltagger.training.calibrate import fit_temperature
 from mltagger.training.card import headline, model_card
-from mltagger.training.checkpoints import BEST, TrainState
-from mltagger.training.decision import decision_rule, evaluate_fresh, run_behaviour_suite
+from mltagger.training.checkpoints import BEST
+from mltagger.training.decision import evaluate_fresh, run_behaviour_suite
+from mltagger.training.run_state import TrainingRun
 from mltagger.training.tracking import log_run_to_wandb
 
 
-def finish_run(
-    cfg,
-    accelerator,
-    data: PreparedData,
-    labels,
-    val_loader,
-    test_loader,
-    state: TrainState,
-    out_dir: Path,
-    run,
-    fresh_loader=None,
-    decision: dict | None = None,
-) -> dict:
-    """Best model -> temperature on val -> decision rule -> val, test and fresh reports -> folder.
+@dataclass
+class BestLogits:
+    """The best checkpoint's logits (and gold classes) on val and test, and on fresh if any."""
 
-    The decision rule is eval.decision: per-tag thresholds chosen on out-of-fold predictions of
-    this recipe (make cv), or one threshold chosen on val. Test and fresh are also scored under
-    the single val threshold (`test_global/`, `fresh_global/`), so every run shows what the
-    per-tag rule changes.
-    """
+    val: np.ndarray
+    val_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    fresh: np.ndarray | None = None
+
+
+@dataclass
+class Evaluation:
+    """What the decision rule gave: the flat metrics, the reports, and the thresholds."""
+
+    metrics: dict[str, float]
+    val_report: dict
+    test_report: dict
+    fresh_report: dict | None
+    applied: Any  # the shipped rule: per-tag thresholds (a dict) or the one val threshold
+    global_threshold: float  # the one val threshold, shipped or not
+    temperature: float
+
+
+def predict_with_best(run: TrainingRun, limit: int | None) -> BestLogits:
+    """The best epoch's model (saved under best/) on val, test and fresh. The raw logits are
+    kept in logits.npz, so calibration methods can be compared later without retraining."""
     from transformers import AutoModelForSequenceClassification
 
-    best = AutoModelForSequenceClassification.from_pretrained(out_dir / BEST)
-    best = accelerator.prepare(best)
-    limit = cfg.trainer.limit_eval_batches
-    val_logits, val_y, _ = predict_logits(best, val_loader, accelerator, limit)
-    test_logits, test_y, _ = predict_logits(best, test_loader, accelerator, limit)
-    fresh_logits = (
-        predict_logits(best, fresh_loader, accelerator)[0] if fresh_loader is not None else None
+    accelerator, loaders = run.accelerator, run.loaders
+    best = accelerator.prepare(
+        AutoModelForSequenceClassification.from_pretrained(run.out_dir / BEST)
     )
-    temperature = fit_temperature(val_logits, val_y) if cfg.temperature_scaling else 1.0
-    val_probs, test_probs = softmax(val_logits, temperature), softmax(test_logits, temperature)
+    val_logits, val_y, _ = predict_logits(best, loaders.val, accelerator, limit)
+    test_logits, test_y, _ = predict_logits(best, loaders.test, accelerator, limit)
+    fresh = (
+        predict_logits(best, loaders.fresh, accelerator)[0] if loaders.fresh is not None else None
+    )
+    logits = BestLogits(val_logits, val_y, test_logits, test_y, fresh)
     if accelerator.is_main_process:
-        # Raw logits, so calibration methods can be compared later without retraining (make cv).
         np.savez_compressed(
-            out_dir / "logits.npz",
-            val_logits=val_logits,
-            val_labels=val_y,
-            test_logits=test_logits,
-            test_labels=test_y,
-            **({"fresh_logits": fresh_logits} if fresh_logits is not None else {}),
+            run.out_dir / "logits.npz",
+            val_logits=logits.val,
+            val_labels=logits.val_labels,
+            test_logits=logits.test,
+            test_labels=logits.test_labels,
+            **({"fresh_logits": logits.fresh} if logits.fresh is not None else {}),
         )
+    return logits
 
-    if decision is None:
-        decision = decision_rule(cfg, data, labels)
-    title = f"{cfg.model.name} (epoch {state.best_epoch})"
-    write_dir = out_dir if accelerator.is_main_process else None
+
+def calibrate(logits: BestLogits, temperature_scaling: bool) -> float:
+    """The temperature that makes val confidences mean what they say (1.0 when turned off);
+    fitted before the threshold, so the threshold is chosen on calibrated probabilities."""
+    return fit_temperature(logits.val, logits.val_labels) if temperature_scaling else 1.0
+
+
+def apply_decision(
+    run: TrainingRun, logits: BestLogits, temperature: float, eval_cfg: DictConfig, title: str
+) -> Evaluation:
+    """The decision rule (run.decision, settled before training) on val and test, and fresh.
+
+    The rule is eval.decision: per-tag thresholds chosen on out-of-fold predictions of this
+    recipe (make cv), or one threshold chosen on val. Test and fresh are also scored under the
+    single val threshold (`test_global/`, `fresh_global/`), so every run shows what the per-tag
+    rule changes.
+    """
+    data, labels = run.data, run.labels
+    val_probs, test_probs = softmax(logits.val, temperature), softmax(logits.test, temperature)
+    write_dir = run.out_dir if run.accelerator.is_main_process else None
+    thresholds = run.decision["thresholds"]
     val_report, test_report, applied = evaluate_val_test(
-        data, labels, val_probs, test_probs, cfg.eval, write_dir, title, decision["thresholds"]
+        data, labels, val_probs, test_probs, eval_cfg, write_dir, title, thresholds
     )
-    per_tag = decision["thresholds"] is not None
+    per_tag = thresholds is not None
     # The single val threshold, for comparison (the same reports when it is the shipped rule).
     _, test_global, global_thr = (
-        evaluate_val_test(data, labels, val_probs, test_probs, cfg.eval, None, title)
+        evaluate_val_test(data, labels, val_probs, test_probs, eval_cfg, None, title)
         if per_tag
         else (val_report, test_report, applied)
     )
@@ -92,64 +116,69 @@ def finish_run(
         **summary_metrics(val_report, "val/"),
         **summary_metrics(test_report, "test/"),
         **summary_metrics(test_global, "test_global/"),
-        "best_epoch": float(state.best_epoch),
+        "best_epoch": float(run.state.best_epoch),
         "temperature": temperature,
     }
     if isinstance(applied, dict):  # the shipped per-tag thresholds, in the W&B summary too
         metrics.update({f"threshold/{t}": float(v) for t, v in applied.items()})
-    fresh_report = None
-    if fresh_logits is not None:
-        fresh_probs = softmax(fresh_logits, temperature)
-        fresh_report = evaluate_fresh(
-            data, labels, fresh_probs, cfg.eval, applied, write_dir, title
+    evaluation = Evaluation(
+        metrics, val_report, test_report, None, applied, global_thr, temperature
+    )
+    if logits.fresh is not None:
+        _score_fresh(
+            run, softmax(logits.fresh, temperature), eval_cfg, evaluation, write_dir, title
         )
-        metrics.update(summary_metrics(fresh_report, "fresh/"))
-        fresh_global = (
-            evaluate_fresh(data, labels, fresh_probs, cfg.eval, global_thr, None, title)
-            if per_tag
-            else fresh_report
-        )
-        metrics.update(summary_metrics(fresh_global, "fresh_global/"))
-    if not accelerator.is_main_process:
+    return evaluation
+
+
+def _score_fresh(
+    run: TrainingRun,
+    probs: np.ndarray,
+    eval_cfg: DictConfig,
+    evaluation: Evaluation,
+    write_dir: Path | None,
+    title: str,
+) -> None:
+    """The fresh set under the shipped rule (`fresh/`) and under the one val threshold
+    (`fresh_global/`, the same report when that is the shipped rule)."""
+    data, labels = run.data, run.labels
+    report = evaluate_fresh(data, labels, probs, eval_cfg, evaluation.applied, write_dir, title)
+    evaluation.fresh_report = report
+    evaluation.metrics.update(summary_metrics(report, "fresh/"))
+    fresh_global = (
+        evaluate_fresh(data, labels, probs, eval_cfg, evaluation.global_threshold, None, title)
+        if run.decision["thresholds"] is not None
+        else report
+    )
+    evaluation.metrics.update(summary_metrics(fresh_global, "fresh_global/"))
+
+
+def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dict[str, float]:
+    """The run folder's files (curves, metrics, decision), the model folder with its card, the
+    behaviour suite, the drift profile, models/latest and W&B; returns the flat metrics."""
+    metrics = evaluation.metrics
+    if not run.accelerator.is_main_process:
         return metrics
-
+    out_dir, state, data = run.out_dir, run.state, run.data
     plots.training_curves(state.history, cfg.trainer.monitor, out_dir / "training_curves.png")
-    (out_dir / "metrics.json").write_text(
-        json.dumps({"summary": metrics, "history": state.history}, indent=1) + "\n"
-    )
-    (out_dir / "decision.json").write_text(json.dumps(decision, indent=1) + "\n")
-
-    model_dir = out_dir / "model"
-    shutil.copytree(out_dir / BEST, model_dir, dirs_exist_ok=True)
-    write_model_metadata(
-        model_dir,
-        labels,
-        InferenceConfig(
-            threshold=global_thr if np.isfinite(global_thr) else 1.01,
-            temperature=temperature,
-            max_length=int(cfg.model.max_length),
-            fallback_tag=data.fallback_tag,
-            approved_tags=list(data.tags),
-            model_version=f"{cfg.model.name}-{out_dir.name}",
-            thresholds=dict(applied) if per_tag else {},
-            extra={
-                "data_sha256": data.data_sha256,
-                "base_model": str(cfg.model.name_or_path),
-                "run_dir": str(out_dir),
-                "decision": {k: v for k, v in decision.items() if k != "per_tag_detail"},
-                "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
-                "fresh": {k: v for k, v in metrics.items() if k.startswith("fresh/")},
-            },
-        ),
-    )
+    _write_metrics(out_dir, metrics, state.history)
+    (out_dir / "decision.json").write_text(json.dumps(run.decision, indent=1) + "\n")
+    model_dir = _write_model_folder(run, cfg.model, evaluation)
     (model_dir / "card.md").write_text(
-        model_card(cfg, data, labels, val_report, test_report, temperature, state, fresh_report)
+        model_card(
+            cfg,
+            data,
+            run.labels,
+            evaluation.val_report,
+            evaluation.test_report,
+            evaluation.temperature,
+            state,
+            evaluation.fresh_report,
+        )
     )
     if cfg.eval.get("behavior", True):
         metrics.update(run_behaviour_suite(model_dir, out_dir))
-        (out_dir / "metrics.json").write_text(
-            json.dumps({"summary": metrics, "history": state.history}, indent=1) + "\n"
-        )
+        _write_metrics(out_dir, metrics, state.history)
     # What `mltagger monitor` compares the stream with (evaluation.drift): made here, after the
     # decision rule is written, so its answers are the ones this folder gives.
     build_profile(
@@ -157,7 +186,54 @@ def finish_run(
     ).save(model_dir)
     if cfg.update_latest:
         point_latest(model_dir, Path(cfg.paths.models_dir))
-    log_run_to_wandb(run, cfg, data, out_dir, model_dir, val_report, test_report, metrics)
-    print(headline(cfg.model.name, metrics, decision))
+    log_run_to_wandb(
+        run.tracker,
+        cfg,
+        data,
+        out_dir,
+        model_dir,
+        evaluation.val_report,
+        evaluation.test_report,
+        metrics,
+    )
+    print(headline(cfg.model.name, metrics, run.decision))
     print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
     return metrics
+
+
+def _write_metrics(out_dir: Path, metrics: dict, history: list[dict]) -> None:
+    (out_dir / "metrics.json").write_text(
+        json.dumps({"summary": metrics, "history": history}, indent=1) + "\n"
+    )
+
+
+def _write_model_folder(run: TrainingRun, model_cfg: DictConfig, evaluation: Evaluation) -> Path:
+    """The best checkpoint as a model folder, with the inference settings the service reads:
+    the shipped thresholds (no threshold is above 1 when val could not reach the target),
+    the temperature, and where the model came from."""
+    out_dir, data, metrics = run.out_dir, run.data, evaluation.metrics
+    global_thr = evaluation.global_threshold
+    model_dir = out_dir / "model"
+    shutil.copytree(out_dir / BEST, model_dir, dirs_exist_ok=True)
+    write_model_metadata(
+        model_dir,
+        run.labels,
+        InferenceConfig(
+            threshold=global_thr if np.isfinite(global_thr) else 1.01,
+            temperature=evaluation.temperature,
+            max_length=int(model_cfg.max_length),
+            fallback_tag=data.fallback_tag,
+            approved_tags=list(data.tags),
+            model_version=f"{model_cfg.name}-{out_dir.name}",
+            thresholds=dict(evaluation.applied) if run.decision["thresholds"] is not None else {},
+            extra={
+                "data_sha256": data.data_sha256,
+                "base_model": str(model_cfg.name_or_path),
+                "run_dir": str(out_dir),
+                "decision": {k: v for k, v in run.decision.items() if k != "per_tag_detail"},
+                "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
+                "fresh": {k: v for k, v in metrics.items() if k.startswith("fresh/")},
+            },
+        ),
+    )
+    return model_dir
