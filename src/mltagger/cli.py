@@ -293,7 +293,7 @@ def dataset_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_dataset_build(args: argparse.Namespace) -> int:
     """Human labels from the store -> data/feedback/v<N>.json + conf/data/feedback_v<N>.yaml."""
-    from mltagger.serving.feedback import build as build_feedback_dataset
+    from mltagger.serving.dataset import build as build_feedback_dataset
 
     serve_cfg = compose_config("serve", args.overrides)
     data_cfg = load_data_config(args.data)

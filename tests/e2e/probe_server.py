@@ -14,7 +14,7 @@ import uvicorn
 
 from mltagger.core.config import compose_config
 from mltagger.serving.api import create_app
-from mltagger.serving.protocol import ServeConfig, server_options
+from mltagger.serving.connections import ServeConfig, server_options
 from mltagger.serving.service import Tagger
 from mltagger.serving.store import Store
 from tests.fakes import FakePredictor, make_model_folder, write_screen

@@ -18,7 +18,7 @@ import pytest
 
 from mltagger.core.config import compose_config
 from mltagger.serving.api import create_app
-from mltagger.serving.protocol import server_options
+from mltagger.serving.connections import server_options
 from mltagger.serving.service import Tagger
 from mltagger.serving.store import Store
 from tests.e2e.test_serve import on_uvicorn

@@ -105,7 +105,7 @@ def on_uvicorn(app, cfg=None):
     import uvicorn
 
     from mltagger.core.config import compose_config
-    from mltagger.serving.protocol import ServeConfig, server_options
+    from mltagger.serving.connections import ServeConfig, server_options
 
     options = server_options(cfg if cfg is not None else compose_config("serve", []))
     port = free_port()
@@ -612,7 +612,7 @@ def test_feedback_reaches_the_next_training_file(exported, tmp_path, data_cfg):
     from mltagger.data.prepare import prepare_data
     from mltagger.data.validation import sha256_file
     from mltagger.models.predict import Predictor
-    from mltagger.serving.feedback import ID_OFFSET, build
+    from mltagger.serving.dataset import ID_OFFSET, build
     from mltagger.serving.service import Tagger, prepare
     from mltagger.serving.store import Store
 

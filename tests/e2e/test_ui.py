@@ -26,11 +26,11 @@ from mltagger.evaluation.online import online_precision
 from mltagger.monitoring.monitor import batches
 from mltagger.serving.api import create_app
 from mltagger.serving.keys import INGEST, REVIEW, create_key
-from mltagger.serving.schema import feedback, reviews
-from mltagger.serving.schema import items as items_table
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.sessions import expire_sessions
 from mltagger.serving.store import Store
+from mltagger.serving.tables import feedback, reviews
+from mltagger.serving.tables import items as items_table
 from tests.e2e.test_serve import on_uvicorn
 from tests.fakes import FakePredictor, make_model_folder, write_screen
 from tests.unit.serving.test_api import NEAR_COPY, SURE

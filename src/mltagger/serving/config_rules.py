@@ -25,7 +25,7 @@ from mltagger.core.checks import (
     text,
 )
 from mltagger.core.errors import ConfigError
-from mltagger.serving.protocol import check_trusted
+from mltagger.serving.connections import check_trusted
 from mltagger.serving.rollout import Rollout, RolloutError
 from mltagger.serving.service import POLICIES
 

@@ -27,8 +27,8 @@ import sqlalchemy as sa
 
 from mltagger.core.config import compose_config
 from mltagger.core.errors import user_errors
-from mltagger.serving.schema import StoreError, api_keys, now, ui_sessions
 from mltagger.serving.store import Store, describe
+from mltagger.serving.tables import StoreError, api_keys, now, ui_sessions
 
 INGEST, REVIEW, ADMIN = "ingest", "review", "admin"
 ROLES = (INGEST, REVIEW, ADMIN)

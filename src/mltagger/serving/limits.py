@@ -21,7 +21,7 @@ class BodyTooLarge(HTTPException):
     def __init__(self, max_bytes: int) -> None:
         # The connection stays open and the rest of the body is read and dropped: closing at
         # once would reset a client still sending, which then never reads its 413 (seen with
-        # http.client). The body deadline (serving/protocol.py) bounds how long that lasts.
+        # http.client). The body deadline (serving/connections.py) bounds how long that lasts.
         super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 

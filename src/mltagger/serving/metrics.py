@@ -23,9 +23,15 @@ class Metrics:
     from the store at scrape time keeps the most recent value (`multiprocess_mode`)."""
 
     def __init__(self) -> None:
-
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._traffic(self.registry)
+        self._rollout(self.registry)
+        self._monitor(self.registry)
+        self._tagged = 0
+        self._review = 0
+
+    def _traffic(self, r: CollectorRegistry) -> None:
+        """Requests, tags, duplicates and what was stored; the store and the review backlog."""
         self.requests = Counter(
             "mltagger_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
@@ -80,6 +86,9 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
+
+    def _rollout(self, r: CollectorRegistry) -> None:
+        """A shadow or canary candidate: how often it was compared, disagreed, was dropped."""
         self.shadow_compared = Counter(
             "mltagger_rollout_compared",
             "Items answered by both the current model and the candidate",
@@ -98,7 +107,9 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
-        # From the latest `mltagger monitor` snapshot in the store, read at each scrape.
+
+    def _monitor(self, r: CollectorRegistry) -> None:
+        """From the latest `mltagger monitor` snapshot in the store, read at each scrape."""
         self.online_precision = Gauge(
             "mltagger_online_precision",
             "Online auto-tag precision over the monitor window, by tag (or `all`), proxy signal "
@@ -146,8 +157,6 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
-        self._tagged = 0
-        self._review = 0
 
     def observe_predictions(self, preds: Sequence[dict], dups: Sequence[Any]) -> None:
         for p in preds:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from mltagger.core.errors import UserError
 from mltagger.models.modelio import read_model_metadata
-from mltagger.serving.schema import deployments, now
+from mltagger.serving.tables import deployments, now
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from mltagger.data.text import (
     has_unstorable,
     has_visible,
 )
-from mltagger.serving.schema import ACTIVE
+from mltagger.serving.tables import ACTIVE
 
 # ids are 32-bit integer columns on PostgreSQL; SQLite's are larger, but no id reaches this
 MAX_ID = 2**31 - 1

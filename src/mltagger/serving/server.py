@@ -29,7 +29,7 @@ from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 from mltagger.serving.api import create_app
 from mltagger.serving.config_rules import check_serve_config
-from mltagger.serving.protocol import ServeConfig, server_options
+from mltagger.serving.connections import ServeConfig, server_options
 from mltagger.serving.rollout import Rollout, check_candidate, deployed
 from mltagger.serving.service import Tagger
 from mltagger.serving.store import Store, describe

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from mltagger.serving.keys import CONFIG_KEY_NAME, Key
-from mltagger.serving.schema import api_keys, now, settings, ui_sessions
+from mltagger.serving.tables import api_keys, now, settings, ui_sessions
 
 SECRET_NAME = "csrf_secret"
 

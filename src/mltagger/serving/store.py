@@ -5,7 +5,7 @@ SQLAlchemy Core over any database it speaks to. The default is one SQLite file i
 process being killed. For PostgreSQL, set `store.url=postgresql+psycopg://user:pass@host/db`
 (and `pip install -e ".[postgres]"`): the same tables and queries, no SQLite-only SQL.
 
-The schema and its migrations live in `mltagger.serving.schema`; opening a store applies the
+The schema and its migrations live in `mltagger.serving.tables`; opening a store applies the
 missing steps. Writers that must not interleave across processes (screen, then insert) hold
 `Store.exclusive()`: a PostgreSQL advisory lock or SQLite's write lock, so several workers or
 replicas over one database behave as one.
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from mltagger.models.rule import REASON_LOW_CONFIDENCE
 from mltagger.screen.screening import url_key
-from mltagger.serving.schema import (
+from mltagger.serving.tables import (
     ACTIVE,
     HELD_DUPLICATE,
     HUMAN,

@@ -16,9 +16,9 @@ from mltagger.core.config import compose_config
 from mltagger.serving.api import create_app
 from mltagger.serving.keys import REVIEW, create_key, end_sessions, revoke_key
 from mltagger.serving.metrics import METHODS
-from mltagger.serving.schema import items as items_table
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.store import Store
+from mltagger.serving.tables import items as items_table
 from tests.fakes import FakePredictor, make_model_folder, write_screen
 from tests.unit.serving.test_api import NEAR_COPY, SURE, UNSURE
 from tests.unit.serving.test_web import log_in

@@ -10,9 +10,11 @@ Endpoints (OpenAPI document at /openapi.json, pages at /docs); who may call them
   POST /items            key with role ingest (or admin)                 screen, tag, store one
   GET  /review, POST /review/{id}   key with role review (or admin)      the people in the loop
 
-Where each lives: `items.py` (/predict, /items), `feedback.py`, `review.py`, `operations.py`
-(/health, /metrics); who is calling and what the endpoints share: `mltagger.serving.access`;
-the request models each app builds from its model's tags and its limits: `per_app.py`.
+Where each lives: `items.py` (/predict, /items), `feedback.py` (/feedback), `review.py`
+(/review), `operations.py` (/health, /metrics); who is calling and what the endpoints share:
+`mltagger.serving.access`; the request models each app builds from its model's tags and its
+limits: `per_app.py`. Routes are added with `router.add_api_route` after each function, not
+with a decorator: mutmut (`make mutation`) leaves decorated functions alone.
 """
 
 from mltagger.serving.api.app import create_app

@@ -23,14 +23,6 @@ router = APIRouter()
 AS_PUBLIC, SHARED = Depends(public), Depends(shared)
 
 
-@router.post(
-    "/feedback",
-    status_code=201,
-    summary="Report a wrong tag (public, rate limited without a key)",
-    operation_id="add_feedback",
-    response_model=FeedbackOut,
-    responses={**BODY_ERRORS, **INVALID, **PUBLIC, **NOT_FOUND},
-)
 def add_feedback(body: FeedbackIn, key: Key | None = AS_PUBLIC, state: Shared = SHARED) -> dict:
     store = state.tagger.store
     if not sees_all(key) and not published(store.get_item(body.item_id)):
@@ -43,3 +35,15 @@ def add_feedback(body: FeedbackIn, key: Key | None = AS_PUBLIC, state: Shared = 
         raise HTTPException(404, str(err)) from None
     state.metrics.feedback.inc()
     return record
+
+
+router.add_api_route(
+    "/feedback",
+    add_feedback,
+    methods=["POST"],
+    status_code=201,
+    summary="Report a wrong tag (public, rate limited without a key)",
+    operation_id="add_feedback",
+    response_model=FeedbackOut,
+    responses={**BODY_ERRORS, **INVALID, **PUBLIC, **NOT_FOUND},
+)

@@ -66,14 +66,6 @@ def answer(state: Shared, pred: dict, dup, key: Key | None) -> dict:
     return {**pred, "duplicate": dup.to_dict() if dup is not None else None}
 
 
-@router.post(
-    "/predict",
-    summary="Tag items (nothing is stored)",
-    operation_id="predict",
-    response_model=PredictOut,
-    response_model_exclude_unset=True,
-    responses={**BODY_ERRORS, **INVALID, **PUBLIC},
-)
 def predict(body: PredictIn, key: Key | None = AS_PUBLIC, state: Shared = SHARED) -> dict:
     tagger, metrics = state.tagger, state.metrics
     items = check_items(body.items)
@@ -85,21 +77,18 @@ def predict(body: PredictIn, key: Key | None = AS_PUBLIC, state: Shared = SHARED
     return {"items": [answer(state, p, d, key) for p, d in zip(preds, dups, strict=True)]}
 
 
-@router.post(
-    "/items",
-    status_code=201,
-    summary="Screen, tag and store one item (role ingest)",
-    operation_id="add_item",
-    response_model=AddOut,
+router.add_api_route(
+    "/predict",
+    predict,
+    methods=["POST"],
+    summary="Tag items (nothing is stored)",
+    operation_id="predict",
+    response_model=PredictOut,
     response_model_exclude_unset=True,
-    responses={
-        201: {"description": "stored (a near duplicate is stored held)", "links": links()},
-        **BODY_ERRORS,
-        **INVALID,
-        **KEYED,
-        409: {**ERR, "description": "an exact copy (or, with policy reject, a near one)"},
-    },
+    responses={**BODY_ERRORS, **INVALID, **PUBLIC},
 )
+
+
 def add_item(body: ItemIn, key: Key = AS_INGEST, state: Shared = SHARED) -> Any:
     tagger, metrics = state.tagger, state.metrics
     (item,) = check_items([body])
@@ -125,15 +114,25 @@ def add_item(body: ItemIn, key: Key = AS_INGEST, state: Shared = SHARED) -> Any:
     }
 
 
-@router.get(
+router.add_api_route(
     "/items",
-    summary="Published items, newest first (with a key of role review: every item, any "
-    "status, every field)",
-    operation_id="list_items",
-    response_model=Page,
-    response_model_exclude_unset=True,  # the public projection stays as small as it is
-    responses={**INVALID, **READ},
+    add_item,
+    methods=["POST"],
+    status_code=201,
+    summary="Screen, tag and store one item (role ingest)",
+    operation_id="add_item",
+    response_model=AddOut,
+    response_model_exclude_unset=True,
+    responses={
+        201: {"description": "stored (a near duplicate is stored held)", "links": links()},
+        **BODY_ERRORS,
+        **INVALID,
+        **KEYED,
+        409: {**ERR, "description": "an exact copy (or, with policy reject, a near one)"},
+    },
 )
+
+
 def list_items(
     status: Status | None = ANY_STATUS,
     limit: int = PAGE_LIMIT,
@@ -154,15 +153,19 @@ def list_items(
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get(
-    "/items/{item_id}",
-    summary="A published item with its wrong-tag reports (with a key of role review: any "
-    "item, every field)",
-    operation_id="get_item",
-    response_model=ItemWithFeedback,
+router.add_api_route(
+    "/items",
+    list_items,
+    methods=["GET"],
+    summary="Published items, newest first (with a key of role review: every item, any "
+    "status, every field)",
+    operation_id="list_items",
+    response_model=Page,
     response_model_exclude_unset=True,  # the public projection stays as small as it is
-    responses={**INVALID, **NOT_FOUND, **READ},
+    responses={**INVALID, **READ},
 )
+
+
 def get_item(item_id: int = ITEM_PATH, key: Key | None = AS_READER, state: Shared = SHARED) -> dict:
     store = state.tagger.store
     item = store.get_item(item_id)
@@ -172,3 +175,16 @@ def get_item(item_id: int = ITEM_PATH, key: Key | None = AS_READER, state: Share
         raise HTTPException(404, f"no item with id {item_id}")
     reports = [public_feedback(f) for f in store.feedback_for(item_id)]
     return {**public_item(item), "feedback": reports}
+
+
+router.add_api_route(
+    "/items/{item_id}",
+    get_item,
+    methods=["GET"],
+    summary="A published item with its wrong-tag reports (with a key of role review: any "
+    "item, every field)",
+    operation_id="get_item",
+    response_model=ItemWithFeedback,
+    response_model_exclude_unset=True,  # the public projection stays as small as it is
+    responses={**INVALID, **NOT_FOUND, **READ},
+)

@@ -20,13 +20,6 @@ router = APIRouter()
 AS_READER, SHARED = Depends(caller), Depends(shared)
 
 
-@router.get(
-    "/health",
-    summary="Whether the service is up, and the model's version (with an admin key: the "
-    "store and duplicate-screen state too)",
-    operation_id="health",
-    responses={code: READ[code] for code in (401, 429)},
-)
 def health(key: Key | None = AS_READER, state: Shared = SHARED) -> dict:
     tagger = state.tagger
     if key is None or not key.allows(ADMIN):  # no paths, hosts or process ids
@@ -45,12 +38,17 @@ def health(key: Key | None = AS_READER, state: Shared = SHARED) -> dict:
     }
 
 
-@router.get(
-    "/metrics",
-    response_class=PlainTextResponse,
-    summary="Prometheus metrics, added up across workers",
-    operation_id="metrics",
+router.add_api_route(
+    "/health",
+    health,
+    methods=["GET"],
+    summary="Whether the service is up, and the model's version (with an admin key: the "
+    "store and duplicate-screen state too)",
+    operation_id="health",
+    responses={code: READ[code] for code in (401, 429)},
 )
+
+
 def prometheus(state: Shared = SHARED) -> PlainTextResponse:
     tagger, metrics = state.tagger, state.metrics
     counts = tagger.store.count_by_status()
@@ -64,6 +62,16 @@ def prometheus(state: Shared = SHARED) -> PlainTextResponse:
     age = snapshot_age(snapshot) if snapshot is not None else -1.0
     metrics.export_snapshot(snapshot, age)
     return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+router.add_api_route(
+    "/metrics",
+    prometheus,
+    methods=["GET"],
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics, added up across workers",
+    operation_id="metrics",
+)
 
 
 def snapshot_age(snapshot: dict) -> float:

@@ -11,6 +11,7 @@ and the OpenAPI document is the one the app's rules give.
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from collections.abc import Sequence
@@ -102,18 +103,23 @@ def _swapped(value: Any, swap: Swap) -> Any:
 
 
 def _endpoint_for(fn: Any, swap: Swap) -> Any:
-    """A copy of the function with the app's models in its annotations and defaults (the same
-    code, so nothing wraps it and FastAPI runs it as it would run the original)."""
+    """A copy of the function whose signature names the app's models (the same code, so nothing
+    wraps it and FastAPI runs it as it would run the original). FastAPI reads the signature
+    with `inspect.signature`, which takes `__signature__` first: that also holds for a function
+    mutmut has replaced by a trampoline that carries the original's signature."""
     copy = types.FunctionType(
-        fn.__code__,
-        fn.__globals__,
-        fn.__name__,
-        tuple(_swapped(d, swap) for d in fn.__defaults__ or ()),
-        fn.__closure__,
+        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
     )
-    copy.__kwdefaults__ = {k: _swapped(v, swap) for k, v in (fn.__kwdefaults__ or {}).items()}
-    copy.__annotations__ = {k: _swapped(v, swap) for k, v in fn.__annotations__.items()}
+    copy.__kwdefaults__ = fn.__kwdefaults__
     copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    signature = inspect.signature(fn, eval_str=True)
+    params = [
+        p.replace(annotation=_swapped(p.annotation, swap), default=_swapped(p.default, swap))
+        for p in signature.parameters.values()
+    ]
+    copy.__signature__ = signature.replace(
+        parameters=params, return_annotation=_swapped(signature.return_annotation, swap)
+    )
     return copy
 
 

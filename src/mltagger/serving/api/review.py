@@ -37,13 +37,6 @@ QUEUE_ORDER = Query(
 ITEM_PATH = PathParam(ge=1, le=MAX_ID, description="an item id")
 
 
-@router.get(
-    "/review",
-    summary="Items waiting for a person, oldest first (role review)",
-    operation_id="review_queue",
-    response_model=Page,
-    responses={**INVALID, **KEYED},
-)
 def review_queue(
     limit: int = PAGE_LIMIT,
     offset: int = PAGE_OFFSET,
@@ -55,23 +48,17 @@ def review_queue(
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
-@router.post(
-    "/review/{item_id}",
-    summary="A person sets an item's tag (role review)",
-    operation_id="review_item",
-    response_model=ItemOut,
-    responses={
-        **BODY_ERRORS,
-        **INVALID,
-        **KEYED,
-        **NOT_FOUND,
-        409: {
-            **ERR,
-            "description": "the item is held as a likely duplicate (say duplicate), or "
-            "someone decided it after seen_review (`decided`: their review)",
-        },
-    },
+router.add_api_route(
+    "/review",
+    review_queue,
+    methods=["GET"],
+    summary="Items waiting for a person, oldest first (role review)",
+    operation_id="review_queue",
+    response_model=Page,
+    responses={**INVALID, **KEYED},
 )
+
+
 def review(
     body: ReviewIn, item_id: int = ITEM_PATH, key: Key = AS_REVIEWER, state: Shared = SHARED
 ):
@@ -88,3 +75,24 @@ def review(
         return JSONResponse(status_code=409, content={"detail": str(err), "decided": err.other})
     except StoreError as err:
         raise HTTPException(409, str(err)) from None
+
+
+router.add_api_route(
+    "/review/{item_id}",
+    review,
+    methods=["POST"],
+    summary="A person sets an item's tag (role review)",
+    operation_id="review_item",
+    response_model=ItemOut,
+    responses={
+        **BODY_ERRORS,
+        **INVALID,
+        **KEYED,
+        **NOT_FOUND,
+        409: {
+            **ERR,
+            "description": "the item is held as a likely duplicate (say duplicate), or "
+            "someone decided it after seen_review (`decided`: their review)",
+        },
+    },
+)
