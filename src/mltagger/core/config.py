@@ -36,15 +36,19 @@ def hydra_entry(
 
     os.environ.setdefault(ROOT_ENV, str(project_root()))
     overrides = sys.argv[1:]
+    checked = False
     if not any(arg.startswith("-") for arg in overrides):
         with user_errors():
             cfg = compose_config(config_name, overrides)
             if check is not None:
                 check(cfg)
+        checked = True
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)
     def _app(cfg: DictConfig) -> Any:
         with user_errors():
+            if check is not None and not checked:  # Hydra's own flags (--multirun, ...)
+                check(cfg)
             return job(cfg)
 
     _app()

@@ -364,3 +364,22 @@ def test_a_good_command_line_still_reaches_the_job_once(monkeypatch, tmp_path):
         root.setLevel(level)
     assert calls == [3]
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_bad_value_behind_hydras_own_flags_is_still_one_line(monkeypatch, tmp_path, capsys):
+    """Hydra's flags (--multirun, --config-name, ...) skip the pre-check; the rules then run
+    inside the Hydra app, before the job: one line, exit 2, and the job never starts."""
+    from mltagger.core.config import hydra_entry
+    from mltagger.training.config_rules import check_train_config
+
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["mltagger train", "--config-name=train", "trainer.max_epochs=-1",
+         f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"],
+    )  # fmt: skip
+    started = []
+    with pytest.raises(SystemExit) as err:
+        hydra_entry("train", started.append, check=check_train_config)
+    assert err.value.code == EXIT_USAGE and started == []
+    assert "trainer.max_epochs=-1: expected an integer >= 1" in capsys.readouterr().err
