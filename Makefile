@@ -27,7 +27,7 @@ export PYTHONUNBUFFERED := 1
 JOBS_MK := $(VENV)/jobs.mk
 include $(JOBS_MK)
 $(JOBS_MK): src/mltagger/jobs.py
-	@mkdir -p $(@D) && $(PYTHON) src/mltagger/jobs.py --make > $@.tmp && mv $@.tmp $@
+	@mkdir -p $(@D) && $(PYTHON) src/mltagger/jobs.py --make > $@.$$$$ && mv $@.$$$$ $@
 $(JOBS): %: $(STAMP)
 	$(if $($*_NEEDS),+@test -n "$($($*_NEEDS))" || { echo "$($*_USAGE)"; exit 2; })
 	$($*_SETUP)
