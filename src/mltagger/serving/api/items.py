@@ -10,19 +10,23 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from mltagger.serving.access import Shared, caller, needs, public, sees_all, shared
-from mltagger.serving.api.per_app import PAGE_LIMIT, ItemIn, PredictIn, PredictOut
+from mltagger.serving.api.per_app import (
+    ITEM_PATH,
+    PAGE_LIMIT,
+    PAGE_OFFSET,
+    ItemIn,
+    PredictIn,
+    PredictOut,
+)
 from mltagger.serving.keys import INGEST, Key
 from mltagger.serving.schemas import (
     BODY_ERRORS,
     ERR,
     INVALID,
     KEYED,
-    MAX_ID,
-    MAX_OFFSET,
     NOT_FOUND,
     PUBLIC,
     READ,
@@ -48,8 +52,6 @@ AS_INGEST, AS_PUBLIC, AS_READER, SHARED = (
     Depends(shared),
 )
 ANY_STATUS = Query(default=None, description="only items with this status")
-PAGE_OFFSET = Query(default=0, ge=0, le=MAX_OFFSET)
-ITEM_PATH = PathParam(ge=1, le=MAX_ID, description="an item id")
 
 
 def check_items(items: Sequence[Any]) -> list[dict]:

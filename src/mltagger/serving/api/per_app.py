@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from mltagger.serving.schemas import Schemas
+from mltagger.serving.schemas import MAX_ID, MAX_OFFSET, Schemas
 
 # What `bound` copies of each route besides its path, endpoint and response model.
 ROUTE_OPTIONS = (
@@ -74,6 +75,9 @@ class ReviewIn(PerApp):
 
 
 PAGE_LIMIT = Query(default=50, ge=1)  # the page size: conf/serve.yaml review.page_size
+# The same for every app, shared by the routers (FastAPI reads parameters from defaults).
+PAGE_OFFSET = Query(default=0, ge=0, le=MAX_OFFSET)
+ITEM_PATH = PathParam(ge=1, le=MAX_ID, description="an item id")
 
 
 def app_models(schemas: Schemas, review: Any) -> list[tuple[Any, Any]]:

@@ -7,19 +7,16 @@ No `from __future__ import annotations`: FastAPI reads the annotations as classe
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from mltagger.serving.access import Shared, needs, shared
-from mltagger.serving.api.per_app import PAGE_LIMIT, ReviewIn
+from mltagger.serving.api.per_app import ITEM_PATH, PAGE_LIMIT, PAGE_OFFSET, ReviewIn
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.schemas import (
     BODY_ERRORS,
     ERR,
     INVALID,
     KEYED,
-    MAX_ID,
-    MAX_OFFSET,
     NOT_FOUND,
     ItemOut,
     Page,
@@ -30,11 +27,9 @@ router = APIRouter()
 
 QueueOrder = Literal[tuple(QUEUE_ORDERS)]  # type: ignore[valid-type]
 AS_REVIEWER, SHARED = Depends(needs(REVIEW)), Depends(shared)
-PAGE_OFFSET = Query(default=0, ge=0, le=MAX_OFFSET)
 QUEUE_ORDER = Query(
     default="oldest", description="; ".join(f"{k}: {v}" for k, v in QUEUE_ORDERS.items())
 )
-ITEM_PATH = PathParam(ge=1, le=MAX_ID, description="an item id")
 
 
 def review_queue(
