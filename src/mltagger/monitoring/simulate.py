@@ -22,6 +22,10 @@ truly 5+ points worse ending below the current model with non-overlapping 95% in
 On a fresh clone neither model exists and no model file is in git, so with the default folders
 the job first builds what is missing (`models/latest`, `models/export`, the candidate), saying how
 long it will take; each step is the real `mltagger` job with its progress bars.
+
+Over 400 lines because the three phases, the simulated people and the checks of the targets
+written down beforehand belong to one experiment and are read together; the monitor and ingest
+it drives live in their own layers.
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def test_cap_per_tag_is_seeded_and_keeps_small_tags_whole():
 
 
 def test_a_weak_sources_weight_reaches_its_training_rows(data_cfg, tmp_path):
-    from mltagger.core.errors import DataError
+    from mltagger.core.errors import ConfigError
     from mltagger.data.prepare import prepare_data
     from mltagger.data.validation import sha256_file
 
@@ -249,6 +249,6 @@ def test_a_weak_sources_weight_reaches_its_training_rows(data_cfg, tmp_path):
     assert data.manifest()["sources"][-1]["weight"] == 0.25
     data_cfg.sources[-1]["weight"] = 1.5
     with pytest.raises(
-        DataError, match=r"sources\[1\]\.weight=1\.5: expected a number in \(0, 1\]"
+        ConfigError, match=r"sources\[1\]\.weight=1\.5: expected a number in \(0, 1\]"
     ):
         prepare_data(data_cfg)
