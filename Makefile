@@ -76,7 +76,7 @@ security: $(STAMP) ## the security probe's payload families against throw-away s
 	$(PY) -m pytest tests/e2e/test_probe.py -m slow -s -p no:randomly $(PYTEST_ARGS)
 
 mutation: $(STAMP) ## mutation testing (mutmut) of the decision rule, data checks, screen, store, auth; score + survivors [MUTATION_ARGS=…]
-	@$(PY) -c "import mutmut" 2>/dev/null || $(PIP) install -q -e ".[mutation]"
+	@$(PY) -c "import mutmut, pytest_timeout" 2>/dev/null || $(PIP) install -q -e ".[mutation]"
 	$(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 strip-notebooks: $(STAMP) ## remove outputs from notebooks/ before committing

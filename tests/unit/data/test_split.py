@@ -312,3 +312,44 @@ def test_a_split_of_size_zero_stays_empty_with_groups(seed):
         _one_tag(12), val_size=0.1, test_size=0.0, seed=seed, groups=groups
     )
     assert split["test"] == []
+
+
+def test_a_train_only_source_trains_whole_except_its_copies_of_evaluation_items():
+    from mltagger.data.split import split_sources_in_order
+
+    own = [{"id": k + 1, "tag": "ab"[k % 2], "source": "own"} for k in range(20)]
+    first = split_sources_in_order(own, ["own"], val_size=0.2, test_size=0.2, seed=0)
+    test_id, val_id, train_id = (first[s][0]["id"] for s in ("test", "val", "train"))
+    weak = [{"id": 100 + k, "tag": "a", "source": "weak"} for k in range(4)]
+    late = [{"id": 200, "tag": "b", "source": "late"}]
+    groups = [[test_id, 100], [val_id, 101], [train_id, 102], [103, 200]]
+    dropped: list[dict] = []
+    splits = split_sources_in_order(
+        own + weak + late,
+        ["own", "weak", "late"],
+        val_size=0.2,
+        test_size=0.2,
+        seed=0,
+        groups=groups,
+        train_only=["weak"],
+        dropped=dropped,
+    )
+    where = {it["id"]: s for s, v in splits.items() for it in v}
+    # a weak item goes to train, unless it copies a val or test item: then it is left out
+    assert dropped == [
+        {"id": 100, "source": "weak", "near_copy_in": "test"},
+        {"id": 101, "source": "weak", "near_copy_in": "val"},
+    ]
+    assert sorted(i for i in where if i >= 100) == [102, 103, 200]
+    assert where[102] == where[103] == "train"
+    assert where[200] == "train"  # a later source's copy follows the weak item into train
+    for s in splits:  # the platform's own items are split as without the other sources
+        assert [it["id"] for it in splits[s] if it["source"] == "own"] == [
+            it["id"] for it in first[s]
+        ]
+    # without a list to report to, the copies are still left out
+    quiet = split_sources_in_order(
+        own + weak, ["own", "weak"], val_size=0.2, test_size=0.2, seed=0,
+        groups=groups, train_only=["weak"],
+    )  # fmt: skip
+    assert sorted(it["id"] for it in quiet["train"] if it["id"] >= 100) == [102, 103]

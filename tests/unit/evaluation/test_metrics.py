@@ -151,6 +151,35 @@ def test_wilson_interval_known_values():
     assert report(precision_target=0.85)["per_class"]["a"]["precision_ci95"][0] < 0.5
 
 
+def test_wilson_interval_stays_inside_0_1_and_takes_its_z():
+    from mltagger.evaluation.metrics import wilson_interval
+
+    # the formula's upper end for 5 of 5 is 1 + 2e-16 in floating point, its lower end for
+    # 0 of 5 just below 0: the interval is clipped to [0, 1]
+    assert wilson_interval(5, 5)[1] == 1.0 and wilson_interval(0, 5)[0] == 0.0
+    lo, hi = wilson_interval(50, 100, z=1.0)  # one standard error instead of 1.96
+    assert lo == pytest.approx(0.45025, abs=1e-5) and hi == pytest.approx(0.54975, abs=1e-5)
+
+
+def test_per_tag_figures_of_a_tag_never_predicted_are_zero_without_a_warning():
+    import warnings
+
+    from mltagger.evaluation.metrics import _per_class
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn warns unless told what 0/0 is
+        out = _per_class(["a", "b"], ["a", "a"], ["a", "b"])
+    assert (out["b"]["precision"], out["b"]["recall"], out["b"]["num_predicted"]) == (0.0, 0.0, 0)
+    assert out["a"]["precision"] == 0.5 and out["a"]["precision_ci95"] is not None
+
+
+def test_a_precision_short_of_the_target_only_by_rounding_reaches_it():
+    conf, correct = np.array([0.9, 0.8]), np.array([True, False])
+    # at 0.8 the precision is 1/2; a target 1e-12 above that still accepts it
+    assert choose_precision_threshold(conf, correct, 0.5 + 1e-12) == 0.8
+    assert choose_precision_threshold(conf, correct, 0.5 + 1e-9) == 0.9
+
+
 def test_operating_points_choose_on_val_and_apply_to_test():
     from mltagger.evaluation.protocol import operating_points
 

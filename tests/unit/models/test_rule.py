@@ -82,6 +82,17 @@ def test_decide_rounds_to_six_decimals_and_uses_the_folders_fallback(tmp_path):
     assert unsure["tag"] == "mlops" and unsure["needs_review"] is True
 
 
+def test_decide_refuses_probabilities_that_do_not_match_the_items_or_the_labels(tmp_path):
+    predictor = FakePredictor(make_model_folder(tmp_path / "m"))
+    items = [{"id": 1}, {"id": 2}]
+    width = len(LABELS)
+    with pytest.raises(ValueError):  # one row for two items: never a silently shorter answer
+        predictor.decide(items, np.full((1, width), 1 / width))
+    for wrong in (width - 1, width + 1):  # a row per item, but not one per label
+        with pytest.raises(ValueError):
+            predictor.decide(items, np.full((2, wrong), 1 / wrong))
+
+
 def test_a_folder_with_per_tag_thresholds_applies_each_tags_own(tmp_path):
     """The same confident computer-vision item is auto-tagged under a low CV threshold and sent
     to review under a high one; the global threshold in the folder is not used then."""

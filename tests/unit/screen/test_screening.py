@@ -16,6 +16,7 @@ from mltagger.screen.copies import KINDS, make_duplicate
 from mltagger.screen.fitting import (
     EDITED_KINDS,
     ScreenBench,
+    _scores,
     choose_floor,
     choose_screen_threshold,
     fit_pair_model,
@@ -33,7 +34,16 @@ from mltagger.screen.pairs import (
     pair_features,
 )
 from mltagger.screen.screening import EXACT, NEAR, Duplicate, screen_batch, url_key
-from mltagger.screen.sketch import SKETCH_DIM, VERSION, ScreenError, profile, sketch
+from mltagger.screen.sketch import (
+    SKETCH_DIM,
+    VERSION,
+    ScreenError,
+    Text,
+    normalised,
+    profile,
+    sketch,
+    sketch_counts,
+)
 
 ITEM = {
     "title": "Image classification using a simple model",
@@ -65,6 +75,10 @@ def test_content_hash_folds_case_punctuation_spacing_and_accents():
     ("url", "key"),
     [
         ("https://www.GitHub.com/Org/Repo/", "github.com/org/repo"),
+        ("https://x.org/a#readme", "x.org/a"),  # a fragment alone
+        ("https://x.org/a#b#c", "x.org/a"),  # everything from the first "#"
+        ("/just/a/path", None),  # no site: no page of its own
+        ("https://x.org/a?b=1?c=2", "x.org/a"),  # everything from the first "?"
         ("http://github.com/org/repo?utm_source=x#readme", "github.com/org/repo"),
         ("github.com/org/repo", "github.com/org/repo"),
         ("https://arxiv.org", None),  # a bare site is not one item
@@ -86,6 +100,16 @@ def test_identical_items_have_every_similarity_one_and_distinct_ones_low():
     # symmetric
     b = profile(OTHER["title"], OTHER["description"])
     assert pair_features(a, b) == pytest.approx(pair_features(b, a))
+
+
+def test_a_profile_holds_every_4_gram_of_the_padded_text_and_the_word_pairs():
+    p = profile("Graph Nets", "For molecules")
+    grams = {" gra", "grap", "raph", "aph ", "ph n", "h ne", " net", "nets", "ets "}
+    assert p.title == grams  # the last gram ends with the padding
+    assert p.words == {"graph", "nets", "for", "molecules", "graph nets", "nets for",
+                       "for molecules"}  # fmt: skip
+    assert (p.title_key, p.text) == ("graph nets", "graph nets for molecules")
+    assert profile("ab", None).title == {" ab "} and profile("ab", None).description == set()
 
 
 def test_a_cut_copy_is_contained_and_an_empty_description_scores_zero_there():
@@ -113,6 +137,35 @@ def test_sketches_are_unit_stable_and_rank_a_copy_above_a_stranger():
     assert not v[3].any()  # nothing to sketch: a zero vector, never NaN
     assert v[0] @ v[1] > 0.6 > v[0] @ v[2]
     np.testing.assert_array_equal(sketch(profs[:1]), v[:1])  # the same text, the same sketch
+
+
+def reference_counts(text: str) -> np.ndarray:
+    """The sketch as `sketch_counts` documents it, one window at a time: each distinct 4-byte
+    window of the padded text, read as a big-endian number, times 0x9E3779B97F4A7C15 modulo
+    2**64; bit 20 of that picks +1 or -1, its top 8 bits the bucket."""
+    padded = f" {text} ".encode()
+    out = np.zeros(SKETCH_DIM, dtype=np.float32)
+    for window in {padded[i : i + 4] for i in range(len(padded) - 3)}:
+        h = int.from_bytes(window, "big") * 0x9E3779B97F4A7C15 % 2**64
+        out[h >> 56] += 1.0 if (h >> 20) & 1 else -1.0
+    return out
+
+
+def test_sketch_counts_are_the_documented_hash_bit_for_bit():
+    """Stored sketches and the calibration depend on these exact numbers: a change to the hash
+    must come with a new screen VERSION, never silently."""
+    texts = ["graph nets for molecules", "ab", "", "image segmentation with u net"]
+    together = sketch_counts([Text(t) for t in texts])  # windows never span two texts
+    for row, text in zip(together, texts, strict=True):
+        np.testing.assert_array_equal(row, reference_counts(text))
+        np.testing.assert_array_equal(sketch_counts([Text(text)])[0], reference_counts(text))
+    assert np.abs(reference_counts("ab")).sum() == 1  # " ab ": exactly one window
+    assert not sketch_counts([Text("")]).any()  # "  ": no window at all
+
+
+def test_the_text_read_is_title_then_description_folded():
+    assert normalised("Graph Nets!", None) == normalised("graph nets", "") == "graph nets"
+    assert normalised("Graph Nets", "For Molecules.") == "graph nets for molecules"
 
 
 def test_index_returns_nearest_ids_and_minus_one_when_empty():
@@ -204,6 +257,16 @@ def test_screen_batch_order_exact_text_then_link_then_near_store_before_batch():
     assert [d and d.kind for d in exact_only] == [None, None, EXACT, None, None, EXACT, None]
 
 
+def test_screen_batch_refuses_hashes_that_do_not_match_the_items():
+    def nothing_stored(hashes, keys):
+        return {}, {}
+
+    items = [dict(ITEM, url=None), dict(OTHER, url=None)]
+    hashes = [content_hash(it["title"], it["description"]) for it in items]
+    with pytest.raises(ValueError):  # never screened against another item's hash
+        screen_batch(items, hashes[:1], nothing_stored, None, None)
+
+
 def test_the_threshold_and_the_floor_decide_near_calls():
     index = stored_index([ITEM], [1])
     copy = make_duplicate(ITEM, "truncated", random.Random(0))
@@ -244,6 +307,113 @@ def test_precision_recall_full_record_and_empty_cases():
     }
     none_called = precision_recall(scores, truth, 0.99)
     assert (none_called["precision"], none_called["recall"]) == (1.0, 0.0)
+
+
+def test_precision_recall_counts_a_score_at_the_threshold_as_called():
+    scores = np.array([0.9, 0.5, 0.5, 0.2, 0.7])
+    truth = np.array([True, False, True, True, False])
+    # called: 0.9, 0.5, 0.5 and 0.7 (at the threshold counts); 2 right, 2 wrong, 1 missed
+    assert precision_recall(scores, truth, 0.5) == {
+        "threshold": 0.5,
+        "precision": 0.5,
+        "recall": 2 / 3,
+        "tp": 2,
+        "fp": 2,
+        "fn": 1,
+    }
+    half_found = precision_recall(np.array([0.8, 0.3]), np.array([True, True]), 0.5)
+    assert (half_found["precision"], half_found["recall"]) == (1.0, 0.5)
+    # nothing to find: recall is 1 (nothing missed), precision counts the false call
+    nothing = precision_recall(np.array([0.8, 0.3]), np.array([False, False]), 0.5)
+    assert (nothing["precision"], nothing["recall"], nothing["fp"]) == (0.0, 1.0, 1)
+
+
+def _copy_rows(sims: dict[str, list[float]], kind: str = "typos") -> tuple[dict, SimpleNamespace]:
+    """A bench whose copies (split -> the sketch similarity at which each finds its original)
+    also meet a closer stranger, as `ScreenBench.run` records them."""
+    copies, rows = [], []
+    for split, values in sims.items():
+        for s in values:
+            k = len(copies)
+            copies.append({"split": split, "kind": kind, "of": k})
+            stranger = Candidate(0.99, np.zeros(len(FEATURES)), item_id=10_000 + k)
+            rows.append([stranger, Candidate(s, np.zeros(len(FEATURES)), item_id=k)])
+    return {"copies": rows}, SimpleNamespace(copies=copies)
+
+
+# no copy of the split: numpy warns about the mean of nothing, and no step qualifies
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_choose_floor_is_the_highest_step_that_keeps_every_edited_copy_of_the_split():
+    bench = _copy_rows({"a": [0.62, 0.47, 0.91, 0.55], "b": [0.1]})
+    unedited = _copy_rows({"a": [0.1]}, kind="exact")  # not an edited copy: not counted
+    # steps of 0.05 from 0.30 to 0.80; 0.47 is the lowest: 0.45 keeps it, 0.50 would lose it
+    assert choose_floor([bench, unedited]) == 0.45  # split a, no loss allowed
+    assert choose_floor([bench], "b") == 0.0  # 0.1 is below every step
+    assert choose_floor([_copy_rows({"a": [0.95, 0.97]})]) == 0.8  # the highest step
+    # a copy exactly at a step keeps its original there (candidates at the floor are scored)
+    at_step = float(np.arange(0.30, 0.801, 0.05)[3])
+    assert choose_floor([_copy_rows({"a": [at_step, 0.9]})]) == 0.45
+    # the share that may be lost is a bound, reached exactly: 1 of 4
+    one_low = _copy_rows({"a": [0.2, 0.62, 0.66, 0.71]})
+    assert choose_floor([one_low], max_loss=0.25) == 0.6
+    assert choose_floor([one_low]) == 0.0
+    assert choose_floor([_copy_rows({"b": [0.5]})], "a") == 0.0  # no copy of the split
+    # an original the index did not return is lost at any floor: it does not count
+    missed = _copy_rows({"a": [0.62]})
+    missed[0]["copies"][0] = missed[0]["copies"][0][:1]
+    assert choose_floor([missed, bench]) == 0.45
+
+
+def test_choose_floor_refuses_rows_that_do_not_match_their_bench():
+    rows, bench = _copy_rows({"a": [0.5, 0.6]})
+    with pytest.raises(ValueError):
+        choose_floor([({"copies": rows["copies"][:1]}, bench)])
+
+
+def _scored(p: float, sim: float = 0.9) -> Candidate:
+    """A candidate that `_logit_model` scores `p`."""
+    features = np.zeros(len(FEATURES))
+    features[0] = np.log(p / (1 - p))
+    return Candidate(sim, features, item_id=1)
+
+
+def _logit_model(floor: float = 0.0) -> PairModel:
+    w = np.zeros(len(FEATURES))
+    w[0] = 1.0
+    return PairModel(w, 0.0, 0.5, k=5, floor=floor)
+
+
+def test_scores_are_one_for_an_exact_match_and_count_candidates_at_the_floor():
+    model = _logit_model(floor=0.4)
+    cands = [[_scored(0.3), _scored(0.8, sim=0.4)], [_scored(0.8, sim=0.39)], [], [_scored(0.2)]]
+    out = _scores(model, cands, [None, None, 7, 3])
+    assert out == pytest.approx([0.8, 0.0, 1.0, 1.0])
+
+
+def test_choose_threshold_ranks_each_store_apart_and_reads_only_its_split(monkeypatch):
+    queries = [{"source": "t", "ref": k, "split": "a"} for k in range(4)]
+    queries += [{"source": "t", "ref": 4, "split": "b"}, {"source": "t", "ref": 5, "split": "a"}]
+    adjudicated = {"t:5": {"verdict": "copy"}}  # a person found it is a copy after all
+    monkeypatch.setattr("mltagger.screen.fitting.load_adjudicated", lambda root=None: adjudicated)
+    rows = {
+        "queries": [[_scored(p)] for p in (0.3, 0.9, 0.5, 0.7, 0.99, 0.98)],
+        "query_exact": [None] * 6,
+    }
+    at = [(rows, SimpleNamespace(queries=queries))]
+    model = _logit_model()
+    # split a, without the adjudicated one: 0.9, 0.7, 0.5, 0.3
+    assert choose_screen_threshold(model, at, 0.0) == pytest.approx(0.9 + 1e-6)
+    assert choose_screen_threshold(model, at, 0.25) == pytest.approx(0.7 + 1e-6)
+    assert choose_screen_threshold(model, at, 0.5) == pytest.approx(0.5 + 1e-6)
+    assert choose_screen_threshold(model, at, 1.0) == 0.0  # every new item may be called
+    # the strictest store decides
+    other = {"queries": [[_scored(0.2)]] * 6, "query_exact": [None] * 6}
+    both = [*at, (other, SimpleNamespace(queries=queries))]
+    assert choose_screen_threshold(model, both, 0.25) == pytest.approx(0.7 + 1e-6)
+    assert choose_screen_threshold(model, both[::-1], 0.25) == pytest.approx(0.7 + 1e-6)
+    # an exact match scores 1: the threshold stays at 1, never above it
+    exact = {**rows, "query_exact": [None, 3, None, None, None, None]}
+    assert choose_screen_threshold(model, [(exact, at[0][1])], 0.0) == 1.0
 
 
 # -- the benchmark arithmetic, on a tiny hand-made bench ----------------------------------------
@@ -339,3 +509,50 @@ def test_candidates_use_the_floor_and_batch_order():
     out = candidates(profs, sk, None, k=5, floor=0.5)
     assert out[0] == [] and [c.batch_index for c in out[1]] == [0] and out[2] == []
     assert candidates(profs, sk, None, k=5, floor=0.5, within_batch=False) == [[], [], []]
+
+
+def test_a_candidate_at_exactly_the_floor_is_kept_and_an_id_of_0_is_an_item():
+    profs = [profile(**ITEM), profile(ITEM["title"], ITEM["description"] + " Extra words.")]
+    sk = sketch(profs)
+    index = stored_index([ITEM], [0])  # only -1 marks an empty slot
+    _, sims = index.search(sk[1:], 5)
+    at = float(sims[0, 0])
+    (found,) = candidates(profs[1:], sk[1:], index, k=5, floor=at)
+    assert [(c.item_id, c.sketch_similarity) for c in found] == [(0, at)]
+    within = float((sk @ sk.T)[1, 0])  # a batch of two: the second meets the first
+    out = candidates(profs, sk, None, k=5, floor=within)
+    assert out[0] == [] and [(c.batch_index, c.sketch_similarity) for c in out[1]] == [(0, within)]
+
+
+def test_a_near_call_at_exactly_the_threshold_counts_and_keeps_4_decimals():
+    index = stored_index([ITEM], [7])
+    typo = make_duplicate(ITEM, "typos", random.Random(3))
+    hashes = [content_hash(typo["title"], typo["description"])]
+
+    def nothing_stored(hashes, keys):
+        return {}, {}
+
+    flat = PairModel(np.zeros(len(FEATURES)), 0.0, 0.5, k=5, floor=0.0)  # every pair: 0.5
+    (dup,), _ = screen_batch([typo], hashes, nothing_stored, index, flat)
+    assert dup == Duplicate(NEAR, 0.5, item_id=7)
+    tilted = PairModel(np.zeros(len(FEATURES)), 0.3, 0.5, k=5, floor=0.0)  # 0.57444...
+    (dup,), sketches = screen_batch([typo], hashes, nothing_stored, index, tilted)
+    assert dup.similarity == 0.5744
+    # the sketch stored for the next screen reads the title and the description
+    assert np.array_equal(sketches, sketch([Text(normalised(typo["title"], typo["description"]))]))
+
+
+def test_each_item_keeps_its_k_nearest_earlier_batch_items_and_its_stored_ones():
+    rng = random.Random(5)
+    batch = [make_duplicate(ITEM, kind, rng) for kind in ("typos", "truncated", "format")]
+    profs = [profile(it["title"], it["description"]) for it in batch]
+    sk = sketch(profs)
+    within = sk @ sk.T
+    nearest = int(np.argmax(within[2, :2]))
+    assert within[2, 0] != within[2, 1]  # one earlier item is strictly nearer
+    index = stored_index([ITEM], [7])
+    out = candidates(profs, sk, index, k=1, floor=0.0)
+    assert [c.item_id for c in out[2] if c.item_id is not None] == [7]  # stored: its own k
+    assert [c.batch_index for c in out[2] if c.batch_index is not None] == [nearest]
+    both = candidates(profs, sk, index, k=2, floor=0.0)[2]
+    assert sorted(c.batch_index for c in both if c.batch_index is not None) == [0, 1]

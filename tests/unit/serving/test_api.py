@@ -482,6 +482,10 @@ def test_body_limit_trusts_a_declared_length_only_to_refuse_early():
     declared = _Recorder([b"small"], headers=[(b"content-length", b"11")])
     _run_body_limit(app, declared)
     assert declared.statuses() == [413] and not called
+    # ASGI header names are lower-case bytes; the connection closes (the body is never read;
+    # the connection option is case-insensitive)
+    headers = [(name, value.lower()) for name, value in declared.sent[0]["headers"]]
+    assert headers == [(b"content-type", b"application/json"), (b"connection", b"close")]
     exact = _Recorder([b"1234567890"], headers=[(b"content-length", b"10")])
     _run_body_limit(app, exact)
     assert exact.statuses() == [200]

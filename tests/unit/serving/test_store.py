@@ -18,6 +18,7 @@ from mltagger.serving.store import (
     HUMAN,
     LATEST_VERSION,
     MODEL,
+    ReviewConflict,
     Store,
     StoreError,
     make_engine,
@@ -299,6 +300,124 @@ def test_listing_by_status_and_the_duplicate_decision_in_review(url):
     store.close()
 
 
+def test_a_decision_made_on_a_stale_view_is_refused_and_names_the_newer_one(url):
+    store = Store(url)
+    item, other_item = store.add_items([row("decided twice"), row("decided elsewhere")])
+    store.review(other_item, "time-series", "cleo", seen_review=0)  # another item's review
+    first = store.review(item, "mlops", "ana", seen_review=0)  # no review yet: 0
+    assert first["tag"] == "mlops"
+    (r1,) = store.reviews_for(item)
+    with pytest.raises(ReviewConflict) as err:  # bob also saw no review
+        store.review(item, "graph-learning", "bob", seen_review=0)
+    decided = err.value.other
+    assert (decided["id"], decided["tag"], decided["reviewer"]) == (r1["id"], "mlops", "ana")
+    assert datetime.fromisoformat(decided["created_at"]) == datetime.fromisoformat(
+        r1["created_at"]
+    )  # as text, as an API answer carries it
+    assert str(err.value).startswith(f"item {item} was decided by ana in the meantime")
+    assert store.get_item(item)["tag"] == "mlops" and len(store.reviews_for(item)) == 1
+    second = store.review(item, "graph-learning", "bob", seen_review=r1["id"])
+    assert second["tag"] == "graph-learning"
+    r2 = store.reviews_for(item)[-1]
+    with pytest.raises(ReviewConflict) as err:  # the newest decision is the one that counts
+        store.review(item, "time-series", "cleo", seen_review=r1["id"])
+    assert err.value.other["id"] == r2["id"]
+    assert store.review(item, "time-series", "cleo", seen_review=r2["id"])["tag"] == "time-series"
+    store.close()
+
+
+def test_a_person_names_which_item_one_repeats(url):
+    store = Store(url)
+    first, second, third = store.add_items([row("original"), row("repeat"), row("another")])
+    kept_out = store.review(second, "mlops", "ana", duplicate_of=first)
+    assert (kept_out["status"], kept_out["duplicate_of"], kept_out["duplicate_kind"]) == (
+        HELD_DUPLICATE,
+        first,
+        "person",
+    )
+    for target in (third, 999):  # itself, or no stored item
+        with pytest.raises(StoreError) as err:
+            store.review(third, "mlops", "ana", duplicate_of=target)
+        assert str(err.value) == (
+            f"item {third} cannot be a duplicate of item {target}: give the id of another "
+            "stored item"
+        )
+    assert store.get_item(third)["status"] == ACTIVE  # nothing changed
+    plain = store.review(third, "mlops", "ana")  # no duplicate named: nothing of it is set
+    assert (plain["status"], plain["duplicate_of"], plain["duplicate_kind"]) == (
+        ACTIVE,
+        None,
+        None,
+    )
+    store.close()
+
+
+def test_a_held_item_reviewed_without_an_answer_says_how_to_answer(url):
+    store = Store(url)
+    first, held = store.add_items(
+        [row("shown"), row("held", duplicate_of_position=0, status=HELD_DUPLICATE)]
+    )
+    with pytest.raises(StoreError) as err:
+        store.review(held, "mlops")
+    assert str(err.value) == (
+        f"item {held} is held as a likely duplicate of item {first}: say duplicate: true "
+        "(keep it out) or false (publish it)"
+    )
+    store.close()
+
+
+def test_listing_pages_of_fifty_newest_first_and_feedback_records_its_writer(url):
+    store = Store(url)
+    ids = store.add_items([row(f"listed {k}") for k in range(52)])
+    page, total = store.list_items()
+    assert total == 52 and [it["id"] for it in page] == ids[::-1][:50]
+    page, _ = store.list_items(limit=2, offset=1)
+    assert [it["id"] for it in page] == [ids[-2], ids[-3]]
+    assert store.add_feedback(ids[0], "mlops", None, "crawler")["written_by"] == "crawler"
+    assert store.feedback_for(ids[0])[0]["written_by"] == "crawler"
+    store.close()
+
+
+def test_each_queue_order_and_what_each_queued_item_carries(url):
+    store = Store(url)
+    old, sure, unsure, held, reported = store.add_items(
+        [
+            row("oldest", needs_review=True, confidence=0.6),
+            row("sure", needs_review=True, confidence=0.9),
+            row("unsure", needs_review=True, confidence=0.3),
+            row("held", needs_review=True, status=HELD_DUPLICATE, duplicate_of_position=0),
+            row("reported", confidence=0.8),
+        ]
+    )
+    store.review(reported, "mlops", "ana")  # decided, then reported twice: back in the queue
+    store.add_feedback(reported, "time-series", None)
+    store.add_feedback(reported, "graph-learning", None)
+    store.add_feedback(sure, "mlops", None)
+
+    def ids(order: str) -> list[int]:
+        return [it["id"] for it in store.review_queue(order=order)[0]]
+
+    assert ids("oldest") == [old, sure, unsure, held, reported]
+    # no confidence stored (held) after every number
+    assert ids("least_confident") == [unsure, old, reported, sure, held]
+    assert ids("reported") == [reported, sure, old, unsure, held]
+    assert ids("duplicates") == [held, old, sure, unsure, reported]
+    queued = {it["id"]: it for it in store.review_queue()[0]}
+    assert {i: it["reports"] for i, it in queued.items()} == {
+        old: 0, sure: 1, unsure: 0, held: 0, reported: 2
+    }  # fmt: skip
+    latest = store.reviews_for(reported)[-1]["id"]
+    assert {i: it["last_review"] for i, it in queued.items()} == {
+        old: 0, sure: 0, unsure: 0, held: 0, reported: latest
+    }  # fmt: skip
+    with pytest.raises(StoreError) as err:
+        store.review_queue(order="newest")
+    assert str(err.value) == (
+        "unknown queue order 'newest'; one of oldest, least_confident, reported, duplicates"
+    )
+    store.close()
+
+
 def test_v4_keeps_the_models_tag_of_items_a_person_already_retagged(url):
     engine, stamp = _v2_store(url)
     with engine.begin() as conn:
@@ -317,4 +436,19 @@ def test_v4_keeps_the_models_tag_of_items_a_person_already_retagged(url):
     assert (item["tag"], item["model_tag"]) == ("mlops", "computer-vision")  # the first review's
     (r,) = store.monitor_rows()
     assert r["review_tag"] == "natural-language-processing" and r["reports"] == 0
+    store.close()
+
+
+def test_a_link_key_is_made_from_the_link_unless_the_caller_gives_one(url):
+    store = Store(url)
+    made, given = store.add_items(
+        [
+            row("made", url="https://www.X.org/a/"),
+            row("given", url="https://x.org/b", url_key="x.org/b-as-given"),
+        ]
+    )
+    assert store.ids_by_url(["x.org/a", "x.org/b-as-given", "x.org/b"]) == {
+        "x.org/a": made,
+        "x.org/b-as-given": given,
+    }
     store.close()
