@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from fastapi import HTTPException, Request, Security
@@ -48,6 +49,7 @@ class Shared:
     limits: Any  # the `limits` section of conf/serve.yaml
     policy: str  # dedup.on_duplicate
     config_key: str | None = None  # the serve config's api_key, an admin key
+    review: Any = None  # the `review` section of conf/serve.yaml (None: its defaults)
     public_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,24 @@ class Shared:
     def config_key_hash(self) -> str | None:
         """What a web session made with the config key is bound to (None: no such key)."""
         return digest(str(self.config_key)) if self.config_key else None
+
+    @property
+    def default_order(self) -> str:
+        """The queue order when none is asked for (review.order)."""
+        return str((self.review or {}).get("order") or "oldest")
+
+    def review_queue(self, limit: int, offset: int, order: str | None = None) -> tuple:
+        """A page of the review queue under this app's settings (review.max_age_hours,
+        review.random_share): the one call the API and the review page both make."""
+        settings = self.review or {}
+        hours = settings.get("max_age_hours", 72)
+        return self.tagger.store.review_queue(
+            limit,
+            offset,
+            order or self.default_order,
+            max_age=None if hours is None else timedelta(hours=float(hours)),
+            random_share=float(settings.get("random_share", 0.1)),
+        )
 
     def identify(self, secret: str) -> Key:
         """The key a secret belongs to; 401 when it is wrong or revoked."""

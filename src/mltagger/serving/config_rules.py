@@ -28,6 +28,7 @@ from mltagger.core.errors import ConfigError
 from mltagger.serving.connections import check_trusted
 from mltagger.serving.rollout import Rollout, RolloutError
 from mltagger.serving.service import POLICIES
+from mltagger.serving.store import QUEUE_ORDERS
 
 
 def _network(value: Any) -> bool:
@@ -86,6 +87,9 @@ SERVE_RULES = {
     "dedup.on_duplicate": one_of(POLICIES),
     "review.page_size": integer(1),
     "review.max_page_size": integer(1),
+    "review.order": one_of(QUEUE_ORDERS, optional=True),
+    "review.max_age_hours": number(above=0, nullable=True, optional=True),
+    "review.random_share": number(0, 0.9, optional=True),
     "ingest.chunk_size": integer(1),
     "ui.enabled": flag(optional=True),
     "ui.session_minutes": number(1, 60 * 24 * 30, optional=True),

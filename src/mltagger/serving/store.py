@@ -20,12 +20,14 @@ import contextlib
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from mltagger.models.queue import STRATEGIES
+from mltagger.models.queue import order as strategy_order
 from mltagger.models.rule import REASON_LOW_CONFIDENCE
 from mltagger.screen.screening import url_key
 from mltagger.serving.tables import (
@@ -83,10 +85,11 @@ __all__ = [
 ]
 
 
-# How the review queue can be read: the order a person works through it in.
+# How the review queue can be read: the order a person works through it in. The label-value
+# strategies (mltagger.models.queue) are ranked in numpy from the stored scores; the two others
+# are plain SQL. Under every order an item that has waited `max_age` goes first.
 QUEUE_ORDERS = {
-    "oldest": "oldest first (they have waited longest)",
-    "least_confident": "the model's least confident answers first",
+    **STRATEGIES,
     "reported": "items readers reported as wrongly tagged first",
     "duplicates": "items held as likely duplicates first",
 }
@@ -115,6 +118,11 @@ def _public(row: sa.Row) -> dict:
         if d.get(key) is not None:
             d[key] = _iso(d[key])
     return d
+
+
+def _utc(stamp: datetime) -> datetime:
+    """A stored time as an aware UTC time; SQLite returns it without its zone."""
+    return stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp
 
 
 def _iso(stamp: datetime) -> str:
@@ -315,15 +323,114 @@ class Store:
             return {str(k): int(v) for k, v in rows}
 
     def review_queue(
-        self, limit: int = 50, offset: int = 0, order: str = "oldest"
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        order: str = "oldest",
+        *,
+        max_age: timedelta | None = None,
+        random_share: float = 0.0,
+        at: datetime | None = None,
     ) -> tuple[list[dict], int]:
         """Items needing a person in one of `QUEUE_ORDERS` (ties: oldest first), and the total.
 
+        An item that has waited `max_age` or longer comes first under every order (oldest first
+        among them). `random_share` of the positions of a label-value strategy are random
+        waiting items, seeded by the day of `at` (now), so a day's pages stay in one order.
         Each item also carries `reports` (its wrong-tag reports) and `last_review` (the id of
         its latest review, 0 if none): what a decision made on this view must still find
         (`review(seen_review=...)`), so a decision made meanwhile is never overwritten."""
         if order not in QUEUE_ORDERS:
             raise StoreError(f"unknown queue order {order!r}; one of {', '.join(QUEUE_ORDERS)}")
+        at = at or datetime.now(timezone.utc)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(items.c.needs_review)
+            ).scalar()
+            if order in STRATEGIES:
+                ids = self._ranked_ids(conn, order, limit + offset, max_age, random_share, at)
+                rows = self._queue_rows(conn, items.c.id.in_(ids[offset : offset + limit]))
+                where = {r["id"]: r for r in rows}
+                rows = [where[i] for i in ids[offset : offset + limit] if i in where]
+            else:
+                rows = self._queue_rows(conn, None, order, limit, offset, max_age, at)
+        return rows, int(total or 0)
+
+    def _ranked_ids(
+        self,
+        conn: sa.Connection,
+        strategy: str,
+        k: int,
+        max_age: timedelta | None,
+        random_share: float,
+        at: datetime,
+    ) -> list[int]:
+        """The waiting items' ids in `strategy`'s order (mltagger.models.queue)."""
+        cols = [items.c.id, items.c.created_at, items.c.scores, items.c.confidence]
+        if strategy == "diverse_ties":
+            cols.append(items.c.embedding)
+        waiting = conn.execute(
+            sa.select(*cols).where(items.c.needs_review).order_by(items.c.id)
+        ).all()
+        if not waiting:
+            return []
+        tags = sorted({t for r in waiting for t in (r.scores or {})})
+        col = {t: j for j, t in enumerate(tags)}
+        # rows with only the top probability kept spread the rest evenly over enough classes
+        # that the top stays the top (more than 1/confidence of them)
+        tops = [float(r.confidence) for r in waiting if not r.scores and r.confidence]
+        width = max([len(tags), 2] + [int(1 / c) + 1 for c in tops if c > 0])
+        probs = np.zeros((len(waiting), width))
+        for i, r in enumerate(waiting):
+            if r.scores:
+                for t, p in r.scores.items():
+                    probs[i, col[t]] = float(p)
+            elif r.confidence is not None:
+                probs[i] = (1.0 - float(r.confidence)) / (width - 1)
+                probs[i, 0] = float(r.confidence)
+            else:  # no model answer to rank on (a held copy): after every ranked item
+                probs[i, 0] = 1.0
+        hours = np.array([(at - _utc(r.created_at)).total_seconds() / 3600 for r in waiting])
+        labelled = conn.execute(
+            sa.select(reviews.c.tag, sa.func.count()).group_by(reviews.c.tag)
+        ).all()
+        counts = {col[t]: int(n) for t, n in labelled if t in col}
+        emb = None
+        if strategy == "diverse_ties":
+            dim = next((len(r.embedding) // 4 for r in waiting if r.embedding), 1)
+            emb = np.array(
+                [
+                    np.frombuffer(r.embedding, dtype=np.float32)
+                    if r.embedding and len(r.embedding) == 4 * dim
+                    else np.zeros(dim, dtype=np.float32)
+                    for r in waiting
+                ]
+            )
+        ranked = strategy_order(
+            strategy,
+            probs,
+            hours,
+            max_age=None if max_age is None else max_age.total_seconds() / 3600,
+            random_share=0.0 if strategy == "oldest" else random_share,
+            embeddings=emb,
+            label_counts=counts,
+            k=k,
+            seed=at.date().toordinal(),
+        )
+        return [int(waiting[i].id) for i in ranked]
+
+    def _queue_rows(
+        self,
+        conn: sa.Connection,
+        where: Any,
+        order: str = "oldest",
+        limit: int | None = None,
+        offset: int = 0,
+        max_age: timedelta | None = None,
+        at: datetime | None = None,
+    ) -> list[dict]:
+        """Waiting items with their report count and latest review id: those matching `where`,
+        or a page in one of the SQL orders."""
         reports = (
             sa.select(feedback.c.item_id, sa.func.count().label("n"))
             .group_by(feedback.c.item_id)
@@ -335,31 +442,28 @@ class Store:
             .subquery()
         )
         n_reports = sa.func.coalesce(reports.c.n, 0)
+        query = (
+            sa.select(
+                items,
+                n_reports.label("reports"),
+                sa.func.coalesce(last.c.rid, 0).label("last_review"),
+            )
+            .outerjoin(reports, reports.c.item_id == items.c.id)
+            .outerjoin(last, last.c.item_id == items.c.id)
+            .where(items.c.needs_review)
+        )
+        if where is not None:
+            return [_public(r) for r in conn.execute(query.where(where)).all()]
         first = {
-            "oldest": [],
-            # NULL confidence (none stored) after every number, on SQLite and PostgreSQL alike
-            "least_confident": [items.c.confidence.is_(None), items.c.confidence],
             "reported": [n_reports.desc()],
             "duplicates": [sa.case((items.c.status == HELD_DUPLICATE, 0), else_=1)],
         }[order]
-        with self.engine.connect() as conn:
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(items).where(items.c.needs_review)
-            ).scalar()
-            rows = conn.execute(
-                sa.select(
-                    items,
-                    n_reports.label("reports"),
-                    sa.func.coalesce(last.c.rid, 0).label("last_review"),
-                )
-                .outerjoin(reports, reports.c.item_id == items.c.id)
-                .outerjoin(last, last.c.item_id == items.c.id)
-                .where(items.c.needs_review)
-                .order_by(*first, items.c.id)
-                .limit(limit)
-                .offset(offset)
-            ).all()
-        return [_public(r) for r in rows], int(total or 0)
+        if max_age is not None:
+            cutoff = (at or datetime.now(timezone.utc)) - max_age
+            overdue = sa.case((items.c.created_at <= cutoff, 0), else_=1)
+            first = [overdue, sa.case((items.c.created_at <= cutoff, items.c.id), else_=0), *first]
+        rows = conn.execute(query.order_by(*first, items.c.id).limit(limit).offset(offset)).all()
+        return [_public(r) for r in rows]
 
     def queue_reasons(self) -> dict[str, int]:
         """Why the waiting items wait: low confidence, audit sample, held near duplicate,
@@ -453,6 +557,33 @@ class Store:
                 oldest = oldest.replace(tzinfo=timezone.utc)
             age = max(0.0, (now() - oldest).total_seconds())
         return {"waiting": int(n or 0), "oldest_seconds": age}
+
+    def coverage_windows(self, size: int = 100, last: int = 5000) -> list[dict]:
+        """Auto-tag coverage per window of `size` model-tagged items (arrival order, the last
+        `last` of them), each with the reviews made by its last item's arrival: the curve the
+        stopping signal reads (mltagger.models.queue.stopping_point)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(items.c.created_at, items.c.reason)
+                .where(items.c.model_version.is_not(None))
+                .order_by(items.c.id.desc())
+                .limit(last)
+            ).all()[::-1]
+            stamps = conn.execute(sa.select(reviews.c.created_at).order_by(reviews.c.id)).all()
+        done = np.sort(np.array([_utc(r[0]).timestamp() for r in stamps]))
+        out = []
+        for start in range(0, len(rows) - size + 1, size):
+            part = rows[start : start + size]
+            end = _utc(part[-1].created_at).timestamp()
+            auto = sum(r.reason != REASON_LOW_CONFIDENCE for r in part)
+            out.append(
+                {
+                    "items": len(part),
+                    "coverage": auto / len(part),
+                    "labels": int(np.searchsorted(done, end, side="right")),
+                }
+            )
+        return out
 
     def save_snapshot(self, summary: dict) -> int:
         with self.engine.begin() as conn:

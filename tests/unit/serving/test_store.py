@@ -413,7 +413,8 @@ def test_each_queue_order_and_what_each_queued_item_carries(url):
     with pytest.raises(StoreError) as err:
         store.review_queue(order="newest")
     assert str(err.value) == (
-        "unknown queue order 'newest'; one of oldest, least_confident, reported, duplicates"
+        "unknown queue order 'newest'; one of oldest, least_confident, breaking_ties, "
+        "diverse_ties, rare_tags, reported, duplicates"
     )
     store.close()
 

@@ -66,7 +66,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         description="Tags ML content under one approved tag, or sends it to review. "
         "Every rule the server enforces is stated here; every error has the ErrorOut shape.",
     )
-    app.state.shared = Shared(tagger, Metrics(), limits, policy, config_key)
+    app.state.shared = Shared(tagger, Metrics(), limits, policy, config_key, cfg.get("review"))
     app.state.tagger, app.state.metrics = tagger, app.state.shared.metrics
     # Added first, so it sits inside every other middleware, next to the endpoints: its 413 is
     # raised from the endpoint's own `receive` (a BaseHTTPMiddleware between them would wrap it

@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from mltagger.serving.schemas import MAX_ID, MAX_OFFSET, Schemas
+from mltagger.serving.store import QUEUE_ORDERS
 
 # What `bound` copies of each route besides its path, endpoint and response model.
 ROUTE_OPTIONS = (
@@ -78,12 +79,16 @@ PAGE_LIMIT = Query(default=50, ge=1)  # the page size: conf/serve.yaml review.pa
 # The same for every app, shared by the routers (FastAPI reads parameters from defaults).
 PAGE_OFFSET = Query(default=0, ge=0, le=MAX_OFFSET)
 ITEM_PATH = PathParam(ge=1, le=MAX_ID, description="an item id")
+ORDERS_HELP = "; ".join(f"{k}: {v}" for k, v in QUEUE_ORDERS.items())
+# the queue order when none is asked for: conf/serve.yaml review.order
+QUEUE_ORDER = Query(default="oldest", description=ORDERS_HELP)
 
 
 def app_models(schemas: Schemas, review: Any) -> list[tuple[Any, Any]]:
     """Each stand-in with this app's own: its request models, and its page size and bound
     (`review`: the review section of conf/serve.yaml)."""
     page = Query(default=int(review.page_size), ge=1, le=int(review.max_page_size))
+    order = Query(default=str(review.get("order") or "oldest"), description=ORDERS_HELP)
     return [
         (ItemIn, schemas.item_in),
         (PredictIn, schemas.predict_in),
@@ -91,6 +96,7 @@ def app_models(schemas: Schemas, review: Any) -> list[tuple[Any, Any]]:
         (FeedbackIn, schemas.feedback_in),
         (ReviewIn, schemas.review_in),
         (PAGE_LIMIT, page),
+        (QUEUE_ORDER, order),
     ]
 
 

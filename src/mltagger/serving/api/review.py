@@ -6,11 +6,17 @@ No `from __future__ import annotations`: FastAPI reads the annotations as classe
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
 from mltagger.serving.access import Shared, needs, shared
-from mltagger.serving.api.per_app import ITEM_PATH, PAGE_LIMIT, PAGE_OFFSET, ReviewIn
+from mltagger.serving.api.per_app import (
+    ITEM_PATH,
+    PAGE_LIMIT,
+    PAGE_OFFSET,
+    QUEUE_ORDER,
+    ReviewIn,
+)
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.schemas import (
     BODY_ERRORS,
@@ -27,9 +33,6 @@ router = APIRouter()
 
 QueueOrder = Literal[tuple(QUEUE_ORDERS)]  # type: ignore[valid-type]
 AS_REVIEWER, SHARED = Depends(needs(REVIEW)), Depends(shared)
-QUEUE_ORDER = Query(
-    default="oldest", description="; ".join(f"{k}: {v}" for k, v in QUEUE_ORDERS.items())
-)
 
 
 def review_queue(
@@ -39,7 +42,7 @@ def review_queue(
     _key: Key = AS_REVIEWER,
     state: Shared = SHARED,
 ) -> dict:
-    rows, total = state.tagger.store.review_queue(limit, offset, order)
+    rows, total = state.review_queue(limit, offset, order)
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
@@ -47,7 +50,7 @@ router.add_api_route(
     "/review",
     review_queue,
     methods=["GET"],
-    summary="Items waiting for a person, oldest first (role review)",
+    summary="Items waiting for a person, in the chosen order (role review)",
     operation_id="review_queue",
     response_model=Page,
     responses={**INVALID, **KEYED},

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from mltagger.models.queue import STOP_GAIN, STOP_LABELS, stopping_point
 from mltagger.serving import charts
 from mltagger.serving.pages.rendering import REASONS, Pages, age, pages
 from mltagger.serving.rollout import deployment_history
@@ -38,6 +39,7 @@ def health_context(ui: Pages) -> dict:
         "backlog": backlog,
         "backlog_age": age(backlog["oldest_seconds"]),
         "queue_reasons": store.queue_reasons(),
+        "labels_pay": labels_pay(store.coverage_windows()),
         "reason_text": REASONS,
         "snap": snap,
         "target": ui.target,
@@ -61,6 +63,22 @@ def health_context(ui: Pages) -> dict:
     if drift.get("pvalues"):
         context["charts"]["drift"] = charts.pvalue_chart(drift["pvalues"], drift["alpha"])
     return context
+
+
+def labels_pay(windows: list[dict]) -> dict:
+    """The stopping signal on the store's own reviews: whether the last labels still moved
+    auto-tag coverage (the rule `mltagger simulate-labels` reports on its replay)."""
+    stop = stopping_point(windows)
+    first, last = (windows[0], windows[-1]) if windows else ({}, {})
+    return {
+        "windows": len(windows),
+        "labels": last.get("labels", 0),
+        "coverage_first": first.get("coverage"),
+        "coverage_last": last.get("coverage"),
+        "stopped_at": stop,
+        "per": STOP_LABELS,
+        "gain": STOP_GAIN,
+    }
 
 
 def by_signal(rows: list[dict], by: str) -> list[dict]:

@@ -35,8 +35,8 @@ PENDING = ("item", "decision", "seen_review", "duplicate_of", "order", "offset")
 
 
 def queue_args(params: Mapping[str, Any]) -> tuple[str, int]:
-    order = str(params.get("order") or "oldest")
-    order = order if order in QUEUE_ORDERS else "oldest"
+    order = str(params.get("order") or "")
+    order = order if order in QUEUE_ORDERS else ""  # "": the configured default order
     offset = as_int(params.get("offset"), 0, 1_000_000) or 0
     return order, offset
 
@@ -45,7 +45,8 @@ def card_context(
     ui: Pages, session: Session, order: str, offset: int, notice: str = "", **extra: Any
 ) -> dict:
     """What the card of the item at this place in the queue shows."""
-    rows, total = ui.store.review_queue(limit=1, offset=offset, order=order)
+    order = order or ui.shared.default_order
+    rows, total = ui.shared.review_queue(1, offset, order)
     item = rows[0] if rows else None
     tags = ui.tags
     context: dict[str, Any] = {
@@ -203,7 +204,7 @@ def decision_page(ui: Pages, request: Request, form: dict[str, str]) -> Response
             401,
             error="Your session has ended: log in again, and your decision below is saved.",
             pending=pending,
-            next_url="/ui/review?" + urlencode({"order": pending["order"] or "oldest"}),
+            next_url="/ui/review?" + urlencode({"order": pending["order"]}),
             fragment=is_htmx(request),
         )
     if not session_token_ok(session, form.get("csrf")):
