@@ -137,10 +137,12 @@ JOBS_LIST: tuple[Job, ...] = (
     Job("validate", COMMAND, "mltagger.cli:cmd_validate",
         "check a JSON/JSONL/CSV file of items and report bad rows",
         options="mltagger.cli:validate_options",
-        make="$(FILE) $(if $(FRESH),--fresh --data-config with_other)", needs="FILE",
-        usage="usage: make validate FILE=path/to/items.{json,jsonl,csv} [FRESH=1]",
+        make="$(FILE) $(if $(FRESH),--fresh --data-config with_other)"
+        " $(if $(POOL),--pool --data-config with_packages)", needs="FILE",
+        usage="usage: make validate FILE=path/to/items.{json,jsonl,csv} [FRESH=1|POOL=1]",
         doc="the validation report of a JSON/JSONL/CSV file; exit 1 when any row is bad "
-        "(`FRESH=1`: a fresh evaluation set, also checked against every training source)"),
+        "(`FRESH=1`: a fresh evaluation set, also checked against every training source; "
+        "`POOL=1`: the stream pool, also against the fresh set and the package names)"),
     Job("bench", OPTIONS, "mltagger.benchmarks.latency:main",
         "latency p50/p95/p99 and batch throughput of models/latest and the export candidates",
         make="$(BENCH_ARGS)", after="make export",
@@ -191,6 +193,12 @@ JOBS_LIST: tuple[Job, ...] = (
         doc="replay an hourly stream (in distribution, a shift, a worse canary) through ingest "
         "and check the monitoring targets; on a fresh clone it first builds the models it needs "
         "(about 20 minutes on 2 cores) ([after release](monitoring.md))"),
+    Job("simulate-labels", OPTIONS, "mltagger.monitoring.simulate_labels:main",
+        "replay the labelled stream pool: which review-queue order teaches the model fastest",
+        make="$(LABELS_ARGS)", after="make train",
+        doc="replay the labelled stream pool day by day for every review-queue strategy and "
+        "seed: coverage and precision per window, labels spent, the order chosen on the first "
+        "half and the targets read on the second ([review queue](review.md))"),
     Job("profile", COMMAND, "mltagger.cli:cmd_profile",
         "(re)build a model folder's reference profile (training and export write one)",
         options="mltagger.cli:profile_options", make=None,

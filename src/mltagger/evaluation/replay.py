@@ -1,0 +1,232 @@
+"""A prequential replay of the labelled stream pool: what a review-queue strategy buys per label.
+
+The stream is replayed in `created_on` order, one simulated day (`day_size` items) at a time:
+1. the day's items are scored by the current model and decided by the decision rule as run
+   (auto-tag when the top probability reaches its tag's threshold, else the review queue) -
+   before the model learns anything from them;
+2. reviewers answer at most `budget` queued items, in the strategy's order
+   (mltagger.models.queue, the code the service runs), with an error rate;
+3. the model learns from every answer so far, and the thresholds are chosen again.
+
+The gold tags are read in two places only: by the simulated reviewer (`Reviewer`), for the items
+it is asked about, and by `windows`, after the replay, to score the decisions. Nothing the replay
+decides can depend on the gold tag of an item nobody reviewed (a test permutes those tags and
+checks every decision is the same).
+
+The learner is the cheap update the issue allows for many runs: a multinomial logistic head on
+frozen embeddings of the current encoder, trained on the shipped recipe's train split plus the
+reviewed pool items. Thresholds are re-chosen from labelled items only: per tag, the lowest
+threshold at which at least `min_support` labelled items reach it and `precision_target` of them
+are right, on the val split (out of sample for the head) and the reviewed pool items scored as
+they were scored on their day (before the model learned from them). A tag with no such point is
+never applied automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from mltagger.core.errors import UserError
+from mltagger.evaluation.stats import wilson_bounds
+from mltagger.models.queue import check_strategy
+from mltagger.models.queue import order as queue_order
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """One replay: the strategy and the simulated people (defaults: the issue's)."""
+
+    strategy: str
+    day_size: int = 30
+    budget: int = 8
+    error_rate: float = 0.0
+    max_age_days: float = 3.0
+    random_share: float = 0.1
+    precision_target: float = 0.92
+    min_support: int = 10
+    pool_weight: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_strategy(self.strategy)
+        if self.budget < 1:
+            raise UserError(f"budget must be at least 1 label a day, not {self.budget}")
+        if self.day_size < 1:
+            raise UserError(f"day_size must be at least 1, not {self.day_size}")
+        if not 0.0 <= self.error_rate < 1.0:
+            raise UserError(f"error_rate must be in [0, 1), not {self.error_rate}")
+
+
+class Reviewer:
+    """The only holder of the pool's gold tags during a replay: answers for the items it is
+    asked about (a wrong tag, uniformly among the others, with `error_rate`)."""
+
+    def __init__(self, gold: np.ndarray, n_classes: int, error_rate: float, seed: int) -> None:
+        self._gold = np.asarray(gold)
+        self._n = n_classes
+        self._error = error_rate
+        self._rng = np.random.default_rng(seed)
+        self.asked: list[int] = []
+
+    def answer(self, i: int) -> int:
+        self.asked.append(int(i))
+        gold = int(self._gold[i])
+        if self._error and self._rng.random() < self._error:
+            return int(self._rng.choice([c for c in range(self._n) if c != gold]))
+        return gold
+
+
+def choose_thresholds(
+    probs: np.ndarray, labels: np.ndarray, target: float, min_support: int
+) -> np.ndarray:
+    """Per class, the lowest top-probability at which at least `min_support` labelled items
+    whose top class it is reach it, `target` of them right; 1.01 (never) when none does."""
+    n_classes = probs.shape[1]
+    out = np.full(n_classes, 1.01)
+    top = probs.argmax(axis=1)
+    for c in range(n_classes):
+        mine = top == c
+        p = probs[mine, c]
+        right = labels[mine] == c
+        order = np.argsort(-p, kind="stable")
+        hits = np.cumsum(right[order])
+        n = np.arange(1, len(order) + 1)
+        ok = (n >= min_support) & (hits >= target * n)
+        if ok.any():
+            out[c] = p[order][np.flatnonzero(ok).max()]
+    return out
+
+
+@dataclass
+class ReplayLog:
+    """What the replay did, item by item (indices into the pool, in replay order)."""
+
+    order: np.ndarray  # pool indices in the order they arrived
+    day: np.ndarray  # the day each arrived
+    probs: np.ndarray  # scores on arrival (before the model learned from that day)
+    auto: np.ndarray  # applied automatically (True) or queued for a person
+    tag: np.ndarray  # the top class on arrival
+    labels_by_day: list[int] = field(default_factory=list)  # labels spent by the end of each day
+    reviewed: list[int] = field(default_factory=list)  # pool indices, in answer order
+    answers: list[int] = field(default_factory=list)
+    thresholds: list[np.ndarray] = field(default_factory=list)  # in force on each day
+
+
+def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_classes: int, seed: int):
+    """The cheap update: a multinomial logistic head (a class with no example scores 0)."""
+    head = LogisticRegression(C=1.0, max_iter=300, random_state=seed)
+    head.fit(x, y, sample_weight=w)
+    return head
+
+
+def _proba(head, x: np.ndarray, n_classes: int) -> np.ndarray:
+    out = np.zeros((len(x), n_classes))
+    out[:, head.classes_] = head.predict_proba(x)
+    return out
+
+
+def replay(
+    pool_x: np.ndarray,
+    reviewer: Reviewer,
+    base: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    settings: ReplaySettings,
+    n_classes: int,
+    arrival: Sequence[int] | None = None,
+) -> ReplayLog:
+    """Replay the pool (`arrival`: pool indices in stream order; default as given) and log
+    every decision; the learner starts from `base` (the train split: embeddings, labels)."""
+    s = settings
+    arrival = np.arange(len(pool_x)) if arrival is None else np.asarray(arrival)
+    base_x, base_y = base
+    val_x, val_y = val
+    head = _fit(base_x, base_y, np.ones(len(base_y)), n_classes, s.seed)
+    thresholds = choose_thresholds(
+        _proba(head, val_x, n_classes), val_y, s.precision_target, s.min_support
+    )
+    n = len(arrival)
+    log = ReplayLog(
+        order=arrival,
+        day=np.zeros(n, dtype=int),
+        probs=np.zeros((n, n_classes)),
+        auto=np.zeros(n, dtype=bool),
+        tag=np.zeros(n, dtype=int),
+    )
+    queue: list[int] = []  # positions in `arrival` waiting for a person
+    labelled: list[int] = []  # positions answered
+    for d, start in enumerate(range(0, n, s.day_size)):
+        today = np.arange(start, min(start + s.day_size, n))
+        p = _proba(head, pool_x[arrival[today]], n_classes)
+        top = p.argmax(axis=1)
+        auto = p[np.arange(len(today)), top] >= thresholds[top]
+        log.day[today], log.probs[today], log.tag[today], log.auto[today] = d, p, top, auto
+        log.thresholds.append(thresholds.copy())
+        queue += [int(i) for i in today[~auto]]
+        if queue:
+            q = np.asarray(queue)
+            counts = np.bincount(np.asarray(log.answers, dtype=int), minlength=n_classes)
+            ranked = queue_order(
+                s.strategy,
+                log.probs[q],
+                (d - log.day[q]).astype(float),
+                max_age=s.max_age_days,
+                random_share=0.0 if s.strategy == "oldest" else s.random_share,
+                embeddings=pool_x[arrival[q]] if s.strategy == "diverse_ties" else None,
+                label_counts=dict(enumerate(counts.tolist())),
+                k=s.budget,
+                seed=s.seed * 100_003 + d,
+            )
+            taken = [int(q[i]) for i in ranked[: s.budget]]
+            for pos in taken:
+                log.reviewed.append(int(arrival[pos]))
+                log.answers.append(reviewer.answer(int(arrival[pos])))
+                labelled.append(pos)
+            queue = [i for i in queue if i not in set(taken)]
+        learned = len(labelled) > (log.labels_by_day[-1] if log.labels_by_day else 0)
+        log.labels_by_day.append(len(labelled))
+        if learned:
+            lx = pool_x[arrival[labelled]]
+            ly = np.asarray(log.answers)
+            head = _fit(
+                np.vstack([base_x, lx]),
+                np.concatenate([base_y, ly]),
+                np.concatenate([np.ones(len(base_y)), np.full(len(ly), s.pool_weight)]),
+                n_classes,
+                s.seed,
+            )
+            thresholds = choose_thresholds(
+                np.vstack([_proba(head, val_x, n_classes), log.probs[labelled]]),
+                np.concatenate([val_y, ly]),
+                s.precision_target,
+                s.min_support,
+            )
+    return log
+
+
+def windows(log: ReplayLog, gold: np.ndarray, size: int = 100) -> list[dict]:
+    """Auto-tag coverage and precision per window of `size` arriving items (the decision rule as
+    run), with the precision's 95% Wilson interval and the labels spent by the window's end."""
+    right = log.tag == np.asarray(gold)[log.order]
+    out = []
+    for start in range(0, len(log.order), size):
+        sl = slice(start, min(start + size, len(log.order)))
+        auto, ok = log.auto[sl], right[sl] & log.auto[sl]
+        n_auto = int(auto.sum())
+        lo, hi = wilson_bounds(int(ok.sum()), n_auto) if n_auto else (np.nan, np.nan)
+        last_day = int(log.day[sl].max())
+        out.append(
+            {
+                "items": int(sl.stop - sl.start),
+                "coverage": float(auto.mean()),
+                "auto": n_auto,
+                "precision": float(ok.sum() / n_auto) if n_auto else float("nan"),
+                "precision_low": float(lo),
+                "precision_high": float(hi),
+                "labels": int(log.labels_by_day[last_day]),
+            }
+        )
+    return out

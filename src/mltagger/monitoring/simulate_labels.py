@@ -1,0 +1,313 @@
+"""`mltagger simulate-labels`: which review-queue order teaches the model fastest, per label.
+
+Replays the labelled stream pool (data/pool/stream.json) prequentially for every strategy and
+seed (mltagger.evaluation.replay): a simulated day of `--day-size` items is scored and decided,
+simulated reviewers answer `--budget` queued items in the strategy's order, and the model (a
+logistic head on frozen embeddings of the shipped encoder, `--model`) learns from the answers.
+
+The pool is split in two by date. The default order is chosen on the first half (the strategy
+with the highest mean auto-tag coverage whose every window kept precision >= 0.90, in every
+seed); the targets, written down before the first run (docs/review.md), are read on the second
+half, which nothing was chosen on. Each half's replay starts from the shipped recipe, without any
+pool item.
+
+Writes one folder (default runs/simulate-labels/<time>): settings, per-window figures of every
+run, the learning curves (mean +- std over seeds, a plot), the labels each strategy needs to
+reach oldest-first's final coverage, the stopping signal, and the targets met or missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mltagger.core.config import load_data_config
+from mltagger.core.errors import UserError
+from mltagger.core.paths import project_root, resolve_path
+from mltagger.data.pool import load_pool
+from mltagger.data.prepare import prepare_data
+from mltagger.data.validation import load_items, sha256_file, verify_checksum
+from mltagger.evaluation.replay import ReplaySettings, Reviewer, replay, windows
+from mltagger.models.queue import STRATEGIES, stopping_point
+
+# data/pool/stream.json as shipped (data/SOURCE.md); another pool file is checked by --pool-sha256.
+POOL_SHA256 = "2cbd3d16efcf311cf1330a29da27dca7a9044c8c17a13c49dabe4096dab0d79b"
+TARGETS = {
+    "labels_share_max": 0.60,  # of oldest-first's labels, to reach its final coverage
+    "quarter_gain_min": 0.15,  # coverage, last quarter minus first quarter, best strategy
+    "precision_min": 0.92,  # of the windows the gains are read on
+    "window_precision_min": 0.90,  # every window
+}
+
+
+def embed_all(model: str, texts: list[str], cache: Path) -> np.ndarray:
+    """Sentence embeddings of the shipped encoder, cached by model and texts."""
+    from mltagger.models.predict import Predictor
+
+    key = json.dumps([sha256_file(Path(model) / "metadata.json"), texts]).encode()
+    path = cache / f"embeddings_{hashlib.sha256(key).hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    predictor = Predictor(model)
+    out = []
+    for start in tqdm(range(0, len(texts), 64), desc="embedding", unit="batch"):
+        out.append(predictor.encode(texts[start : start + 64])[1])
+    emb = np.vstack(out)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb
+
+
+def labels_to_reach(rows: list[dict], coverage: float, precision: float) -> int | None:
+    """Labels spent by the first window at or above `coverage` with precision >= `precision`."""
+    for r in rows:
+        if r["coverage"] >= coverage and r["precision"] >= precision:
+            return int(r["labels"])
+    return None
+
+
+def quarters(rows: list[dict]) -> tuple[dict, dict]:
+    """Coverage and precision over the first and the last quarter of the windows' items."""
+    q = max(1, len(rows) // 4)
+
+    def pooled(part: list[dict]) -> dict:
+        n = sum(r["items"] for r in part)
+        auto = sum(r["auto"] for r in part)
+        right = sum(r["precision"] * r["auto"] for r in part if r["auto"])
+        return {"coverage": auto / n, "precision": right / auto if auto else float("nan")}
+
+    return pooled(rows[:q]), pooled(rows[-q:])
+
+
+def run_half(
+    name: str, pool_ix: np.ndarray, data: dict, args: argparse.Namespace
+) -> dict[str, list[list[dict]]]:
+    """Every strategy x seed on one half of the pool: {strategy: [windows of each seed]}."""
+    out: dict[str, list[list[dict]]] = {}
+    runs = [(s, seed) for s in args.strategies for seed in args.seeds]
+    for strategy, seed in tqdm(runs, desc=f"replays ({name} half)", unit="run"):
+        rng = np.random.default_rng(seed)
+        # created_on order; ties (the same month) in a seeded shuffle
+        arrival = pool_ix[np.lexsort((rng.permutation(len(pool_ix)), data["dates"][pool_ix]))]
+        settings = ReplaySettings(
+            strategy,
+            day_size=args.day_size,
+            budget=args.budget,
+            error_rate=args.error_rate,
+            max_age_days=args.max_age_days,
+            random_share=args.random_share,
+            seed=seed,
+        )
+        reviewer = Reviewer(data["gold"], data["n_classes"], args.error_rate, seed)
+        log = replay(
+            data["pool_x"], reviewer, data["base"], data["val"], settings, data["n_classes"],
+            arrival=arrival,
+        )  # fmt: skip
+        out.setdefault(strategy, []).append(windows(log, data["gold"], args.window))
+    return out
+
+
+def choose_default(first: dict[str, list[list[dict]]]) -> tuple[str, bool]:
+    """The first half's best strategy: the highest mean coverage over all windows and seeds
+    among those whose every window in every seed kept precision >= 0.90 (True); when none did,
+    the one whose worst window was best (False: no strategy met the floor)."""
+    floor = TARGETS["window_precision_min"]
+
+    def worst(runs: list[list[dict]]) -> float:
+        return min((r["precision"] for rows in runs for r in rows if r["auto"]), default=1.0)
+
+    ok = {
+        s: float(np.mean([r["coverage"] for rows in runs for r in rows]))
+        for s, runs in first.items()
+        if worst(runs) >= floor
+    }
+    if ok:
+        return max(sorted(ok), key=ok.__getitem__), True
+    return max(sorted(first), key=lambda s: worst(first[s])), False
+
+
+def read_targets(second: dict[str, list[list[dict]]], best: str) -> dict[str, Any]:
+    """The targets on the second half (mean over seeds where a figure is per seed)."""
+    old_final = [rows[-1] for rows in second["oldest"]]
+    need, share = [], []
+    for rows, base in zip(second[best], old_final, strict=True):
+        n = labels_to_reach(rows, base["coverage"], TARGETS["precision_min"])
+        need.append(n)
+        share.append(None if n is None or not base["labels"] else n / base["labels"])
+    gains, precs = [], []
+    for rows in second[best]:
+        first_q, last_q = quarters(rows)
+        gains.append(last_q["coverage"] - first_q["coverage"])
+        precs.append(last_q["precision"])
+    worst = min(
+        (r["precision"] for rows in second[best] for r in rows if r["auto"]), default=float("nan")
+    )
+    shares = [s for s in share if s is not None]
+    return {
+        "best": best,
+        "oldest_final_coverage": [r["coverage"] for r in old_final],
+        "oldest_labels": [r["labels"] for r in old_final],
+        "best_labels_to_reach": need,
+        "labels_share": share,
+        "labels_share_met": len(shares) == len(share)
+        and max(shares) <= TARGETS["labels_share_max"],
+        "quarter_gain": gains,
+        "last_quarter_precision": precs,
+        "quarter_gain_met": min(gains) >= TARGETS["quarter_gain_min"]
+        and min(precs) >= TARGETS["precision_min"],
+        "worst_window_precision": worst,
+        "window_precision_met": worst >= TARGETS["window_precision_min"],
+    }
+
+
+def curves_plot(half: dict[str, list[list[dict]]], path: Path, title: str) -> None:
+    """Coverage per window against labels spent, mean +- std over seeds, one line a strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for strategy, runs in half.items():
+        n = min(len(rows) for rows in runs)
+        cov = np.array([[r["coverage"] for r in rows[:n]] for rows in runs])
+        labels = np.array([[r["labels"] for r in rows[:n]] for rows in runs]).mean(axis=0)
+        ax.plot(labels, cov.mean(axis=0), label=strategy)
+        ax.fill_between(labels, cov.mean(0) - cov.std(0), cov.mean(0) + cov.std(0), alpha=0.15)
+    ax.set_xlabel("labels spent")
+    ax.set_ylabel("auto-tag coverage per window of 100 items")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_data(args: argparse.Namespace) -> dict:
+    """The pool (checked against every training source and the fresh set), the shipped
+    recipe's train and val splits, and their embeddings under the shipped encoder."""
+    from mltagger.models.modelio import read_model_metadata
+
+    if not (Path(args.model) / "metadata.json").exists():
+        raise UserError(f"no model in {args.model}: run `make train` first")
+    labels, _ = read_model_metadata(args.model)
+    data_cfg = load_data_config(args.data_config)
+    tags = list(data_cfg.tags)
+    if sorted(labels) != sorted(tags):
+        raise UserError(f"{args.model} has tags {labels}, the data config {tags}")
+    root = project_root()
+    prepared = prepare_data(data_cfg, root)
+    packages = [
+        it
+        for src in data_cfg.sources
+        if src.name == "packages"
+        for it in load_items(resolve_path(src.path, root), tags, labeled=True).items
+    ]
+    training = [it for split in ("train", "val", "test") for it in prepared.splits[split]]
+    pool = load_pool(
+        resolve_path(args.pool, root), tags, training, prepared.splits.get("fresh", []), packages
+    )
+    col = {t: i for i, t in enumerate(labels)}
+    cache = resolve_path("runs/simulate-labels/cache", root)
+    texts = {k: [it["text"] for it in prepared.splits[k]] for k in ("train", "val")}
+    emb = embed_all(args.model, texts["train"] + texts["val"] + [it["text"] for it in pool], cache)
+    n_train, n_val = len(texts["train"]), len(texts["val"])
+    return {
+        "n_classes": len(labels),
+        "labels": labels,
+        "base": (emb[:n_train], np.array([col[it["tag"]] for it in prepared.splits["train"]])),
+        "val": (
+            emb[n_train : n_train + n_val],
+            np.array([col[it["tag"]] for it in prepared.splits["val"]]),
+        ),
+        "pool_x": emb[n_train + n_val :],
+        "gold": np.array([col[it["tag"]] for it in pool]),
+        "dates": np.array([str(it["created_on"])[:10] for it in pool]),
+        "pool_sha256": verify_checksum(resolve_path(args.pool, root), args.pool_sha256),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mltagger simulate-labels", description=__doc__.split("\n")[0])
+    p.add_argument("--pool", default="data/pool/stream.json")
+    p.add_argument("--pool-sha256", default=POOL_SHA256, help="the pool file's expected sha256")
+    p.add_argument("--model", default="models/latest", help="the shipped model (its encoder)")
+    p.add_argument("--data-config", default="with_packages", help="the shipped recipe's data")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), metavar="NAME")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=8, help="labels a day")
+    p.add_argument("--day-size", type=int, default=30, help="items a day")
+    p.add_argument("--error-rate", type=float, default=0.0, help="reviewers' error rate")
+    p.add_argument("--max-age-days", type=float, default=3.0)
+    p.add_argument("--random-share", type=float, default=0.1)
+    p.add_argument("--window", type=int, default=100, help="items per reported window")
+    p.add_argument("--output", help="default runs/simulate-labels/<time>")
+    args = p.parse_args(argv)
+    for name in args.strategies:
+        ReplaySettings(name, budget=args.budget, day_size=args.day_size,
+                       error_rate=args.error_rate)  # fmt: skip
+    if "oldest" not in args.strategies:
+        raise UserError("--strategies must include oldest: the targets are read against it")
+    data = load_data(args)
+    order = np.argsort(data["dates"], kind="stable")
+    halves = {"first": order[: len(order) // 2], "second": order[len(order) // 2 :]}
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(args.output) if args.output else resolve_path(f"runs/simulate-labels/{stamp}")
+    out.mkdir(parents=True, exist_ok=True)
+    first = run_half("first", halves["first"], data, args)
+    best, meets_floor = choose_default(first)
+    second = run_half("second", halves["second"], data, args)
+    targets = read_targets(second, best)
+    stops = {s: [stopping_point(rows) for rows in runs] for s, runs in second.items()}
+    for name, half in (("first", first), ("second", second)):
+        curves_plot(half, out / f"curves_{name}.png", f"{name} half of the pool by date")
+    result = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "pool_sha256": data["pool_sha256"],
+        "halves": {
+            k: [str(data["dates"][v].min()), str(data["dates"][v].max()), len(v)]
+            for k, v in halves.items()
+        },
+        "chosen_on_first_half": best,
+        "chosen_meets_precision_floor": meets_floor,
+        "targets": targets,
+        "stopping_point_labels": stops,
+        "first": first,
+        "second": second,
+    }
+    (out / "simulation.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(format_result(result))
+    print(f"figures: {out / 'simulation.json'}, curves: {out / 'curves_second.png'}")
+    return 0
+
+
+def format_result(result: dict) -> str:
+    """The per-strategy table on the second half and the targets, for the terminal."""
+    t = result["targets"]
+    lines = [f"default order chosen on the first half: {result['chosen_on_first_half']}", ""]
+    lines.append(f"{'strategy':16s} {'final cov':>10s} {'labels':>7s} {'cov/100 labels':>15s}")
+    for strategy, runs in result["second"].items():
+        final = np.mean([rows[-1]["coverage"] for rows in runs])
+        start = np.mean([rows[0]["coverage"] for rows in runs])
+        spent = np.mean([rows[-1]["labels"] for rows in runs])
+        per100 = 100 * (final - start) / spent if spent else float("nan")
+        lines.append(f"{strategy:16s} {final:10.3f} {spent:7.0f} {100 * per100:14.2f}pt")
+    lines += [
+        "",
+        f"labels to reach oldest-first's final coverage: {t['best_labels_to_reach']} "
+        f"(share {t['labels_share']}; target <= 0.60: "
+        f"{'met' if t['labels_share_met'] else 'missed'})",
+        f"coverage gain, last quarter vs first: {[round(g, 3) for g in t['quarter_gain']]} at "
+        f"precision {[round(p, 3) for p in t['last_quarter_precision']]} (target >= 0.15 at "
+        f">= 0.92: {'met' if t['quarter_gain_met'] else 'missed'})",
+        f"worst window precision: {t['worst_window_precision']:.3f} (target >= 0.90: "
+        f"{'met' if t['window_precision_met'] else 'missed'})",
+    ]
+    return "\n".join(lines)

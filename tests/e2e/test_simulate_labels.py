@@ -1,0 +1,91 @@
+"""End to end, tiny: `mltagger simulate-labels` replays a small pool with the tiny trained model's
+encoder and writes its folder; bad arguments are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import run_job
+
+# Pool items worded unlike the tiny training items (a pool row may not copy one).
+WORDS = {
+    "natural-language-processing": ["parse legal contracts into clauses", "rewrite emails politely",
+                                    "spell checker for Welsh", "speech to text for lectures"],
+    "computer-vision": ["count cars in parking photos", "read licence plates from cameras",
+                        "segment leaves in garden pictures", "detect cracks in bridge images"],
+    "reinforcement-learning": ["agent learns chess by self play", "robot arm rewarded to grasp",
+                               "bandit picks headlines by clicks", "drone policy from reward"],
+    "graph-learning": ["GNN predicts protein contacts", "message passing over road networks",
+                       "node embeddings of citation graphs", "link prediction for friendships"],
+    "time-series": ["forecast rainfall for next week", "detect anomalies in heart beats",
+                    "predict store sales by day", "classify machine vibration series"],
+    "mlops": ["registry for model versions", "canary rollout of new models",
+              "track experiments and metrics", "feature store for online serving"],
+    "other": ["gradient boosting on tables", "a web framework for blogs",
+              "statistics course notes", "a crypto airdrop promotion"],
+}  # fmt: skip
+
+
+def pool(tmp_path) -> str:
+    rows, k = [], 0
+    for month in (1, 2, 3):
+        for tag, texts in WORDS.items():
+            for text in texts[month - 1 : month + 1]:
+                k += 1
+                rows.append({
+                    "id": 900000 + k, "created_on": f"2025-0{month}-01",
+                    "title": f"{text} v{month}{k}", "description": f"{text}, release {k}.",
+                    "tag": tag, "also": "", "kind": "library",
+                    "reference": f"pypi:pool-test-{k}==1.0 (2025-0{month})",
+                    "text_origin": "author-summary", "rule": "test fixture",
+                })  # fmt: skip
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_a_tiny_replay_writes_its_folder_and_reads_the_targets(trained, tmp_path):
+    data = OmegaConf.load(trained / "run" / "config.yaml").data
+    data_file = tmp_path / "data.yaml"
+    OmegaConf.save(data, data_file)
+    out = tmp_path / "sim"
+    proc = run_job(
+        "simulate-labels",
+        "--model", str(trained / "run" / "model"), "--data-config", str(data_file),
+        "--pool", pool(tmp_path), "--pool-sha256", "",
+        "--strategies", "oldest", "breaking_ties", "--seeds", "0", "1",
+        "--day-size", "6", "--budget", "2", "--window", "10", "--output", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "simulation.json").read_text())
+    assert result["chosen_on_first_half"] in ("oldest", "breaking_ties")
+    assert set(result["second"]) == {"oldest", "breaking_ties"}
+    assert len(result["second"]["oldest"]) == 2  # one list of windows per seed
+    for rows in result["second"]["breaking_ties"]:
+        assert sum(r["items"] for r in rows) == 21
+        assert rows[-1]["labels"] <= 2 * 4  # at most the budget on each of the 4 days
+    assert set(result["targets"]) >= {
+        "labels_share_met",
+        "quarter_gain_met",
+        "window_precision_met",
+    }
+    assert (out / "curves_second.png").stat().st_size > 1000
+    assert "default order chosen on the first half" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--strategies", "fastest"], "unknown review strategy 'fastest'; one of oldest,"),
+        (["--budget", "0"], "budget must be at least 1"),
+        (["--strategies", "breaking_ties"], "--strategies must include oldest"),
+    ],
+)
+def test_bad_arguments_are_one_line(args, message):
+    proc = run_job("simulate-labels", *args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"] or message in proc.stderr
+    assert "Traceback" not in proc.stderr
