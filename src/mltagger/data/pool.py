@@ -52,6 +52,8 @@ def _own_problems(raw: Any, tags: Sequence[str]) -> list[RowProblem]:
     def bad(name: str, message: str) -> None:
         out.append(RowProblem(raw.number, item_id, name, message))
 
+    if data.get("created_on") in (None, ""):
+        bad("created_on", "missing (the replay runs in date order)")
     if data.get("text_origin") not in TEXT_ORIGINS:
         bad("text_origin", f"{data.get('text_origin')!r}: one of {', '.join(TEXT_ORIGINS)}")
     if not isinstance(data.get("rule"), str) or not data["rule"].strip():
@@ -183,5 +185,10 @@ def load_pool(
     """The checked pool items in replay order (created_on, then id); DataError if bad."""
     report = check_pool(path, tags, training, fresh, packages)
     if not report.ok:
-        raise DataError(report.format())
+        # one line: the first problem and where the whole list is
+        bad_rows = len({p.row for p in report.problems})
+        raise DataError(
+            f"{path}: {bad_rows} of {report.n_rows} rows are invalid, first {report.problems[0]} "
+            f"(`mltagger validate --pool {path}` lists them all)"
+        )
     return sorted(report.items, key=lambda it: (str(it["created_on"]), it["id"]))

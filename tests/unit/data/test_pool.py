@@ -93,3 +93,20 @@ def test_a_copy_names_both_rows(tmp_path):
 def test_package_names_are_normalised():
     assert package_name("pypi:Foo_Bar.baz==1.2 (2024-01)") == "foo-bar-baz"
     assert package_name("arXiv:2401.00001") is None
+
+
+def test_a_bad_pool_stops_the_replay_with_one_line(tmp_path):
+    rows = [
+        pool_row(1, "ppo-lite", "Proximal policy optimisation in forty lines of JAX"),
+        pool_row(2, "gym-bar", "A Gymnasium environment for bar tending", tag="cooking"),
+        {k: v for k, v in pool_row(3, "rl-x", "Offline RL for warehouses").items()
+         if k != "created_on"},
+    ]  # fmt: skip
+    with pytest.raises(DataError) as err:
+        load_pool(write(tmp_path, rows), TAGS)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "2 of 3 rows are invalid, first row 2 (id 2): tag:" in message
+    assert "validate --pool" in message
+    report = check_pool(write(tmp_path, rows), TAGS)
+    assert (3, "created_on") in {(p.id, p.field) for p in report.problems}
