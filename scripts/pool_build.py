@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -32,6 +33,12 @@ from mltagger.data.pool import check_pool, describe_pool  # noqa: E402
 from mltagger.data.validation import load_items, sha256_file  # noqa: E402
 
 POOL = ROOT / "data" / "pool"
+# Vocabulary of items near language models, for the report's count of those that are not NLP.
+NEAR_LLM = re.compile(
+    r"\bLLMs?\b|language model|\bGPT|\bagents?\b|\bagentic\b|\bRAG\b|transformer|attention|"
+    r"\bMCP\b|chatbot|prompt",
+    re.IGNORECASE,
+)
 
 
 def training_items(data_config: str = "with_packages") -> tuple[list[dict], list[str]]:
@@ -63,6 +70,22 @@ def rows(drawn: list[dict], labels: dict[int, dict], adjudicated: dict[int, dict
         if lab.get("note"):
             row["note"] = lab["note"]
         out.append(row)
+    return out
+
+
+def near_llm(pool: list[dict]) -> dict:
+    """Items whose text uses language-model vocabulary, per tag: in the uniform ML stratum (the
+    stream's real mix) and in the whole pool."""
+    out = {}
+    for name, part in (("ml-uniform", [r for r in pool if r["rule"].startswith("ml-uniform")]),
+                       ("pool", pool)):  # fmt: skip
+        near = [r for r in part if NEAR_LLM.search(f"{r['title']} {r['description']}")]
+        out[name] = {
+            "items": len(part),
+            "near_llm": len(near),
+            "not_nlp": sum(r["tag"] != "natural-language-processing" for r in near),
+            "tags": dict(sorted(Counter(r["tag"] for r in near).items())),
+        }
     return out
 
 
@@ -142,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "cohen_kappa": round(float(cohen_kappa_score(a, b)), 3),
             "disagreements": len(disagree),
         },
+        "near_llm": near_llm(pool),
         "left_out": left_out,
         "sha256": sha256_file(POOL / "stream.json"),
     }

@@ -44,7 +44,9 @@ class ReplaySettings:
     day_size: int = 30
     budget: int = 8
     error_rate: float = 0.0
-    max_age_days: float = 3.0
+    # None: off. With more items queued a day than the budget, any maximum age hands every
+    # label to the overdue items in the end, and every strategy becomes oldest-first.
+    max_age_days: float | None = None
     random_share: float = 0.1
     precision_target: float = 0.92
     min_support: int = 10
@@ -111,6 +113,7 @@ class ReplayLog:
     auto: np.ndarray  # applied automatically (True) or queued for a person
     tag: np.ndarray  # the top class on arrival
     labels_by_day: list[int] = field(default_factory=list)  # labels spent by the end of each day
+    overdue_labels: int = 0  # labels that went to items past the maximum age
     reviewed: list[int] = field(default_factory=list)  # pool indices, in answer order
     answers: list[int] = field(default_factory=list)
     thresholds: list[np.ndarray] = field(default_factory=list)  # in force on each day
@@ -186,6 +189,8 @@ def replay(
                 seed=s.seed * 100_003 + d,
             )
             taken = [int(q[i]) for i in ranked[: s.budget]]
+            if s.max_age_days is not None:
+                log.overdue_labels += sum(d - int(log.day[i]) >= s.max_age_days for i in taken)
             for pos in taken:
                 log.reviewed.append(int(arrival[pos]))
                 log.answers.append(reviewer.answer(int(arrival[pos])))

@@ -15,8 +15,9 @@ items starves the rest and biases what reviews can tell:
 
 Pure numpy: the service runs it (serving stays numpy/onnxruntime), and `mltagger simulate-labels`
 runs the same code on the stream pool, so the strategy measured is the strategy served.
-small-text's query strategies need torch at import and pin an older transformers (docs/review.md
-says what was tried); these few lines are written here, with tests.
+small-text's query strategies take its own classifier and dataset objects and importing it
+imports torch and transformers where installed (docs/review.md says what was tried); these few
+lines are written here, with small-text as the tests' oracle.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ STRATEGIES = {
     "diverse_ties": "breaking ties, each item unlike those picked before it",
     "rare_tags": "breaking ties, weighted toward tags with few labels so far",
 }
-# Two items whose sketches have cosine at or above this are "the same thing" for diversity.
+# Two items whose sketches have cosine at or above this are "the same thing" for diversity,
+# which is applied to the first DIVERSE_SPAN picks (the rest follow in breaking-ties order).
 SIMILAR = 0.8
+DIVERSE_SPAN = 200
 # When labels stop paying: the last STOP_LABELS labels moved auto-tag coverage by less than
 # STOP_GAIN. The simulation reports it on the replay, the health page on the store's reviews.
 STOP_LABELS, STOP_GAIN = 100, 0.01
@@ -82,13 +85,14 @@ def uncertainty(
     return score
 
 
-def _diverse(candidates: np.ndarray, unit: np.ndarray, k: int, similar: float) -> list[int]:
-    """Greedy: walk `candidates` (best first) and keep one unless it is `similar` to one kept
-    already; after k kept (or none left that is different), the rest follow in their order."""
+def _diverse(candidates: np.ndarray, unit: np.ndarray, span: int, similar: float) -> list[int]:
+    """Greedy over the first `span` picks: walk `candidates` (best first) and keep one unless it
+    is `similar` to one kept already; the rest follow in their order. `span` is fixed (not the
+    page), so every page of a queue is a slice of one order."""
     kept: list[int] = []
     skipped: list[int] = []
     for i in candidates:
-        if len(kept) >= k:
+        if len(kept) >= span:
             skipped.append(int(i))
             continue
         if kept and float((unit[kept] @ unit[i]).max()) >= similar:
@@ -114,7 +118,8 @@ def order(
     """Indices of the waiting items in the order a person should take them.
 
     `ages`: how long each has waited (any unit, the same as `max_age`). `k`: how many will be
-    taken (a day's budget, a page); diversity and the random share are applied to the first k.
+    taken (a day's budget, a page and those before it): the random share is drawn for the first
+    k positions only, and the first k of the order are the same whatever k is (pages agree).
     `embeddings` (one row per item) are needed by `diverse_ties` only. `seed` fixes the random
     picks, so the same queue on the same day is served in the same order.
     """
@@ -138,25 +143,24 @@ def order(
             raise UserError("the diverse_ties strategy needs the items' embeddings")
         emb = np.asarray(embeddings, dtype=float)
         unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        rest = np.asarray(_diverse(rest, unit, max(0, k - len(first)), similar), dtype=int)
+        rest = np.asarray(_diverse(rest, unit, DIVERSE_SPAN, similar), dtype=int)
     room = max(0, k - len(first))
     rest = _with_random_share(list(rest), room, random_share, seed)
     return np.asarray(list(first) + rest, dtype=int)
 
 
 def _with_random_share(ranked: list[int], room: int, share: float, seed: int) -> list[int]:
-    """`ranked` with every position of the first `room` where the running share steps up taken
-    by a uniformly random item of all of `ranked` (seeded); the others keep their order."""
+    """`ranked` with each of its first `room` positions taken, with probability `share`, by a
+    uniformly random item of those left (seeded). The coin of position p and the p-th pick are
+    the same whatever `room` is, so a longer page starts with the shorter one."""
     if share <= 0 or room == 0:
         return ranked
-    rng = np.random.default_rng(seed)
+    coins = np.random.default_rng([seed, 1]).random(min(room, len(ranked))) < share
+    picks = np.random.default_rng([seed, 2])
     left = list(ranked)
     out: list[int] = []
-    for pos in range(min(room, len(ranked))):
-        if int((pos + 1) * share) > int(pos * share):
-            out.append(left.pop(int(rng.integers(len(left)))))
-        else:
-            out.append(left.pop(0))
+    for is_random in coins:
+        out.append(left.pop(int(picks.random() * len(left))) if is_random else left.pop(0))
     return out + left
 
 

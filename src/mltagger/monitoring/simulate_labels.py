@@ -96,6 +96,7 @@ def run_half(
         rng = np.random.default_rng(seed)
         # created_on order; ties (the same month) in a seeded shuffle
         arrival = pool_ix[np.lexsort((rng.permutation(len(pool_ix)), data["dates"][pool_ix]))]
+        arrival = arrival.astype(int)
         settings = ReplaySettings(
             strategy,
             day_size=args.day_size,
@@ -110,7 +111,10 @@ def run_half(
             data["pool_x"], reviewer, data["base"], data["val"], settings, data["n_classes"],
             arrival=arrival,
         )  # fmt: skip
-        out.setdefault(strategy, []).append(windows(log, data["gold"], args.window))
+        rows = windows(log, data["gold"], args.window)
+        for r in rows:
+            r["overdue_labels"] = log.overdue_labels  # the run's total, on every row
+        out.setdefault(strategy, []).append(rows)
     return out
 
 
@@ -141,6 +145,13 @@ def read_targets(second: dict[str, list[list[dict]]], best: str) -> dict[str, An
         n = labels_to_reach(rows, base["coverage"], TARGETS["precision_min"])
         need.append(n)
         share.append(None if n is None or not base["labels"] else n / base["labels"])
+    every = {
+        s: [
+            labels_to_reach(rows, base["coverage"], TARGETS["precision_min"])
+            for rows, base in zip(runs, old_final, strict=True)
+        ]
+        for s, runs in second.items()
+    }
     gains, precs = [], []
     for rows in second[best]:
         first_q, last_q = quarters(rows)
@@ -155,6 +166,7 @@ def read_targets(second: dict[str, list[list[dict]]], best: str) -> dict[str, An
         "oldest_final_coverage": [r["coverage"] for r in old_final],
         "oldest_labels": [r["labels"] for r in old_final],
         "best_labels_to_reach": need,
+        "labels_to_reach_by_strategy": every,
         "labels_share": share,
         "labels_share_met": len(shares) == len(share)
         and max(shares) <= TARGETS["labels_share_max"],
@@ -188,6 +200,28 @@ def curves_plot(half: dict[str, list[list[dict]]], path: Path, title: str) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every bad option as one line before anything slow runs (the embedding, a replay)."""
+    args.strategies = list(dict.fromkeys(args.strategies))  # a name given twice runs once
+    for name in args.strategies:
+        ReplaySettings(name, budget=args.budget, day_size=args.day_size,
+                       error_rate=args.error_rate)  # fmt: skip
+    if "oldest" not in args.strategies:
+        raise UserError("--strategies must include oldest: the targets are read against it")
+    if args.window < 1:
+        raise UserError(f"--window must be at least 1 item, not {args.window}")
+    if not 0.0 <= args.random_share < 1.0:
+        raise UserError(f"--random-share must be in [0, 1), not {args.random_share}")
+    if args.max_age_days is not None and args.max_age_days <= 0:
+        raise UserError(f"--max-age-days must be above 0, not {args.max_age_days}")
+    if not args.seeds:
+        raise UserError("--seeds needs at least one seed")
+    pool = resolve_path(args.pool, project_root())
+    if not pool.exists():
+        raise UserError(f"pool file {args.pool} not found")
+    verify_checksum(pool, args.pool_sha256)
 
 
 def load_data(args: argparse.Namespace) -> dict:
@@ -245,18 +279,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=8, help="labels a day")
     p.add_argument("--day-size", type=int, default=30, help="items a day")
     p.add_argument("--error-rate", type=float, default=0.0, help="reviewers' error rate")
-    p.add_argument("--max-age-days", type=float, default=3.0)
+    p.add_argument(
+        "--max-age-days",
+        type=float,
+        default=None,
+        help="overdue items first (default off: with more queued a day than the budget, it "
+        "turns every strategy into oldest-first)",
+    )
     p.add_argument("--random-share", type=float, default=0.1)
     p.add_argument("--window", type=int, default=100, help="items per reported window")
     p.add_argument("--output", help="default runs/simulate-labels/<time>")
     args = p.parse_args(argv)
-    for name in args.strategies:
-        ReplaySettings(name, budget=args.budget, day_size=args.day_size,
-                       error_rate=args.error_rate)  # fmt: skip
-    if "oldest" not in args.strategies:
-        raise UserError("--strategies must include oldest: the targets are read against it")
+    check_args(args)
     data = load_data(args)
-    order = np.argsort(data["dates"], kind="stable")
+    # by date; items of the same month in a fixed seeded order, so the boundary month is split
+    # at random, never by id (the second stage of the pool's draw has the higher ids)
+    shuffle = np.random.default_rng(2026).permutation(len(data["dates"]))
+    order = np.lexsort((shuffle, data["dates"]))
     halves = {"first": order[: len(order) // 2], "second": order[len(order) // 2 :]}
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output) if args.output else resolve_path(f"runs/simulate-labels/{stamp}")
@@ -292,13 +331,19 @@ def format_result(result: dict) -> str:
     """The per-strategy table on the second half and the targets, for the terminal."""
     t = result["targets"]
     lines = [f"default order chosen on the first half: {result['chosen_on_first_half']}", ""]
-    lines.append(f"{'strategy':16s} {'final cov':>10s} {'labels':>7s} {'cov/100 labels':>15s}")
+    lines.append(
+        f"{'strategy':16s} {'final cov':>10s} {'labels':>7s} {'cov/100 labels':>15s} "
+        f"{'labels to oldest-first final cov (per seed)':>44s}"
+    )
     for strategy, runs in result["second"].items():
         final = np.mean([rows[-1]["coverage"] for rows in runs])
         start = np.mean([rows[0]["coverage"] for rows in runs])
         spent = np.mean([rows[-1]["labels"] for rows in runs])
         per100 = 100 * (final - start) / spent if spent else float("nan")
-        lines.append(f"{strategy:16s} {final:10.3f} {spent:7.0f} {100 * per100:14.2f}pt")
+        reach = t["labels_to_reach_by_strategy"][strategy]
+        lines.append(
+            f"{strategy:16s} {final:10.3f} {spent:7.0f} {100 * per100:14.2f}pt {reach!s:>44s}"
+        )
     lines += [
         "",
         f"labels to reach oldest-first's final coverage: {t['best_labels_to_reach']} "

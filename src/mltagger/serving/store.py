@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from mltagger.models.queue import STRATEGIES
 from mltagger.models.queue import order as strategy_order
-from mltagger.models.rule import REASON_LOW_CONFIDENCE
+from mltagger.models.rule import REASON_CLASSIFIER, REASON_LOW_CONFIDENCE
 from mltagger.screen.screening import url_key
 from mltagger.serving.tables import (
     ACTIVE,
@@ -88,6 +88,9 @@ __all__ = [
 # How the review queue can be read: the order a person works through it in. The label-value
 # strategies (mltagger.models.queue) are ranked in numpy from the stored scores; the two others
 # are plain SQL. Under every order an item that has waited `max_age` goes first.
+# The label-value orders rank at most this many waiting items: every overdue one, then the
+# least confident (a page past them is empty under those orders; `oldest` reaches every item).
+RANK_WINDOW = 2000
 QUEUE_ORDERS = {
     **STRATEGIES,
     "reported": "items readers reported as wrongly tagged first",
@@ -342,12 +345,12 @@ class Store:
         (`review(seen_review=...)`), so a decision made meanwhile is never overwritten."""
         if order not in QUEUE_ORDERS:
             raise StoreError(f"unknown queue order {order!r}; one of {', '.join(QUEUE_ORDERS)}")
-        at = at or datetime.now(timezone.utc)
+        at = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
         with self.engine.connect() as conn:
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(items).where(items.c.needs_review)
             ).scalar()
-            if order in STRATEGIES:
+            if order in STRATEGIES and order != "oldest":
                 ids = self._ranked_ids(conn, order, limit + offset, max_age, random_share, at)
                 rows = self._queue_rows(conn, items.c.id.in_(ids[offset : offset + limit]))
                 where = {r["id"]: r for r in rows}
@@ -369,9 +372,18 @@ class Store:
         cols = [items.c.id, items.c.created_at, items.c.scores, items.c.confidence]
         if strategy == "diverse_ties":
             cols.append(items.c.embedding)
+        # The RANK_WINDOW waiting items a label is likely worth most on (every overdue one
+        # first, then the least confident), so a page view never reads a whole long queue.
+        overdue = [] if max_age is None else [
+            sa.case((items.c.created_at <= at - max_age, 0), else_=1)
+        ]  # fmt: skip
         waiting = conn.execute(
-            sa.select(*cols).where(items.c.needs_review).order_by(items.c.id)
+            sa.select(*cols)
+            .where(items.c.needs_review)
+            .order_by(*overdue, items.c.confidence.is_(None), items.c.confidence, items.c.id)
+            .limit(RANK_WINDOW)
         ).all()
+        waiting = sorted(waiting, key=lambda r: r.id)
         if not waiting:
             return []
         tags = sorted({t for r in waiting for t in (r.scores or {})})
@@ -455,6 +467,7 @@ class Store:
         if where is not None:
             return [_public(r) for r in conn.execute(query.where(where)).all()]
         first = {
+            "oldest": [],
             "reported": [n_reports.desc()],
             "duplicates": [sa.case((items.c.status == HELD_DUPLICATE, 0), else_=1)],
         }[order]
@@ -564,7 +577,7 @@ class Store:
         stopping signal reads (mltagger.models.queue.stopping_point)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(items.c.created_at, items.c.reason)
+                sa.select(items.c.created_at, items.c.reason, items.c.model_version)
                 .where(items.c.model_version.is_not(None))
                 .order_by(items.c.id.desc())
                 .limit(last)
@@ -575,12 +588,13 @@ class Store:
         for start in range(0, len(rows) - size + 1, size):
             part = rows[start : start + size]
             end = _utc(part[-1].created_at).timestamp()
-            auto = sum(r.reason != REASON_LOW_CONFIDENCE for r in part)
+            auto = sum(r.reason == REASON_CLASSIFIER for r in part)
             out.append(
                 {
                     "items": len(part),
                     "coverage": auto / len(part),
                     "labels": int(np.searchsorted(done, end, side="right")),
+                    "model_versions": sorted({str(r.model_version) for r in part}),
                 }
             )
         return out

@@ -59,25 +59,42 @@ def test_diverse_ties_skips_a_copy_of_an_item_already_picked():
     emb = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.7, 0.7]])
     ages = np.zeros(4)
     assert list(queue.order("breaking_ties", p, ages, k=2)) == [0, 1, 2, 3]
-    # 1 is nearly the same text as 0: the batch of two takes 2 instead, and 1 waits
-    assert list(queue.order("diverse_ties", p, ages, embeddings=emb, k=2)) == [0, 2, 1, 3]
+    # 1 is nearly the same text as 0: the batch takes 2 and 3 first, and 1 waits
+    assert list(queue.order("diverse_ties", p, ages, embeddings=emb, k=2)) == [0, 2, 3, 1]
     with pytest.raises(UserError, match="embeddings"):
         queue.order("diverse_ties", p, ages)
 
 
-def test_the_random_share_takes_its_positions_and_is_seeded():
-    n = 40
+def test_the_random_share_is_seeded_and_a_longer_page_starts_with_the_shorter_one():
+    n = 400
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), size=n)
     ages = np.zeros(n)
-    plain = queue.order("least_confident", p, ages, k=20)
-    mixed = queue.order("least_confident", p, ages, k=20, random_share=0.25, seed=3)
-    again = queue.order("least_confident", p, ages, k=20, random_share=0.25, seed=3)
-    assert list(mixed) == list(again)
+    plain = queue.order("least_confident", p, ages, k=n)
+    mixed = queue.order("least_confident", p, ages, k=n, random_share=0.25, seed=3)
+    assert list(mixed) == list(queue.order("least_confident", p, ages, k=n, random_share=0.25,
+                                           seed=3))  # fmt: skip
     assert sorted(mixed) == list(range(n))
-    # every 4th of the first 20 positions is a random pick; the others follow the ranking
-    steady = [mixed[i] for i in range(20) if (i + 1) % 4]
-    assert steady == [i for i in plain if i in set(steady)][: len(steady)]
+    # about a quarter of the positions are random picks: those out of the plain ranking's turn
+    rank = {int(i): r for r, i in enumerate(plain)}
+    taken: set[int] = set()
+    off_turn = 0
+    for i in mixed[:200]:
+        expected = next(j for j in plain if int(j) not in taken)
+        off_turn += int(i) != int(expected)
+        taken.add(int(i))
+    assert 30 <= off_turn <= 70
+    assert rank[int(mixed[0])] >= 0
+    # a small page (a day's budget of 8) gets random picks too, on some days
+    small = [queue.order("least_confident", p, ages, k=8, random_share=0.1, seed=d)[:8]
+             for d in range(40)]  # fmt: skip
+    assert sum(list(s) != list(plain[:8]) for s in small) >= 10
+    # pages agree: the first 10 of a k=10 order are the first 10 of the k=50 one
+    for name in ("least_confident", "diverse_ties"):
+        emb = rng.normal(size=(n, 4))
+        short = queue.order(name, p, ages, k=10, random_share=0.3, seed=5, embeddings=emb)
+        long = queue.order(name, p, ages, k=50, random_share=0.3, seed=5, embeddings=emb)
+        assert list(short[:10]) == list(long[:10]), name
     assert list(mixed) != list(plain)
 
 

@@ -156,3 +156,8 @@ def test_coverage_windows_count_the_reviews_made_by_each_window(store):
     rows = store.coverage_windows(size=4)
     assert [r["coverage"] for r in rows] == [0.0, 1.0]
     assert [r["labels"] for r in rows] == [0, 2]
+    assert [r["model_versions"] for r in rows] == [["m1"], ["m1"]]
+    # one model version: the signal is not measurable, whatever coverage did
+    from mltagger.serving.pages.health import labels_pay
+
+    assert labels_pay(rows)["versions"] == ["m1"]

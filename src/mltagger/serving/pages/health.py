@@ -67,11 +67,15 @@ def health_context(ui: Pages) -> dict:
 
 def labels_pay(windows: list[dict]) -> dict:
     """The stopping signal on the store's own reviews: whether the last labels still moved
-    auto-tag coverage (the rule `mltagger simulate-labels` reports on its replay)."""
+    auto-tag coverage (the rule `mltagger simulate-labels` reports on its replay). Measurable
+    only across model versions: with one model, coverage moves with the stream, not the labels."""
     stop = stopping_point(windows)
     first, last = (windows[0], windows[-1]) if windows else ({}, {})
+    versions = sorted({v for w in windows for v in w.get("model_versions", [])})
     return {
         "windows": len(windows),
+        # coverage moves only when a model that learned from the reviews is deployed
+        "versions": versions,
         "labels": last.get("labels", 0),
         "coverage_first": first.get("coverage"),
         "coverage_last": last.get("coverage"),
