@@ -51,7 +51,10 @@ def embed_all(model: str, texts: list[str], cache: Path) -> np.ndarray:
     """Sentence embeddings of the shipped encoder, cached by model and texts."""
     from mltagger.models.predict import Predictor
 
-    key = json.dumps([sha256_file(Path(model) / "metadata.json"), texts]).encode()
+    weights = [f for f in ("model.safetensors", "model.onnx") if (Path(model) / f).exists()]
+    key = json.dumps(
+        [sha256_file(Path(model) / f) for f in ("inference.json", *weights)] + [texts]
+    ).encode()
     path = cache / f"embeddings_{hashlib.sha256(key).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
@@ -229,9 +232,7 @@ def load_data(args: argparse.Namespace) -> dict:
     recipe's train and val splits, and their embeddings under the shipped encoder."""
     from mltagger.models.modelio import read_model_metadata
 
-    if not (Path(args.model) / "metadata.json").exists():
-        raise UserError(f"no model in {args.model}: run `make train` first")
-    labels, _ = read_model_metadata(args.model)
+    labels, _ = read_model_metadata(args.model)  # one line naming `make train` when missing
     data_cfg = load_data_config(args.data_config)
     tags = list(data_cfg.tags)
     if sorted(labels) != sorted(tags):
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items()},
         "pool_sha256": data["pool_sha256"],
         "halves": {
-            k: [str(data["dates"][v].min()), str(data["dates"][v].max()), len(v)]
+            k: [min(data["dates"][v].tolist()), max(data["dates"][v].tolist()), len(v)]
             for k, v in halves.items()
         },
         "chosen_on_first_half": best,
