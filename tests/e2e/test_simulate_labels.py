@@ -12,36 +12,57 @@ from tests.conftest import run_job
 
 # Pool items worded unlike the tiny training items (a pool row may not copy one).
 WORDS = {
-    "natural-language-processing": ["parse legal contracts into clauses", "rewrite emails politely",
-                                    "spell checker for Welsh", "speech to text for lectures"],
-    "computer-vision": ["count cars in parking photos", "read licence plates from cameras",
-                        "segment leaves in garden pictures", "detect cracks in bridge images"],
-    "reinforcement-learning": ["agent learns chess by self play", "robot arm rewarded to grasp",
-                               "bandit picks headlines by clicks", "drone policy from reward"],
-    "graph-learning": ["GNN predicts protein contacts", "message passing over road networks",
-                       "node embeddings of citation graphs", "link prediction for friendships"],
-    "time-series": ["forecast rainfall for next week", "detect anomalies in heart beats",
-                    "predict store sales by day", "classify machine vibration series"],
-    "mlops": ["registry for model versions", "canary rollout of new models",
-              "track experiments and metrics", "feature store for online serving"],
-    "other": ["gradient boosting on tables", "a web framework for blogs",
-              "statistics course notes", "a crypto airdrop promotion"],
-}  # fmt: skip
+    "natural-language-processing": [
+        "parse legal contracts into clauses",
+        "rewrite emails politely",
+        "spell checker for Welsh",
+        "speech to text for lectures",
+    ],
+    "computer-vision": [
+        "count cars in parking photos",
+        "read licence plates from cameras",
+        "segment leaves in garden pictures",
+        "detect cracks in bridge images",
+    ],
+    "reinforcement-learning": [
+        "agent learns chess by self play",
+        "robot arm rewarded to grasp",
+        "bandit picks headlines by clicks",
+        "drone policy from reward",
+    ],
+    "graph-learning": [
+        "GNN predicts protein contacts",
+        "message passing over road networks",
+        "node embeddings of citation graphs",
+        "link prediction for friendships",
+    ],
+    "time-series": [
+        "forecast rainfall for next week",
+        "detect anomalies in heart beats",
+        "predict store sales by day",
+        "classify machine vibration series",
+    ],
+    "mlops": [
+        "registry for model versions",
+        "canary rollout of new models",
+        "track experiments and metrics",
+        "feature store for online serving",
+    ],
+}  # fmt: skip  (the tiny model has no `other` class: it is its fallback)
 
 
 def pool(tmp_path) -> str:
-    rows, k = [], 0
-    for month in (1, 2, 3):
-        for tag, texts in WORDS.items():
-            for text in texts[month - 1 : month + 1]:
-                k += 1
-                rows.append({
-                    "id": 900000 + k, "created_on": f"2025-0{month}-01",
-                    "title": f"{text} v{month}{k}", "description": f"{text}, release {k}.",
-                    "tag": tag, "also": "", "kind": "library",
-                    "reference": f"pypi:pool-test-{k}==1.0 (2025-0{month})",
-                    "text_origin": "author-summary", "rule": "test fixture",
-                })  # fmt: skip
+    rows = []
+    for tag, texts in WORDS.items():
+        for j, text in enumerate(texts):
+            k = len(rows) + 1
+            rows.append({
+                "id": 900000 + k, "created_on": f"2025-0{1 + j}-01",
+                "title": text, "description": f"{text}, in one package.",
+                "tag": tag, "also": "", "kind": "library",
+                "reference": f"pypi:pool-test-{k}==1.0 (2025-0{1 + j})",
+                "text_origin": "author-summary", "rule": "test fixture",
+            })  # fmt: skip
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(rows))
     return str(path)
@@ -57,7 +78,7 @@ def test_a_tiny_replay_writes_its_folder_and_reads_the_targets(trained, tmp_path
         "--model", str(trained / "run" / "model"), "--data-config", str(data_file),
         "--pool", pool(tmp_path), "--pool-sha256", "",
         "--strategies", "oldest", "breaking_ties", "--seeds", "0", "1",
-        "--day-size", "6", "--budget", "2", "--window", "10", "--output", str(out),
+        "--day-size", "4", "--budget", "2", "--window", "10", "--output", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "simulation.json").read_text())
@@ -65,8 +86,8 @@ def test_a_tiny_replay_writes_its_folder_and_reads_the_targets(trained, tmp_path
     assert set(result["second"]) == {"oldest", "breaking_ties"}
     assert len(result["second"]["oldest"]) == 2  # one list of windows per seed
     for rows in result["second"]["breaking_ties"]:
-        assert sum(r["items"] for r in rows) == 21
-        assert rows[-1]["labels"] <= 2 * 4  # at most the budget on each of the 4 days
+        assert sum(r["items"] for r in rows) == 12
+        assert rows[-1]["labels"] <= 2 * 3  # at most the budget on each of the 3 days
     assert set(result["targets"]) >= {
         "labels_share_met",
         "quarter_gain_met",

@@ -235,8 +235,6 @@ def load_data(args: argparse.Namespace) -> dict:
     labels, _ = read_model_metadata(args.model)  # one line naming `make train` when missing
     data_cfg = load_data_config(args.data_config)
     tags = list(data_cfg.tags)
-    if sorted(labels) != sorted(tags):
-        raise UserError(f"{args.model} has tags {labels}, the data config {tags}")
     root = project_root()
     prepared = prepare_data(data_cfg, root)
     packages = [
@@ -250,6 +248,13 @@ def load_data(args: argparse.Namespace) -> dict:
         resolve_path(args.pool, root), tags, training, prepared.splits.get("fresh", []), packages
     )
     col = {t: i for i, t in enumerate(labels)}
+    used = {it["tag"] for k in ("train", "val") for it in prepared.splits[k]}
+    used |= {it["tag"] for it in pool}
+    if used - set(col):
+        raise UserError(
+            f"{args.model} has no class for {sorted(used - set(col))} (its tags: {labels}): "
+            "give the model trained on this data config"
+        )
     cache = resolve_path("runs/simulate-labels/cache", root)
     texts = {k: [it["text"] for it in prepared.splits[k]] for k in ("train", "val")}
     emb = embed_all(args.model, texts["train"] + texts["val"] + [it["text"] for it in pool], cache)
