@@ -35,6 +35,8 @@ from mltagger.data.pool import load_pool
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import load_items, sha256_file, verify_checksum
 from mltagger.evaluation.replay import ReplaySettings, Reviewer, replay, windows
+from mltagger.models.modelio import read_model_metadata
+from mltagger.models.predict import Predictor
 from mltagger.models.queue import STRATEGIES, stopping_point
 
 # data/pool/stream.json as shipped (data/SOURCE.md); another pool file is checked by --pool-sha256.
@@ -49,8 +51,6 @@ TARGETS = {
 
 def embed_all(model: str, texts: list[str], cache: Path) -> np.ndarray:
     """Sentence embeddings of the shipped encoder, cached by model and texts."""
-    from mltagger.models.predict import Predictor
-
     weights = [f for f in ("model.safetensors", "model.onnx") if (Path(model) / f).exists()]
     key = json.dumps(
         [sha256_file(Path(model) / f) for f in ("inference.json", *weights)] + [texts]
@@ -230,8 +230,6 @@ def check_args(args: argparse.Namespace) -> None:
 def load_data(args: argparse.Namespace) -> dict:
     """The pool (checked against every training source and the fresh set), the shipped
     recipe's train and val splits, and their embeddings under the shipped encoder."""
-    from mltagger.models.modelio import read_model_metadata
-
     labels, _ = read_model_metadata(args.model)  # one line naming `make train` when missing
     data_cfg = load_data_config(args.data_config)
     tags = list(data_cfg.tags)

@@ -204,7 +204,8 @@ def decision_page(ui: Pages, request: Request, form: dict[str, str]) -> Response
             401,
             error="Your session has ended: log in again, and your decision below is saved.",
             pending=pending,
-            next_url="/ui/review?" + urlencode({"order": pending["order"]}),
+            next_url="/ui/review?"
+            + urlencode({"order": pending["order"] or ui.shared.default_order}),
             fragment=is_htmx(request),
         )
     if not session_token_ok(session, form.get("csrf")):

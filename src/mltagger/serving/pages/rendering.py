@@ -111,6 +111,7 @@ class Pages:
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("session", None)
         context.setdefault("csrf", "")
+        context.setdefault("default_order", self.shared.default_order)
         return HTMLResponse(self.env.get_template(name).render(**context), status_code=status)
 
     def with_form_cookie(
