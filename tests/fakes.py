@@ -86,3 +86,15 @@ def write_screen(path: Path, threshold: float = 0.5) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model": model.to_dict()}))
     return path
+
+
+class ReadsImagesAsText(FakePredictor):
+    """A worse candidate model for rollout tests: it calls every image item
+    natural-language-processing."""
+
+    def encode(self, texts):
+        logits, emb = super().encode(texts)
+        for i, t in enumerate(texts):
+            if "image" in t.lower():
+                logits[i] = keyword_logits("text")
+        return logits, emb

@@ -8,16 +8,7 @@ import pytest
 
 from mltagger.core.errors import DataError
 from mltagger.data.pool import check_pool, load_pool, package_name
-
-TAGS = [
-    "natural-language-processing",
-    "computer-vision",
-    "mlops",
-    "reinforcement-learning",
-    "graph-learning",
-    "time-series",
-    "other",
-]
+from tests.conftest import TAGS
 
 
 def pool_row(i: int, title: str, description: str, **extra) -> dict:

@@ -19,21 +19,10 @@ from mltagger.serving.rollout import Rollout, RolloutError
 from mltagger.serving.server import build_tagger
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.store import Store
-from tests.fakes import FakePredictor, keyword_logits, make_model_folder, write_screen
+from tests.fakes import FakePredictor, ReadsImagesAsText, make_model_folder, write_screen
 
 KEY = "unit-key"
 SURE = {"title": "Image segmentation", "description": "U-Net on scans."}
-
-
-class MixedUp(FakePredictor):
-    """A candidate that calls every image item natural-language-processing."""
-
-    def encode(self, texts):
-        logits, emb = super().encode(texts)
-        for i, t in enumerate(texts):
-            if "image" in t.lower():
-                logits[i] = keyword_logits("text")
-        return logits, emb
 
 
 def model(folder, version):
@@ -106,7 +95,7 @@ def test_audited_items_keep_their_tag_and_wait_for_a_person(tmp_path, store):
 
 
 def test_shadow_stores_the_candidates_answer_and_canary_lets_it_tag_its_share(tmp_path, store):
-    cand = MixedUp(model(tmp_path / "cand", "cand"))
+    cand = ReadsImagesAsText(model(tmp_path / "cand", "cand"))
     t = tagger(tmp_path, store, candidate=cand, rollout=Rollout.parse("shadow"))
     outs = t.add(items(40), source="t")
     t.wait_for_shadow()  # the candidate scores off the request path

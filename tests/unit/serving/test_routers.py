@@ -28,7 +28,7 @@ from mltagger.serving.metrics import Metrics
 from mltagger.serving.rollout import Rollout
 from mltagger.serving.service import prepare
 from mltagger.serving.store import current_version
-from tests.fakes import FakePredictor, keyword_logits, make_model_folder
+from tests.fakes import ReadsImagesAsText, make_model_folder
 
 LIMITS = SimpleNamespace(public_per_minute=60, public_burst=10)
 REVIEWER = Key("rita", REVIEW, "0" * 64)
@@ -242,17 +242,6 @@ def test_list_items_alone_pages_newest_first(state):
     assert (page["total"], page["limit"], page["offset"]) == (3, 1, 1)
     full = items.list_items(status="active", limit=2, offset=0, key=REVIEWER, state=state)
     assert [it["id"] for it in full["items"]] == [ids[2], ids[1]]
-
-
-class ReadsImagesAsText(FakePredictor):
-    """A candidate model that calls every image item natural-language-processing."""
-
-    def encode(self, texts):
-        logits, emb = super().encode(texts)
-        for i, t in enumerate(texts):
-            if "image" in t.lower():
-                logits[i] = keyword_logits("text")
-        return logits, emb
 
 
 def test_predict_alone_compares_a_shadow_candidate_off_the_request_path(state, tmp_path):
