@@ -51,6 +51,13 @@ class ReplaySettings:
     precision_target: float = 0.92
     min_support: int = 10
     pool_weight: float = 2.0
+    # Labels a day spent on uniformly random auto-tagged items of that day (the product's audit
+    # sample): the only labels that say how precise the applied tags are.
+    audit_per_day: int = 0
+    # "val": thresholds on the val split plus the reviewed pool items (as first run);
+    # "stream": per tag on the pool's own labels, each weighted by the inverse of its chance of
+    # being asked (audit and queue apart), the val threshold until a tag has min_support of them.
+    thresholds: str = "val"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +68,10 @@ class ReplaySettings:
             raise UserError(f"day_size must be at least 1, not {self.day_size}")
         if not 0.0 <= self.error_rate < 1.0:
             raise UserError(f"error_rate must be in [0, 1), not {self.error_rate}")
+        if not 0 <= self.audit_per_day <= self.budget:
+            raise UserError(f"audit_per_day must be in [0, budget], not {self.audit_per_day}")
+        if self.thresholds not in ("val", "stream"):
+            raise UserError(f"thresholds must be val or stream, not {self.thresholds!r}")
 
 
 class Reviewer:
@@ -83,21 +94,28 @@ class Reviewer:
 
 
 def choose_thresholds(
-    probs: np.ndarray, labels: np.ndarray, target: float, min_support: int
+    probs: np.ndarray,
+    labels: np.ndarray,
+    target: float,
+    min_support: int,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per class, the lowest top-probability at which at least `min_support` labelled items
-    whose top class it is reach it, `target` of them right; 1.01 (never) when none does."""
+    whose top class it is reach it, `target` of them right (weighted by `weights`, the inverse
+    of each item's chance of being labelled, when given); 1.01 (never) when none does."""
     n_classes = probs.shape[1]
     out = np.full(n_classes, 1.01)
     top = probs.argmax(axis=1)
+    w_all = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=float)
     for c in range(n_classes):
         mine = top == c
         p = probs[mine, c]
         right = labels[mine] == c
         order = np.argsort(-p, kind="stable")
-        hits = np.cumsum(right[order])
+        w = w_all[mine][order]
+        hits = np.cumsum(w * right[order])
         n = np.arange(1, len(order) + 1)
-        ok = (n >= min_support) & (hits >= target * n)
+        ok = (n >= min_support) & (hits >= target * np.cumsum(w) - 1e-9)
         if ok.any():
             out[c] = p[order][np.flatnonzero(ok).max()]
     return out
@@ -113,6 +131,8 @@ class ReplayLog:
     auto: np.ndarray  # applied automatically (True) or queued for a person
     tag: np.ndarray  # the top class on arrival
     labels_by_day: list[int] = field(default_factory=list)  # labels spent by the end of each day
+    weights: list[float] = field(default_factory=list)  # 1 / chance of being asked, per answer
+    audited: int = 0  # answers spent on the audit sample
     overdue_labels: int = 0  # labels that went to items past the maximum age
     reviewed: list[int] = field(default_factory=list)  # pool indices, in answer order
     answers: list[int] = field(default_factory=list)
@@ -156,6 +176,7 @@ def replay(
     thresholds = choose_thresholds(
         _proba(head, val_x, n_classes), val_y, s.precision_target, s.min_support
     )
+    audit_rng = np.random.default_rng([s.seed, 7])
     n = len(arrival)
     log = ReplayLog(
         order=arrival,
@@ -174,7 +195,16 @@ def replay(
         log.day[today], log.probs[today], log.tag[today], log.auto[today] = d, p, top, auto
         log.thresholds.append(thresholds.copy())
         queue += [int(i) for i in today[~auto]]
-        if queue:
+        applied = today[auto]
+        n_audit = min(s.audit_per_day, len(applied))
+        for pos in audit_rng.choice(applied, size=n_audit, replace=False) if n_audit else []:
+            log.reviewed.append(int(arrival[pos]))
+            log.answers.append(reviewer.answer(int(arrival[pos])))
+            log.weights.append(len(applied) / n_audit)
+            labelled.append(int(pos))
+            log.audited += 1
+        room = s.budget - n_audit
+        if queue and room:
             q = np.asarray(queue)
             counts = np.bincount(np.asarray(log.answers, dtype=int), minlength=n_classes)
             ranked = queue_order(
@@ -185,15 +215,16 @@ def replay(
                 random_share=0.0 if s.strategy == "oldest" else s.random_share,
                 embeddings=pool_x[arrival[q]] if s.strategy == "diverse_ties" else None,
                 label_counts=dict(enumerate(counts.tolist())),
-                k=s.budget,
+                k=room,
                 seed=s.seed * 100_003 + d,
             )
-            taken = [int(q[i]) for i in ranked[: s.budget]]
+            taken = [int(q[i]) for i in ranked[:room]]
             if s.max_age_days is not None:
                 log.overdue_labels += sum(d - int(log.day[i]) >= s.max_age_days for i in taken)
             for pos in taken:
                 log.reviewed.append(int(arrival[pos]))
                 log.answers.append(reviewer.answer(int(arrival[pos])))
+                log.weights.append(len(q) / len(taken))
                 labelled.append(pos)
             queue = [i for i in queue if i not in set(taken)]
         learned = len(labelled) > (log.labels_by_day[-1] if log.labels_by_day else 0)
@@ -208,13 +239,35 @@ def replay(
                 s.seed,
                 head,
             )
-            thresholds = choose_thresholds(
-                np.vstack([_proba(head, val_x, n_classes), log.probs[labelled]]),
-                np.concatenate([val_y, ly]),
-                s.precision_target,
-                s.min_support,
-            )
+            val_p = _proba(head, val_x, n_classes)
+            if s.thresholds == "val":
+                thresholds = choose_thresholds(
+                    np.vstack([val_p, log.probs[labelled]]),
+                    np.concatenate([val_y, ly]),
+                    s.precision_target,
+                    s.min_support,
+                )
+            else:
+                thresholds = _stream_thresholds(
+                    val_p, val_y, log.probs[labelled], ly, np.asarray(log.weights), s
+                )
     return log
+
+
+def _stream_thresholds(
+    val_p: np.ndarray,
+    val_y: np.ndarray,
+    pool_p: np.ndarray,
+    pool_y: np.ndarray,
+    weights: np.ndarray,
+    s: ReplaySettings,
+) -> np.ndarray:
+    """Per tag: from the pool's own weighted labels once `min_support` of them have that tag
+    on top; until then from the val split."""
+    from_val = choose_thresholds(val_p, val_y, s.precision_target, s.min_support)
+    from_pool = choose_thresholds(pool_p, pool_y, s.precision_target, s.min_support, weights)
+    enough = np.bincount(pool_p.argmax(axis=1), minlength=val_p.shape[1]) >= s.min_support
+    return np.where(enough, from_pool, from_val)
 
 
 def windows(log: ReplayLog, gold: np.ndarray, size: int = 100) -> list[dict]:

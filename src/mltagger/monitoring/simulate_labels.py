@@ -107,6 +107,8 @@ def run_half(
             error_rate=args.error_rate,
             max_age_days=args.max_age_days,
             random_share=args.random_share,
+            audit_per_day=args.audit_per_day,
+            thresholds=args.thresholds,
             seed=seed,
         )
         reviewer = Reviewer(data["gold"], data["n_classes"], args.error_rate, seed)
@@ -115,8 +117,8 @@ def run_half(
             arrival=arrival,
         )  # fmt: skip
         rows = windows(log, data["gold"], args.window)
-        for r in rows:
-            r["overdue_labels"] = log.overdue_labels  # the run's total, on every row
+        for r in rows:  # the run's totals, on every row
+            r["overdue_labels"], r["audit_labels"] = log.overdue_labels, log.audited
         out.setdefault(strategy, []).append(rows)
     return out
 
@@ -210,7 +212,8 @@ def check_args(args: argparse.Namespace) -> None:
     args.strategies = list(dict.fromkeys(args.strategies))  # a name given twice runs once
     for name in args.strategies:
         ReplaySettings(name, budget=args.budget, day_size=args.day_size,
-                       error_rate=args.error_rate)  # fmt: skip
+                       error_rate=args.error_rate, audit_per_day=args.audit_per_day,
+                       thresholds=args.thresholds)  # fmt: skip
     if "oldest" not in args.strategies:
         raise UserError("--strategies must include oldest: the targets are read against it")
     if args.window < 1:
@@ -292,6 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--random-share", type=float, default=0.1)
     p.add_argument("--window", type=int, default=100, help="items per reported window")
+    p.add_argument(
+        "--audit-per-day", type=int, default=0,
+        help="labels a day on random auto-tagged items (the audit sample), out of the budget",
+    )  # fmt: skip
+    p.add_argument(
+        "--thresholds", choices=("val", "stream"), default="val",
+        help="val: on the val split and the reviewed items; stream: on the pool's own labels, "
+        "weighted by their chance of being asked (val until a tag has enough)",
+    )  # fmt: skip
+    p.add_argument(
+        "--first-half-only",
+        action="store_true",
+        help="run and report the first half only (choices are made there; the second half "
+        "is read once, for the targets)",
+    )
     p.add_argument("--output", help="default runs/simulate-labels/<time>")
     args = p.parse_args(argv)
     check_args(args)
@@ -306,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     first = run_half("first", halves["first"], data, args)
     best, meets_floor = choose_default(first)
+    if args.first_half_only:
+        curves_plot(first, out / "curves_first.png", "first half of the pool by date")
+        result = {"settings": vars(args), "pool_sha256": data["pool_sha256"],
+                  "chosen_on_first_half": best, "chosen_meets_precision_floor": meets_floor,
+                  "first": first}  # fmt: skip
+        (out / "simulation.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(format_half(first, best, meets_floor))
+        return 0
     second = run_half("second", halves["second"], data, args)
     targets = read_targets(second, best)
     stops = {s: [stopping_point(rows) for rows in runs] for s, runs in second.items()}
@@ -329,6 +355,23 @@ def main(argv: list[str] | None = None) -> int:
     print(format_result(result))
     print(f"figures: {out / 'simulation.json'}, curves: {out / 'curves_second.png'}")
     return 0
+
+
+def format_half(half: dict[str, list[list[dict]]], best: str, meets_floor: bool) -> str:
+    """One half's per-strategy figures: mean coverage, precision of all auto-tags, worst
+    window (means over seeds)."""
+    lines = [f"chosen: {best} (every window >= 0.90: {'yes' if meets_floor else 'no'})"]
+    for strategy, runs in half.items():
+        cov = np.mean([r["coverage"] for rows in runs for r in rows])
+        auto = sum(r["auto"] for rows in runs for r in rows)
+        right = sum(r["precision"] * r["auto"] for rows in runs for r in rows if r["auto"])
+        worst = min((r["precision"] for rows in runs for r in rows if r["auto"]), default=np.nan)
+        lines.append(
+            f"{strategy:16s} coverage {cov:.3f}  precision {right / max(auto, 1):.3f}  "
+            f"worst window {worst:.3f}  last window cov "
+            f"{np.mean([rows[-1]['coverage'] for rows in runs]):.3f}"
+        )
+    return "\n".join(lines)
 
 
 def format_result(result: dict) -> str:

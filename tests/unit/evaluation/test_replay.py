@@ -110,3 +110,40 @@ def test_a_reviewer_errs_at_its_rate():
     wrong = np.mean([reviewer.answer(i) != 0 for i in range(2000)])
     assert 0.17 < wrong < 0.23
     assert len(reviewer.asked) == 2000
+
+
+def test_weights_count_an_item_as_often_as_it_stands_for():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    labels = np.array([0, 1, 0])
+    # unweighted, the top two are 1 of 2 right: a 0.9 target needs the first alone
+    assert choose_thresholds(probs, labels, 0.9, 1)[0] == pytest.approx(0.9)
+    # the first stands for 9 items: 9 of 10 right down to 0.8, 10 of 11 down to 0.7
+    got = choose_thresholds(probs, labels, 0.9, 1, weights=np.array([9.0, 1.0, 1.0]))
+    assert got[0] == pytest.approx(0.7)
+
+
+def test_the_audit_spends_part_of_the_budget_on_applied_tags():
+    base, val, pool_x, gold = world()
+    log = run("breaking_ties", gold, pool_x, base, val, audit_per_day=2, thresholds="stream")
+    position = {int(i): k for k, i in enumerate(log.order)}
+    audited = [i for i in log.reviewed if log.auto[position[i]]]
+    assert log.audited == len(audited) > 0
+    assert np.diff([0, *log.labels_by_day]).max() <= 6
+    # an audited item stands for the day's applied items: its weight is at least 1
+    assert min(log.weights) >= 1.0 and len(log.weights) == len(log.answers)
+    with pytest.raises(UserError, match="audit_per_day must be in"):
+        ReplaySettings("oldest", budget=2, audit_per_day=3)
+    with pytest.raises(UserError, match="thresholds must be val or stream"):
+        ReplaySettings("oldest", thresholds="best")
+
+
+def test_with_the_audit_and_stream_thresholds_gold_is_still_read_only_by_reviewers():
+    base, val, pool_x, gold = world()
+    kw = {"audit_per_day": 2, "thresholds": "stream"}
+    first = run("rare_tags", gold, pool_x, base, val, **kw)
+    unreviewed = np.setdiff1d(np.arange(len(gold)), first.reviewed)
+    permuted = gold.copy()
+    permuted[unreviewed] = np.random.default_rng(9).permutation(gold[unreviewed])
+    second = run("rare_tags", permuted, pool_x, base, val, **kw)
+    assert second.reviewed == first.reviewed
+    np.testing.assert_array_equal(second.auto, first.auto)
