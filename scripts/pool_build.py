@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from sklearn.metrics import cohen_kappa_score  # noqa: E402
 
 from mltagger.core.config import load_data_config  # noqa: E402
-from mltagger.data.pool import check_pool, describe_pool  # noqa: E402
-from mltagger.data.validation import load_items, sha256_file  # noqa: E402
+from mltagger.data.pool import describe_pool, pool_report  # noqa: E402
+from mltagger.data.validation import sha256_file  # noqa: E402
 
 POOL = ROOT / "data" / "pool"
 # Vocabulary of items near language models, for the report's count of those that are not NLP.
@@ -39,15 +39,6 @@ NEAR_LLM = re.compile(
     r"\bMCP\b|chatbot|prompt",
     re.IGNORECASE,
 )
-
-
-def training_items(data_config: str = "with_packages") -> tuple[list[dict], list[str]]:
-    """Every training source of the default data, and the approved tags."""
-    cfg = load_data_config(data_config)
-    items = []
-    for src in cfg.sources:
-        items.extend(load_items(ROOT / src.path, list(cfg.tags), labeled=True).items)
-    return items, list(cfg.tags)
 
 
 def rows(drawn: list[dict], labels: dict[int, dict], adjudicated: dict[int, dict]) -> list[dict]:
@@ -111,16 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"disagreements not adjudicated in {adj_path.name}: {undecided}")
         return 1
 
-    training, tags = training_items()
-    fresh = json.loads((ROOT / "data" / "eval" / "fresh.json").read_text())
-    packages = json.loads((ROOT / "data" / "packages.json").read_text())
+    data_cfg = load_data_config("with_packages")
     pool = rows(drawn, labels, adjudicated)
     left_out = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stream.json"
         while True:
             path.write_text(json.dumps(pool, ensure_ascii=False))
-            report = check_pool(path, tags, training, fresh, packages)
+            report = pool_report(path, data_cfg, ROOT)
             if report.ok:
                 break
             # leave out the rows the validator refuses (a copy: the later row of a pair goes)

@@ -25,7 +25,7 @@ from mltagger.core.config import compose_config, hydra_entry, load_data_config
 from mltagger.core.errors import EXIT_INVALID, DataError, user_errors
 from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.fresh import check_fresh
-from mltagger.data.pool import check_pool, describe_pool
+from mltagger.data.pool import describe_pool, pool_report
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import RawRow, load_items, validate_rows
 from mltagger.jobs import COMMAND, HYDRA, JOBS, KIND_SUFFIX, OPTIONS, Job
@@ -126,28 +126,7 @@ def validate_fresh(path: str, data_cfg) -> int:
 def validate_pool(path: str, data_cfg) -> int:
     """A stream pool: every fresh-set check, its own fields, and no copy of the fresh set or of
     any training source (a copy is named with the row it copies); every bad row listed, exit 1."""
-    tags = list(data_cfg.tags)
-    training, packages = [], []
-    for src in data_cfg.sources:
-        items = load_items(resolve_path(src.path, project_root()), tags, labeled=True).items
-        training.extend(items)
-        if src.name == "packages":
-            packages = items
-    fresh_path = resolve_path(data_cfg.fresh.path, project_root())
-    fresh = load_items(fresh_path, tags, labeled=True).items
-    with open(fresh_path, encoding="utf-8") as fh:
-        refs = {it["id"]: it.get("reference", "") for it in json.load(fh)}
-    fresh = [{**it, "reference": refs.get(it["id"], "")} for it in fresh]
-    near = data_cfg.near_duplicates
-    report = check_pool(
-        path,
-        tags,
-        training,
-        fresh,
-        packages,
-        near_threshold=float(near.threshold),
-        same_title_min_chars=int(near.same_title_min_chars),
-    )
+    report = pool_report(path, data_cfg, project_root())
     print(report.format())
     if report.ok:
         print("  " + describe_pool(report.items))

@@ -17,6 +17,7 @@ A bad file stops with every bad row listed (DataError; `mltagger validate --pool
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from mltagger.core.errors import DataError
+from mltagger.core.paths import resolve_path
 from mltagger.data.fresh import FreshReport, check_fresh, overlaps
 from mltagger.data.text import clean_text, join_text
-from mltagger.data.validation import RowProblem, parse_id, read_rows
+from mltagger.data.validation import RowProblem, load_items, parse_id, read_rows
 
 TEXT_ORIGINS = {
     "author-summary": "the package author's own one-line summary, word for word",
@@ -175,15 +177,53 @@ def describe_pool(items: Sequence[dict]) -> str:
     )
 
 
+def references(data_cfg: Any, root: str | Path | None) -> dict[str, list[dict]]:
+    """What a pool may not copy, for a data config: every row of every training source, the
+    fresh set (with its references) and the package pool's rows (their titles are names)."""
+    tags = list(data_cfg.tags)
+    training: list[dict] = []
+    packages: list[dict] = []
+    for src in data_cfg.sources:
+        items = load_items(resolve_path(src.path, root), tags, labeled=True).items
+        training.extend(items)
+        if src.name == "packages":
+            packages = items
+    fresh: list[dict] = []
+    if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
+        fresh_path = resolve_path(data_cfg.fresh.path, root)
+        refs = {it["id"]: it.get("reference", "") for it in json.loads(fresh_path.read_text())}
+        fresh = [
+            {**it, "reference": refs.get(it["id"], "")}
+            for it in load_items(fresh_path, tags, labeled=True).items
+        ]
+    return {"training": training, "fresh": fresh, "packages": packages}
+
+
+def pool_report(path: str | Path, data_cfg: Any, root: str | Path | None) -> FreshReport:
+    """`check_pool` against everything the data config trains and judges on, with its
+    near-duplicate settings: what `mltagger validate --pool` prints and a replay refuses."""
+    near = data_cfg.near_duplicates
+    return check_pool(
+        path,
+        list(data_cfg.tags),
+        **references(data_cfg, root),
+        near_threshold=float(near.threshold),
+        same_title_min_chars=int(near.same_title_min_chars),
+    )
+
+
 def load_pool(
     path: str | Path,
     tags: Sequence[str],
     training: Sequence[dict] = (),
     fresh: Sequence[dict] = (),
     packages: Sequence[dict] = (),
+    *,
+    report: FreshReport | None = None,
 ) -> list[dict]:
-    """The checked pool items in replay order (created_on, then id); DataError if bad."""
-    report = check_pool(path, tags, training, fresh, packages)
+    """The checked pool items in replay order (created_on, then id); DataError (one line) if
+    bad. `report`: a check already made (pool_report)."""
+    report = report or check_pool(path, tags, training, fresh, packages)
     if not report.ok:
         # one line: the first problem and where the whole list is
         bad_rows = len({p.row for p in report.problems})

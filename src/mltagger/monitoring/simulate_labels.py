@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from mltagger.core.config import load_data_config
 from mltagger.core.errors import UserError
 from mltagger.core.paths import project_root, resolve_path
-from mltagger.data.pool import load_pool
+from mltagger.data.pool import load_pool, pool_report
 from mltagger.data.prepare import prepare_data
-from mltagger.data.validation import load_items, sha256_file, verify_checksum
+from mltagger.data.validation import sha256_file, verify_checksum
 from mltagger.evaluation.replay import ReplaySettings, Reviewer, replay, windows
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
@@ -238,16 +238,8 @@ def load_data(args: argparse.Namespace) -> dict:
     tags = list(data_cfg.tags)
     root = project_root()
     prepared = prepare_data(data_cfg, root)
-    packages = [
-        it
-        for src in data_cfg.sources
-        if src.name == "packages"
-        for it in load_items(resolve_path(src.path, root), tags, labeled=True).items
-    ]
-    training = [it for split in ("train", "val", "test") for it in prepared.splits[split]]
-    pool = load_pool(
-        resolve_path(args.pool, root), tags, training, prepared.splits.get("fresh", []), packages
-    )
+    pool_path = resolve_path(args.pool, root)
+    pool = load_pool(pool_path, tags, report=pool_report(pool_path, data_cfg, root))
     col = {t: i for i, t in enumerate(labels)}
     used = {it["tag"] for k in ("train", "val") for it in prepared.splits[k]}
     used |= {it["tag"] for it in pool}
