@@ -309,6 +309,32 @@ def test_the_health_page_without_a_monitor_run_says_how_to_get_one(app, tagger, 
     assert "fake-1" in r.text
 
 
+def test_the_health_page_says_whether_labels_still_pay(app, tagger, keys):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+
+    def rows(version, reason, when, n=100):
+        return [{"title": f"{version}-{k}", "description": "", "content_hash": f"{version}{k:062d}",
+                 "tag": "other", "tagged_by": "model", "model_version": version, "reason": reason,
+                 "needs_review": reason == "low_confidence", "created_at": when}
+                for k in range(n)]  # fmt: skip
+
+    store = tagger.store
+    first = store.add_items(rows("m1", "low_confidence", now - timedelta(hours=2)))
+    c = browser(app)
+    log_in(c, keys["alice"])
+    page = c.get("/ui/health").text
+    assert "Are labels still paying?" in page and "Not yet measurable" in page
+    for i in first[:120]:
+        store.review(i, "mlops", "ana")
+    store.add_items(rows("m2", "classifier", now + timedelta(hours=1)))
+    page = c.get("/ui/health").text
+    assert "Not yet measurable" not in page
+    assert re.search(r"<strong class=\"ok\">Yes</strong>", page)
+    assert "Coverage 0.0% in the first window of 100" in page and "100.0% in the latest" in page
+
+
 # -- the store rules under the pages --------------------------------------------------------
 
 
