@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -34,6 +35,7 @@ from mltagger.core.errors import UserError
 from mltagger.evaluation.stats import wilson_bounds
 from mltagger.models.queue import check_strategy
 from mltagger.models.queue import order as queue_order
+from mltagger.models.rule import with_gate
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ class ReplaySettings:
     # "stream": per tag on the pool's own labels, each weighted by the inverse of its chance of
     # being asked (audit and queue apart), the val threshold until a tag has min_support of them.
     thresholds: str = "val"
+    # How out-of-scope items are told apart (the negatives: real texts of no topic, train only):
+    # "none" (the head's `other` class as shipped), "as_other" (the negatives join the head's
+    # `other` class), "logistic" (a separate in-scope head on the same embeddings, trained on
+    # the train split's topic/other split, the negatives and the reviewed items, combined with
+    # the topic head by models.rule.with_gate).
+    gate: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -72,6 +80,11 @@ class ReplaySettings:
             raise UserError(f"audit_per_day must be in [0, budget], not {self.audit_per_day}")
         if self.thresholds not in ("val", "stream"):
             raise UserError(f"thresholds must be val or stream, not {self.thresholds!r}")
+        if self.gate not in GATES:
+            raise UserError(f"gate must be one of {', '.join(GATES)}, not {self.gate!r}")
+
+
+GATES = ("none", "as_other", "logistic")
 
 
 class Reviewer:
@@ -157,6 +170,98 @@ def _proba(head, x: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
+class Learner(Protocol):
+    """What the replay learns with: fit on the labelled pool items so far (pool indices and the
+    reviewers' answers), then score pool items and the val split."""
+
+    def fit(self, pool_ix: np.ndarray, labels: np.ndarray) -> None: ...
+
+    def proba(self, pool_ix: np.ndarray) -> np.ndarray: ...
+
+    def proba_val(self) -> np.ndarray: ...
+
+
+class HeadLearner:
+    """The cheap update with its gate: the topic head on frozen embeddings, and (gate
+    "logistic") an in-scope head on the same embeddings; `proba` is what the rule reads."""
+
+    def __init__(
+        self,
+        pool_x: np.ndarray,
+        base: tuple[np.ndarray, np.ndarray],
+        val_x: np.ndarray,
+        settings: ReplaySettings,
+        n_classes: int,
+        negatives: np.ndarray | None = None,
+        other: int | None = None,
+    ) -> None:
+        s = settings
+        if s.gate != "none" and (negatives is None or other is None):
+            raise UserError(f"gate {s.gate!r} needs the negatives and the `other` class")
+        self.s, self.n, self.other = s, n_classes, other
+        self.pool_x, self.val_x = pool_x, val_x
+        self.base_x, self.base_y = base
+        self.neg = negatives if s.gate != "none" else None
+        self.head = None
+        self.gate = (
+            InScopeGate(self.base_x, self.base_y, self.neg, other, s)
+            if s.gate == ("logistic")
+            else None
+        )
+        self.fit(np.zeros(0, dtype=int), np.zeros(0, dtype=int))
+
+    def fit(self, pool_ix: np.ndarray, labels: np.ndarray) -> None:
+        """Train on the base split, the negatives (as the gate says) and the labelled items."""
+        s = self.s
+        lx = self.pool_x[np.asarray(pool_ix, dtype=int)]
+        xs, ys = [self.base_x, lx], [self.base_y, np.asarray(labels, dtype=int)]
+        ws = [np.ones(len(self.base_y)), np.full(len(lx), s.pool_weight)]
+        if s.gate == "as_other":
+            xs.insert(1, self.neg)
+            ys.insert(1, np.full(len(self.neg), self.other))
+            ws.insert(1, np.ones(len(self.neg)))
+        self.head = _fit(np.vstack(xs), np.concatenate(ys), np.concatenate(ws), s.seed, self.head)
+        if self.gate is not None:
+            self.gate.fit(lx, labels)
+
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        p = _proba(self.head, x, self.n)
+        return p if self.gate is None else with_gate(p, self.gate.in_scope(x), self.other)
+
+    def proba(self, pool_ix: np.ndarray) -> np.ndarray:
+        return self._scores(self.pool_x[np.asarray(pool_ix, dtype=int)])
+
+    def proba_val(self) -> np.ndarray:
+        return self._scores(self.val_x)
+
+
+class InScopeGate:
+    """Whether an item belongs to any topic: a logistic head on frozen embeddings, trained on
+    the base split (topic items against `other` ones), the negatives (real texts of no topic,
+    always out of scope) and the labelled pool items (weighted like the topic head's)."""
+
+    def __init__(
+        self,
+        base_x: np.ndarray,
+        base_y: np.ndarray,
+        negatives: np.ndarray,
+        other: int,
+        settings: ReplaySettings,
+    ) -> None:
+        self.x = np.vstack([base_x, negatives])
+        self.y = np.concatenate([base_y != other, np.zeros(len(negatives), dtype=bool)])
+        self.other, self.s, self.head = other, settings, None
+
+    def fit(self, lx: np.ndarray, labels: np.ndarray) -> None:
+        x = np.vstack([self.x, lx])
+        y = np.concatenate([self.y, np.asarray(labels) != self.other]).astype(int)
+        w = np.concatenate([np.ones(len(self.y)), np.full(len(lx), self.s.pool_weight)])
+        self.head = _fit(x, y, w, self.s.seed, self.head)
+
+    def in_scope(self, x: np.ndarray) -> np.ndarray:
+        return self.head.predict_proba(x)[:, list(self.head.classes_).index(1)]
+
+
 def replay(
     pool_x: np.ndarray,
     reviewer: Reviewer,
@@ -165,17 +270,20 @@ def replay(
     settings: ReplaySettings,
     n_classes: int,
     arrival: Sequence[int] | None = None,
+    negatives: np.ndarray | None = None,
+    other: int | None = None,
+    learner: Learner | None = None,
 ) -> ReplayLog:
     """Replay the pool (`arrival`: pool indices in stream order; default as given) and log
-    every decision; the learner starts from `base` (the train split: embeddings, labels)."""
+    every decision; the learner starts from `base` (the train split: embeddings, labels) and,
+    under a gate, `negatives` (embeddings of texts of no topic; `other`: that class's index).
+    `learner`: another learner than the cheap head (the warm-start fine-tune)."""
     s = settings
     arrival = np.arange(len(pool_x)) if arrival is None else np.asarray(arrival)
-    base_x, base_y = base
     val_x, val_y = val
-    head = _fit(base_x, base_y, np.ones(len(base_y)), s.seed)
-    thresholds = choose_thresholds(
-        _proba(head, val_x, n_classes), val_y, s.precision_target, s.min_support
-    )
+    if learner is None:
+        learner = HeadLearner(pool_x, base, val_x, s, n_classes, negatives, other)
+    thresholds = choose_thresholds(learner.proba_val(), val_y, s.precision_target, s.min_support)
     audit_rng = np.random.default_rng([s.seed, 7])
     n = len(arrival)
     log = ReplayLog(
@@ -189,7 +297,7 @@ def replay(
     labelled: list[int] = []  # positions answered
     for d, start in enumerate(range(0, n, s.day_size)):
         today = np.arange(start, min(start + s.day_size, n))
-        p = _proba(head, pool_x[arrival[today]], n_classes)
+        p = learner.proba(arrival[today])
         top = p.argmax(axis=1)
         auto = p[np.arange(len(today)), top] >= thresholds[top]
         log.day[today], log.probs[today], log.tag[today], log.auto[today] = d, p, top, auto
@@ -230,16 +338,9 @@ def replay(
         learned = len(labelled) > (log.labels_by_day[-1] if log.labels_by_day else 0)
         log.labels_by_day.append(len(labelled))
         if learned:
-            lx = pool_x[arrival[labelled]]
             ly = np.asarray(log.answers)
-            head = _fit(
-                np.vstack([base_x, lx]),
-                np.concatenate([base_y, ly]),
-                np.concatenate([np.ones(len(base_y)), np.full(len(ly), s.pool_weight)]),
-                s.seed,
-                head,
-            )
-            val_p = _proba(head, val_x, n_classes)
+            learner.fit(arrival[labelled], ly)
+            val_p = learner.proba_val()
             if s.thresholds == "val":
                 thresholds = choose_thresholds(
                     np.vstack([val_p, log.probs[labelled]]),

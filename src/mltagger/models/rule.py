@@ -71,6 +71,27 @@ def apply_threshold(
     return tags, conf, review
 
 
+def with_gate(probs: np.ndarray, in_scope: np.ndarray, other: int) -> np.ndarray:
+    """Class probabilities with an in-scope gate: each topic's share of the topics times the
+    gate's probability that the item is in scope at all, and `other` the rest.
+
+    The softmax alone does two jobs (which topic, and whether any); its errors on out-of-scope
+    items are confident, so no topic threshold removes them. Under the gate the same per-tag
+    rule (`apply_threshold`) applies unchanged, and `other` wins when the gate says no.
+    """
+    probs = np.asarray(probs, dtype=float)
+    p_in = np.clip(np.asarray(in_scope, dtype=float), 0.0, 1.0)
+    topics = probs.copy()
+    topics[:, other] = 0.0
+    total = topics.sum(axis=1, keepdims=True)
+    even = np.full_like(topics, 1.0 / max(probs.shape[1] - 1, 1))
+    even[:, other] = 0.0
+    topics = np.where(total > 0, topics / np.where(total > 0, total, 1.0), even)
+    out = topics * p_in[:, None]
+    out[:, other] = 1.0 - p_in
+    return out
+
+
 NEVER = 1.01  # a threshold no probability reaches: the tag always goes to review
 
 

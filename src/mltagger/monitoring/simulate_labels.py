@@ -34,7 +34,7 @@ from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.pool import load_pool, pool_report
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import sha256_file, verify_checksum
-from mltagger.evaluation.replay import ReplaySettings, Reviewer, replay, windows
+from mltagger.evaluation.replay import GATES, ReplaySettings, Reviewer, replay, windows
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 from mltagger.models.queue import STRATEGIES, stopping_point
@@ -66,6 +66,14 @@ def embed_all(model: str, texts: list[str], cache: Path) -> np.ndarray:
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, emb)
     return emb
+
+
+def load_negatives(path: Path, *, pool: list[dict], data_cfg) -> list[dict]:
+    """The gate's negatives (placeholder until data.negatives lands)."""
+    from mltagger.data.text import item_text
+
+    rows = json.loads(Path(path).read_text())
+    return [{**r, "text": item_text(r["title"], r["description"])} for r in rows]
 
 
 def labels_to_reach(rows: list[dict], coverage: float, precision: float) -> int | None:
@@ -109,12 +117,13 @@ def run_half(
             random_share=args.random_share,
             audit_per_day=args.audit_per_day,
             thresholds=args.thresholds,
+            gate=args.gate,
             seed=seed,
         )
         reviewer = Reviewer(data["gold"], data["n_classes"], args.error_rate, seed)
         log = replay(
             data["pool_x"], reviewer, data["base"], data["val"], settings, data["n_classes"],
-            arrival=arrival,
+            arrival=arrival, negatives=data.get("negatives"), other=data["other"],
         )  # fmt: skip
         rows = windows(log, data["gold"], args.window)
         for r in rows:  # the run's totals, on every row
@@ -213,7 +222,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in args.strategies:
         ReplaySettings(name, budget=args.budget, day_size=args.day_size,
                        error_rate=args.error_rate, audit_per_day=args.audit_per_day,
-                       thresholds=args.thresholds)  # fmt: skip
+                       thresholds=args.thresholds, gate=args.gate)  # fmt: skip
     if "oldest" not in args.strategies:
         raise UserError("--strategies must include oldest: the targets are read against it")
     if args.window < 1:
@@ -252,7 +261,13 @@ def load_data(args: argparse.Namespace) -> dict:
     texts = {k: [it["text"] for it in prepared.splits[k]] for k in ("train", "val")}
     emb = embed_all(args.model, texts["train"] + texts["val"] + [it["text"] for it in pool], cache)
     n_train, n_val = len(texts["train"]), len(texts["val"])
+    negatives = None
+    if args.gate != "none":
+        rows = load_negatives(resolve_path(args.negatives, root), pool=pool, data_cfg=data_cfg)
+        negatives = embed_all(args.model, [it["text"] for it in rows], cache)
     return {
+        "negatives": negatives,
+        "other": col.get("other"),
         "n_classes": len(labels),
         "labels": labels,
         "base": (emb[:n_train], np.array([col[it["tag"]] for it in prepared.splits["train"]])),
@@ -295,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         "--thresholds", choices=("val", "stream"), default="val",
         help="val: on the val split and the reviewed items; stream: on the pool's own labels, "
         "weighted by their chance of being asked (val until a tag has enough)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gate", choices=GATES, default="none",
+        help="how out-of-scope items are told apart: none (the head's other class), as_other "
+        "(the negatives join it), logistic (a separate in-scope head; models.rule.with_gate)",
+    )  # fmt: skip
+    p.add_argument(
+        "--negatives", default="data/negatives/registry.json",
+        help="real texts of no topic that train the gate (data/SOURCE.md)",
     )  # fmt: skip
     p.add_argument(
         "--first-half-only",

@@ -147,3 +147,63 @@ def test_with_the_audit_and_stream_thresholds_gold_is_still_read_only_by_reviewe
     second = run("rare_tags", permuted, pool_x, base, val, **kw)
     assert second.reviewed == first.reviewed
     np.testing.assert_array_equal(second.auto, first.auto)
+
+
+def out_of_scope_world(seed: int = 0):
+    """Class 3 is `other`; the stream brings out-of-scope items from a direction the train split
+    never showed (the negatives do), which the topic head alone files under a topic."""
+    base, val, pool_x, gold = world(seed)
+    rng = np.random.default_rng(seed + 11)
+    far = np.zeros(8)
+    far[5] = 4.0
+    stray = far + rng.normal(scale=1.0, size=(80, 8))
+    negatives = far + rng.normal(scale=1.0, size=(200, 8))
+    return base, val, np.vstack([pool_x, stray]), np.concatenate([gold, np.full(80, 3)]), negatives
+
+
+def test_the_gate_files_out_of_scope_items_under_other():
+    base, val, pool_x, gold, negatives = out_of_scope_world()
+    stray = np.arange(240, 320)
+    arrival = np.random.default_rng(3).permutation(len(gold))
+    topic_on_stray = {}
+    for gate in ("none", "logistic", "as_other"):
+        settings = ReplaySettings("oldest", day_size=20, budget=6, min_support=5, gate=gate)
+        log = replay(
+            pool_x, Reviewer(gold, K, 0.0, 0), base, val, settings, K,
+            arrival=arrival, negatives=negatives, other=3,
+        )  # fmt: skip
+        on_stray = np.isin(log.order, stray) & log.auto
+        topic_on_stray[gate] = int((on_stray & (log.tag != 3)).sum())
+    assert topic_on_stray["logistic"] < topic_on_stray["none"]
+    assert topic_on_stray["as_other"] < topic_on_stray["none"]
+
+
+def test_gated_decisions_never_read_the_gold_tag_of_an_unreviewed_item():
+    base, val, pool_x, gold, negatives = out_of_scope_world()
+    settings = ReplaySettings(
+        "breaking_ties", day_size=20, budget=6, min_support=5, gate="logistic"
+    )
+
+    def go(g):
+        return replay(
+            pool_x, Reviewer(g, K, 0.0, 0), base, val, settings, K, negatives=negatives, other=3
+        )
+
+    first = go(gold)
+    unreviewed = np.setdiff1d(np.arange(len(gold)), first.reviewed)
+    permuted = gold.copy()
+    permuted[unreviewed] = np.random.default_rng(4).permutation(gold[unreviewed])
+    assert (permuted != gold).any()
+    second = go(permuted)
+    assert second.reviewed == first.reviewed
+    np.testing.assert_array_equal(second.auto, first.auto)
+    np.testing.assert_array_equal(second.tag, first.tag)
+
+
+def test_a_gate_needs_its_negatives_and_a_known_name():
+    base, val, pool_x, gold = world()
+    settings = ReplaySettings("oldest", gate="logistic")
+    with pytest.raises(UserError, match="needs the negatives"):
+        replay(pool_x, Reviewer(gold, K, 0.0, 0), base, val, settings, K)
+    with pytest.raises(UserError, match="gate must be one of none, as_other, logistic"):
+        ReplaySettings("oldest", gate="mahalanobis")

@@ -111,3 +111,17 @@ def test_a_folder_with_per_tag_thresholds_applies_each_tags_own(tmp_path):
     make_model_folder(tmp_path / "bad", thresholds={"computer-vision": 0.5})
     with pytest.raises(ModelNotAvailable, match="per-tag thresholds"):
         read_model_metadata(tmp_path / "bad")
+
+
+def test_the_gate_scales_the_topics_and_gives_other_the_rest():
+    from mltagger.models.rule import with_gate
+
+    probs = np.array([[0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.0, 0.0, 1.0]])
+    got = with_gate(probs, np.array([0.5, 1.0, 0.3]), other=2)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0)
+    np.testing.assert_allclose(got[:, 2], [0.5, 0.0, 0.7])
+    # the topics keep their ratio (0.6 : 0.2), scaled to the in-scope share
+    np.testing.assert_allclose(got[0, :2], [0.375, 0.125])
+    np.testing.assert_allclose(got[1, :2], [0.5, 0.5])
+    # no topic mass at all: the in-scope share is split evenly over the topics
+    np.testing.assert_allclose(got[2, :2], [0.15, 0.15])
