@@ -105,6 +105,9 @@ def test_a_tiny_replay_writes_its_folder_and_reads_the_targets(trained, tmp_path
         (["--strategies", "breaking_ties"], "--strategies must include oldest"),
         (["--window", "0"], "--window must be at least 1 item"),
         (["--pool", "no/such/pool.json"], "pool file no/such/pool.json not found"),
+        (["--halves", "second"], "with --halves second, --best must name the order chosen"),
+        (["--learner", "finetune", "--gate", "as_other"], "--learner finetune takes --gate"),
+        (["--gate", "mahalanobis"], "gate must be one of none, as_other, logistic, not 'mahalanobis'"),
     ],
 )
 def test_bad_arguments_are_one_line(args, message):
@@ -112,3 +115,32 @@ def test_bad_arguments_are_one_line(args, message):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: {message}"), line
+
+
+def test_the_warm_start_fine_tune_replays_and_resumes(trained, tmp_path):
+    """The shipped (tiny) model keeps training on the answers; a rerun into the same folder
+    reads every day back instead of training again, and decides the same."""
+    data = OmegaConf.load(trained / "run" / "config.yaml").data
+    data_file = tmp_path / "data.yaml"
+    OmegaConf.save(data, data_file)
+    out = tmp_path / "sim"
+    args = (
+        "--model", str(trained / "run" / "model"), "--data-config", str(data_file),
+        "--pool", pool(tmp_path), "--pool-sha256", "", "--learner", "finetune",
+        "--halves", "second", "--best", "breaking_ties",
+        "--strategies", "oldest", "breaking_ties", "--seeds", "0",
+        "--day-size", "4", "--budget", "2", "--window", "10", "--output", str(out),
+    )  # fmt: skip
+    proc = run_job("simulate-labels", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((out / "simulation.json").read_text())["second"]
+    assert first["breaking_ties"][0][0]["passes_run"] == 3  # a pass after each of 3 days
+    assert (out / "warm_start" / "second_breaking_ties_seed0" / "model.pt").exists()
+    proc = run_job("simulate-labels", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((out / "simulation.json").read_text())["second"]
+    for strategy in ("oldest", "breaking_ties"):
+        rows, before = again[strategy][0], first[strategy][0]
+        assert rows[0]["passes_run"] == 0
+        assert [r["coverage"] for r in rows] == [r["coverage"] for r in before]
+        assert [r["labels"] for r in rows] == [r["labels"] for r in before]

@@ -97,8 +97,26 @@ def quarters(rows: list[dict]) -> tuple[dict, dict]:
     return pooled(rows[:q]), pooled(rows[-q:])
 
 
+def make_learner(name: str, strategy: str, seed: int, settings, data: dict, args, out: Path):
+    """None (the replay's cheap head) or the warm-start fine-tune, its state kept under `out`
+    so that a rerun with the same --output resumes it."""
+    if args.learner == "head":
+        return None
+    from mltagger.training.warm_start import WarmStartLearner
+
+    frozen = None
+    if args.gate == "logistic":
+        frozen = {"pool": data["pool_x"], "val": data["val"][0], "base": data["base"][0],
+                  "negatives": data["negatives"], "other": data["other"]}  # fmt: skip
+    texts = {**data["texts"], "base_y": data["base"][1]}
+    folder = out / "warm_start" / f"{name}_{strategy}_seed{seed}"
+    return WarmStartLearner(
+        args.model, texts, settings, folder, frozen=frozen, threads=args.threads
+    )
+
+
 def run_half(
-    name: str, pool_ix: np.ndarray, data: dict, args: argparse.Namespace
+    name: str, pool_ix: np.ndarray, data: dict, args: argparse.Namespace, folder: Path
 ) -> dict[str, list[list[dict]]]:
     """Every strategy x seed on one half of the pool: {strategy: [windows of each seed]}."""
     out: dict[str, list[list[dict]]] = {}
@@ -121,13 +139,17 @@ def run_half(
             seed=seed,
         )
         reviewer = Reviewer(data["gold"], data["n_classes"], args.error_rate, seed)
+        learner = make_learner(name, strategy, seed, settings, data, args, folder)
         log = replay(
             data["pool_x"], reviewer, data["base"], data["val"], settings, data["n_classes"],
             arrival=arrival, negatives=data.get("negatives"), other=data["other"],
+            learner=learner,
         )  # fmt: skip
         rows = windows(log, data["gold"], args.window)
         for r in rows:  # the run's totals, on every row
             r["overdue_labels"], r["audit_labels"] = log.overdue_labels, log.audited
+            if learner is not None:  # fine-tune passes this process ran (0: all resumed)
+                r["passes_run"] = learner.trained_days
         out.setdefault(strategy, []).append(rows)
     return out
 
@@ -233,6 +255,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-age-days must be above 0, not {args.max_age_days}")
     if not args.seeds:
         raise UserError("--seeds needs at least one seed")
+    args.halves = sorted(set(args.halves))
+    if "first" not in args.halves and args.best not in args.strategies:
+        raise UserError(
+            "with --halves second, --best must name the order chosen on the first half, "
+            f"one of --strategies ({', '.join(args.strategies)})"
+        )
+    if args.learner == "finetune" and args.gate == "as_other":
+        raise UserError("--learner finetune takes --gate none or logistic, not as_other")
     pool = resolve_path(args.pool, project_root())
     if not pool.exists():
         raise UserError(f"pool file {args.pool} not found")
@@ -266,6 +296,7 @@ def load_data(args: argparse.Namespace) -> dict:
         rows = load_negatives(resolve_path(args.negatives, root), pool=pool, data_cfg=data_cfg)
         negatives = embed_all(args.model, [it["text"] for it in rows], cache)
     return {
+        "texts": {"pool": [it["text"] for it in pool], "val": texts["val"], "base": texts["train"]},
         "negatives": negatives,
         "other": col.get("other"),
         "n_classes": len(labels),
@@ -312,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "weighted by their chance of being asked (val until a tag has enough)",
     )  # fmt: skip
     p.add_argument(
-        "--gate", choices=GATES, default="none",
+        "--gate", default="none", metavar="|".join(GATES),
         help="how out-of-scope items are told apart: none (the head's other class), as_other "
         "(the negatives join it), logistic (a separate in-scope head; models.rule.with_gate)",
     )  # fmt: skip
@@ -321,11 +352,21 @@ def main(argv: list[str] | None = None) -> int:
         help="real texts of no topic that train the gate (data/SOURCE.md)",
     )  # fmt: skip
     p.add_argument(
-        "--first-half-only",
-        action="store_true",
-        help="run and report the first half only (choices are made there; the second half "
-        "is read once, for the targets)",
-    )
+        "--halves", nargs="+", choices=("first", "second"), default=["first", "second"],
+        help="first: where the default order is chosen; second: where the targets are read "
+        "(read once); `first` alone to make choices",
+    )  # fmt: skip
+    p.add_argument(
+        "--best", metavar="NAME",
+        help="the order chosen on the first half, when only the second half runs",
+    )  # fmt: skip
+    p.add_argument(
+        "--learner", choices=("head", "finetune"), default="head",
+        help="head: a logistic head on frozen embeddings (every strategy x seed in minutes); "
+        "finetune: the shipped model keeps training each day (one seed, the chosen order and "
+        "oldest; resumes from --output)",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="torch threads (finetune)")
     p.add_argument("--output", help="default runs/simulate-labels/<time>")
     args = p.parse_args(argv)
     check_args(args)
@@ -338,9 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.output) if args.output else resolve_path(f"runs/simulate-labels/{stamp}")
     out.mkdir(parents=True, exist_ok=True)
-    first = run_half("first", halves["first"], data, args)
-    best, meets_floor = choose_default(first)
-    if args.first_half_only:
+    if "first" in args.halves:
+        first = run_half("first", halves["first"], data, args, out)
+        best, meets_floor = choose_default(first)
+    else:
+        first, best, meets_floor = {}, args.best, None
+    if args.halves == ["first"]:
         curves_plot(first, out / "curves_first.png", "first half of the pool by date")
         result = {"settings": vars(args), "pool_sha256": data["pool_sha256"],
                   "chosen_on_first_half": best, "chosen_meets_precision_floor": meets_floor,
@@ -348,10 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         (out / "simulation.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         print(format_half(first, best, meets_floor))
         return 0
-    second = run_half("second", halves["second"], data, args)
+    second = run_half("second", halves["second"], data, args, out)
     targets = read_targets(second, best)
     stops = {s: [stopping_point(rows) for rows in runs] for s, runs in second.items()}
     for name, half in (("first", first), ("second", second)):
+        if not half:
+            continue
         curves_plot(half, out / f"curves_{name}.png", f"{name} half of the pool by date")
     result = {
         "settings": {k: v for k, v in vars(args).items()},
