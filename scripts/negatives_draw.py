@@ -260,6 +260,29 @@ def leave_out_copies(drawn: list[dict]) -> tuple[list[dict], list[dict]]:
     return [r for r in drawn if r["id"] not in left_out], out
 
 
+def near_copies_within(rows: list[dict]) -> list[dict]:
+    """After the reading drops: the kept rows' own near copies, left out until none is left (the
+    TF-IDF weights change with the rows, so the validator's check is repeated on the final set)."""
+    near = load_data_config("with_packages").near_duplicates
+    out = []
+    while True:
+        items = [as_item(r) for r in rows]
+        groups = near_duplicate_groups(items, float(near.threshold), int(near.same_title_min_chars))
+        later = {rid: g[0] for g in groups for rid in g[1:]}
+        if not later:
+            return out
+        out += [
+            {
+                "id": r["id"],
+                "reference": reference(r["source"], r["name"], r["version"]),
+                "why": f"near copy of drawn row {later[r['id']]} (after reading)",
+            }
+            for r in rows
+            if r["id"] in later
+        ]
+        rows = [r for r in rows if r["id"] not in later]
+
+
 def to_read(rows: list[dict]) -> list[dict]:
     """Every out-of-scope-ML row and a seeded sample of SPOT_READ not-ML rows."""
     oos = [r for r in rows if r["stratum"].startswith("oos-")]
@@ -319,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         if reading[i]["decision"] == "drop"
     ]
     drop_ids = {d["id"] for d in dropped}
-    rows = [final_row(r) for r in kept if r["id"] not in drop_ids]
+    final = [r for r in kept if r["id"] not in drop_ids]
+    copies += near_copies_within(final)
+    rows = [final_row(r) for r in final if r["id"] not in {c["id"] for c in copies}]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "registry.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     spot = [r for r in read if r["stratum"].startswith("not-ml-")]
@@ -328,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_source": dict(sorted(Counter(r["source"] for r in rows).items())),
         "per_stratum": dict(sorted(Counter(r["stratum"] for r in rows).items())),
         "available_per_stratum": counts["available"],
+        "rule": "scripts/negatives_draw.py (its docstring); reading: data/negatives/reading.json",
         "drawn_per_stratum": dict(sorted(Counter(r["stratum"] for r in drawn).items())),
         "excluded_same_package_name": counts["name_exclusions"],
         "excluded_copies": {

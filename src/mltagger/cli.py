@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mltagger.core.config import compose_config, hydra_entry, load_data_config
-from mltagger.core.errors import EXIT_INVALID, DataError, user_errors
+from mltagger.core.errors import EXIT_INVALID, EXIT_USAGE, DataError, user_errors
 from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.fresh import check_fresh
+from mltagger.data.negatives import describe_negatives, negatives_report
 from mltagger.data.pool import describe_pool, pool_report
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import RawRow, load_items, validate_rows
@@ -86,6 +87,13 @@ def validate_options(p: argparse.ArgumentParser) -> None:
         "fields (text_origin, rule, also), and no copy of a fresh-set item or of any training "
         "source, the package pool's names included",
     )
+    p.add_argument(
+        "--negatives",
+        action="store_true",
+        help="the in-scope gate's negatives (data/negatives/registry.json): each row `other`, "
+        "with its source, stratum and reference, and no copy of a training, fresh-set or "
+        "stream-pool item (the copied row named); exit 2 when any row is bad",
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -94,6 +102,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return validate_fresh(args.file, data_cfg)
     if args.pool:
         return validate_pool(args.file, data_cfg)
+    if args.negatives:
+        return validate_negatives(args.file, data_cfg)
     report = load_items(args.file, list(data_cfg.tags), labeled=not args.unlabeled)
     print(report.format(max_problems=args.max_problems))
     if args.rejects and report.rejected:
@@ -131,6 +141,16 @@ def validate_pool(path: str, data_cfg) -> int:
     if report.ok:
         print("  " + describe_pool(report.items))
     return 0 if report.ok else EXIT_INVALID
+
+
+def validate_negatives(path: str, data_cfg) -> int:
+    """The gate's negatives: their own fields, and no copy of a training, fresh-set or pool
+    item; one line per problem and exit 2 when bad, the counts per source and stratum when ok."""
+    report = negatives_report(path, data_cfg, project_root())
+    print(report.format())
+    if report.ok:
+        print("  " + describe_negatives(report.items))
+    return 0 if report.ok else EXIT_USAGE
 
 
 def predict_options(p: argparse.ArgumentParser) -> None:
