@@ -80,6 +80,8 @@ class ReplaySettings:
             raise UserError(f"audit_per_day must be in [0, budget], not {self.audit_per_day}")
         if self.thresholds not in ("val", "stream"):
             raise UserError(f"thresholds must be val or stream, not {self.thresholds!r}")
+        if not 0.0 < self.precision_target <= 1.0:
+            raise UserError(f"precision_target must be in (0, 1], not {self.precision_target}")
         if self.gate not in GATES:
             raise UserError(f"gate must be one of {', '.join(GATES)}, not {self.gate!r}")
 
@@ -371,10 +373,17 @@ def _stream_thresholds(
     return np.where(enough, from_pool, from_val)
 
 
-def windows(log: ReplayLog, gold: np.ndarray, size: int = 100) -> list[dict]:
+def windows(
+    log: ReplayLog, gold: np.ndarray, size: int = 100, also: np.ndarray | None = None
+) -> list[dict]:
     """Auto-tag coverage and precision per window of `size` arriving items (the decision rule as
-    run), with the precision's 95% Wilson interval and the labels spent by the window's end."""
+    run), with the precision's 95% Wilson interval and the labels spent by the window's end.
+
+    `also` (per pool item, the class a careful reader could defend beside the gold one, -1 for
+    none): adds `precision_also`, the share of applied tags that are the gold or that class.
+    Only the strict precision is read against the targets."""
     right = log.tag == np.asarray(gold)[log.order]
+    defensible = right if also is None else right | (log.tag == np.asarray(also)[log.order])
     out = []
     for start in range(0, len(log.order), size):
         sl = slice(start, min(start + size, len(log.order)))
@@ -390,6 +399,9 @@ def windows(log: ReplayLog, gold: np.ndarray, size: int = 100) -> list[dict]:
                 "precision": float(ok.sum() / n_auto) if n_auto else float("nan"),
                 "precision_low": float(lo),
                 "precision_high": float(hi),
+                "precision_also": float((defensible[sl] & auto).sum() / n_auto)
+                if n_auto
+                else float("nan"),
                 "labels": int(log.labels_by_day[last_day]),
             }
         )

@@ -105,6 +105,7 @@ def run_half(
             max_age_days=args.max_age_days,
             random_share=args.random_share,
             audit_per_day=args.audit_per_day,
+            precision_target=args.precision_target,
             thresholds=args.thresholds,
             gate=args.gate,
             seed=seed,
@@ -116,7 +117,7 @@ def run_half(
             arrival=arrival, negatives=data.get("negatives"), other=data["other"],
             learner=learner,
         )  # fmt: skip
-        rows = windows(log, data["gold"], args.window)
+        rows = windows(log, data["gold"], args.window, also=data["also"])
         for r in rows:  # the run's totals, on every row
             r["overdue_labels"], r["audit_labels"] = log.overdue_labels, log.audited
             if learner is not None:  # fine-tune passes this process ran (0: all resumed)
@@ -131,6 +132,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in args.strategies:
         ReplaySettings(name, budget=args.budget, day_size=args.day_size,
                        error_rate=args.error_rate, audit_per_day=args.audit_per_day,
+                       precision_target=args.precision_target,
                        thresholds=args.thresholds, gate=args.gate)  # fmt: skip
     if "oldest" not in args.strategies:
         raise UserError("--strategies must include oldest: the targets are read against it")
@@ -196,6 +198,7 @@ def load_data(args: argparse.Namespace) -> dict:
         ),
         "pool_x": emb[n_train + n_val :],
         "gold": np.array([col[it["tag"]] for it in pool]),
+        "also": np.array([col.get(it.get("also") or "", -1) for it in pool]),
         "dates": np.array([str(it["created_on"])[:10] for it in pool]),
         "pool_sha256": verify_checksum(resolve_path(args.pool, root), args.pool_sha256),
     }
@@ -221,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--random-share", type=float, default=0.1)
     p.add_argument("--window", type=int, default=100, help="items per reported window")
+    p.add_argument(
+        "--precision-target", type=float, default=0.92,
+        help="the precision a tag's threshold must keep on the labelled items it is chosen on",
+    )  # fmt: skip
     p.add_argument(
         "--audit-per-day", type=int, default=0,
         help="labels a day on random auto-tagged items (the audit sample), out of the budget",

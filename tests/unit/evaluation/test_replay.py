@@ -207,3 +207,19 @@ def test_a_gate_needs_its_negatives_and_a_known_name():
         replay(pool_x, Reviewer(gold, K, 0.0, 0), base, val, settings, K)
     with pytest.raises(UserError, match="gate must be one of none, as_other, logistic"):
         ReplaySettings("oldest", gate="mahalanobis")
+
+
+def test_precision_also_credits_the_defensible_second_tag_only_beside_the_strict_one():
+    base, val, pool_x, gold = world()
+    log = run("oldest", gold, pool_x, base, val)
+    wrong = log.auto & (log.tag != gold[log.order])
+    assert wrong.any()
+    also = np.full(len(gold), -1)
+    also[log.order[wrong]] = log.tag[wrong]  # every wrong applied tag was defensible
+    rows = windows(log, gold, size=100, also=also)
+    for r in rows:
+        if r["auto"]:
+            assert r["precision_also"] == pytest.approx(1.0)
+            assert r["precision"] < 1.0 or not wrong.any()
+    strict = windows(log, gold, size=100)
+    assert [r["precision"] for r in rows] == [r["precision"] for r in strict]
