@@ -106,7 +106,6 @@ def test_a_tiny_replay_writes_its_folder_and_reads_the_targets(trained, tmp_path
         (["--window", "0"], "--window must be at least 1 item"),
         (["--pool", "no/such/pool.json"], "pool file no/such/pool.json not found"),
         (["--halves", "second"], "with --halves second, --best must name the order chosen"),
-        (["--learner", "finetune", "--gate", "as_other"], "--learner finetune takes --gate"),
         (["--gate", "mahalanobis"], "gate must be one of none, as_other, logistic, not"),
     ],
 )
@@ -135,7 +134,7 @@ def test_the_warm_start_fine_tune_replays_and_resumes(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = json.loads((out / "simulation.json").read_text())["second"]
     assert first["breaking_ties"][0][0]["passes_run"] == 3  # a pass after each of 3 days
-    assert (out / "warm_start" / "second_breaking_ties_seed0" / "model.pt").exists()
+    assert (out / "warm_start" / "second_breaking_ties_seed0" / "model_0003.pt").exists()
     proc = run_job("simulate-labels", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((out / "simulation.json").read_text())["second"]

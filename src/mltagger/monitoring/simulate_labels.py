@@ -80,6 +80,11 @@ def make_learner(name: str, strategy: str, seed: int, settings, data: dict, args
         frozen = {"pool": data["pool_x"], "val": data["val"][0], "base": data["base"][0],
                   "negatives": data["negatives"], "other": data["other"]}  # fmt: skip
     texts = {**data["texts"], "base_y": data["base"][1]}
+    if args.gate == "as_other":  # the negatives join the rehearsal rows, as `other`
+        texts["base"] = texts["base"] + data["negative_texts"]
+        texts["base_y"] = np.concatenate(
+            [texts["base_y"], np.full(len(data["negative_texts"]), data["other"])]
+        )
     folder = out / "warm_start" / f"{name}_{strategy}_seed{seed}"
     return WarmStartLearner(
         args.model, texts, settings, folder, frozen=frozen, threads=args.threads
@@ -150,8 +155,6 @@ def check_args(args: argparse.Namespace) -> None:
             "with --halves second, --best must name the order chosen on the first half, "
             f"one of --strategies ({', '.join(args.strategies)})"
         )
-    if args.learner == "finetune" and args.gate == "as_other":
-        raise UserError("--learner finetune takes --gate none or logistic, not as_other")
     pool = resolve_path(args.pool, project_root())
     if not pool.exists():
         raise UserError(f"pool file {args.pool} not found")
@@ -180,14 +183,16 @@ def load_data(args: argparse.Namespace) -> dict:
     texts = {k: [it["text"] for it in prepared.splits[k]] for k in ("train", "val")}
     emb = embed_all(args.model, texts["train"] + texts["val"] + [it["text"] for it in pool], cache)
     n_train, n_val = len(texts["train"]), len(texts["val"])
-    negatives = None
+    negatives, negative_texts = None, []
     if args.gate != "none":
         refs = references(data_cfg, root)
         rows = load_negatives(resolve_path(args.negatives, root), tags, **refs, pool=pool)
-        negatives = embed_all(args.model, [it["text"] for it in rows], cache)
+        negative_texts = [it["text"] for it in rows]
+        negatives = embed_all(args.model, negative_texts, cache)
     return {
         "texts": {"pool": [it["text"] for it in pool], "val": texts["val"], "base": texts["train"]},
         "negatives": negatives,
+        "negative_texts": negative_texts,
         "other": col.get("other"),
         "n_classes": len(labels),
         "labels": labels,

@@ -8,10 +8,12 @@ thirty times). Each day it makes one pass over every answer so far (weighted lik
 head's, `pool_weight`) and as many rows again drawn from the shipped recipe's train split
 (rehearsal, so the old topics are not forgotten), with AdamW at a small fixed learning rate.
 Under gate "logistic" the in-scope gate stays the cheap one, on the shipped encoder's frozen
-embeddings: only the topic scores come from the fine-tuned model.
+embeddings: only the topic scores come from the fine-tuned model. Under gate "as_other" the
+caller puts the negatives among the rehearsal rows, tagged `other`.
 
-**Resumable.** After each day's pass the model and optimiser are saved, with the probabilities
-the replay read from that state, keyed by the labels the pass saw. A rerun of the same replay
+**Resumable.** After each day's pass the model and optimiser are saved (only the newest state
+is kept), with the probabilities the replay read from that state, keyed by the labels the pass
+saw. A rerun of the same replay
 reads those back without training and takes the saved model up at the first day it has no
 record of, so a killed run loses at most one day.
 """
@@ -46,14 +48,13 @@ class WarmStartLearner:
         batch_size: int = 16,
         threads: int | None = None,
     ) -> None:
-        """`texts`: pool (list), val (list), base (list) and base_y (array); `frozen`: the shipped
-        encoder's embeddings of pool, val, base and negatives, with `other`, for the gate."""
+        """`texts`: pool (list), val (list), base (list: the rehearsal rows) and base_y (array);
+        `frozen`: the shipped encoder's embeddings of pool, val, base and negatives, with
+        `other`, for gate "logistic"."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         s = settings
-        if s.gate == "as_other":
-            raise UserError("--learner finetune takes gate none or logistic, not as_other")
         if s.gate == "logistic" and frozen is None:
             raise UserError("gate 'logistic' needs the frozen embeddings and the negatives")
         if threads:
@@ -90,17 +91,20 @@ class WarmStartLearner:
     def _write(self) -> None:
         self._path(self.step).write_text(json.dumps(self.record))
 
+    def _model_path(self, step: int) -> Path:
+        return self.dir / f"model_{step:04d}.pt"
+
     def _ensure_model(self) -> None:
         """Bring the model in memory to the state of `self.step` (saved by an earlier run)."""
         if self.at == self.step:
             return
-        saved = self.dir / "model.pt"
-        state = self.torch.load(saved, weights_only=False) if saved.exists() else None
-        if state is None or state["step"] != self.step:
+        saved = self._model_path(self.step)
+        if not saved.exists():
             raise UserError(
                 f"{self.dir} has no saved model for day {self.step}: remove the folder to start "
                 "this replay again"
             )
+        state = self.torch.load(saved, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.at = self.step
@@ -122,16 +126,15 @@ class WarmStartLearner:
         self._train(pool_ix, labels)
         self.at = self.step
         self.trained_days += 1
-        self.torch.save(
-            {
-                "step": self.step,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-            },
-            self.dir / "model.pt",
-        )
+        # the new state first, then the day's record, then the previous state: a run killed
+        # anywhere in between finds the state its first unrecorded day starts from
+        tmp = self._model_path(self.step).with_suffix(".tmp")
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        self.torch.save(state, tmp)
+        tmp.replace(self._model_path(self.step))
         self.record = {"key": key, "val": None, "pool": {}}
         self._write()
+        self._model_path(self.step - 1).unlink(missing_ok=True)
 
     def _ensure_model_before(self) -> None:
         """Before training day `step`, the model must be at day `step - 1`."""
