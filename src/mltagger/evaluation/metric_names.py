@@ -28,6 +28,10 @@ class Metric:
     TOPIC_AUTO_PRECISION = "topic_auto_precision"
     TOPIC_COVERAGE = "topic_coverage"
     OOS_AUTO_TOPIC = "oos_auto_topic_rate"
+    # The product's promise is per tag: the lowest precision among the tags applied
+    # automatically (at least once), and the lower end of its 95% interval.
+    LOWEST_TAG_AUTO_PRECISION = "lowest_tag_auto_precision"
+    LOWEST_TAG_AUTO_PRECISION_LOW = "lowest_tag_auto_precision_low"
 
     ALL = (
         ACCURACY,
@@ -46,4 +50,6 @@ class Metric:
         TOPIC_AUTO_PRECISION,
         TOPIC_COVERAGE,
         OOS_AUTO_TOPIC,
+        LOWEST_TAG_AUTO_PRECISION,
+        LOWEST_TAG_AUTO_PRECISION_LOW,
     )

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # The figures shown side by side for test and fresh (make train, mltagger evaluate).
 HEADLINE_ROWS = (
+    ("lowest per-tag auto-tag precision", Metric.LOWEST_TAG_AUTO_PRECISION),
     ("topic weighted F1", Metric.TOPIC_F1_WEIGHTED),
     ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
     ("topic coverage", Metric.TOPIC_COVERAGE),
@@ -362,6 +363,22 @@ def evaluate_predictions(
     }
 
 
+PROMISE = 0.85  # the product's promise: automatic tags right more often than this, per tag
+
+
+def lowest_tag(report: dict) -> dict | None:
+    """The tag whose automatic tags are right least often (among tags applied automatically at
+    least once): the product promises precision per tag, so this is the promise as it stands.
+    None when nothing was applied automatically."""
+    auto = (report.get("coverage", {}).get("at_threshold") or {}).get("per_class_auto") or {}
+    applied = [(t, v) for t, v in auto.items() if v.get("num_auto")]
+    if not applied:
+        return None
+    tag, v = min(applied, key=lambda tv: (tv[1]["precision"], -tv[1]["num_auto"], tv[0]))
+    low = (v.get("precision_ci95") or [None])[0]
+    return {"tag": tag, "precision": v["precision"], "low": low, "num_auto": v["num_auto"]}
+
+
 def summary_metrics(report: dict, prefix: str = "") -> dict[str, float]:
     """The headline numbers as flat `prefix/key` pairs (for W&B summaries, sweeps, tables)."""
     out = {k: v for k, v in report["overall"].items() if isinstance(v, int | float)}
@@ -371,6 +388,11 @@ def summary_metrics(report: dict, prefix: str = "") -> dict[str, float]:
             out[key] = at[key]
     if report["calibration"][Metric.ECE] is not None:
         out[Metric.ECE] = report["calibration"][Metric.ECE]
+    worst = lowest_tag(report)
+    if worst is not None:
+        out[Metric.LOWEST_TAG_AUTO_PRECISION] = worst["precision"]
+        if worst["low"] is not None:
+            out[Metric.LOWEST_TAG_AUTO_PRECISION_LOW] = worst["low"]
     scope = report.get("scope")
     if scope:
         t = scope["topics"]

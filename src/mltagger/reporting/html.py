@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mltagger.evaluation.metrics import lowest_tag
 from mltagger.reporting.analysis import (
     Run,
     headline,
@@ -136,7 +137,7 @@ def build_html(
     fresh_path = run.folder / "fresh" / "metrics.json"
     fresh = json.loads(fresh_path.read_text()) if fresh_path.is_file() else None
     parts = [
-        *_header(run, target, latency),
+        *_header(run, target, latency, fresh),
         *_fresh_section(run.test, fresh),
         *_operating_points_section(run.test),
     ]
@@ -156,15 +157,45 @@ def build_html(
     return "\n".join(parts)
 
 
-def _header(run: Run, target: float, latency: list[dict] | None) -> list[str]:
-    """Title, the run's identity, the headline cards and the one-sentence verdict."""
+def _promise(run: Run, fresh: dict | None, target: float) -> tuple[str, str]:
+    """The first card and sentence: the promise (precision > target per tag) as it stands on
+    current content, i.e. the lowest per-tag automatic precision on the fresh set (on test
+    when the run has no fresh figures), red when under the target."""
+    split, worst = ("fresh", lowest_tag(fresh)) if fresh else ("test", lowest_tag(run.test))
+    if worst is None:
+        return (
+            f'<div class="card">lowest per-tag auto-tag precision<b>—</b>{split}: nothing '
+            "was tagged automatically</div>",
+            f"Nothing in the {split} set was tagged automatically.",
+        )
+    ok = worst["precision"] > target
+    card = (
+        f'<div class="card">lowest per-tag auto-tag precision ({split})'
+        f'<b class="{"ok" if ok else "bad"}">{fmt_pct(worst["precision"])}</b>'
+        f"{html.escape(worst['tag'])}, {worst['num_auto']} auto-tagged; target &gt; "
+        f"{target:.0%} for every tag</div>"
+    )
+    sentence = (
+        f"On {'2023–2026 content (the fresh set)' if split == 'fresh' else 'the test set'}, "
+        f"the tag applied automatically with the lowest precision is {worst['tag']}: right "
+        f"{fmt_pct(worst['precision'])} of {worst['num_auto']} times (95% interval from "
+        f"{fmt_pct(worst['low'])}), {'above' if ok else 'below'} the {target:.0%} promise."
+    )
+    return card, sentence
+
+
+def _header(
+    run: Run, target: float, latency: list[dict] | None, fresh: dict | None = None
+) -> list[str]:
+    """Title, the run's identity, the headline cards (the per-tag promise on current content
+    first) and the verdict."""
     head = headline(run, target)
     met = head["meets_target"]
+    promise_card, promise = _promise(run, fresh, target)
     verdict = (
-        f"Auto-applied tags are right {fmt_pct(head['precision'])} of the time "
-        f"({'above' if met else 'below'} the {target:.0%} target), for "
-        f"{fmt_pct(head['coverage'])} of items; the rest ({head['num_review']} of "
-        f"{head['num_samples']} test items) go to a person."
+        f"{promise} On test, auto-applied tags are right {fmt_pct(head['precision'])} of the "
+        f"time overall, for {fmt_pct(head['coverage'])} of items; the rest "
+        f"({head['num_review']} of {head['num_samples']} test items) go to a person."
     )
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -176,8 +207,9 @@ def _header(run: Run, target: float, latency: list[dict] | None) -> list[str]:
         f"{html.escape(str(run.info.get('data_sha256', ''))[:12])} · made "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
         '<div class="cards">',
-        f'<div class="card">auto-tag precision<b class="{"ok" if met else "bad"}">'
-        f"{fmt_pct(head['precision'])}</b>target &gt; {target:.0%}</div>",
+        promise_card,
+        f'<div class="card">auto-tag precision, test<b class="{"ok" if met else "bad"}">'
+        f"{fmt_pct(head['precision'])}</b>all tags together</div>",
         f'<div class="card">coverage<b>{fmt_pct(head["coverage"])}</b>'
         "tagged without a person</div>",
         f'<div class="card">weighted F1<b>{fmt_num(head["f1_weighted"])}</b>all test items</div>',

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.markdown import fmt, per_class_table, scope_md
-from mltagger.evaluation.metrics import HEADLINE_ROWS, Metric
+from mltagger.evaluation.metrics import HEADLINE_ROWS, PROMISE, Metric, lowest_tag
 from mltagger.training.checkpoints import TrainState
 
 
@@ -130,12 +130,23 @@ def _fresh_card(report: dict | None) -> list[str]:
     if report is None:
         return []
     at = report["coverage"]["at_threshold"] or {}
+    worst = lowest_tag(report)
+    promise = (
+        "Nothing was tagged automatically."
+        if worst is None
+        else f"**The promise on current content** (precision > {PROMISE:.0%} for every tag applied "
+        f"automatically): the lowest is {worst['tag']}, right {fmt(worst['precision'])} of "
+        f"{worst['num_auto']} times (95% interval from {fmt(worst['low'])}): "
+        f"{'kept' if worst['precision'] > PROMISE else '**broken**'}."
+    )
     return [
         "## Fresh figures (2023–2026 items, never trained on)",
         "",
         f"{report[Metric.NUM_SAMPLES]} items ({report.get('fresh', {}).get('path', '')}). "
         f"Weighted F1 {fmt(report['overall'].get(Metric.F1_WEIGHTED))}; auto-tag precision "
         f"{fmt(at.get(Metric.AUTO_PRECISION))} at coverage {fmt(at.get(Metric.COVERAGE))}.",
+        "",
+        promise,
         "",
         per_class_table(report),
         "",

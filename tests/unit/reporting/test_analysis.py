@@ -102,3 +102,67 @@ def test_committed_notebooks_have_no_outputs(name):
     assert code, "empty notebook"
     dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
     assert not dirty, f"{name}: code cells {dirty} have outputs: run `make strip-notebooks`"
+
+
+def _auto(per_tag: dict) -> dict:
+    """A metrics report whose automatic tags are per_tag {tag: (num_auto, right)}."""
+    from mltagger.evaluation.metrics import wilson_interval
+
+    return {
+        "coverage": {
+            "at_threshold": {
+                "per_class_auto": {
+                    t: {
+                        "num_auto": n,
+                        "precision": (r / n) if n else None,
+                        "precision_ci95": list(wilson_interval(r, n)) if n else [None, None],
+                    }
+                    for t, (n, r) in per_tag.items()
+                }
+            }
+        }
+    }
+
+
+def test_the_promise_is_the_lowest_per_tag_automatic_precision():
+    from mltagger.evaluation.metrics import lowest_tag
+
+    report = _auto({"mlops": (10, 10), "natural-language-processing": (28, 16), "other": (0, 0)})
+    worst = lowest_tag(report)
+    assert worst["tag"] == "natural-language-processing" and worst["num_auto"] == 28
+    assert worst["precision"] == pytest.approx(16 / 28) and worst["low"] < worst["precision"]
+    assert lowest_tag(_auto({"mlops": (0, 0)})) is None  # nothing applied: no promise to read
+
+
+def test_the_report_leads_with_the_promise_on_fresh_in_red_when_broken():
+    from mltagger.reporting.html import _header
+
+    run = A.Run(Path("."), {}, METRICS | _auto({"mlops": (20, 20)}), predictions=[])
+    fresh = _auto({"mlops": (9, 9), "natural-language-processing": (28, 16)})
+    page = "\n".join(_header(run, 0.85, None, fresh))
+    card = page.split('<div class="card">')[1]
+    assert card.startswith("lowest per-tag auto-tag precision (fresh)")
+    assert '<b class="bad">57.1%</b>natural-language-processing, 28 auto-tagged' in card
+    assert "below the 85% promise" in page
+    good = "\n".join(_header(run, 0.85, None, _auto({"mlops": (9, 9)})))
+    assert '<b class="ok">100.0%</b>mlops' in good
+    # no fresh figures in the run: the test set's, named as such
+    assert "lowest per-tag auto-tag precision (test)" in "\n".join(_header(run, 0.85, None))
+
+
+def test_the_model_card_says_whether_the_promise_holds_on_fresh():
+    from mltagger.training.card import _fresh_card
+
+    def report(per_tag):
+        return _auto(per_tag) | {
+            "num_samples": 40,
+            "overall": {"f1_weighted": 0.8},
+            "per_class": {},
+            "coverage": _auto(per_tag)["coverage"],
+        }
+
+    broken = "\n".join(_fresh_card(report({"natural-language-processing": (28, 16)})))
+    assert "the lowest is natural-language-processing, right 0.571 of 28 times" in broken
+    assert "**broken**" in broken
+    kept = "\n".join(_fresh_card(report({"mlops": (30, 30)})))
+    assert "kept." in kept and "broken" not in kept
