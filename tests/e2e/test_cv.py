@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mltagger.core.errors import ConfigError
+from mltagger.core.errors import ConfigError, DataError
 from tests.conftest import LEARN, make_learnable_items, run_job, tiny_train_overrides
 
 # Short but learnable: a fixed 6 epochs per fold (what the ablations do on the real model).
@@ -177,10 +177,18 @@ def test_train_refuses_per_tag_thresholds_of_another_recipe(cv_run, tiny_model_d
     # The CV's own recipe gets its thresholds.
     same = compose_config("train", [*overrides, oof, "eval.decision=per_tag", *CV_LEARN])
     assert decision_rule(same, data, data.label_names())["rule_used"] == "per_tag"
+    # Out-of-fold predictions of other *data* never fall back quietly, not even under auto.
+    moved = json.loads((tmp / "run" / "oof.json").read_text()) | {"data_sha256": "f" * 64}
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    for mode in ("auto", "per_tag"):
+        stale = compose_config(
+            "train", [*overrides, f"eval.oof={tmp_path / 'moved.json'}", f"eval.decision={mode}"]
+        )
+        with pytest.raises(DataError, match=r"out-of-fold predictions of other data .*make cv"):
+            decision_rule(stale, data, data.label_names())
 
 
 def test_fold_counts_are_checked_against_the_smallest_tag():
-    from mltagger.core.errors import DataError
     from mltagger.training.cv import check_folds
 
     items = [{"tag": "a"}] * 10 + [{"tag": "b"}] * 3

@@ -337,3 +337,22 @@ def test_distil_a_one_layer_student_from_the_trained_model(trained, tmp_path):
         *tiny_train_overrides(tmp_path / "b", items_file, teacher, "distill.teacher=/nope"),
     )
     assert bad.returncode == 2 and "no such model folder" in bad.stderr
+
+
+def test_soft_labels_of_other_data_stop_the_run_in_one_line(tmp_path, items_file, tiny_model_dir):
+    """Never a quiet fallback to gold labels: the teacher's labels were made for other data."""
+    blob = gold_soft_labels(tiny_train_overrides(tmp_path, items_file, tiny_model_dir))
+    soft = tmp_path / "soft_labels.json"
+    soft.write_text(json.dumps(blob | {"data_sha256": "0" * 64}))
+    proc = run_job(
+        "train",
+        *tiny_train_overrides(
+            tmp_path, items_file, tiny_model_dir, "logger=none", f"distill.soft_labels={soft}"
+        ),
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.strip().splitlines() if x.startswith("error:")]
+    assert "does not fit this run: computed for data 000000000000" in line
+    assert "make teacher" in line and "distill.soft_labels=null" in line
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "model").exists()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mltagger.core.errors import ConfigError
+from mltagger.core.errors import ConfigError, DataError
 from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import write_run_info
 from mltagger.core.tracking import wandb_settings
@@ -174,8 +174,9 @@ def load_teacher_signal(run: TrainingRun, cfg: DictConfig) -> None:
 
 def _load_soft_labels(run: TrainingRun, distill_cfg: DictConfig, root_dir: str) -> None:
     """A shipped teacher's probabilities: distillation without running the teacher. Labels
-    made for other data are not used (a warning, gold labels only); either way the run folder
-    says what it learnt from (soft_labels.json, next to its config)."""
+    made for other data or classes stop the run (DataError): a silent fallback to gold labels
+    would ship a different recipe under the same name. The run folder says what it learnt from
+    (soft_labels.json, next to its config)."""
     soft, run.soft_info = load_soft_labels(
         resolve_path(distill_cfg.soft_labels, root_dir),
         run.data,
@@ -185,13 +186,11 @@ def _load_soft_labels(run: TrainingRun, distill_cfg: DictConfig, root_dir: str) 
     if run.accelerator.is_main_process:
         (run.out_dir / "soft_labels.json").write_text(json.dumps(run.soft_info, indent=1) + "\n")
     if soft is None:
-        log.warning(
-            "distill.soft_labels=%s NOT used: %s (training on gold labels only; rebuild "
-            "them with `make teacher` for this data)",
-            distill_cfg.soft_labels,
-            run.soft_info["reason"],
+        raise DataError(
+            f"distill.soft_labels={distill_cfg.soft_labels} does not fit this run: "
+            f"{run.soft_info['reason']}; rebuild them for this data with `make teacher`, or "
+            "train without a teacher: distill.soft_labels=null"
         )
-        return
     run.teacher_logits = torch.log(torch.tensor(soft, dtype=torch.float32).clamp_min(1e-6))
     log.info(
         "soft labels of teacher %s for %d train items (alpha %.2f, T %.1f)",

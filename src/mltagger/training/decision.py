@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltagger.core.errors import ConfigError
+from mltagger.core.errors import ConfigError, DataError
 from mltagger.core.paths import resolve_path
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.behavior import format_suite, run_suite, write_suite
@@ -44,6 +44,13 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
         problem = f"no out-of-fold predictions at eval.oof={ecfg.get('oof')}"
     else:
         oof = json.loads(path.read_text())
+        if oof.get("data_sha256") != data.data_sha256:
+            raise DataError(
+                f"eval.oof={ecfg.oof} holds out-of-fold predictions of other data (sha256 "
+                f"{str(oof.get('data_sha256'))[:12]}…, this run's {data.data_sha256[:12]}…): "
+                "rebuild them with `make cv` for this data, or ship one val threshold: "
+                "eval.decision=global"
+            )
         if oof.get("fingerprint") != fingerprint:
             problem = (
                 f"{path.name} holds out-of-fold predictions of another recipe (fingerprint "
