@@ -185,6 +185,13 @@ def _block(
             }
             if auto_gold
             else {},
+            # Per gold tag: the share of its items tagged automatically (rightly or not), the
+            # coverage each tag's promise is read with.
+            "per_class_coverage": {
+                t: float(np.mean([a for g, a in zip(gold, auto, strict=True) if g == t]))
+                for t in all_tags
+                if t in gold
+            },
         }
     return out
 

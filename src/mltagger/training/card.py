@@ -31,6 +31,48 @@ def headline(name: str, metrics: dict, decision: dict) -> str:
     return "\n".join(lines)
 
 
+def _tag_figures(report: dict | None, tag: str) -> tuple[str, str, str]:
+    """(coverage of the tag's items, precision of its automatic tags, that precision's Wilson
+    lower bound) on one report, as text."""
+    if report is None:
+        return "—", "—", "—"
+    at = report["coverage"].get("at_threshold") or {}
+    cov = (at.get("per_class_coverage") or {}).get(tag)
+    auto = (at.get("per_class_auto") or {}).get(tag) or {}
+    low = (auto.get("precision_ci95") or [None])[0] if auto.get("num_auto") else None
+    prec = auto.get("precision") if auto.get("num_auto") else None
+    n = auto.get("num_auto") or 0
+    return fmt(cov), (f"{fmt(prec)} ({n})" if n else "—"), fmt(low)
+
+
+def per_tag_points(decision: dict, test: dict, fresh: dict | None) -> list[str]:
+    """Each tag's operating point on old and new data side by side (markdown): its threshold,
+    the out-of-fold figures it was chosen on (CV), and on test and fresh the share of the tag's
+    items tagged automatically, the precision of its automatic tags (how many) and the lower
+    bound of that precision. The promise is per tag, so this table is where it is kept or not."""
+    detail = decision.get("per_tag_detail") or {}
+    thresholds = decision.get("thresholds")
+    lines = [
+        "| tag | threshold | CV precision (auto) | CV lower bound | test coverage | test precision "
+        "| test lower | fresh coverage | fresh precision | fresh lower |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    tags = list((test.get("per_class") or {}).keys()) or list(detail)
+    for tag in tags:
+        d = detail.get(tag) or {}
+        thr = thresholds.get(tag) if isinstance(thresholds, dict) else None
+        thr = thr if thr is not None else (test["coverage"].get("threshold") or None)
+        cv = f"{fmt(d.get('precision'))} ({d.get('num_auto', 0)})" if d else "—"
+        lines.append(
+            f"| {tag} | {fmt(thr)} | {cv} | {fmt(d.get('pooled_lower', d.get('own_lower')))} | "
+            + " | ".join(_tag_figures(test, tag))
+            + " | "
+            + " | ".join(_tag_figures(fresh, tag))
+            + " |"
+        )
+    return lines
+
+
 def model_card(
     cfg,
     data: PreparedData,
@@ -40,6 +82,7 @@ def model_card(
     temperature,
     state: TrainState,
     fresh_report: dict | None = None,
+    decision: dict | None = None,
 ) -> str:
     """A short model card: what it was trained on, how well it does per tag and slice, limits."""
 
@@ -106,6 +149,13 @@ def model_card(
             *weak_lines,
             "",
             *_fresh_card(fresh_report),
+            "## Each tag's operating point: cross-validation, test and fresh",
+            "",
+            "Coverage: the share of the tag's items tagged automatically; precision: of the "
+            "tag's automatic tags (how many); lower: the 95% lower bound of that precision.",
+            "",
+            *per_tag_points(decision or {}, test_report, fresh_report),
+            "",
             "## Limits",
             "",
             f"- Trained on {sum(counts['train'].values())} items; small tags have few test items "

@@ -24,7 +24,7 @@ from mltagger.models.predict import TorchPredictor
 from mltagger.models.rule import softmax
 from mltagger.training.batches import predict_logits
 from mltagger.training.calibrate import fit_temperature
-from mltagger.training.card import headline, model_card
+from mltagger.training.card import headline, model_card, per_tag_points
 from mltagger.training.checkpoints import BEST
 from mltagger.training.decision import evaluate_fresh, run_behaviour_suite
 from mltagger.training.run_state import TrainingRun
@@ -174,6 +174,7 @@ def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dic
             evaluation.temperature,
             state,
             evaluation.fresh_report,
+            run.decision,
         )
     )
     if cfg.eval.get("behavior", True):
@@ -197,6 +198,9 @@ def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dic
         metrics,
     )
     print(headline(cfg.model.name, metrics, run.decision))
+    print("\nPer tag (coverage of the tag's items, precision of its automatic tags (n), lower "
+          "bound):")  # fmt: skip
+    print("\n".join(per_tag_points(run.decision, evaluation.test_report, evaluation.fresh_report)))
     print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
     return metrics
 
