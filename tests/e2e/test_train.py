@@ -356,3 +356,45 @@ def test_soft_labels_of_other_data_stop_the_run_in_one_line(tmp_path, items_file
     assert "make teacher" in line and "distill.soft_labels=null" in line
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "model").exists()
+
+
+NEGATIVES = [
+    ("fastjson-rs", "A fast JSON parser for Rust web services"),
+    ("tailwind-kit", "Tailwind CSS components for React dashboards"),
+    ("exif-rename", "Rename holiday photos by their EXIF capture date"),
+    ("airdrop-claim", "Claim free crypto tokens in the weekly airdrop"),
+    ("pg-migrate", "Schema migrations for PostgreSQL from YAML files"),
+    ("taskbar-weather", "A weather widget for the Windows taskbar"),
+    ("invoice-pdf", "Generate PDF invoices from spreadsheet rows"),
+    ("discord-dice", "A dice-rolling bot for Discord servers"),
+]
+
+
+def test_a_run_ships_its_out_of_scope_gate(tmp_path, items_file, tiny_model_dir):
+    """With data.gate_negatives, the run fits the gate (train split + negatives), saves
+    gate.json beside the model and records its AUROC; the service-side scorer reads it."""
+    from mltagger.models.gate import TextGate
+
+    rows = [
+        {"id": 990001 + k, "title": name, "description": text, "tag": "other",
+         "created_on": None, "source": "npm", "stratum": "not-ml-npm", "rule": "test",
+         "reference": f"npm:{name}@1.0.0", "text_origin": "author-summary"}
+        for k, (name, text) in enumerate(NEGATIVES)
+    ]  # fmt: skip
+    negatives = tmp_path / "negatives.json"
+    negatives.write_text(json.dumps(rows))
+    proc = run_job(
+        "train",
+        *tiny_train_overrides(
+            tmp_path, items_file, tiny_model_dir, "logger=none", "trainer.max_epochs=1",
+            f"+data.gate_negatives={{path: '{negatives}', sha256: null}}",
+        ),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = tmp_path / "run" / "model"
+    gate = TextGate.load(model)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())["summary"]
+    assert summary["gate/negatives"] == len(rows)
+    # topic texts score above the negatives' kind of text
+    topic, off = gate.in_scope(["graph neural network for molecules", "a JSON parser for Rust"])
+    assert topic > off

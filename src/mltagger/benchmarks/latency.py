@@ -24,6 +24,7 @@ import numpy as np
 from mltagger.core.config import compose_config
 from mltagger.core.paths import project_root
 from mltagger.data.prepare import prepare_data
+from mltagger.models.gate import GATE_FILE, TextGate
 from mltagger.models.predict import Predictor, folder_weights_mb
 
 ROOT = project_root()
@@ -69,7 +70,9 @@ def bench_one(folder: Path, texts: list[str], threads: int, warmup: int = 20) ->
         predictor.predict(items[start : start + 32])
     batch_s = time.perf_counter() - t0
     ms = np.array(times)
+    gate = bench_gate(folder, texts)
     return {
+        **gate,
         "model": str(folder),
         "backend": predictor.backend,
         "n": len(items),
@@ -80,6 +83,23 @@ def bench_one(folder: Path, texts: list[str], threads: int, warmup: int = 20) ->
         "throughput_batch32_per_s": len(items) / batch_s,
         "size_mb": folder_weights_mb(folder),
     }
+
+
+def bench_gate(folder: Path, texts: list[str], calls: int = 1000, warmup: int = 20) -> dict:
+    """The out-of-scope gate's own median over single-item calls (issue 32's target: <= 0.3 ms
+    for 1,000 calls), when the folder ships one (gate.json); {} when it does not."""
+    if not (folder / GATE_FILE).is_file():
+        return {}
+    gate = TextGate.load(folder)
+    for text in texts[:warmup]:
+        gate.in_scope([text])
+    times = []
+    for i in range(calls):
+        text = texts[i % len(texts)]
+        t0 = time.perf_counter()
+        gate.in_scope([text])
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"gate_p50_ms": float(np.median(times)), "gate_calls": len(times)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.n} single-item calls per model after warm-up, {args.threads} threads\n")
     print(
         "| model | backend | size (MB) | p50 ms | p95 ms | p99 ms | items/s at batch 32 "
-        f"| speed-up vs {rows[0]['name']} (p50) |"
+        f"| speed-up vs {rows[0]['name']} (p50) | gate p50 ms |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        gate = f"{r['gate_p50_ms']:.3f}" if "gate_p50_ms" in r else "no gate.json"
         print(
             f"| {r['name']} | {r['backend']} | {r['size_mb']:.1f} | {r['p50_ms']:.2f} | "
             f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_batch32_per_s']:.0f} | "
-            f"{base / r['p50_ms']:.1f}× |"
+            f"{base / r['p50_ms']:.1f}× | {gate} |"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(

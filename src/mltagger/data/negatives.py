@@ -259,3 +259,20 @@ def load_negatives(
             f"(`mltagger validate --negatives {path}` lists them all)"
         )
     return sorted(report.items, key=lambda it: it["id"])
+
+
+def load_checked_negatives(
+    path: str | Path, data_cfg: Any, root: str | Path | None, pool_path: str | Path | None = None
+) -> list[dict]:
+    """The negatives as `mltagger validate --negatives` checks them (against every source of the
+    data config, its fresh set and the stream pool, with the config's near-copy settings), so a
+    file the validator passes is the file a run trains on; DataError (one line) otherwise."""
+    pool_path = pool_path or "data/pool/stream.json"
+    report = negatives_report(path, data_cfg, root, pool_path)
+    if not report.ok:
+        bad_rows = len({p.row for p in report.problems})
+        raise DataError(
+            f"{path}: {bad_rows} of {report.n_rows} rows are invalid, first {report.problems[0]} "
+            f"(`mltagger validate --negatives {path}` lists them all)"
+        )
+    return sorted(report.items, key=lambda it: it["id"])

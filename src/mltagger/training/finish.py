@@ -7,6 +7,7 @@ and its card, models/latest and the W&B summary (`finish_run`). Only the main pr
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from mltagger.core.paths import resolve_path
+from mltagger.data.negatives import load_checked_negatives
+from mltagger.data.validation import verify_checksum
 from mltagger.evaluation import plots
 from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.metrics import summary_metrics
@@ -27,8 +31,11 @@ from mltagger.training.calibrate import fit_temperature
 from mltagger.training.card import headline, model_card, per_tag_points
 from mltagger.training.checkpoints import BEST
 from mltagger.training.decision import evaluate_fresh, run_behaviour_suite
+from mltagger.training.gate import fit_run_gate, gate_auroc
 from mltagger.training.run_state import TrainingRun
 from mltagger.training.tracking import log_run_to_wandb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -164,6 +171,7 @@ def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dic
     _write_metrics(out_dir, metrics, state.history)
     (out_dir / "decision.json").write_text(json.dumps(run.decision, indent=1) + "\n")
     model_dir = _write_model_folder(run, cfg.model, evaluation)
+    _ship_gate(run, cfg, model_dir, metrics)
     (model_dir / "card.md").write_text(
         model_card(
             cfg,
@@ -209,6 +217,28 @@ def _write_metrics(out_dir: Path, metrics: dict, history: list[dict]) -> None:
     (out_dir / "metrics.json").write_text(
         json.dumps({"summary": metrics, "history": history}, indent=1) + "\n"
     )
+
+
+def _ship_gate(run: TrainingRun, cfg: DictConfig, model_dir: Path, metrics: dict) -> None:
+    """The out-of-scope gate (issue 32) fitted beside the model when the data config names its
+    negatives (`data.gate_negatives`), saved as gate.json, with its AUROC on val and test. It is
+    measured and shipped, not yet applied: its threshold is chosen with the topic thresholds on
+    out-of-fold predictions in the next step."""
+    neg_cfg = cfg.data.get("gate_negatives")
+    if not neg_cfg:
+        return
+    path = resolve_path(neg_cfg.path, cfg.paths.root_dir)
+    verify_checksum(path, neg_cfg.get("sha256"))
+    negatives = load_checked_negatives(path, cfg.data, cfg.paths.root_dir)
+    gate = fit_run_gate(run.data.splits["train"], negatives, run.data.fallback_tag, cfg.seed)
+    gate.save(model_dir)
+    for split in ("val", "test"):
+        auroc = gate_auroc(gate, run.data.splits[split], run.data.fallback_tag)
+        if auroc is not None:
+            metrics[f"gate/{split}_auroc"] = auroc
+    metrics["gate/negatives"] = float(len(negatives))
+    log.info("gate: %d negatives, AUROC val %s test %s", len(negatives),
+             metrics.get("gate/val_auroc"), metrics.get("gate/test_auroc"))  # fmt: skip
 
 
 def _write_model_folder(run: TrainingRun, model_cfg: DictConfig, evaluation: Evaluation) -> Path:
