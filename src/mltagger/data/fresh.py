@@ -60,6 +60,17 @@ class FreshReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def raise_if_bad(self, path: str | Path, validate_option: str) -> None:
+        """One line for a file that failed its checks: how many rows, the first problem, and
+        the `mltagger validate` call that lists them all."""
+        if self.ok:
+            return
+        bad_rows = len({p.row for p in self.problems})
+        raise DataError(
+            f"{path}: {bad_rows} of {self.n_rows} rows are invalid, first {self.problems[0]} "
+            f"(`mltagger validate {validate_option} {path}` lists them all)"
+        )
+
     def format(self, max_problems: int = 500) -> str:
         bad_rows = len({p.row for p in self.problems})
         lines = [

@@ -252,12 +252,7 @@ def load_negatives(
     if not Path(path).is_file():
         raise DataError(f"negatives file {path} not found")
     report = check_negatives(path, training, fresh, packages, pool)
-    if not report.ok:
-        bad_rows = len({p.row for p in report.problems})
-        raise DataError(
-            f"{path}: {bad_rows} of {report.n_rows} rows are invalid, first {report.problems[0]} "
-            f"(`mltagger validate --negatives {path}` lists them all)"
-        )
+    report.raise_if_bad(path, "--negatives")
     return sorted(report.items, key=lambda it: it["id"])
 
 
@@ -269,10 +264,5 @@ def load_checked_negatives(
     file the validator passes is the file a run trains on; DataError (one line) otherwise."""
     pool_path = pool_path or "data/pool/stream.json"
     report = negatives_report(path, data_cfg, root, pool_path)
-    if not report.ok:
-        bad_rows = len({p.row for p in report.problems})
-        raise DataError(
-            f"{path}: {bad_rows} of {report.n_rows} rows are invalid, first {report.problems[0]} "
-            f"(`mltagger validate --negatives {path}` lists them all)"
-        )
+    report.raise_if_bad(path, "--negatives")
     return sorted(report.items, key=lambda it: it["id"])

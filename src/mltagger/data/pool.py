@@ -25,7 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mltagger.core.errors import DataError
 from mltagger.core.paths import resolve_path
 from mltagger.data.fresh import FreshReport, check_fresh, overlaps
 from mltagger.data.text import clean_text, join_text
@@ -224,11 +223,5 @@ def load_pool(
     """The checked pool items in replay order (created_on, then id); DataError (one line) if
     bad. `report`: a check already made (pool_report)."""
     report = report or check_pool(path, tags, training, fresh, packages)
-    if not report.ok:
-        # one line: the first problem and where the whole list is
-        bad_rows = len({p.row for p in report.problems})
-        raise DataError(
-            f"{path}: {bad_rows} of {report.n_rows} rows are invalid, first {report.problems[0]} "
-            f"(`mltagger validate --pool {path}` lists them all)"
-        )
+    report.raise_if_bad(path, "--pool")
     return sorted(report.items, key=lambda it: (str(it["created_on"]), it["id"]))
