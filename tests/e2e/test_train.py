@@ -398,3 +398,28 @@ def test_a_run_ships_its_out_of_scope_gate(tmp_path, items_file, tiny_model_dir)
     # topic texts score above the negatives' kind of text
     topic, off = gate.in_scope(["graph neural network for molecules", "a JSON parser for Rust"])
     assert topic > off
+
+
+def test_negatives_that_copy_a_training_item_stop_the_run_before_the_epochs(
+    tmp_path, items_file, tiny_model_dir
+):
+    train_item = json.loads(items_file.read_text())[0]
+    copy = {
+        "id": 990001, "title": train_item["title"], "description": train_item["description"],
+        "tag": "other", "created_on": None, "source": "npm", "stratum": "not-ml-npm",
+        "rule": "test", "reference": "npm:copy@1.0.0", "text_origin": "author-summary",
+    }  # fmt: skip
+    negatives = tmp_path / "negatives.json"
+    negatives.write_text(json.dumps([copy]))
+    proc = run_job(
+        "train",
+        *tiny_train_overrides(
+            tmp_path, items_file, tiny_model_dir, "logger=none",
+            f"+data.gate_negatives={{path: '{negatives}', sha256: null}}",
+        ),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.strip().splitlines() if x.startswith("error:")]
+    assert "1 of 1 rows are invalid" in line and f"training item {train_item['id']}" in line
+    assert "validate --negatives" in line and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no epoch was run

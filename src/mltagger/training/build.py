@@ -23,7 +23,9 @@ from mltagger.core.errors import ConfigError, DataError
 from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import write_run_info
 from mltagger.core.tracking import wandb_settings
+from mltagger.data.negatives import load_checked_negatives
 from mltagger.data.prepare import PreparedData, prepare_data
+from mltagger.data.validation import verify_checksum
 from mltagger.models.modelio import resolve_model_path
 from mltagger.training.batches import class_weights, tokenize_split
 from mltagger.training.checkpoints import BEST, find_checkpoint
@@ -71,6 +73,17 @@ def start_run(cfg: DictConfig) -> TrainingRun:
     )
 
 
+def gate_negatives(cfg: DictConfig) -> list[dict] | None:
+    """The out-of-scope gate's negatives when the data config names them (`gate_negatives`),
+    checked as `mltagger validate --negatives` checks them; None when it names none."""
+    neg_cfg = cfg.data.get("gate_negatives")
+    if not neg_cfg:
+        return None
+    path = resolve_path(neg_cfg.path, cfg.paths.root_dir)
+    verify_checksum(path, neg_cfg.get("sha256"))
+    return load_checked_negatives(path, cfg.data, cfg.paths.root_dir)
+
+
 def load_data(run: TrainingRun, cfg: DictConfig, data: PreparedData | None) -> None:
     """The splits (or the given ones), the model's classes and the decision rule.
 
@@ -84,6 +97,7 @@ def load_data(run: TrainingRun, cfg: DictConfig, data: PreparedData | None) -> N
         data = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=run.out_dir)
     run.data, run.labels = data, data.label_names()
     run.decision = decision_rule(cfg, data, run.labels)
+    run.gate_negatives = gate_negatives(cfg)
     accelerator = run.accelerator
     if accelerator.is_main_process:
         write_run_info(

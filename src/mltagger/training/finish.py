@@ -16,9 +16,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from mltagger.core.paths import resolve_path
-from mltagger.data.negatives import load_checked_negatives
-from mltagger.data.validation import verify_checksum
 from mltagger.evaluation import plots
 from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.metrics import summary_metrics
@@ -221,15 +218,13 @@ def _write_metrics(out_dir: Path, metrics: dict, history: list[dict]) -> None:
 
 def _ship_gate(run: TrainingRun, cfg: DictConfig, model_dir: Path, metrics: dict) -> None:
     """The out-of-scope gate (issue 32) fitted beside the model when the data config names its
-    negatives (`data.gate_negatives`), saved as gate.json, with its AUROC on val and test. It is
+    negatives (`data.gate_negatives`, checked in load_data before the epochs), saved as
+    gate.json, with its AUROC on val and test. It is
     measured and shipped, not yet applied: its threshold is chosen with the topic thresholds on
     out-of-fold predictions in the next step."""
-    neg_cfg = cfg.data.get("gate_negatives")
-    if not neg_cfg:
+    negatives = run.gate_negatives
+    if negatives is None:
         return
-    path = resolve_path(neg_cfg.path, cfg.paths.root_dir)
-    verify_checksum(path, neg_cfg.get("sha256"))
-    negatives = load_checked_negatives(path, cfg.data, cfg.paths.root_dir)
     gate = fit_run_gate(run.data.splits["train"], negatives, run.data.fallback_tag, cfg.seed)
     gate.save(model_dir)
     for split in ("val", "test"):

@@ -57,6 +57,8 @@ class TrainingRun:
     model: Any = None
     teacher_logits: Any = None
     soft_info: dict = field(default_factory=dict)
+    # load_data: the out-of-scope gate's negatives, checked before the epochs (None: no gate)
+    gate_negatives: list[dict] | None = None
     # build_optimiser, build_loss
     optimizer: Any = None
     scheduler: Any = None
