@@ -94,20 +94,21 @@ class WarmStartLearner:
     def _model_path(self, step: int) -> Path:
         return self.dir / f"model_{step:04d}.pt"
 
-    def _ensure_model(self) -> None:
-        """Bring the model in memory to the state of `self.step` (saved by an earlier run)."""
-        if self.at == self.step:
+    def _ensure_model(self, step: int) -> None:
+        """Bring the model in memory to its state after day `step` (saved by an earlier run
+        when this one read that day back)."""
+        if self.at == step:
             return
-        saved = self._model_path(self.step)
+        saved = self._model_path(step)
         if not saved.exists():
             raise UserError(
-                f"{self.dir} has no saved model for day {self.step}: remove the folder to start "
+                f"{self.dir} has no saved model for day {step}: remove the folder to start "
                 "this replay again"
             )
         state = self.torch.load(saved, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.at = self.step
+        self.at = step
 
     # -- the learner protocol -------------------------------------------------------------
     def fit(self, pool_ix: np.ndarray, labels: np.ndarray) -> None:
@@ -122,7 +123,7 @@ class WarmStartLearner:
         if known is not None and known["key"] == key:
             self.record = known  # this day was run before: read it back
             return
-        self._ensure_model_before()
+        self._ensure_model(self.step - 1)  # the pass of day `step` starts from day `step - 1`
         self._train(pool_ix, labels)
         self.at = self.step
         self.trained_days += 1
@@ -135,14 +136,6 @@ class WarmStartLearner:
         self.record = {"key": key, "val": None, "pool": {}}
         self._write()
         self._model_path(self.step - 1).unlink(missing_ok=True)
-
-    def _ensure_model_before(self) -> None:
-        """Before training day `step`, the model must be at day `step - 1`."""
-        self.step -= 1
-        try:
-            self._ensure_model()
-        finally:
-            self.step += 1
 
     def _train(self, pool_ix: np.ndarray, labels: np.ndarray) -> None:
         """One pass over the answers and an equal rehearsal sample of the train split."""
@@ -180,7 +173,7 @@ class WarmStartLearner:
         )
 
     def _scores(self, texts: list[str]) -> np.ndarray:
-        self._ensure_model()
+        self._ensure_model(self.step)
         out = []
         with self.torch.inference_mode():
             for start in range(0, len(texts), 64):
