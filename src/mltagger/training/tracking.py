@@ -5,12 +5,15 @@ and the model folder as an artifact. Offline by default (WANDB_MODE=offline), sy
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import git_commit
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.metrics import Metric
+
+log = logging.getLogger(__name__)
 
 
 def wandb_run(accelerator):
@@ -57,10 +60,31 @@ def log_run_to_wandb(
     run.log_artifact(_evaluation_artifact(wandb, run.id, out_dir, meta))
     if cfg.logger.wandb.log_model:
         model_art = wandb.Artifact(
-            f"model-{cfg.model.name}", type="model", metadata={**meta, **metrics}
+            f"model-{cfg.model.name}", type="model", metadata=model_metadata(meta, metrics)
         )
         model_art.add_dir(str(model_dir))
         run.log_artifact(model_art, aliases=["latest"])
+
+
+# W&B refuses an artifact with more than 100 metadata keys; the run summary keeps every figure.
+METADATA_MAX = 100
+_MODEL_FIGURES = ("test", "fresh", "gate", "threshold", "behavior")
+
+
+def model_metadata(meta: dict, metrics: dict) -> dict:
+    """The model artifact's metadata: its identity and the figures it is judged by (test, fresh,
+    the gate, its thresholds, the behaviour suite), not every val and global-threshold figure
+    of the run, which would pass W&B's limit of 100 keys (the run's summary has them all)."""
+    out = {**meta}
+    out.update(
+        {k: v for k, v in metrics.items() if "/" not in k or k.split("/")[0] in _MODEL_FIGURES}
+    )
+    if len(out) > METADATA_MAX:  # said, not hidden: the run summary still has every figure
+        keep = sorted(out, key=lambda k: (k not in meta, not k.startswith("fresh/"), k))
+        log.warning("model artifact metadata: %d keys, W&B takes %d; left out: %s",
+                    len(out), METADATA_MAX, ", ".join(keep[METADATA_MAX:]))  # fmt: skip
+        out = {k: out[k] for k in keep[:METADATA_MAX]}
+    return out
 
 
 _PER_TAG_COLUMNS = [

@@ -65,3 +65,24 @@ def test_softmax_divides_the_logits_by_the_temperature():
         np.testing.assert_allclose(softmax(logits, t), expected, rtol=1e-12)
     # A higher temperature flattens: the top probability falls.
     assert softmax(logits, 4.0)[0].max() < softmax(logits, 1.0)[0].max()
+
+
+def test_the_model_artifact_metadata_stays_within_wandbs_limit():
+    """The run of 2026-12-07 stopped at its very end: 105 metadata keys, W&B takes 100."""
+    import json
+
+    from mltagger.training.tracking import METADATA_MAX, model_metadata
+
+    splits = ("val", "test", "fresh", "test_global", "fresh_global")
+    metrics = {f"{s}/m{i}": float(i) for s in splits for i in range(18)}
+    metrics |= {f"threshold/t{i}": 0.5 for i in range(7)} | {"temperature": 1.0, "gate/x": 1.0}
+    meta = {"data_sha256": "abc", "git": "123"}
+    got = model_metadata(meta, metrics)
+    assert len(got) <= METADATA_MAX and got["data_sha256"] == "abc"
+    assert "test/m3" in got and "fresh/m3" in got and "gate/x" in got and "temperature" in got
+    assert not any(k.startswith(("val/", "test_global/", "fresh_global/")) for k in got)
+    # more figures than the limit even after the filter: the fresh ones and the identity stay
+    many = {f"fresh/f{i}": 1.0 for i in range(150)}
+    kept = model_metadata(meta, many)
+    assert len(kept) == METADATA_MAX and {"data_sha256", "git"} <= set(kept)
+    assert json.loads(json.dumps(kept)) == kept  # plain JSON values
