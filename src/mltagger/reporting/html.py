@@ -210,7 +210,7 @@ def _header(
         promise_card,
         f'<div class="card">auto-tag precision, test<b class="{"ok" if met else "bad"}">'
         f"{fmt_pct(head['precision'])}</b>all tags together</div>",
-        f'<div class="card">coverage<b>{fmt_pct(head["coverage"])}</b>'
+        f'<div class="card">coverage, test<b>{fmt_pct(head["coverage"])}</b>'
         "tagged without a person</div>",
         f'<div class="card">weighted F1<b>{fmt_num(head["f1_weighted"])}</b>all test items</div>',
         f'<div class="card">out-of-scope given a topic<b>{fmt_pct(head["oos_auto_topic"])}</b>'
