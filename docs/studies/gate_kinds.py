@@ -48,6 +48,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline, make_union
 
 from mltagger.core.config import load_data_config
+from mltagger.core.errors import user_errors
 from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.negatives import NEGATIVES_SHA256, load_negatives
 from mltagger.data.pool import load_pool, pool_report, references
@@ -267,4 +268,5 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with user_errors():  # a wrong --model or file: one line, exit 2
+        raise SystemExit(main())

@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mltagger.core.config import compose_config
+from mltagger.core.errors import user_errors
 from mltagger.core.paths import resolve_path
 from mltagger.data.negatives import load_checked_negatives
 from mltagger.data.prepare import prepare_data
@@ -104,4 +105,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with user_errors():  # a wrong --model or file: one line, exit 2
+        raise SystemExit(main())
