@@ -41,6 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # (the router handlers of `mltagger.serving.api`), its auth (`serving.access`) and bounds.
 SCOPE = {
     "models.rule": ["apply_threshold"],
+    "models.queue": [
+        "margin",
+        "tag_weights",
+        "uncertainty",
+        "_diverse",
+        "order",
+        "_with_random_share",
+        "stopping_point",
+    ],
     "evaluation.metrics": ["wilson_interval", "_per_class", "coverage_curve"],
     "evaluation.thresholds": ["choose_precision_threshold"],
     "models.predict": ["BasePredictor.probabilities", "BasePredictor.decide"],

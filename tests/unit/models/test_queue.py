@@ -161,3 +161,88 @@ def test_the_uncertainty_orders_pick_what_small_text_picks(ours, theirs):
         Scores(), None, np.arange(60), np.array([], dtype=int), np.array([], dtype=int), n=12
     )
     assert set(queue.order(ours, p, np.zeros(60))[:12].tolist()) == set(picked.tolist())
+
+
+# Found by mutating mltagger.models.queue (docs/testing.md): each test below pins a rule that a
+# surviving mutant broke without any test noticing.
+
+
+def test_scores_are_the_documented_quantities():
+    two = np.array([[0.7, 0.3]])  # two classes: the margin is defined
+    assert queue.margin(two)[0] == pytest.approx(0.4)
+    one = np.array([[0.6, 0.4]])
+    assert queue.uncertainty("least_confident", one)[0] == pytest.approx(0.4)
+    assert queue.uncertainty("breaking_ties", one)[0] == pytest.approx(0.8)
+    # every class already labelled: the weights are relative to the rarest, not absolute
+    np.testing.assert_allclose(queue.tag_weights({0: 3, 1: 8}, 2), [1.0, np.sqrt(4 / 9)])
+
+
+def test_diverse_keeps_its_span_and_every_candidate():
+    h = np.sqrt(0.5)
+    unit = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [h, -h]])  # 3: cosine 0.71 with 0
+    # 2 is a copy of 0: skipped while picks are made, then it follows in its order
+    assert queue._diverse(np.arange(4), unit, span=3, similar=0.8) == [0, 1, 3, 2]
+    # the span is the number of picks: after two, the rest keep their order, copy or not
+    assert queue._diverse(np.arange(4), unit, span=2, similar=0.8) == [0, 1, 2, 3]
+    # exactly as similar as the bound counts as similar (2 is 0 again: cosine 1.0)
+    assert queue._diverse(np.array([0, 2, 1]), unit, span=3, similar=1.0) == [0, 1, 2]
+
+
+def test_diverse_ties_compares_directions_whatever_the_norms():
+    probs = np.array([[0.5, 0.5], [0.5, 0.48], [0.5, 0.49]])  # ranked 0, 2, 1
+    angle = np.array([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]])  # 0 and 2 point the same way
+    for scale in (0.1, 10.0):
+        got = queue.order("diverse_ties", probs, np.zeros(3), embeddings=angle * scale)
+        assert list(got) == [0, 1, 2], scale  # 2 is a copy of 0 and waits; 1 (cosine 0.6) not
+    with pytest.raises(UserError, match=r"^the diverse_ties strategy needs the items' embeddings$"):
+        queue.order("diverse_ties", probs, np.zeros(3))
+
+
+def test_the_random_share_stays_within_the_k_positions_asked_for():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=30)
+    ages = np.zeros(30)
+    plain = list(queue.order("breaking_ties", probs, ages))
+    assert list(queue.order("breaking_ties", probs, ages, random_share=0.9, k=0)) == plain
+    got = list(queue.order("breaking_ties", probs, ages, random_share=0.9, k=3))
+    drawn = set(got[:3])
+    assert got[3:] == [i for i in plain if i not in drawn]  # after k: the plain order
+    # k positions all taken by overdue items: no room for a random pick
+    ages = np.arange(30.0)
+    overdue = list(queue.order("breaking_ties", probs, ages, max_age=28, random_share=0.9, k=2))
+    assert overdue == list(queue.order("breaking_ties", probs, ages, max_age=28))
+    # the default seed is 0, and the empty queue is an empty integer array
+    kw = {"random_share": 0.5, "k": 10}
+    np.testing.assert_array_equal(
+        queue.order("breaking_ties", probs, np.zeros(30), **kw),
+        queue.order("breaking_ties", probs, np.zeros(30), seed=0, **kw),
+    )
+    assert queue.order("oldest", np.zeros((0, 4)), np.zeros(0)).dtype.kind == "i"
+
+
+def test_a_page_of_one_position_can_still_be_a_random_pick():
+    ranked = list(range(50))
+    firsts = {queue._with_random_share(ranked, 1, 0.99, seed)[0] for seed in range(5)}
+    assert firsts != {0}
+
+
+def test_overdue_items_of_the_same_age_keep_their_ranked_order():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=60)
+    ages = rng.integers(5, 8, size=60).astype(float)  # all overdue, many of the same age
+    ranked = list(queue.order("breaking_ties", probs, ages))  # no maximum age: by score
+    want = sorted(ranked, key=lambda i: -ages[i])  # oldest first, ties in ranked order
+    assert list(queue.order("breaking_ties", probs, ages, max_age=1)) == want
+
+
+def test_the_stopping_point_reads_the_first_window_100_labels_later():
+    def w(labels, coverage):
+        return {"labels": labels, "coverage": coverage}
+
+    # the window exactly 100 labels later is flat: stop there, whatever comes after it
+    flat_then_up = [w(0, 0.2), w(100, 0.2), w(200, 0.6)]
+    assert queue.stopping_point(flat_then_up) == 0
+    # the next window is 50 labels later (too soon); the first one 100 later is what counts
+    assert queue.stopping_point([w(0, 0.2), w(50, 0.9), w(100, 0.2), w(200, 0.9)]) == 0
+    # a gain exactly at the bound pays (0.5 -> 0.75 with gain 0.25)
+    assert queue.stopping_point([w(0, 0.5), w(100, 0.75)], gain=0.25) is None
