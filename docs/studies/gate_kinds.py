@@ -50,8 +50,8 @@ from sklearn.pipeline import make_pipeline, make_union
 from mltagger.core.config import load_data_config
 from mltagger.core.errors import user_errors
 from mltagger.core.paths import project_root, resolve_path
-from mltagger.data.negatives import NEGATIVES_SHA256, load_negatives
-from mltagger.data.pool import load_pool, pool_report, references
+from mltagger.data.negatives import NEGATIVES_SHA256, load_checked_negatives
+from mltagger.data.pool import load_pool, pool_report
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import sha256_file, verify_checksum
 from mltagger.models.modelio import read_model_metadata
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = load_pool(pool_path, tags, report=pool_report(pool_path, data_cfg, root))
     neg_path = resolve_path(args.negatives, root)
     verify_checksum(neg_path, NEGATIVES_SHA256)
-    negatives = load_negatives(neg_path, tags, **references(data_cfg, root), pool=pool)
+    negatives = load_checked_negatives(neg_path, data_cfg, root, pool_path)
     train = prepare_data(data_cfg, root).splits["train"]
     col = {t: i for i, t in enumerate(labels)}
     other = col["other"]

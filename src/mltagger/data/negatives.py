@@ -237,31 +237,16 @@ def negatives_report(
     )
 
 
-def load_negatives(
-    path: str | Path,
-    tags: Sequence[str],
-    training: Sequence[dict] = (),
-    fresh: Sequence[dict] = (),
-    packages: Sequence[dict] = (),
-    pool: Sequence[dict] = (),
-) -> list[dict]:
-    """The checked negatives in id order; DataError (one line) if the file is bad or `other` is
-    not an approved tag."""
-    if TAG not in tags:
-        raise DataError(f"{path}: negatives are tagged `{TAG}`, which is not an approved tag")
-    if not Path(path).is_file():
-        raise DataError(f"negatives file {path} not found")
-    report = check_negatives(path, training, fresh, packages, pool)
-    report.raise_if_bad(path, "--negatives")
-    return sorted(report.items, key=lambda it: it["id"])
-
-
 def load_checked_negatives(
     path: str | Path, data_cfg: Any, root: str | Path | None, pool_path: str | Path | None = None
 ) -> list[dict]:
     """The negatives as `mltagger validate --negatives` checks them (against every source of the
     data config, its fresh set and the stream pool, with the config's near-copy settings), so a
     file the validator passes is the file a run trains on; DataError (one line) otherwise."""
+    if TAG not in data_cfg.tags:
+        raise DataError(f"{path}: negatives are tagged `{TAG}`, which is not an approved tag")
+    if not Path(path).is_file():
+        raise DataError(f"negatives file {path} not found")
     pool_path = pool_path or "data/pool/stream.json"
     report = negatives_report(path, data_cfg, root, pool_path)
     report.raise_if_bad(path, "--negatives")

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 from mltagger.core.config import load_data_config
 from mltagger.core.errors import UserError
 from mltagger.core.paths import project_root, resolve_path
-from mltagger.data.negatives import load_negatives
-from mltagger.data.pool import load_pool, pool_report, references
+from mltagger.data.negatives import load_checked_negatives
+from mltagger.data.pool import load_pool, pool_report
 from mltagger.data.prepare import prepare_data
 from mltagger.data.validation import sha256_file, verify_checksum
 from mltagger.evaluation.replay import GATES, ReplaySettings, Reviewer, replay, windows
@@ -185,8 +185,7 @@ def load_data(args: argparse.Namespace) -> dict:
     n_train, n_val = len(texts["train"]), len(texts["val"])
     negatives, negative_texts = None, []
     if args.gate != "none":
-        refs = references(data_cfg, root)
-        rows = load_negatives(resolve_path(args.negatives, root), tags, **refs, pool=pool)
+        rows = load_checked_negatives(resolve_path(args.negatives, root), data_cfg, root, pool_path)
         negative_texts = [it["text"] for it in rows]
         negatives = embed_all(args.model, negative_texts, cache)
     return {

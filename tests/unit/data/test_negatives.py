@@ -9,8 +9,7 @@ import pytest
 from mltagger.cli import main
 from mltagger.core.errors import EXIT_USAGE, DataError
 from mltagger.data import negatives as negatives_module
-from mltagger.data.negatives import check_negatives, load_negatives
-from tests.conftest import TAGS
+from mltagger.data.negatives import check_negatives
 
 
 def neg_row(i: int, title: str, description: str, **extra) -> dict:
@@ -44,7 +43,9 @@ def write(tmp_path, rows) -> str:
 
 
 def test_a_good_file_loads_in_id_order(tmp_path):
-    items = load_negatives(write(tmp_path, GOOD), TAGS)
+    report = check_negatives(write(tmp_path, GOOD))
+    report.raise_if_bad("negatives.json", "--negatives")
+    items = sorted(report.items, key=lambda it: it["id"])
     assert [it["id"] for it in items] == [1, 2]
     assert {it["tag"] for it in items} == {"other"}
     assert {it["source"] for it in items} == {"npm", "pypi"}
@@ -72,7 +73,7 @@ def test_a_copy_of_a_training_or_fresh_item_names_both_rows(tmp_path):
     assert "(id 4): title:" in text and "of fresh-set item 100007 ('Free airdrop')" in text
     assert [it["id"] for it in report.items] == [2, 1]
     with pytest.raises(DataError, match="2 of 4 rows are invalid") as err:
-        load_negatives(write(tmp_path, rows), TAGS, training, fresh)
+        check_negatives(write(tmp_path, rows), training, fresh).raise_if_bad("f", "--negatives")
     assert "\n" not in str(err.value)
 
 
@@ -98,7 +99,7 @@ def test_the_same_registry_package_as_the_pool_is_a_copy(tmp_path):
 def test_a_bad_row_is_one_line(tmp_path, change, expected):
     rows = [{**GOOD[0], **change}, GOOD[1]]
     with pytest.raises(DataError) as err:
-        load_negatives(write(tmp_path, rows), TAGS)
+        check_negatives(write(tmp_path, rows)).raise_if_bad("f", "--negatives")
     message = str(err.value)
     assert "\n" not in message
     assert f"1 of 2 rows are invalid, first {expected}" in message
