@@ -119,14 +119,7 @@ OUT_OF_SCOPE = {
 UNLESS = {"audio-music": r"speech|voice|spoken|speaker|\bTTS\b|\bASR\b|transcri"}
 _OOS = {k: re.compile(p, re.IGNORECASE) for k, p in OUT_OF_SCOPE.items()}
 _UNLESS = {k: re.compile(p, re.IGNORECASE) for k, p in UNLESS.items()}
-TOPICS = {
-    "natural-language-processing",
-    "computer-vision",
-    "mlops",
-    "reinforcement-learning",
-    "graph-learning",
-    "time-series",
-}
+TOPICS = {t for t in load_data_config("with_packages").tags if t != "other"}
 
 
 def english(summary: str) -> bool:
