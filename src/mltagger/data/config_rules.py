@@ -26,13 +26,17 @@ from mltagger.core.checks import (
 from mltagger.core.errors import ConfigError
 from mltagger.core.paths import resolve_path
 from mltagger.data.corrections import ACTIONS
+from mltagger.data.split import FOLD_KINDS, SOURCE_SPLITS
 
 # One entry of data.sources (see conf/data/with_external.yaml for the optional keys).
 SOURCE_RULES = {
     "name": text(),
     "path": path("file"),
     "sha256": text(nullable=True, optional=True),  # null: not pinned
-    "split": one_of(("all", "train"), optional=True),
+    "split": one_of(SOURCE_SPLITS, optional=True),
+    # How `make cv` folds this source's rows: `stratified` (shuffled per tag) or `date` (per tag,
+    # contiguous blocks in date order: each fold is scored by models of other periods).
+    "folds": one_of(FOLD_KINDS, optional=True),
     "weight": number(above=0, high=1, optional=True),
     "max_per_tag": integer(1, nullable=True, optional=True),
     "seed": integer(optional=True),
@@ -60,6 +64,10 @@ DATA_RULES = {
     "label_noise.seed": integer(optional=True),
     "label_noise.oof": text(nullable=True, optional=True),
     "reviewed_labels": path("file", nullable=True, optional=True),
+    # Written relabelling rules for weak sources (mltagger.data.relabel): data/mappings/*.yaml.
+    "relabel.path": path("file", nullable=True, optional=True),
+    "relabel.sha256": text(nullable=True, optional=True),
+    "relabel.sources": sequence(text(), optional=True),
 }
 
 

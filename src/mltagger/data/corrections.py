@@ -42,6 +42,8 @@ def apply_layer(
     it never judged. A layer built on the first k sources of the data (same files, same split)
     stays valid when sources are added after them (e.g. `mltagger dataset build` adding human
     labels), because splitting source by source never moves an earlier source's rows.
+    With `data_sources`, `data_sha256` (when given) is the whole data's fingerprint, which
+    differs from the sources' combined hash when relabelling rules are folded in.
     """
 
     if action not in ACTIONS:
@@ -55,6 +57,8 @@ def apply_layer(
             (combined_sha256(data_sources[:k]), {s["name"] for s in data_sources[:k]})
             for k in range(len(data_sources), 0, -1)
         ]
+        if data_sha256 is not None:  # the whole data's fingerprint (relabel rules folded in)
+            prefixes[0] = (data_sha256, prefixes[0][1])
         data_sha256 = prefixes[0][0]
     covered = next((names for sha, names in prefixes if sha == layer.get("data_sha256")), False)
     judged = (
@@ -84,8 +88,14 @@ def apply_layer(
         raise DataError(f"label_noise.weight must be in (0, 1], got {weight}")
 
     train = []
+    overruled = 0
     for it in splits["train"]:
         issue = chosen.get(it["id"])
+        # A written relabelling rule (data.relabel) decided this row's tag: a person's rule
+        # outranks the search's suggestion, which judged the row under its shipped tag.
+        if issue is not None and it.get("relabel_rule"):
+            overruled += 1
+            issue = None
         if issue is None or action == "keep":
             train.append(it)
         elif action == "drop":
@@ -98,7 +108,8 @@ def apply_layer(
         "action": action,
         "sources": list(sources),
         "suspects_in_sources": len(chosen),
-        "affected": 0 if action == "keep" else len(chosen),
+        "affected": 0 if action == "keep" else len(chosen) - overruled,
+        "overruled_by_relabel_rules": overruled,
         "by_change": dict(Counter(f"{r['tag']} -> {r['suggested']}" for r in chosen.values())),
     }
     return {**splits, "train": train}, summary

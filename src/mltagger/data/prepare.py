@@ -10,6 +10,7 @@ duplicates are listed in the split manifest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -24,7 +25,8 @@ from mltagger.data.config_rules import check_data_config
 from mltagger.data.corrections import apply_layer
 from mltagger.data.duplicates import near_duplicate_groups, remove_exact_duplicates
 from mltagger.data.fresh import load_fresh
-from mltagger.data.split import fold_rare_tags, split_sources_in_order
+from mltagger.data.relabel import apply_rules, load_rules
+from mltagger.data.split import SOURCE_SPLITS, fold_rare_tags, split_sources_in_order
 from mltagger.data.validation import (
     ValidationReport,
     combined_sha256,
@@ -56,6 +58,8 @@ class PreparedData:
     # new to every training source; evaluated beside test, never trained on. Empty when unset.
     fresh: list[dict] = field(default_factory=list)
     fresh_manifest: dict = field(default_factory=dict)
+    # What the written relabelling rules (data.relabel, mltagger.data.relabel) changed.
+    relabel: dict = field(default_factory=dict)
 
     def label_names(self) -> list[str]:
         """Tags that appear in training data, in the approved list's order: the model's classes."""
@@ -79,6 +83,7 @@ class PreparedData:
             "rejected_rows": sum(len(r.rejected) for r in self.rejected),
             "label_noise": self.label_noise,
             "reviewed_labels": self.reviewed_labels,
+            "relabel": self.relabel,
             "fresh": {**self.fresh_manifest, "ids": [it["id"] for it in self.fresh]}
             if self.fresh
             else None,
@@ -148,6 +153,12 @@ def prepare_data(
     if fallback not in tags:
         raise DataError(f"fallback_tag {fallback!r} is not in the approved tags {tags}")
     items, sources, reports = _load_sources(data_cfg, tags, root_dir, rejects_dir)
+    data_sha256 = combined_sha256(sources)
+    relabel: dict = {}
+    if data_cfg.get("relabel") and data_cfg.relabel.get("path"):
+        items, relabel, data_sha256 = _apply_relabel(
+            data_cfg.relabel, items, tags, sources, root_dir
+        )
     fresh: list[dict] = []
     fresh_manifest: dict = {}
     if data_cfg.get("fresh") and data_cfg.fresh.get("path"):
@@ -169,6 +180,7 @@ def prepare_data(
         seed=sp.seed,
         groups=groups,
         train_only=[s["name"] for s in sources if s.get("split") == "train"],
+        no_test=[s["name"] for s in sources if s.get("split") == "trainval"],
         dropped=near_copies,
     )
     split_config = {"val_size": sp.val_size, "test_size": sp.test_size, "seed": sp.seed}
@@ -180,14 +192,14 @@ def prepare_data(
     label_noise: dict = {}
     if apply_label_noise:
         splits, label_noise = _apply_label_noise(
-            splits, data_cfg.get("label_noise"), root_dir, sources, split_config
+            splits, data_cfg.get("label_noise"), root_dir, sources, split_config, data_sha256
         )
     return PreparedData(
         splits=splits,
         tags=tags,
         fallback_tag=fallback,
         sources=sources,
-        data_sha256=combined_sha256(sources),
+        data_sha256=data_sha256,
         removed_duplicates=removed + near_copies,
         near_duplicate_groups=groups,
         folded_tags=folded,
@@ -197,7 +209,30 @@ def prepare_data(
         reviewed_labels=reviewed,
         fresh=fresh,
         fresh_manifest=fresh_manifest,
+        relabel=relabel,
     )
+
+
+def _apply_relabel(
+    cfg: Any, items: list[dict], tags: list[str], sources: list[dict], root_dir: Any
+) -> tuple[list[dict], dict, str]:
+    """The written relabelling rules applied to the sources they name (after each source's
+    per-tag cap, so the rows drawn stay the same), and the data fingerprint with the rules'
+    sha256 folded in: changing a rule changes the data every derived file was made from."""
+    path = resolve_path(cfg.path, root_dir)
+    if not path.is_file():
+        raise DataError(f"data.relabel.path={cfg.path}: no such file ({path})")
+    verify_checksum(path, cfg.get("sha256"))
+    rules, sha = load_rules(path, tags)
+    names = [s["name"] for s in sources]
+    if not cfg.get("sources"):
+        raise DataError("data.relabel.sources: name the data sources the rules apply to")
+    unknown = [n for n in cfg.sources if n not in names]
+    if unknown:
+        raise DataError(f"data.relabel.sources: {unknown[0]!r} is not a data source ({names})")
+    items, summary = apply_rules(items, rules, list(cfg.sources))
+    fingerprint = hashlib.sha256(f"{combined_sha256(sources)}\nrelabel:{sha}".encode()).hexdigest()
+    return items, {"path": str(cfg.path), "sha256": sha, **summary}, fingerprint
 
 
 def _load_sources(
@@ -249,12 +284,14 @@ def _source_rows(src: Any, report: ValidationReport, sha: str) -> tuple[list[dic
     if weight != 1.0:  # the loss weight of every row of this source (train split only)
         src_items = [{**it, "weight": weight} for it in src_items]
     entry = {"name": src.name, "path": str(src.path), "sha256": sha, "rows": report.n_rows}
-    if src.get("split", "all") not in ("all", "train"):
+    if src.get("split", "all") not in SOURCE_SPLITS:
         raise DataError(
-            f"data source {src.name!r}: split must be `all` or `train`, got {src.split!r}"
+            f"data source {src.name!r}: split must be one of {SOURCE_SPLITS}, got {src.split!r}"
         )
-    if src.get("split", "all") == "train":
-        entry["split"] = "train"
+    if src.get("split", "all") != "all":
+        entry["split"] = src.split
+    if src.get("folds", "stratified") != "stratified":
+        entry["folds"] = src.folds
     if weight != 1.0:
         entry["weight"] = weight
     if capped:
@@ -269,6 +306,7 @@ def _apply_label_noise(
     root_dir: str | Path | None,
     sources: list[dict],
     split_config: dict,
+    data_sha256: str,
 ) -> tuple[dict[str, list[dict]], dict]:
     """The label-issue layer's action on the train split, and what it changed (empty when the
     config has no layer or keeps the shipped labels)."""
@@ -287,6 +325,7 @@ def _apply_label_noise(
         sources=list(noise_cfg.sources),
         weight=float(noise_cfg.get("weight", 1.0)),
         data_sources=sources,
+        data_sha256=data_sha256,
         split_config=split_config,
     )
     label_noise["layer"] = str(noise_cfg.layer)

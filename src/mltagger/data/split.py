@@ -12,6 +12,13 @@ from collections.abc import Iterable, Sequence
 from mltagger.core.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# A data source's `split`: `all` (train/val/test, the platform's items), `train` (weak rows, train
+# only, never scored) or `trainval` (gold rows that train and are cross-validated - their
+# out-of-fold predictions choose operating points - but never join the test split, so test stays
+# comparable across recipes; the stream pool).
+SOURCE_SPLITS = ("all", "train", "trainval")
+# How cross-validation folds a source's rows (`folds:`), see mltagger.training.cv.make_folds.
+FOLD_KINDS = ("stratified", "date")
 
 
 def fold_rare_tags(
@@ -112,6 +119,7 @@ def split_sources_in_order(
     seed: int,
     groups: Iterable[Sequence[int]] = (),
     train_only: Iterable[str] = (),
+    no_test: Iterable[str] = (),
     dropped: list[dict] | None = None,
 ) -> dict[str, list[dict]]:
     """Split each source in turn, so adding a source never moves an item of an earlier one.
@@ -123,9 +131,12 @@ def split_sources_in_order(
     Sources in `train_only` (weak sources such as the external lists) go to train whole, so the
     val and test splits - and every figure computed on them - stay those of the platform's own
     items; their near-copies of a val/test item are left out (appended to `dropped`).
+    Sources in `no_test` are split into train and val only (val share `val_size`); their
+    near-copies of a test item are left out the same way.
     """
     groups = [list(g) for g in groups]
     train_only = set(train_only)
+    no_test = set(no_test)
     placed: dict[int, str] = {}
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for name in source_order:
@@ -147,13 +158,20 @@ def split_sources_in_order(
             out["train"].extend(kept)
             placed.update({it["id"]: "train" for it in kept})
             continue
+        if name in no_test:
+            to_test = [it for it in src_items if follow.get(it["id"]) == "test"]
+            if dropped is not None:
+                dropped += [
+                    {"id": it["id"], "source": name, "near_copy_in": "test"} for it in to_test
+                ]
+            src_items = [it for it in src_items if follow.get(it["id"]) != "test"]
         rest = [it for it in src_items if it["id"] not in follow]
         rest_ids = {it["id"] for it in rest}
         src_groups = [[i for i in g if i in rest_ids] for g in groups]
         part = stratified_group_split(
             rest,
             val_size=val_size,
-            test_size=test_size,
+            test_size=0.0 if name in no_test else test_size,
             seed=seed,
             groups=[g for g in src_groups if len(g) > 1],
         )

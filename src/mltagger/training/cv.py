@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,24 +72,48 @@ def check_folds(folds: int, items: Sequence[dict]) -> None:
 
 
 def make_folds(
-    items: Sequence[dict], folds: int, seed: int, groups: Sequence[Sequence[int]] = ()
+    items: Sequence[dict],
+    folds: int,
+    seed: int,
+    groups: Sequence[Sequence[int]] = (),
+    date_sources: Collection[str] = (),
 ) -> list[list[int]]:
     """Ids of each fold: stratified by tag, near-duplicate groups kept whole, deterministic.
 
     Within each tag the units (groups and single items) are shuffled with (seed, tag) and each
-    goes to the fold holding the fewest items of that tag so far.
+    goes to the fold holding the fewest items of that tag so far. Units whose rows all come from
+    `date_sources` (a source with `folds: date`, the stream pool) are not shuffled: per tag they
+    are cut, in date order, into `folds` contiguous blocks of equal size, so a held-out fold is
+    one period scored by models trained on the others - the seed does not move them.
     """
+    date_sources = set(date_sources)
+    by_id = {it["id"]: it for it in items}
     by_tag = group_units(items, groups)
     out: list[list[int]] = [[] for _ in range(folds)]
     for tag in sorted(by_tag):
         tag_units = sorted(by_tag[tag], key=lambda u: u[0])
-        random.Random(f"{seed}:{tag}").shuffle(tag_units)
+        dated = [u for u in tag_units if all(by_id[i].get("source") in date_sources for i in u)]
+        dated_ids = {u[0] for u in dated}
+        tag_units = [u for u in tag_units if u[0] not in dated_ids]
         filled = [0] * folds
+        dated.sort(key=lambda u: (min(str(by_id[i].get("created_on", "")) for i in u), u[0]))
+        total, before = sum(len(u) for u in dated), 0
+        for u in dated:
+            k = min(folds - 1, before * folds // total)
+            before += len(u)
+            filled[k] += len(u)
+            out[k].extend(u)
+        random.Random(f"{seed}:{tag}").shuffle(tag_units)
         for u in sorted(tag_units, key=len, reverse=True):  # big groups first, then balance
             k = min(range(folds), key=lambda f: (filled[f], f))
             filled[k] += len(u)
             out[k].extend(u)
     return [sorted(f) for f in out]
+
+
+def date_fold_sources(data: PreparedData) -> set[str]:
+    """Sources whose rows `make cv` folds by date (`folds: date` in the data config)."""
+    return {s["name"] for s in data.sources if s.get("folds") == "date"}
 
 
 def fold_data(
@@ -140,6 +164,7 @@ def fold_data(
             sources=list(noise.sources),
             weight=float(noise.get("weight", 1.0)),
             data_sources=data.sources,
+            data_sha256=data.data_sha256,
             split_config=split_config,
         )
         data = replace(data, splits=splits, label_noise={**summary, "built_in_fold": True})
@@ -168,6 +193,7 @@ def run_cv(cfg: DictConfig) -> dict:
     base = prepare_data(cfg.data, cfg.paths.root_dir, rejects_dir=out_dir, apply_label_noise=False)
     pool = base.splits["train"] + base.splits["val"]
     check_folds(ccfg.folds, pool)
+    source_of = {it["id"]: it.get("source") for it in pool}
     labels = base.label_names()
     fingerprint = config_fingerprint(cfg, base)
     write_run_info(out_dir, cfg, base.manifest(), {"cv_fingerprint": fingerprint})
@@ -177,7 +203,9 @@ def run_cv(cfg: DictConfig) -> dict:
     calib: list[dict] = []
     n_runs = len(seeds) * ccfg.folds
     for s_i, seed in enumerate(seeds):
-        folds = make_folds(pool, ccfg.folds, seed, base.near_duplicate_groups)
+        folds = make_folds(
+            pool, ccfg.folds, seed, base.near_duplicate_groups, date_fold_sources(base)
+        )
         for k, held in enumerate(folds):
             run_no = s_i * ccfg.folds + k + 1
             log.info(
@@ -214,6 +242,7 @@ def run_cv(cfg: DictConfig) -> dict:
                     oof.append(
                         {
                             "id": r["id"],
+                            "source": source_of.get(r["id"]),
                             "gold": gold[r["id"]] if weak else r["gold"],
                             "seed": seed,
                             "fold": k,

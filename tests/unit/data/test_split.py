@@ -353,3 +353,26 @@ def test_a_train_only_source_trains_whole_except_its_copies_of_evaluation_items(
         groups=groups, train_only=["weak"],
     )  # fmt: skip
     assert sorted(it["id"] for it in quiet["train"] if it["id"] >= 100) == [102, 103]
+
+
+def test_a_trainval_source_never_reaches_test_and_leaves_its_copies_of_test_items_out():
+    from mltagger.data.split import split_sources_in_order
+
+    own = [{"id": k + 1, "tag": "ab"[k % 2], "source": "own"} for k in range(20)]
+    first = split_sources_in_order(own, ["own"], val_size=0.2, test_size=0.2, seed=0)
+    test_id, val_id = first["test"][0]["id"], first["val"][0]["id"]
+    pool = [{"id": 100 + k, "tag": "ab"[k % 2], "source": "pool"} for k in range(30)]
+    dropped: list[dict] = []
+    splits = split_sources_in_order(
+        own + pool, ["own", "pool"], val_size=0.2, test_size=0.2, seed=0,
+        groups=[[test_id, 100], [val_id, 101]], no_test=["pool"], dropped=dropped,
+    )  # fmt: skip
+    where = {it["id"]: s for s, v in splits.items() for it in v}
+    assert dropped == [{"id": 100, "source": "pool", "near_copy_in": "test"}]
+    assert 100 not in where and where[101] == "val"  # a copy of a val item follows it
+    pool_where = Counter(where[i] for i in range(101, 130))
+    assert pool_where["test"] == 0 and 4 <= pool_where["val"] <= 8
+    for s in splits:  # the earlier source is split as without the pool
+        assert [it["id"] for it in splits[s] if it["source"] == "own"] == [
+            it["id"] for it in first[s]
+        ]
