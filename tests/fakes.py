@@ -45,8 +45,13 @@ def bag_embedding(text: str) -> np.ndarray:
 
 
 def make_model_folder(
-    folder: Path, threshold: float = THRESHOLD, thresholds: dict | None = None
+    folder: Path,
+    threshold: float = THRESHOLD,
+    thresholds: dict | None = None,
+    gate_threshold: float | None = None,
 ) -> Path:
+    """A model folder for FakePredictor; with gate_threshold, also a gate.json fitted on a few
+    topic texts against a few texts of no topic (GATE_IN, GATE_OUT)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_model_metadata(
         folder,
@@ -58,9 +63,34 @@ def make_model_folder(
             approved_tags=list(TAGS),
             model_version="fake-1",
             extra={"embedding_layer": 0},
+            gate_threshold=gate_threshold,
         ),
     )
+    if gate_threshold is not None:
+        from mltagger.training.gate import fit_gate
+
+        texts = GATE_IN + GATE_OUT
+        fit_gate(texts, [True] * len(GATE_IN) + [False] * len(GATE_OUT)).save(folder)
     return folder
+
+
+# What the fake folder's gate learns from: topic texts against texts of no topic.
+GATE_IN = [
+    "Image segmentation of street scenes",
+    "Graph neural network for molecules",
+    "Forecasting sales time series",
+    "Translate text with a language model",
+    "Reinforcement learning agent for games",
+    "Deploy and monitor models in production",
+] * 3
+GATE_OUT = [
+    "Cheap flights and hotel deals",
+    "A JSON parser for Rust",
+    "Tailwind components for React",
+    "Claim free crypto airdrop tokens",
+    "Weather widget for the taskbar",
+    "SQL migrations for PostgreSQL",
+] * 3
 
 
 class FakePredictor(BasePredictor):

@@ -27,6 +27,9 @@ def cv_run(tmp_path_factory, tiny_model_dir):
     weak_file = tmp / "weak.json"
     weak_file.write_text(json.dumps(make_weak_items()))
     overrides = with_weak(overrides, weak_file)
+    neg_file = tmp / "negatives.json"
+    neg_file.write_text(json.dumps(make_negatives()))
+    overrides = [*overrides, gate_override(neg_file)]
     proc = run_job(
         "cv",
         *overrides,
@@ -47,6 +50,36 @@ def with_weak(overrides: list[str], weak_file) -> list[str]:
         else o[:-1] + f", {{name: weak, path: '{weak_file}', sha256: null, split: train, "
         "weight: 0.5}]"
         for o in overrides
+    ]
+
+
+def gate_override(neg_file) -> str:
+    """The out-of-scope gate's negatives (data=projects names none): a gate is fitted per fold,
+    scored cross-fitted on the out-of-fold rows, and its threshold chosen with the topics'."""
+    return f"+data.gate_negatives={{path: '{neg_file}', sha256: null}}"
+
+
+def make_negatives() -> list[dict]:
+    """Real-looking registry summaries of no topic (none a copy of a tiny item)."""
+    texts = [
+        "Terminal colour themes", "A static site generator for blogs", "Parse CSV files fast",
+        "Job scheduler for cron tasks", "Rename files in bulk", "PDF invoice maker",
+        "A JSON parser for Rust", "Tailwind components for React", "Weather widget",
+        "SQL migrations for PostgreSQL", "Claim free crypto airdrop tokens", "Emoji picker",
+    ]  # fmt: skip
+    return [
+        {
+            "id": 800001 + k,
+            "title": t.split()[0].lower() + f"-tool{k}",
+            "description": t,
+            "tag": "other",
+            "created_on": "2025-01-01 00:00:00",
+            "source": "pypi",
+            "stratum": "not-ml",
+            "reference": f"pypi:tool{k}==1.0",
+            "text_origin": "author-summary",
+        }
+        for k, t in enumerate(texts)
     ]
 
 
@@ -80,6 +113,8 @@ def test_cv_gives_every_pool_item_one_out_of_fold_prediction(cv_run):
     weak_in_train = weak_ids & set(split["ids"]["train"])
     assert weak_in_train
     assert {r["id"] for r in oof["oof"] if r.get("weak")} == weak_in_train
+    # Every row, weak ones included, carries the gate's cross-fitted in-scope probability.
+    assert all(0.0 <= r["in_scope"] <= 1.0 for r in oof["oof"])
     oof["oof"] = [r for r in oof["oof"] if not r.get("weak")]
     pool = (set(split["ids"]["train"]) | set(split["ids"]["val"])) - weak_ids
     ids = [r["id"] for r in oof["oof"]]
@@ -122,6 +157,7 @@ def final_run(cv_run, tiny_model_dir):
             ),
             tmp / "weak.json",
         ),
+        gate_override(tmp / "negatives.json"),
         f"eval.oof={tmp / 'run' / 'oof.json'}",
         "eval.decision=per_tag",
         "eval.behavior=false",
@@ -140,8 +176,14 @@ def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, fina
     run, stdout = final_run
     labels, inference = read_model_metadata(run / "model")
     chosen = json.loads((tmp / "run" / "operating_points.json").read_text())["thresholds"]
-    assert inference.thresholds == chosen
     assert sorted(inference.thresholds) == sorted(labels)
+    # The gate threshold was chosen with the topic thresholds (cross-fitted, every candidate
+    # reported); the topic thresholds are the CV's own when no gate was chosen.
+    decision = json.loads((run / "decision.json").read_text())
+    assert inference.gate_threshold == decision["gate_threshold"]
+    assert len(decision["gate_choice"]["table"]) == 20 and (run / "model" / "gate.json").is_file()
+    if decision["gate_threshold"] is None:
+        assert inference.thresholds == chosen
     assert "decision rule per_tag" in stdout
     assert (run / "fresh" / "metrics.json").is_file()
     assert "fresh" in stdout

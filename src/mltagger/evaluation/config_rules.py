@@ -7,7 +7,7 @@ first evaluation runs, after the training it was meant to judge.
 
 from __future__ import annotations
 
-from mltagger.core.checks import flag, integer, number, one_of, sequence, text
+from mltagger.core.checks import Rule, flag, integer, number, one_of, sequence, text
 from mltagger.evaluation.metric_names import Metric
 from mltagger.evaluation.thresholds import TAG_RULES, THRESHOLD_RULES
 
@@ -28,4 +28,14 @@ EVAL_RULES = {
     "operating_points": sequence(number(above=0, high=1), optional=True),
     "behavior": flag(optional=True),
     "recheck_tolerance": number(0, optional=True),
+    # auto, null or a calibrated probability (the gate's in-scope probability) in [0, 1].
+    "gate_threshold": Rule(
+        "auto, null or a probability in [0, 1]",
+        lambda v: (
+            v == "auto" or (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1)
+        ),
+        nullable=True,
+        optional=True,
+    ),
+    "gate_max_harm": number(0, high=1, optional=True),
 }

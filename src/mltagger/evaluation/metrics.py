@@ -147,13 +147,14 @@ def _block(
     all_tags: list[str],
     threshold: Thresholds | None,
     fallback_tag: str,
+    out_of_scope: np.ndarray | None = None,
 ) -> dict:
     """Figures shared by the whole set and by each slice."""
     pred = [label_names[k] for k in probs.argmax(axis=1)] if len(gold) else []
     out = _prf(gold, pred, all_tags)
     out["per_class"] = _per_class(gold, pred, all_tags) if gold else {}
     if threshold is not None and gold:
-        tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag)
+        tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag, out_of_scope)
         auto = ~review
         auto_gold = [g for g, a in zip(gold, auto, strict=True) if a]
         auto_pred = [p for p, a in zip(tags, auto, strict=True) if a]
@@ -202,6 +203,7 @@ def scope_report(
     label_names: Sequence[str],
     threshold: Thresholds,
     fallback_tag: str,
+    out_of_scope: np.ndarray | None = None,
 ) -> dict | None:
     """Topic items and out-of-scope items (gold == fallback tag) judged separately.
 
@@ -217,16 +219,19 @@ def scope_report(
     if not oos.any():
         return None
     probs = np.asarray(probs, dtype=float)
-    tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag)
+    tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag, out_of_scope)
+    gated = np.zeros(len(gold), dtype=bool) if out_of_scope is None else np.asarray(out_of_scope)
     top = np.array([label_names[k] for k in probs.argmax(axis=1)], dtype=object)
     applied = np.array(tags, dtype=object)
     auto = ~review
     n_oos = int(oos.sum())
     out_of_scope = {
         Metric.NUM_SAMPLES: n_oos,
-        "as_other": float(np.mean(auto[oos] & (top[oos] == fallback_tag))),
+        "as_other": float(np.mean(auto[oos] & (applied[oos] == fallback_tag))),
         "to_review": float(np.mean(review[oos])),
-        "auto_topic": float(np.mean(auto[oos] & (top[oos] != fallback_tag))),
+        "auto_topic": float(np.mean(auto[oos] & (applied[oos] != fallback_tag))),
+        # Stopped by the out-of-scope gate (part of as_other; 0 without a gate).
+        "gated": float(np.mean(gated[oos])),
         # Before the threshold: how often the top class itself is a topic.
         "top_is_topic": float(np.mean(top[oos] != fallback_tag)),
     }
@@ -245,6 +250,7 @@ def scope_report(
         float(np.mean((auto & (applied == fallback_tag))[topic])) if topic.any() else 0.0
     )
     topics["answered_other"] = float(np.mean(top[topic] == fallback_tag)) if topic.any() else 0.0
+    topics["gated"] = float(np.mean(gated[topic])) if topic.any() else 0.0
     return {"topics": topics, "out_of_scope": out_of_scope}
 
 
@@ -261,6 +267,7 @@ def evaluate_predictions(
     slice_names: Sequence[str] | None = None,
     min_slice_size: int = 30,
     calibration_bins: int = 10,
+    out_of_scope: np.ndarray | None = None,
 ) -> dict:
     """The full evaluation report for one model on one set of gold items.
 
@@ -268,7 +275,9 @@ def evaluate_predictions(
     threshold to apply (chosen on validation data); when None, the threshold that reaches
     `precision_target` on *these* items is chosen and applied, which is right for the validation
     set and optimistic anywhere else. Either way the report also says which threshold this data
-    alone would need (`coverage.threshold_for_target`).
+    alone would need (`coverage.threshold_for_target`). `out_of_scope` marks the items the
+    out-of-scope gate stopped (`mltagger.models.rule.gate_mask`): the rule applies it wherever a
+    threshold is applied, the curves of other thresholds included.
     """
     probs = np.asarray(probs, dtype=float)
     if probs.shape != (len(items), len(label_names)):
@@ -294,17 +303,21 @@ def evaluate_predictions(
         # Unreachable target: send everything to review rather than auto-tag below target.
         threshold = own_threshold if own_threshold is not None else float("inf")
 
-    overall = _block(gold, probs, label_names, all_tags, threshold, fallback_tag)
+    overall = _block(gold, probs, label_names, all_tags, threshold, fallback_tag, out_of_scope)
     per_class = overall.pop("per_class")
     at_threshold = overall.pop("at_threshold", None)
 
-    scope = scope_report(gold, probs, label_names, threshold, fallback_tag) if gold else None
+    scope = (
+        scope_report(gold, probs, label_names, threshold, fallback_tag, out_of_scope)
+        if gold
+        else None
+    )
     if scope is not None:
         scope["threshold"] = threshold_json(threshold)
         # The trade-off people weigh: topic precision and coverage against out-of-scope harm.
         scope["curve"] = []
         for t in np.round(np.linspace(0.0, 1.0, 41), 3):
-            at_t = scope_report(gold, probs, label_names, float(t), fallback_tag)
+            at_t = scope_report(gold, probs, label_names, float(t), fallback_tag, out_of_scope)
             scope["curve"].append(
                 {
                     "threshold": float(t),
@@ -322,7 +335,15 @@ def evaluate_predictions(
         if n == 0 and name in slice_registry.GOLD_SLICES:
             continue  # e.g. out_of_scope on data without out-of-scope items
         sub_gold = [g for g, m in zip(gold, mask, strict=True) if m]
-        block = _block(sub_gold, probs[mask], label_names, all_tags, threshold, fallback_tag)
+        block = _block(
+            sub_gold,
+            probs[mask],
+            label_names,
+            all_tags,
+            threshold,
+            fallback_tag,
+            None if out_of_scope is None else np.asarray(out_of_scope)[mask],
+        )
         block["description"] = slice_registry.REGISTRY[name].description
         block["noisy"] = n < min_slice_size
         block["per_class_precision"] = {
@@ -423,9 +444,11 @@ def predictions_records(
     label_names: Sequence[str],
     threshold: float,
     fallback_tag: str = "other",
+    out_of_scope: np.ndarray | None = None,
 ) -> list[dict]:
     """One record per item for error analysis: gold, top class, applied tag, scores."""
-    tags, conf, review = apply_threshold(probs, label_names, threshold, fallback_tag)
+    tags, conf, review = apply_threshold(probs, label_names, threshold, fallback_tag, out_of_scope)
+    gated = np.zeros(len(items), dtype=bool) if out_of_scope is None else np.asarray(out_of_scope)
     return [
         {
             "id": it["id"],
@@ -435,8 +458,8 @@ def predictions_records(
             "tag": tag,
             "confidence": float(c),
             "needs_review": bool(r),
-            "reason": reason(r),
+            "reason": reason(r, o),
             "scores": {t: round(float(x), 6) for t, x in zip(label_names, p, strict=True)},
         }
-        for it, p, tag, c, r in zip(items, probs, tags, conf, review, strict=True)
+        for it, p, tag, c, r, o in zip(items, probs, tags, conf, review, gated, strict=True)
     ]

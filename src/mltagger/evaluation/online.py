@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from mltagger.evaluation.stats import wilson_bounds
-from mltagger.models.rule import REASON_CLASSIFIER
+from mltagger.models.rule import AUTO_REASONS, REASON_LOW_CONFIDENCE, REASON_OUT_OF_SCOPE
 
 SIGNALS = ("audit", "author", "reports")
 ALL = "all"
@@ -42,7 +42,7 @@ def answers(rows: Iterable[dict]) -> list[dict]:
                 **base,
                 "model_version": r.get("model_version") or "unknown",
                 "tag": r["model_tag"],
-                "auto": r.get("reason") == REASON_CLASSIFIER,
+                "auto": r.get("reason") in AUTO_REASONS,
                 "shown": True,
             }
         )
@@ -130,4 +130,13 @@ def review_ratio(rows: Sequence[dict]) -> float | None:
     shown = [r for r in rows if r.get("reason") is not None]
     if not shown:
         return None
-    return sum(r["reason"] != REASON_CLASSIFIER for r in shown) / len(shown)
+    return sum(r["reason"] == REASON_LOW_CONFIDENCE for r in shown) / len(shown)
+
+
+def out_of_scope_ratio(rows: Sequence[dict]) -> float | None:
+    """Share of the window's model-tagged items the out-of-scope gate stopped (`other`, applied
+    without review): a jump means the stream moved, or the gate did."""
+    shown = [r for r in rows if r.get("reason") is not None]
+    if not shown:
+        return None
+    return sum(r["reason"] == REASON_OUT_OF_SCOPE for r in shown) / len(shown)

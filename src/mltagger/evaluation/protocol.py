@@ -50,6 +50,7 @@ def evaluate_val_test(
     out_dir: str | Path | None = None,
     title: str = "",
     threshold: float | None = None,
+    out_of_scope: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[dict, dict, float]:
     """The protocol every model follows: choose the review threshold on val, apply it to test.
 
@@ -57,15 +58,25 @@ def evaluate_val_test(
 
     Returns (val_report, test_report, applied threshold; inf when the target is unreachable,
     i.e. everything goes to review). With out_dir, writes both reports and their predictions.
+    `out_of_scope`: the (val, test) items the rule's out-of-scope gate stops.
     """
     kw = eval_kwargs(data, eval_cfg, labels)
     val_items = data.splits["val"][: len(val_probs)]
     test_items = data.splits["test"][: len(test_probs)]
-    val_report = evaluate_predictions(val_items, val_probs, labels, threshold=threshold, **kw)
+    val_out, test_out = (
+        (out_of_scope[0][: len(val_probs)], out_of_scope[1][: len(test_probs)])
+        if out_of_scope is not None
+        else (None, None)
+    )
+    val_report = evaluate_predictions(
+        val_items, val_probs, labels, threshold=threshold, out_of_scope=val_out, **kw
+    )
     if threshold is None:
         threshold = val_report["coverage"]["threshold"]
     applied = threshold if threshold is not None else float("inf")
-    test_report = evaluate_predictions(test_items, test_probs, labels, threshold=applied, **kw)
+    test_report = evaluate_predictions(
+        test_items, test_probs, labels, threshold=applied, out_of_scope=test_out, **kw
+    )
     test_report["coverage"]["operating_points"] = operating_points(
         val_items,
         val_probs,
@@ -77,16 +88,16 @@ def evaluate_val_test(
         kw["threshold_rule"],
     )
     if out_dir is not None:
-        for split, report, items, probs in (
-            ("val", val_report, val_items, val_probs),
-            ("test", test_report, test_items, test_probs),
+        for split, report, items, probs, out in (
+            ("val", val_report, val_items, val_probs, val_out),
+            ("test", test_report, test_items, test_probs, test_out),
         ):
             name = "validation" if split == "val" else split
             write_report(
                 report,
                 Path(out_dir) / split,
                 f"{title} — {name}",
-                predictions_records(items, probs, labels, applied, data.fallback_tag),
+                predictions_records(items, probs, labels, applied, data.fallback_tag, out),
             )
     return val_report, test_report, applied
 

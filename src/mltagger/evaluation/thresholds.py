@@ -13,7 +13,7 @@ import numpy as np
 
 from mltagger.core.errors import ConfigError
 from mltagger.evaluation.stats import wilson_bounds
-from mltagger.models.rule import NEVER
+from mltagger.models.rule import NEVER, apply_threshold, gate_mask
 
 THRESHOLD_RULES = ("point", "lower_bound")
 
@@ -150,4 +150,133 @@ def choose_tag_thresholds(
             "strength": float(prior_strength),
         },
         "num_items": len(conf),
+    }
+
+
+# The per-tag rules, plus one threshold for every tag (its lower bound must reach the target).
+GATED_RULES = (*TAG_RULES, "global")
+# Gate thresholds tried; 0.0 is "no gate" (no in-scope probability is below it).
+GATE_GRID = tuple(round(0.05 * k, 2) for k in range(0, 20))
+
+
+def rule_thresholds(
+    probs: np.ndarray,
+    gold: Sequence[str],
+    label_names: Sequence[str],
+    target: float,
+    rule: str,
+    prior_strength: float = 20.0,
+) -> float | dict:
+    """The topic thresholds of one rule chosen on held-out rows: per tag (`choose_tag_thresholds`)
+    or, for "global", one threshold whose 95% lower bound of precision reaches the target
+    (NEVER when none does)."""
+    if rule == "global":
+        probs = np.asarray(probs, dtype=float)
+        conf = probs.max(axis=1)
+        correct = np.array(
+            [label_names[k] == g for k, g in zip(probs.argmax(axis=1), gold, strict=True)],
+            dtype=float,
+        )
+        t = choose_precision_threshold(conf, correct, target, "lower_bound")
+        return NEVER if t is None else t
+    return choose_tag_thresholds(
+        probs, gold, label_names, target, rule=rule, prior_strength=prior_strength
+    )["thresholds"]
+
+
+def _gated_counts(probs, gold, in_scope, label_names, threshold, gate, fallback) -> np.ndarray:
+    """[topic items, topic items covered, covered right, out-of-scope items, out-of-scope items
+    auto-tagged with a topic] under one rule - summed over folds, then turned into rates."""
+    gold = np.asarray(gold, dtype=object)
+    out = gate_mask(in_scope, gate, len(gold)) if gate > 0 else None
+    tags, _, review = apply_threshold(probs, label_names, threshold, fallback, out)
+    tags = np.asarray(tags, dtype=object)
+    topic_auto = ~review & (tags != fallback)
+    oos = gold == fallback
+    return np.array(
+        [
+            (~oos).sum(),
+            (topic_auto & ~oos).sum(),
+            (topic_auto & ~oos & (tags == gold)).sum(),
+            oos.sum(),
+            (topic_auto & oos).sum(),
+        ],
+        dtype=float,
+    )
+
+
+def choose_gated_rule(
+    probs: np.ndarray,
+    gold: Sequence[str],
+    in_scope: np.ndarray,
+    folds: Sequence,
+    label_names: Sequence[str],
+    fallback: str,
+    target: float,
+    *,
+    rule: str = "pooled",
+    prior_strength: float = 20.0,
+    max_harm: float = 0.02,
+    grid: Sequence[float] = GATE_GRID,
+) -> dict:
+    """The gate threshold and the topic thresholds behind it, chosen on out-of-fold rows.
+
+    For each gate threshold g of the grid the rule is judged cross-fitted: for each fold, the
+    topic thresholds are chosen (`rule_thresholds`) on the other folds' rows the gate lets
+    through, then applied with the gate to the held-out fold. g is the one with the highest
+    topic coverage whose out-of-scope harm (out-of-scope rows auto-tagged with a topic, over all
+    folds) is at most `max_harm`; the lowest g on a tie, and the least harmful g when none is
+    under (`met: false`). The shipped topic thresholds are then chosen on every row the chosen
+    gate lets through. `in_scope` must be cross-fitted too (a gate that saw a row scores it
+    too well). Every g's figures are returned (`table`), so the rejected ones can be reported.
+    """
+    if rule not in GATED_RULES:
+        raise ConfigError(f"rule must be one of {GATED_RULES}, got {rule!r}")
+    probs = np.asarray(probs, dtype=float)
+    gold = np.asarray(gold, dtype=object)
+    in_scope = np.asarray(in_scope, dtype=float)
+    folds = np.asarray(folds, dtype=object)
+    if not (len(probs) == len(gold) == len(in_scope) == len(folds)):
+        raise ValueError("probs, gold, in_scope and folds must have one row per item")
+    table = []
+    for g in grid:
+        counts = np.zeros(5)
+        for f in sorted(set(folds.tolist()), key=str):
+            fit = (folds != f) & (in_scope >= g)
+            held = folds == f
+            thr = rule_thresholds(
+                probs[fit], list(gold[fit]), label_names, target, rule, prior_strength
+            )
+            counts += _gated_counts(
+                probs[held], gold[held], in_scope[held], label_names, thr, g, fallback
+            )
+        n_topic, covered, right, n_oos, harm = counts
+        table.append(
+            {
+                "gate_threshold": float(g),
+                "topic_coverage": covered / n_topic if n_topic else 0.0,
+                "topic_precision": right / covered if covered else None,
+                "oos_auto_topic": harm / n_oos if n_oos else 0.0,
+                "num_topic": int(n_topic),
+                "num_out_of_scope": int(n_oos),
+            }
+        )
+    under = [r for r in table if r["oos_auto_topic"] <= max_harm + 1e-12]
+    if under:
+        best = max(under, key=lambda r: (r["topic_coverage"], -r["gate_threshold"]))
+    else:
+        best = min(table, key=lambda r: (r["oos_auto_topic"], r["gate_threshold"]))
+    g = best["gate_threshold"]
+    keep = in_scope >= g
+    return {
+        "gate_threshold": g if g > 0 else None,
+        "thresholds": rule_thresholds(
+            probs[keep], list(gold[keep]), label_names, target, rule, prior_strength
+        ),
+        "rule": rule,
+        "precision_target": float(target),
+        "max_harm": float(max_harm),
+        "met": bool(under),
+        "cross_fitted": best,
+        "table": table,
     }

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-GATE_FILE = "gate.json"
+from mltagger.models.modelio import GATE_FILE
+
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 _SPACES = re.compile(r"\s\s+")
 

@@ -30,6 +30,7 @@ from mltagger.core.errors import UserError
 PACKAGE_PREFIX = "package:"
 LABELS_FILE = "labels.json"
 INFERENCE_FILE = "inference.json"
+GATE_FILE = "gate.json"  # the out-of-scope gate (mltagger.models.gate.TextGate)
 # What an opt-in teacher's installer writes next to the weights (packages, sha256, date).
 TEACHER_SOURCE_FILE = "SOURCE.json"
 TEACHERS_DIR = "teachers"
@@ -179,6 +180,9 @@ class InferenceConfig:
     # prove their precision at their own sample size this way instead of under one number
     # set by the big ones.
     thresholds: dict[str, float] = field(default_factory=dict)
+    # The out-of-scope gate (gate.json beside the weights, mltagger.models.gate): items whose
+    # in-scope probability is below this get the fallback tag without review. None: no gate.
+    gate_threshold: float | None = None
 
     def decision_threshold(self) -> float | dict[str, float]:
         """What apply_threshold takes: the per-tag mapping when there is one, else the number."""
@@ -216,6 +220,18 @@ def read_model_metadata(folder: str | Path) -> tuple[list[str], InferenceConfig]
             f"{folder}: per-tag thresholds name {sorted(inference.thresholds)}, "
             f"the model's classes are {sorted(labels)}"
         )
+    gate = inference.gate_threshold
+    if gate is not None:
+        if isinstance(gate, bool) or not isinstance(gate, int | float) or not 0 <= gate <= 1:
+            raise ModelNotAvailable(
+                f"{folder}: gate_threshold={gate!r} in {INFERENCE_FILE} is not a probability "
+                "in [0, 1]"
+            )
+        if not (folder / GATE_FILE).is_file():
+            raise ModelNotAvailable(
+                f"{folder}: {INFERENCE_FILE} sets a gate threshold but the folder has no "
+                f"{GATE_FILE} (the gate's model); copy it from the run's model folder"
+            )
     if outside or inference.fallback_tag not in inference.approved_tags:
         raise ModelNotAvailable(
             f"{folder}: labels {outside or labels} or fallback tag "

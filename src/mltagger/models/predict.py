@@ -19,9 +19,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mltagger.core.errors import UserError
+from mltagger.models.gate import TextGate
 from mltagger.models.modelio import InferenceConfig, read_model_metadata
 from mltagger.models.rule import (
     apply_threshold,
+    gate_mask,
     reason,
     softmax,
 )
@@ -63,6 +65,10 @@ class BasePredictor:
         self.folder = Path(folder)
         self.labels, self.inference = read_model_metadata(self.folder)
         self.batch_size = batch_size
+        # The out-of-scope gate, when the folder's rule uses one (checked by read_model_metadata).
+        self.gate = (
+            TextGate.load(self.folder) if self.inference.gate_threshold is not None else None
+        )
 
     #: Whether encode() also returns the sentence embedding used for near-duplicate screening.
     has_embeddings = True
@@ -93,22 +99,41 @@ class BasePredictor:
         """Items need `text` (as made by mltagger.data.text.item_text) and optionally `id`."""
         return self.decide(items, self.predict_proba([it["text"] for it in items]))
 
+    def in_scope(self, items: Sequence[dict]) -> np.ndarray | None:
+        """The gate's in-scope probability of each item (None when the rule has no gate)."""
+        if self.gate is None:
+            return None
+        return self.gate.in_scope(it["text"] for it in items)
+
     def decide(self, items: Sequence[dict], probs: np.ndarray) -> list[dict]:
-        """The product's decision rule on probabilities already computed for `items`."""
+        """The product's decision rule on probabilities already computed for `items`: the gate
+        first (an out-of-scope item gets the fallback tag, `out_of_scope`), then the thresholds.
+        An item the gate stops reports the gate's confidence that it is out of scope."""
+        p_in = self.in_scope(items)
+        gated = gate_mask(p_in, self.inference.gate_threshold, len(items))
         tags, conf, review = apply_threshold(
-            probs, self.labels, self.inference.decision_threshold(), self.inference.fallback_tag
+            probs,
+            self.labels,
+            self.inference.decision_threshold(),
+            self.inference.fallback_tag,
+            gated,
         )
+        if p_in is not None:
+            conf = np.where(gated, 1.0 - p_in, conf)
         return [
             {
                 "id": it.get("id"),
                 "tag": tag,
                 "confidence": round(float(c), 6),
                 "needs_review": bool(r),
-                "reason": reason(r),
+                "reason": reason(r, o),
                 "scores": {t: round(float(p), 6) for t, p in zip(self.labels, row, strict=True)},
                 "model_version": self.inference.model_version,
+                **({"in_scope": round(float(p_in[i]), 6)} if p_in is not None else {}),
             }
-            for it, tag, c, r, row in zip(items, tags, conf, review, probs, strict=True)
+            for i, (it, tag, c, r, o, row) in enumerate(
+                zip(items, tags, conf, review, gated, probs, strict=True)
+            )
         ]
 
     def predict_iter(self, items: Sequence[dict], progress: bool = True) -> Iterable[dict]:

@@ -23,12 +23,37 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 REASON_CLASSIFIER = "classifier"  # the model's top class, confident enough to apply
 REASON_LOW_CONFIDENCE = "low_confidence"  # below the threshold: fallback tag + human review
+# The out-of-scope gate (mltagger.models.gate) says the item is about none of the topics: the
+# fallback tag, applied without review.
+REASON_OUT_OF_SCOPE = "out_of_scope"
+REASONS = (REASON_CLASSIFIER, REASON_LOW_CONFIDENCE, REASON_OUT_OF_SCOPE)
+# The reasons of a tag applied without review (the product's automation).
+AUTO_REASONS = (REASON_CLASSIFIER, REASON_OUT_OF_SCOPE)
 
 
-def reason(needs_review: bool) -> str:
-    """Why an item got its tag: the classifier's answer, or the fallback for low confidence
-    (`other` can be either, which is why the answer says so)."""
+def reason(needs_review: bool, out_of_scope: bool = False) -> str:
+    """Why an item got its tag: the classifier's answer, the fallback for low confidence, or the
+    fallback because the gate put it out of scope (`other` can be any of the three, which is why
+    the answer says so)."""
+    if out_of_scope:
+        return REASON_OUT_OF_SCOPE
     return REASON_LOW_CONFIDENCE if needs_review else REASON_CLASSIFIER
+
+
+def gate_mask(in_scope: np.ndarray | None, gate_threshold: float | None, n: int) -> np.ndarray:
+    """Which of n items the gate puts out of scope: in-scope probability below the threshold.
+
+    No threshold: none. A threshold without the gate's probabilities is a configuration error
+    (a rule that silently ran without its gate would auto-tag what the gate was meant to stop).
+    """
+    if gate_threshold is None:
+        return np.zeros(n, dtype=bool)
+    if in_scope is None:
+        raise ValueError("a gate threshold needs the gate's in-scope probabilities")
+    p = np.asarray(in_scope, dtype=float)
+    if p.shape != (n,):
+        raise ValueError(f"in-scope probabilities have shape {p.shape}, expected ({n},)")
+    return p < float(gate_threshold)
 
 
 Thresholds = float | Mapping[str, float]
@@ -56,18 +81,27 @@ def apply_threshold(
     label_names: Sequence[str],
     threshold: Thresholds,
     fallback_tag: str = "other",
+    out_of_scope: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The product's decision rule: (tags, confidence, needs_review) for each row of probs.
 
     Confidence is the top probability. Below the threshold of the top class (one number for all
     classes, or one per tag) the tag is the fallback tag and the item needs review; otherwise the
-    top class is applied automatically.
+    top class is applied automatically. Rows the gate put out of scope (`out_of_scope`, from
+    `gate_mask`) get the fallback tag without review, whatever the topic softmax says: the
+    softmax's errors on such items are confident, so no topic threshold would stop them.
     """
     probs = np.asarray(probs, dtype=float)
     top = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     review = conf < threshold_vector(threshold, label_names)[top]
     tags = [fallback_tag if r else label_names[k] for k, r in zip(top, review, strict=True)]
+    if out_of_scope is not None:
+        out = np.asarray(out_of_scope, dtype=bool)
+        if out.shape != review.shape:
+            raise ValueError(f"out_of_scope has shape {out.shape}, expected {review.shape}")
+        review = review & ~out
+        tags = [fallback_tag if o else t for t, o in zip(tags, out, strict=True)]
     return tags, conf, review
 
 

@@ -27,7 +27,12 @@ import numpy as np
 from mltagger.core.paths import resolve_path
 from mltagger.data.text import item_text
 from mltagger.evaluation.drift import Profile, drift_tests
-from mltagger.evaluation.online import disagreement, online_precision, review_ratio
+from mltagger.evaluation.online import (
+    disagreement,
+    online_precision,
+    out_of_scope_ratio,
+    review_ratio,
+)
 from mltagger.models.predict import Predictor
 from mltagger.serving.store import Store
 
@@ -99,6 +104,7 @@ def monitor(
             "last_id": part[-1]["id"],
             "online": [r for r in online_precision(part) if r["tag"] == "all"],
             "review_ratio": review_ratio(part),
+            "out_of_scope_ratio": out_of_scope_ratio(part),
         }
         if len(part) >= 10:  # fewer items say nothing about a distribution
             entry["drift"] = drift_tests(
@@ -121,6 +127,7 @@ def monitor(
         "online": online,
         "disagreement": disagreement(rows),
         "review_ratio": review_ratio(rows),
+        "out_of_scope_ratio": out_of_scope_ratio(rows),
         "backlog": store.review_backlog(),
         "drift": drift,
         "timeline": timeline,
@@ -230,6 +237,7 @@ border-bottom:1px solid #ddd;text-align:left}}.bad{{color:#b00}}.ok{{color:#070}
 <p>Window: {w["items"]} model-tagged items, ids {w["first_id"]}–{w["last_id"]}
 ({html.escape(w["from"])} to {html.escape(w["to"])}). Serving model
 <code>{html.escape(summary["serving_model"])}</code>; review ratio {summary["review_ratio"]:.1%};
+stopped by the out-of-scope gate {_pct(summary.get("out_of_scope_ratio"))};
 review backlog {summary["backlog"]["waiting"]} items, oldest
 {summary["backlog"]["oldest_seconds"] / 3600:.1f} h.</p>
 <h2>Online auto-tag precision (95% interval)</h2>
@@ -314,6 +322,11 @@ def run(cfg, *, last_n: int | None, days: float | None, batch: int | None, outpu
     return 0
 
 
+def _pct(value: float | None) -> str:
+    """A share as a percentage, or "n/a" (no model-tagged items, or a model without a gate)."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def format_summary(summary: dict) -> str:
     w, d = summary["window"], summary["drift"]
     lines = [f"window: {w['items']} items (ids {w['first_id']}-{w['last_id']})"]
@@ -321,6 +334,7 @@ def format_summary(summary: dict) -> str:
         r = _overall(summary["online"], signal)
         lines.append(f"  online precision ({signal}): {_cell(r)}")
     lines.append(f"  review ratio: {summary['review_ratio']:.1%}; backlog {summary['backlog']}")
+    lines.append(f"  stopped by the out-of-scope gate: {_pct(summary.get('out_of_scope_ratio'))}")
     for dis in summary["disagreement"]:
         lines.append(f"  {dis['shown']} vs {dis['other']}: {dis['rate']:.1%} disagree")
     fired = ", ".join(d["fired"]) if d["alarm"] else "none"

@@ -51,7 +51,7 @@ from mltagger.data.prepare import prepare_data
 from mltagger.evaluation.drift import Profile, drift_tests
 from mltagger.evaluation.online import answers, figure, online_precision
 from mltagger.models.predict import Predictor
-from mltagger.models.rule import REASON_CLASSIFIER
+from mltagger.models.rule import AUTO_REASONS
 from mltagger.monitoring.monitor import _encode, monitor, render_html
 from mltagger.screen.bench_data import load_bench
 from mltagger.serving.ingest import ingest_file
@@ -227,11 +227,7 @@ def _people_act(store: Store, gold: dict, report_rate: float, rng: random.Random
         truth = gold[content_hash(r["title"], r["description"])]
         if r["audit"]:
             store.review(r["id"], truth, reviewer="simulated-audit")
-        elif (
-            r["reason"] == REASON_CLASSIFIER
-            and r["model_tag"] != truth
-            and rng.random() < report_rate
-        ):
+        elif r["reason"] in AUTO_REASONS and r["model_tag"] != truth and rng.random() < report_rate:
             store.add_feedback(r["id"], truth, "simulated report")
 
 

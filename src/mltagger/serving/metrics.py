@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from mltagger.models.rule import REASON_OUT_OF_SCOPE
+
 
 class Metrics:
     """Prometheus metrics in a registry of this app's own (tests build many apps).
@@ -47,6 +49,11 @@ class Metrics:
         )
         self.needs_review = Counter(
             "mltagger_needs_review", "Items tagged below the confidence threshold", registry=r
+        )
+        self.out_of_scope = Counter(
+            "mltagger_out_of_scope",
+            "Items the out-of-scope gate stopped (tag `other`, applied without review)",
+            registry=r,
         )
         self.review_rate = Gauge(
             "mltagger_needs_review_ratio",
@@ -163,6 +170,8 @@ class Metrics:
             self.predictions.labels(p["tag"]).inc()
             if p["needs_review"]:
                 self.needs_review.inc()
+            if p.get("reason") == REASON_OUT_OF_SCOPE:
+                self.out_of_scope.inc()
         for d in dups:
             if d is not None:
                 self.duplicates.labels(d.kind).inc()

@@ -29,6 +29,7 @@ from mltagger.data.text import (
     has_unstorable,
     has_visible,
 )
+from mltagger.models.rule import REASONS
 from mltagger.serving.tables import ACTIVE
 
 # ids are 32-bit integer columns on PostgreSQL; SQLite's are larger, but no id reaches this
@@ -349,7 +350,16 @@ def build_schemas(
         tag: Tag
         confidence: float
         needs_review: bool
-        reason: str
+        reason: Literal[REASONS] = Field(  # type: ignore[valid-type]
+            description="classifier: the model's tag, applied; low_confidence: `other` and "
+            "needs_review, the model was not sure; out_of_scope: `other`, applied, the "
+            "out-of-scope gate says the item is about none of the topics"
+        )
+        in_scope: float | None = Field(
+            default=None,
+            description="the out-of-scope gate's probability that the item is about one of the "
+            "topics (absent when the model has no gate)",
+        )
         scores: dict[str, float]
         model_version: str
         duplicate: DuplicateOut | None = None

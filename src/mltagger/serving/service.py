@@ -31,7 +31,7 @@ from mltagger.core.errors import ConfigError
 from mltagger.core.paths import resolve_path
 from mltagger.data.duplicates import content_hash
 from mltagger.data.text import clean_text, join_text
-from mltagger.models.rule import REASON_CLASSIFIER
+from mltagger.models.rule import AUTO_REASONS
 from mltagger.screen.index import ScreenIndex
 from mltagger.screen.pairs import CALIBRATION_FILE, PairModel, load_model
 from mltagger.screen.screening import EXACT, Duplicate, screen_batch, url_key
@@ -333,7 +333,7 @@ class Tagger:
                 }
                 if (
                     dup is None
-                    and pred["reason"] == REASON_CLASSIFIER
+                    and pred["reason"] in AUTO_REASONS
                     and audit_pick(extra["hashes"][j], self.audit_share)
                 ):  # auto-tagged and drawn for the audit: published, and a person checks it
                     row["audit"] = True

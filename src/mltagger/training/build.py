@@ -31,6 +31,7 @@ from mltagger.training.batches import class_weights, tokenize_split
 from mltagger.training.checkpoints import BEST, find_checkpoint
 from mltagger.training.decision import decision_rule
 from mltagger.training.distill import find_teacher_dir, shrink, teacher_train_logits
+from mltagger.training.gate import fit_run_gate
 from mltagger.training.run_state import Loaders, TrainingRun, UpdatePlan
 from mltagger.training.teacher import load_soft_labels
 from mltagger.training.tracking import wandb_run
@@ -98,6 +99,13 @@ def load_data(run: TrainingRun, cfg: DictConfig, data: PreparedData | None) -> N
     run.data, run.labels = data, data.label_names()
     run.decision = decision_rule(cfg, data, run.labels)
     run.gate_negatives = gate_negatives(cfg)
+    # The gate learns from texts alone (no encoder): fitted now, so the shipped rule's figures
+    # on val, test and fresh are the gated ones.
+    run.gate = (
+        fit_run_gate(data.splits["train"], run.gate_negatives, data.fallback_tag, cfg.seed)
+        if run.gate_negatives is not None
+        else None
+    )
     accelerator = run.accelerator
     if accelerator.is_main_process:
         write_run_info(

@@ -40,6 +40,7 @@ from mltagger.data.prepare import PreparedData, prepare_data
 from mltagger.data.split import group_units, stratified_group_split
 from mltagger.evaluation.metrics import Metric
 from mltagger.models.predict import TorchPredictor
+from mltagger.training.build import gate_negatives
 from mltagger.training.config_rules import check_cv_config
 from mltagger.training.cv_results import (
     calibration_comparison,
@@ -49,6 +50,7 @@ from mltagger.training.cv_results import (
     summarise,
 )
 from mltagger.training.fingerprint import config_fingerprint
+from mltagger.training.gate import cross_fitted_in_scope
 from mltagger.training.label_issues import build_layer
 from mltagger.training.loop import train
 
@@ -226,6 +228,7 @@ def run_cv(cfg: DictConfig) -> dict:
                 fcfg.update_latest = False
                 fcfg.eval.behavior = False
                 fcfg.eval.decision = "global"  # the fold's own rule; thresholds come from OOF
+                fcfg.eval.gate_threshold = None  # chosen on the out-of-fold rows too
                 if fcfg.logger.get("wandb"):
                     fcfg.logger.wandb.group = f"cv-{out_dir.name}"
                     fcfg.logger.wandb.job_type = "cv_fold"
@@ -251,6 +254,14 @@ def run_cv(cfg: DictConfig) -> dict:
                         }
                     )
             calib.append(calibration_comparison(fold_dir))
+    negatives = gate_negatives(cfg)
+    if negatives is not None:  # the gate's cross-fitted scores: the gate threshold's evidence
+        for r, p in zip(
+            oof,
+            cross_fitted_in_scope(oof, pool, negatives, base.fallback_tag, int(cfg.seed)),
+            strict=True,
+        ):
+            r["in_scope"] = p
     seconds = time.perf_counter() - t_start
     scored = [r for r in oof if not r.get("weak")]
     summary = summarise(cfg, labels, base, scored, fold_metrics, calib, seconds, fingerprint)

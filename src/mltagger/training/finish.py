@@ -22,13 +22,13 @@ from mltagger.evaluation.metrics import summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
 from mltagger.models.modelio import InferenceConfig, point_latest, write_model_metadata
 from mltagger.models.predict import TorchPredictor
-from mltagger.models.rule import softmax
+from mltagger.models.rule import gate_mask, softmax
 from mltagger.training.batches import predict_logits
 from mltagger.training.calibrate import fit_temperature
 from mltagger.training.card import headline, model_card, per_tag_points
 from mltagger.training.checkpoints import BEST
 from mltagger.training.decision import evaluate_fresh, run_behaviour_suite
-from mltagger.training.gate import fit_run_gate, gate_auroc
+from mltagger.training.gate import gate_auroc
 from mltagger.training.run_state import TrainingRun
 from mltagger.training.tracking import log_run_to_wandb
 
@@ -106,13 +106,16 @@ def apply_decision(
     val_probs, test_probs = softmax(logits.val, temperature), softmax(logits.test, temperature)
     write_dir = run.out_dir if run.accelerator.is_main_process else None
     thresholds = run.decision["thresholds"]
+    gated = (gate_masks(run, "val"), gate_masks(run, "test"))
+    gated = None if gated[0] is None else gated
     val_report, test_report, applied = evaluate_val_test(
-        data, labels, val_probs, test_probs, eval_cfg, write_dir, title, thresholds
+        data, labels, val_probs, test_probs, eval_cfg, write_dir, title, thresholds, gated
     )
     per_tag = thresholds is not None
-    # The single val threshold, for comparison (the same reports when it is the shipped rule).
+    # The single val threshold (behind the same gate), for comparison (the same reports when it
+    # is the shipped rule).
     _, test_global, global_thr = (
-        evaluate_val_test(data, labels, val_probs, test_probs, eval_cfg, None, title)
+        evaluate_val_test(data, labels, val_probs, test_probs, eval_cfg, None, title, None, gated)
         if per_tag
         else (val_report, test_report, applied)
     )
@@ -135,6 +138,16 @@ def apply_decision(
     return evaluation
 
 
+def gate_masks(run: TrainingRun, split: str) -> np.ndarray | None:
+    """Which items of a split ("val", "test", "fresh") the shipped rule's gate stops; None when
+    the rule has no gate."""
+    threshold = run.decision.get("gate_threshold")
+    if threshold is None:
+        return None
+    items = run.data.fresh if split == "fresh" else run.data.splits[split]
+    return gate_mask(run.gate.in_scope(it["text"] for it in items), threshold, len(items))
+
+
 def _score_fresh(
     run: TrainingRun,
     probs: np.ndarray,
@@ -146,11 +159,16 @@ def _score_fresh(
     """The fresh set under the shipped rule (`fresh/`) and under the one val threshold
     (`fresh_global/`, the same report when that is the shipped rule)."""
     data, labels = run.data, run.labels
-    report = evaluate_fresh(data, labels, probs, eval_cfg, evaluation.applied, write_dir, title)
+    gated = gate_masks(run, "fresh")
+    report = evaluate_fresh(
+        data, labels, probs, eval_cfg, evaluation.applied, write_dir, title, gated
+    )
     evaluation.fresh_report = report
     evaluation.metrics.update(summary_metrics(report, "fresh/"))
     fresh_global = (
-        evaluate_fresh(data, labels, probs, eval_cfg, evaluation.global_threshold, None, title)
+        evaluate_fresh(
+            data, labels, probs, eval_cfg, evaluation.global_threshold, None, title, gated
+        )
         if run.decision["thresholds"] is not None
         else report
     )
@@ -217,15 +235,13 @@ def _write_metrics(out_dir: Path, metrics: dict, history: list[dict]) -> None:
 
 
 def _ship_gate(run: TrainingRun, cfg: DictConfig, model_dir: Path, metrics: dict) -> None:
-    """The out-of-scope gate (issue 32) fitted beside the model when the data config names its
-    negatives (`data.gate_negatives`, checked in load_data before the epochs), saved as
-    gate.json, with its AUROC on val and test. It is
-    measured and shipped, not yet applied: its threshold is chosen with the topic thresholds on
-    out-of-fold predictions in the next step."""
-    negatives = run.gate_negatives
-    if negatives is None:
+    """The out-of-scope gate (issue 32), fitted in load_data when the data config names its
+    negatives (`data.gate_negatives`), saved as gate.json beside the model, with its AUROC on val
+    and test. The rule applies it when its threshold (inference.json `gate_threshold`, chosen
+    with the topic thresholds on out-of-fold predictions) is set."""
+    negatives, gate = run.gate_negatives, run.gate
+    if gate is None:
         return
-    gate = fit_run_gate(run.data.splits["train"], negatives, run.data.fallback_tag, cfg.seed)
     gate.save(model_dir)
     for split in ("val", "test"):
         auroc = gate_auroc(gate, run.data.splits[split], run.data.fallback_tag)
@@ -255,11 +271,16 @@ def _write_model_folder(run: TrainingRun, model_cfg: DictConfig, evaluation: Eva
             approved_tags=list(data.tags),
             model_version=f"{model_cfg.name}-{out_dir.name}",
             thresholds=dict(evaluation.applied) if run.decision["thresholds"] is not None else {},
+            gate_threshold=run.decision.get("gate_threshold"),
             extra={
                 "data_sha256": data.data_sha256,
                 "base_model": str(model_cfg.name_or_path),
                 "run_dir": str(out_dir),
-                "decision": {k: v for k, v in run.decision.items() if k != "per_tag_detail"},
+                "decision": {
+                    k: v
+                    for k, v in run.decision.items()
+                    if k not in ("per_tag_detail", "gate_choice")
+                },
                 "test": {k: v for k, v in metrics.items() if k.startswith("test/")},
                 "fresh": {k: v for k, v in metrics.items() if k.startswith("fresh/")},
             },

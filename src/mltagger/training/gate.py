@@ -80,3 +80,39 @@ def gate_auroc(gate: TextGate, items: Sequence[dict], fallback_tag: str) -> floa
     if len(set(y)) < 2:
         return None
     return float(roc_auc_score(y, gate.in_scope(it["text"] for it in items)))
+
+
+def cross_fitted_in_scope(
+    oof: Sequence[dict],
+    items: Sequence[dict],
+    negatives: Sequence[dict],
+    fallback_tag: str,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """The gate's in-scope probability of every out-of-fold row, from a gate that never saw it.
+
+    For each (CV seed, fold) of the rows, a gate is fitted on every item of the CV data (`items`:
+    train + val, weak rows included, as a training run's gate sees its train split) outside that
+    fold, plus the negatives, and scores the fold's rows. The gate threshold is chosen on these
+    scores (`mltagger.evaluation.thresholds.choose_gated_rule`); scores of a gate fitted on the
+    rows themselves would make it look better than it is.
+    """
+    from tqdm.auto import tqdm
+
+    by_id = {it["id"]: it for it in items}
+    missing = [r["id"] for r in oof if r["id"] not in by_id]
+    if missing:
+        raise ValueError(f"out-of-fold rows not in the data: {missing[:5]}")
+    keys = sorted({(r["seed"], r["fold"]) for r in oof})
+    scores = [float("nan")] * len(oof)
+    for s, f in tqdm(keys, desc="gate per fold", disable=not progress):
+        rows = [i for i, r in enumerate(oof) if (r["seed"], r["fold"]) == (s, f)]
+        held = {oof[i]["id"] for i in rows}
+        gate = fit_run_gate(
+            [it for it in items if it["id"] not in held], negatives, fallback_tag, seed
+        )
+        p = gate.in_scope([by_id[oof[i]["id"]]["text"] for i in rows])
+        for i, v in zip(rows, p, strict=True):
+            scores[i] = float(v)
+    return scores

@@ -59,6 +59,7 @@ class TrainingRun:
     soft_info: dict = field(default_factory=dict)
     # load_data: the out-of-scope gate's negatives, checked before the epochs (None: no gate)
     gate_negatives: list[dict] | None = None
+    gate: Any = None  # the fitted out-of-scope gate (mltagger.models.gate.TextGate)
     # build_optimiser, build_loss
     optimizer: Any = None
     scheduler: Any = None

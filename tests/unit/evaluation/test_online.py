@@ -63,3 +63,15 @@ def test_figures_carry_a_wilson_interval_and_nothing_for_no_items():
 def test_review_ratio_is_the_share_the_model_sent_to_review():
     assert review_ratio([row("a"), row("b", auto=False)]) == 0.5
     assert review_ratio([]) is None
+
+
+def test_an_item_the_gate_stopped_is_automatic_not_reviewed_and_counted_apart():
+    from mltagger.evaluation.online import out_of_scope_ratio
+
+    gated = {**row("other", author="natural-language-processing"), "reason": "out_of_scope"}
+    rows = [row("a"), row("b", auto=False), gated, gated]
+    assert review_ratio(rows) == 0.25
+    assert out_of_scope_ratio(rows) == 0.5 and out_of_scope_ratio([]) is None
+    # the author disagrees with the gate's `other`: an automatic tag, judged wrong
+    author = pick([gated], "author")
+    assert (author["correct"], author["n"]) == (0, 1)

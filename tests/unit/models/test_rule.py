@@ -125,3 +125,60 @@ def test_the_gate_scales_the_topics_and_gives_other_the_rest():
     np.testing.assert_allclose(got[1, :2], [0.5, 0.5])
     # no topic mass at all: the in-scope share is split evenly over the topics
     np.testing.assert_allclose(got[2, :2], [0.15, 0.15])
+
+
+def test_the_gate_stops_items_whatever_the_topic_softmax_says():
+    from mltagger.models.rule import apply_threshold, gate_mask, reason
+
+    probs = np.array([[0.99, 0.01], [0.99, 0.01], [0.4, 0.6]])
+    labels = ["natural-language-processing", "other"]
+    out = gate_mask(np.array([0.1, 0.5, 0.1]), 0.5, 3)
+    assert out.tolist() == [True, False, True]  # at the threshold an item passes
+    tags, conf, review = apply_threshold(probs, labels, 0.9, "other", out)
+    assert tags == ["other", "natural-language-processing", "other"]
+    assert review.tolist() == [False, False, False]  # stopped items are applied, not reviewed
+    assert conf.tolist() == [0.99, 0.99, 0.6]
+    assert [reason(r, o) for r, o in zip(review, out, strict=True)] == [
+        "out_of_scope", "classifier", "out_of_scope",
+    ]  # fmt: skip
+    assert reason(True) == "low_confidence" and reason(True, True) == "out_of_scope"
+    # no gate threshold: nobody is stopped; a threshold without scores is an error, not "no gate"
+    assert not gate_mask(None, None, 3).any()
+    with pytest.raises(ValueError, match="in-scope probabilities"):
+        gate_mask(None, 0.5, 3)
+    with pytest.raises(ValueError, match="shape"):
+        gate_mask(np.array([0.1, 0.2]), 0.5, 3)
+    with pytest.raises(ValueError, match="shape"):
+        apply_threshold(probs, labels, 0.9, "other", np.array([True]))
+
+
+def test_a_folder_with_a_gate_answers_out_of_scope_with_the_gates_confidence(tmp_path):
+    from mltagger.models.modelio import ModelNotAvailable, read_model_metadata
+
+    items = [
+        {"id": 1, "text": "Cheap flights and hotel deals"},
+        {"id": 2, "text": "Image segmentation of street scenes"},
+    ]
+    plain = FakePredictor(make_model_folder(tmp_path / "plain", threshold=0.0)).predict(items)
+    gated = FakePredictor(
+        make_model_folder(tmp_path / "gated", threshold=0.0, gate_threshold=0.5)
+    ).predict(items)
+    assert "in_scope" not in plain[0] and plain[0]["reason"] == "classifier"
+    spam, image = gated
+    assert spam["in_scope"] < 0.5 < image["in_scope"]
+    assert (spam["tag"], spam["reason"], spam["needs_review"]) == ("other", "out_of_scope", False)
+    assert spam["confidence"] == pytest.approx(1 - spam["in_scope"], abs=1e-6)
+    assert spam["scores"] == plain[0]["scores"]  # the topic softmax is still reported
+    assert image["tag"] == plain[1]["tag"] and image["reason"] == "classifier"
+    never = FakePredictor(make_model_folder(tmp_path / "zero", threshold=0.0, gate_threshold=0.0))
+    assert [p["reason"] for p in never.predict(items)] == ["classifier", "classifier"]
+    # a gate threshold without the gate's model, or outside [0, 1]: refused when opening
+    (tmp_path / "gated" / "gate.json").unlink()
+    with pytest.raises(ModelNotAvailable, match="no gate.json"):
+        read_model_metadata(tmp_path / "gated")
+    import json
+
+    bad = tmp_path / "zero" / "inference.json"
+    bad.write_text(json.dumps({**json.loads(bad.read_text()), "gate_threshold": 1.5}))
+    with pytest.raises(ModelNotAvailable, match="not a probability"):
+        read_model_metadata(tmp_path / "zero")

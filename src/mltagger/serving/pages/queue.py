@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mltagger.models.rule import REASON_LOW_CONFIDENCE
+from mltagger.models.rule import REASON_LOW_CONFIDENCE, REASON_OUT_OF_SCOPE
 from mltagger.serving.keys import REVIEW
 from mltagger.serving.pages.rendering import REASONS, Pages, as_int, form_of, is_htmx, pages
 from mltagger.serving.sessions import Session, session_token_ok
@@ -77,6 +77,8 @@ def item_details(ui: Pages, item: dict) -> dict:
     reasons = []
     if item.get("reason") == REASON_LOW_CONFIDENCE:
         reasons.append(REASONS["low_confidence"])
+    if item.get("reason") == REASON_OUT_OF_SCOPE:
+        reasons.append(REASONS["out_of_scope"])
     if item.get("audit"):
         reasons.append(REASONS["audit"])
     if item.get("status") == HELD_DUPLICATE:

@@ -1,0 +1,100 @@
+"""Choosing the gate threshold and the topic thresholds behind it on out-of-fold rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mltagger.core.errors import ConfigError
+from mltagger.evaluation.metrics import scope_report
+from mltagger.evaluation.thresholds import choose_gated_rule, rule_thresholds
+from mltagger.models.rule import NEVER
+
+LABELS = ["a", "b", "other"]
+
+
+def _rows(seed=0, n=300):
+    """Topic items a/b (confident, right) and out-of-scope items the softmax calls `a` with the
+    same confidence - only the gate tells them apart (in_scope low for them, high for topics)."""
+    rng = np.random.default_rng(seed)
+    gold, probs, p_in = [], [], []
+    for i in range(n):
+        kind = i % 3
+        conf = rng.uniform(0.7, 1.0)
+        if kind == 2:  # out of scope, confidently `a`
+            gold.append("other")
+            probs.append([conf, (1 - conf) / 2, (1 - conf) / 2])
+            p_in.append(rng.uniform(0.0, 0.3))
+        else:
+            gold.append("ab"[kind])
+            row = [(1 - conf) / 2] * 3
+            row[kind] = conf
+            probs.append(row)
+            p_in.append(rng.uniform(0.6, 1.0))
+    folds = [f"0:{i % 4}" for i in range(n)]
+    return np.array(probs), gold, np.array(p_in), folds
+
+
+@pytest.mark.parametrize("rule", ["pooled", "own", "point", "global"])
+def test_a_useful_gate_is_chosen_and_removes_the_harm(rule):
+    probs, gold, p_in, folds = _rows()
+    out = choose_gated_rule(probs, gold, p_in, folds, LABELS, "other", 0.9, rule=rule)
+    assert out["met"] and out["gate_threshold"] == 0.3  # the lowest that stops every one
+    best = out["cross_fitted"]
+    assert best["oos_auto_topic"] == 0.0 and best["topic_coverage"] > 0.9
+    no_gate = out["table"][0]
+    # without the gate, `a` cannot keep its promise (half its confident answers are
+    # out-of-scope items), so its items go to review: the gate buys coverage, not just safety
+    assert no_gate["gate_threshold"] == 0.0 and no_gate["topic_coverage"] < 0.6
+    # behind the gate `a` keeps its promise, so its threshold is a real one
+    thr = out["thresholds"]
+    assert (thr if rule == "global" else thr["a"]) < NEVER
+
+
+def test_without_a_harm_limit_the_lowest_gate_with_the_most_coverage_wins():
+    probs, gold, p_in, folds = _rows()
+    out = choose_gated_rule(probs, gold, p_in, folds, LABELS, "other", 0.5, max_harm=1.0)
+    top = max(r["topic_coverage"] for r in out["table"])
+    assert out["cross_fitted"]["topic_coverage"] == top
+    assert (
+        out["gate_threshold"]
+        == min((r["gate_threshold"] for r in out["table"] if r["topic_coverage"] == top))
+        or out["gate_threshold"] is None
+    )
+
+
+def test_a_useless_gate_that_cannot_meet_the_limit_is_reported_as_missed():
+    probs, gold, p_in, folds = _rows()
+    rng = np.random.default_rng(1)
+    noise = rng.uniform(0, 1, len(gold))  # the gate knows nothing
+    out = choose_gated_rule(probs, gold, noise, folds, LABELS, "other", 0.5, max_harm=0.0,
+                            grid=(0.0, 0.5))  # fmt: skip
+    assert out["met"] is False
+    assert out["cross_fitted"]["oos_auto_topic"] == min(r["oos_auto_topic"] for r in out["table"])
+
+
+def test_bad_arguments_are_refused():
+    probs, gold, p_in, folds = _rows(n=30)
+    with pytest.raises(ConfigError, match="rule must be one of"):
+        choose_gated_rule(probs, gold, p_in, folds, LABELS, "other", 0.9, rule="magic")
+    with pytest.raises(ValueError, match="one row per item"):
+        choose_gated_rule(probs, gold, p_in[:-1], folds, LABELS, "other", 0.9)
+
+
+def test_one_global_threshold_keeps_its_lower_bound_or_sends_everything_to_review():
+    probs = np.array([[0.9, 0.05, 0.05]] * 50)
+    assert rule_thresholds(probs, ["a"] * 50, LABELS, 0.9, "global") == pytest.approx(0.9)
+    assert rule_thresholds(probs, ["b"] * 50, LABELS, 0.9, "global") == NEVER
+
+
+def test_the_scope_report_counts_what_the_gate_stopped():
+    probs = np.array([[0.9, 0.05, 0.05]] * 4)
+    gold = ["a", "a", "other", "other"]
+    out = np.array([False, True, True, False])
+    plain = scope_report(gold, probs, LABELS, 0.5, "other")
+    gated = scope_report(gold, probs, LABELS, 0.5, "other", out)
+    assert plain["out_of_scope"]["auto_topic"] == 1.0 and plain["out_of_scope"]["gated"] == 0.0
+    assert gated["out_of_scope"]["auto_topic"] == 0.5
+    assert gated["out_of_scope"]["as_other"] == 0.5 and gated["out_of_scope"]["gated"] == 0.5
+    assert gated["topics"]["lost_to_other"] == 0.5 and gated["topics"]["gated"] == 0.5
+    assert gated["topics"]["coverage"] == 0.5
