@@ -61,7 +61,7 @@ def test_without_a_harm_limit_the_lowest_gate_with_the_most_coverage_wins():
 
 
 def test_a_useless_gate_that_cannot_meet_the_limit_is_reported_as_missed():
-    probs, gold, p_in, folds = _rows()
+    probs, gold, _, folds = _rows()
     rng = np.random.default_rng(1)
     noise = rng.uniform(0, 1, len(gold))  # the gate knows nothing
     out = choose_gated_rule(probs, gold, noise, folds, LABELS, "other", 0.5, max_harm=0.0,

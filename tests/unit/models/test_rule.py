@@ -174,7 +174,7 @@ def test_a_folder_with_a_gate_answers_out_of_scope_with_the_gates_confidence(tmp
     assert [p["reason"] for p in never.predict(items)] == ["classifier", "classifier"]
     # a gate threshold without the gate's model, or outside [0, 1]: refused when opening
     (tmp_path / "gated" / "gate.json").unlink()
-    with pytest.raises(ModelNotAvailable, match="no gate.json"):
+    with pytest.raises(ModelNotAvailable, match=r"no gate\.json"):
         read_model_metadata(tmp_path / "gated")
     import json
 

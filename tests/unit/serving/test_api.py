@@ -823,3 +823,37 @@ def test_request_bodies_are_strict(client, body, where):
     assert fb.status_code == 422 and "item_id" in fb.json()["detail"]
     ok = client.post("/feedback", json={"item_id": 1.0, "correct_tag": "mlops"})
     assert ok.status_code == 201 and ok.json()["item_id"] == 1  # 1.0 is an integer in JSON Schema
+
+
+def test_a_model_with_a_gate_answers_out_of_scope_items_with_other_applied(tmp_path):
+    """The gate's answer travels the whole way: /predict, the stored item, the audit sample (a
+    person sees stopped items too) and the review page's reason."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    tagger = Tagger(
+        FakePredictor(make_model_folder(tmp_path / "model", threshold=0.0, gate_threshold=0.5)),
+        store,
+        screen_file=write_screen(tmp_path / "screen.json"),
+        audit_share=1.0,
+    )
+    cfg = compose_config("serve", [f"model_dir={tmp_path / 'model'}", f"api_key={KEY}"])
+    spam = {"title": "Claim free crypto airdrop tokens", "description": "Cheap flights too."}
+    with TestClient(create_app(tagger, cfg)) as c:
+        got = c.post("/predict", json={"items": [spam, SURE]}).json()["items"]
+        assert [p["reason"] for p in got] == ["out_of_scope", "classifier"]
+        assert got[0]["tag"] == "other" and got[0]["needs_review"] is False
+        assert 0 <= got[0]["in_scope"] < 0.5 < got[1]["in_scope"]
+        enum = c.get("/openapi.json").json()["components"]["schemas"]["PredictionOut"]
+        assert enum["properties"]["reason"]["enum"] == [
+            "classifier", "low_confidence", "out_of_scope",
+        ]  # fmt: skip
+        item = add(c, spam)
+        assert (item["tag"], item["reason"]) == ("other", "out_of_scope")
+        queue = c.get("/review", headers=H).json()["items"]
+        assert [it["id"] for it in queue] == [item["id"]]  # drawn for the audit
+        from types import SimpleNamespace
+
+        from mltagger.serving.pages.queue import item_details
+
+        shown = item_details(SimpleNamespace(store=store), store.get_item(item["id"]))
+        assert any("out-of-scope gate" in r for r in shown["reasons"])
+    store.close()
