@@ -391,9 +391,6 @@ def evaluate_predictions(
     }
 
 
-PROMISE = 0.85  # the product's promise: automatic tags right more often than this, per tag
-
-
 def lowest_tag(report: dict) -> dict | None:
     """The tag whose automatic tags are right least often (among tags applied automatically at
     least once): the product promises precision per tag, so this is the promise as it stands.

@@ -31,6 +31,8 @@ PACKAGE_PREFIX = "package:"
 LABELS_FILE = "labels.json"
 INFERENCE_FILE = "inference.json"
 GATE_FILE = "gate.json"  # the out-of-scope gate (mltagger.models.gate.TextGate)
+# Each tag's operating point as the run measured it (CV, test, fresh): the promise the model made.
+PER_TAG_FILE = "per_tag.json"
 # What an opt-in teacher's installer writes next to the weights (packages, sha256, date).
 TEACHER_SOURCE_FILE = "SOURCE.json"
 TEACHERS_DIR = "teachers"

@@ -388,6 +388,7 @@ class Tagger:
                 "rollout": str(self.rollout),
             },
             "audit_share": self.audit_share,
+            "gate_threshold": self.predictor.inference.gate_threshold,
             "duplicate_screen": {
                 "enabled": self.dedup,
                 "version": VERSION if self.dedup else None,

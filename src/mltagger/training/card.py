@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from mltagger.data.prepare import PreparedData
 from mltagger.evaluation.markdown import fmt, per_class_table, scope_md
-from mltagger.evaluation.metrics import HEADLINE_ROWS, PROMISE, Metric, lowest_tag
+from mltagger.evaluation.metrics import HEADLINE_ROWS, Metric, lowest_tag
+from mltagger.models.rule import PROMISE
 from mltagger.training.checkpoints import TrainState
 
 
@@ -31,18 +32,55 @@ def headline(name: str, metrics: dict, decision: dict) -> str:
     return "\n".join(lines)
 
 
-def _tag_figures(report: dict | None, tag: str) -> tuple[str, str, str]:
-    """(coverage of the tag's items, precision of its automatic tags, that precision's Wilson
-    lower bound) on one report, as text."""
+def _tag_numbers(report: dict | None, tag: str) -> dict:
+    """The tag's figures on one report: coverage of its items, precision of its automatic tags,
+    how many, and that precision's Wilson lower bound (None where there are none)."""
     if report is None:
-        return "—", "—", "—"
+        return {"coverage": None, "precision": None, "num_auto": 0, "lower": None}
     at = report["coverage"].get("at_threshold") or {}
-    cov = (at.get("per_class_coverage") or {}).get(tag)
     auto = (at.get("per_class_auto") or {}).get(tag) or {}
-    low = (auto.get("precision_ci95") or [None])[0] if auto.get("num_auto") else None
-    prec = auto.get("precision") if auto.get("num_auto") else None
     n = auto.get("num_auto") or 0
-    return fmt(cov), (f"{fmt(prec)} ({n})" if n else "—"), fmt(low)
+    return {
+        "coverage": (at.get("per_class_coverage") or {}).get(tag),
+        "precision": auto.get("precision") if n else None,
+        "num_auto": n,
+        "lower": (auto.get("precision_ci95") or [None])[0] if n else None,
+    }
+
+
+def per_tag_rows(decision: dict, test: dict, fresh: dict | None) -> list[dict]:
+    """Each tag's operating point on old and new data: its threshold, the out-of-fold figures
+    it was chosen on (CV), and its figures on test and fresh (`_tag_numbers`). Written to the
+    model folder as per_tag.json, so the health page shows the promise the serving model made."""
+    detail = decision.get("per_tag_detail") or {}
+    thresholds = decision.get("thresholds")
+    rows = []
+    for tag in list((test.get("per_class") or {}).keys()) or list(detail):
+        d = detail.get(tag) or {}
+        thr = thresholds.get(tag) if isinstance(thresholds, dict) else None
+        rows.append(
+            {
+                "tag": tag,
+                "threshold": thr if thr is not None else (test["coverage"].get("threshold")),
+                "cv": {
+                    "precision": d.get("precision"),
+                    "num_auto": d.get("num_auto", 0),
+                    "lower": d.get("pooled_lower", d.get("own_lower")),
+                }
+                if d
+                else None,
+                "test": _tag_numbers(test, tag),
+                "fresh": _tag_numbers(fresh, tag) if fresh is not None else None,
+            }
+        )
+    return rows
+
+
+def _cells(fig: dict | None) -> str:
+    if fig is None:
+        return "— | — | —"
+    prec = f"{fmt(fig['precision'])} ({fig['num_auto']})" if fig["num_auto"] else "—"
+    return f"{fmt(fig['coverage'])} | {prec} | {fmt(fig['lower'])}"
 
 
 def per_tag_points(decision: dict, test: dict, fresh: dict | None) -> list[str]:
@@ -50,25 +88,17 @@ def per_tag_points(decision: dict, test: dict, fresh: dict | None) -> list[str]:
     the out-of-fold figures it was chosen on (CV), and on test and fresh the share of the tag's
     items tagged automatically, the precision of its automatic tags (how many) and the lower
     bound of that precision. The promise is per tag, so this table is where it is kept or not."""
-    detail = decision.get("per_tag_detail") or {}
-    thresholds = decision.get("thresholds")
     lines = [
         "| tag | threshold | CV precision (auto) | CV lower bound | test coverage | test precision "
         "| test lower | fresh coverage | fresh precision | fresh lower |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    tags = list((test.get("per_class") or {}).keys()) or list(detail)
-    for tag in tags:
-        d = detail.get(tag) or {}
-        thr = thresholds.get(tag) if isinstance(thresholds, dict) else None
-        thr = thr if thr is not None else (test["coverage"].get("threshold") or None)
-        cv = f"{fmt(d.get('precision'))} ({d.get('num_auto', 0)})" if d else "—"
+    for row in per_tag_rows(decision, test, fresh):
+        cv = row["cv"]
+        cv_cells = f"{fmt(cv['precision'])} ({cv['num_auto']})" if cv else "—"
         lines.append(
-            f"| {tag} | {fmt(thr)} | {cv} | {fmt(d.get('pooled_lower', d.get('own_lower')))} | "
-            + " | ".join(_tag_figures(test, tag))
-            + " | "
-            + " | ".join(_tag_figures(fresh, tag))
-            + " |"
+            f"| {row['tag']} | {fmt(row['threshold'])} | {cv_cells} | "
+            f"{fmt(cv['lower']) if cv else '—'} | {_cells(row['test'])} | {_cells(row['fresh'])} |"
         )
     return lines
 

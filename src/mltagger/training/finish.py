@@ -20,12 +20,17 @@ from mltagger.evaluation import plots
 from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.metrics import summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
-from mltagger.models.modelio import InferenceConfig, point_latest, write_model_metadata
+from mltagger.models.modelio import (
+    PER_TAG_FILE,
+    InferenceConfig,
+    point_latest,
+    write_model_metadata,
+)
 from mltagger.models.predict import TorchPredictor
 from mltagger.models.rule import gate_mask, softmax
 from mltagger.training.batches import predict_logits
 from mltagger.training.calibrate import fit_temperature
-from mltagger.training.card import headline, model_card, per_tag_points
+from mltagger.training.card import headline, model_card, per_tag_points, per_tag_rows
 from mltagger.training.checkpoints import BEST
 from mltagger.training.decision import evaluate_fresh, run_behaviour_suite
 from mltagger.training.gate import gate_auroc
@@ -199,6 +204,13 @@ def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dic
             evaluation.fresh_report,
             run.decision,
         )
+    )
+    # The promise per tag as the model made it (CV, test, fresh), for the service's health page.
+    (model_dir / PER_TAG_FILE).write_text(
+        json.dumps(
+            per_tag_rows(run.decision, evaluation.test_report, evaluation.fresh_report), indent=1
+        )
+        + "\n"
     )
     if cfg.eval.get("behavior", True):
         metrics.update(run_behaviour_suite(model_dir, out_dir))

@@ -307,6 +307,41 @@ def test_the_health_page_without_a_monitor_run_says_how_to_get_one(app, tagger, 
     r = c.get("/ui/health")
     assert r.status_code == 200 and "No monitor run yet" in r.text and "<svg" not in r.text
     assert "fake-1" in r.text
+    assert "has no per_tag.json" in r.text  # a folder from before the file: said, not hidden
+
+
+def test_the_health_page_shows_the_promise_per_tag_the_model_made(app, tagger, keys):
+    import json
+
+    from mltagger.training.card import per_tag_rows
+
+    def report(precision, low, n, cov):
+        return {
+            "per_class": {"computer-vision": {}, "mlops": {}},
+            "coverage": {"threshold": 0.5, "at_threshold": {
+                "per_class_coverage": {"computer-vision": cov, "mlops": 0.2},
+                "per_class_auto": {
+                    "computer-vision": {"num_auto": n, "precision": precision,
+                                        "precision_ci95": [low, 1.0]},
+                    "mlops": {"num_auto": 0},
+                },
+            }},
+        }  # fmt: skip
+
+    decision = {"thresholds": {"computer-vision": 0.61, "mlops": 1.01}, "per_tag_detail": {
+        "computer-vision": {"precision": 0.97, "num_auto": 80, "pooled_lower": 0.91}}}  # fmt: skip
+    rows = per_tag_rows(decision, report(0.95, 0.88, 40, 0.8), report(0.7, 0.52, 20, 0.6))
+    folder = tagger.predictor.folder
+    (folder / "per_tag.json").write_text(json.dumps(rows))
+    c = browser(app)
+    log_in(c, keys["alice"])
+    page = c.get("/ui/health").text
+    assert "The promise per tag" in page and "Out-of-scope gate: none" in page
+    row = page[page.index("<td>computer-vision</td>") :].split("</tr>")[0]
+    assert "0.610" in row and '<span class="ok">95.0%</span>' in row  # test keeps it
+    assert '<span class="bad">70.0%</span>' in row and "≥ 52.0% n=20" in row  # fresh breaks it
+    mlops = page[page.index("<td>mlops</td>") :].split("</tr>")[0]
+    assert "1.010" in mlops and mlops.count("—") >= 3  # never applied: nothing to promise
 
 
 def test_the_health_page_says_whether_labels_still_pay(app, tagger, keys):

@@ -5,13 +5,17 @@ timeline, drift p-values) as charts.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from mltagger.models.modelio import PER_TAG_FILE
 from mltagger.models.queue import STOP_GAIN, STOP_LABELS, stopping_point
+from mltagger.models.rule import PROMISE
 from mltagger.serving import charts
 from mltagger.serving.pages.rendering import REASONS, Pages, age, pages
 from mltagger.serving.rollout import deployment_history
@@ -47,6 +51,7 @@ def health_context(ui: Pages) -> dict:
         "by_tag": [],
         "by_model": [],
         "snap_age": "",
+        "per_tag": promise_per_tag(ui.shared.tagger.predictor.folder),
     }
     if snap is None:
         return context
@@ -63,6 +68,22 @@ def health_context(ui: Pages) -> dict:
     if drift.get("pvalues"):
         context["charts"]["drift"] = charts.pvalue_chart(drift["pvalues"], drift["alpha"])
     return context
+
+
+def promise_per_tag(folder: Path) -> list[dict]:
+    """The serving model's per-tag operating points as its training run measured them
+    (per_tag.json: CV, test, fresh), each cell marked kept or broken against the promise; empty
+    for a folder made before the file existed."""
+    path = Path(folder) / PER_TAG_FILE
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())
+    for row in rows:
+        for part in ("cv", "test", "fresh"):
+            fig = row.get(part)
+            if fig and fig.get("lower") is not None:
+                fig["kept"] = fig["lower"] >= PROMISE
+    return rows
 
 
 def labels_pay(windows: list[dict]) -> dict:
