@@ -143,3 +143,24 @@ def test_the_warm_start_fine_tune_replays_and_resumes(trained, tmp_path):
         assert rows[0]["passes_run"] == 0
         assert [r["coverage"] for r in rows] == [r["coverage"] for r in before]
         assert [r["labels"] for r in rows] == [r["labels"] for r in before]
+
+
+def test_a_replay_refuses_a_recipe_that_trains_on_the_pool_or_a_model_of_other_data(
+    trained, tmp_path
+):
+    data = OmegaConf.load(trained / "run" / "config.yaml").data
+    pool_file = pool(tmp_path)
+    common = ["--model", str(trained / "run" / "model"), "--pool", pool_file,
+              "--pool-sha256", ""]  # fmt: skip
+    on_pool = OmegaConf.merge(data, {"sources": [*data.sources, {"name": "p", "path": pool_file}]})
+    OmegaConf.save(on_pool, tmp_path / "on_pool.yaml")
+    proc = run_job("simulate-labels", *common, "--data-config", str(tmp_path / "on_pool.yaml"))
+    assert proc.returncode == 2
+    assert "trains on the pool it would replay (source 'p')" in proc.stderr
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps([{"id": 990001, "created_on": "2025-01-01", "title": "x y z",
+                                  "description": "", "tag": "mlops"}]))  # fmt: skip
+    other = OmegaConf.merge(data, {"sources": [*data.sources, {"name": "x", "path": str(extra)}]})
+    OmegaConf.save(other, tmp_path / "other.yaml")
+    proc = run_job("simulate-labels", *common, "--data-config", str(tmp_path / "other.yaml"))
+    assert proc.returncode == 2 and "was trained on other data" in proc.stderr, proc.stderr

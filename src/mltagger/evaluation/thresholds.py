@@ -184,7 +184,7 @@ def rule_thresholds(
     )["thresholds"]
 
 
-def _gated_counts(probs, gold, in_scope, label_names, threshold, gate, fallback) -> np.ndarray:
+def gated_counts(probs, gold, in_scope, label_names, threshold, gate, fallback) -> np.ndarray:
     """[topic items, topic items covered, covered right, out-of-scope items, out-of-scope items
     auto-tagged with a topic] under one rule - summed over folds, then turned into rates."""
     gold = np.asarray(gold, dtype=object)
@@ -247,7 +247,7 @@ def choose_gated_rule(
             thr = rule_thresholds(
                 probs[fit], list(gold[fit]), label_names, target, rule, prior_strength
             )
-            counts += _gated_counts(
+            counts += gated_counts(
                 probs[held], gold[held], in_scope[held], label_names, thr, g, fallback
             )
         n_topic, covered, right, n_oos, harm = counts

@@ -164,12 +164,30 @@ def check_args(args: argparse.Namespace) -> None:
 def load_data(args: argparse.Namespace) -> dict:
     """The pool (checked against every training source and the fresh set), the shipped
     recipe's train and val splits, and their embeddings under the shipped encoder."""
-    labels, _ = read_model_metadata(args.model)  # one line naming `make train` when missing
+    labels, inference = read_model_metadata(args.model)  # one line naming `make train`
     data_cfg = load_data_config(args.data_config)
     tags = list(data_cfg.tags)
     root = project_root()
-    prepared = prepare_data(data_cfg, root)
     pool_path = resolve_path(args.pool, root)
+    trains_on_pool = [
+        s.name
+        for s in data_cfg.sources
+        if resolve_path(s.path, root).resolve() == pool_path.resolve()
+    ]
+    if trains_on_pool:
+        raise UserError(
+            f"--data-config {args.data_config} trains on the pool it would replay (source "
+            f"{trains_on_pool[0]!r}): replay from a recipe without it, e.g. --data-config "
+            'with_packages and a model trained with `make train ARGS="data=with_packages"`'
+        )
+    prepared = prepare_data(data_cfg, root)
+    model_data = inference.extra.get("data_sha256")
+    if model_data is not None and model_data != prepared.data_sha256:
+        raise UserError(
+            f"{args.model} was trained on other data (sha256 {model_data[:12]}…) than "
+            f"--data-config {args.data_config} ({prepared.data_sha256[:12]}…): give the model "
+            f'trained on it (`make train ARGS="data={args.data_config}"`)'
+        )
     pool = load_pool(pool_path, tags, report=pool_report(pool_path, data_cfg, root))
     col = {t: i for i, t in enumerate(labels)}
     used = {it["tag"] for k in ("train", "val") for it in prepared.splits[k]}
