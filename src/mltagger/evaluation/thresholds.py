@@ -254,9 +254,9 @@ def choose_gated_rule(
         table.append(
             {
                 "gate_threshold": float(g),
-                "topic_coverage": covered / n_topic if n_topic else 0.0,
-                "topic_precision": right / covered if covered else None,
-                "oos_auto_topic": harm / n_oos if n_oos else 0.0,
+                "topic_coverage": float(covered / n_topic) if n_topic else 0.0,
+                "topic_precision": float(right / covered) if covered else None,
+                "oos_auto_topic": float(harm / n_oos) if n_oos else 0.0,
                 "num_topic": int(n_topic),
                 "num_out_of_scope": int(n_oos),
             }
