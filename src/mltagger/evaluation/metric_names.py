@@ -28,6 +28,10 @@ class Metric:
     TOPIC_AUTO_PRECISION = "topic_auto_precision"
     TOPIC_COVERAGE = "topic_coverage"
     OOS_AUTO_TOPIC = "oos_auto_topic_rate"
+    # The same apart for out-of-scope items that are not ML at all and for out-of-scope ML
+    # (only on data that marks them, `non_ml`: the fresh set).
+    OOS_AUTO_TOPIC_NOT_ML = "oos_auto_topic_rate_not_ml"
+    OOS_AUTO_TOPIC_ML = "oos_auto_topic_rate_ml"
     # The product's promise is per tag: the lowest precision among the tags applied
     # automatically (at least once), and the lower end of its 95% interval.
     LOWEST_TAG_AUTO_PRECISION = "lowest_tag_auto_precision"
@@ -50,6 +54,8 @@ class Metric:
         TOPIC_AUTO_PRECISION,
         TOPIC_COVERAGE,
         OOS_AUTO_TOPIC,
+        OOS_AUTO_TOPIC_NOT_ML,
+        OOS_AUTO_TOPIC_ML,
         LOWEST_TAG_AUTO_PRECISION,
         LOWEST_TAG_AUTO_PRECISION_LOW,
     )

@@ -43,6 +43,8 @@ HEADLINE_ROWS = (
     ("topic auto-tag precision", Metric.TOPIC_AUTO_PRECISION),
     ("topic coverage", Metric.TOPIC_COVERAGE),
     ("out-of-scope auto-tagged with a topic", Metric.OOS_AUTO_TOPIC),
+    ("  of them not ML at all", Metric.OOS_AUTO_TOPIC_NOT_ML),
+    ("  of them out-of-scope ML", Metric.OOS_AUTO_TOPIC_ML),
     ("auto-tag precision, all items", Metric.AUTO_PRECISION),
     ("coverage, all items", Metric.COVERAGE),
 )
@@ -197,6 +199,23 @@ def _block(
     return out
 
 
+def _harm_by_kind(items, probs, label_names, threshold, fallback_tag, out_of_scope) -> dict:
+    """Out-of-scope harm apart for items that are not ML at all (`non_ml`, the fresh set marks
+    them) and for out-of-scope ML: the product promises both, with different limits."""
+    tags, _, review = apply_threshold(probs, label_names, threshold, fallback_tag, out_of_scope)
+    out = {}
+    for key, want in (("not_ml", True), ("ml", False)):
+        rows = [
+            i
+            for i, it in enumerate(items)
+            if it["tag"] == fallback_tag and bool(it.get("non_ml")) == want
+        ]
+        harm = [not review[i] and tags[i] != fallback_tag for i in rows]
+        out[f"auto_topic_{key}"] = float(np.mean(harm)) if rows else None
+        out[f"num_{key}"] = len(rows)
+    return out
+
+
 def scope_report(
     gold: Sequence[str],
     probs: np.ndarray,
@@ -312,6 +331,10 @@ def evaluate_predictions(
         if gold
         else None
     )
+    if scope is not None and any("non_ml" in it for it in items):
+        scope["out_of_scope"].update(
+            _harm_by_kind(items, probs, label_names, threshold, fallback_tag, out_of_scope)
+        )
     if scope is not None:
         scope["threshold"] = threshold_json(threshold)
         # The trade-off people weigh: topic precision and coverage against out-of-scope harm.
@@ -429,6 +452,12 @@ def summary_metrics(report: dict, prefix: str = "") -> dict[str, float]:
             if t.get(src) is not None:
                 out[key] = t[src]
         out[Metric.OOS_AUTO_TOPIC] = scope["out_of_scope"]["auto_topic"]
+        for key, src in (
+            (Metric.OOS_AUTO_TOPIC_NOT_ML, "auto_topic_not_ml"),
+            (Metric.OOS_AUTO_TOPIC_ML, "auto_topic_ml"),
+        ):
+            if scope["out_of_scope"].get(src) is not None:
+                out[key] = scope["out_of_scope"][src]
     unknown = set(out) - set(Metric.ALL)
     if unknown:  # a new figure must be named in Metric first
         raise KeyError(f"metric keys not declared in Metric: {sorted(unknown)}")

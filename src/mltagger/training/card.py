@@ -12,6 +12,13 @@ from mltagger.models.rule import PROMISE
 from mltagger.training.checkpoints import TrainState
 
 
+def _gate_text(decision: dict) -> str:
+    """The gate part of the rule in words: its threshold, or why there is none."""
+    if decision.get("gate_threshold") is not None:
+        return f"at {decision['gate_threshold']:.2f}"
+    return decision.get("gate_why", "none")
+
+
 def headline(name: str, metrics: dict, decision: dict) -> str:
     """The lines `make train` ends with: test and fresh side by side, per-tag and global rule."""
 
@@ -21,7 +28,8 @@ def headline(name: str, metrics: dict, decision: dict) -> str:
 
     rows = HEADLINE_ROWS
     lines = [
-        f"\n{name}: decision rule {decision['rule_used']} ({decision['why']})",
+        f"\n{name}: decision rule {decision['rule_used']} ({decision['why']}); out-of-scope "
+        f"gate {_gate_text(decision)}",
         f"  {'':40s} {'test':>7s} {'fresh':>7s}   (global val threshold: test  fresh)",
     ]
     for label, key in rows:

@@ -260,6 +260,8 @@ def _ship_gate(run: TrainingRun, cfg: DictConfig, model_dir: Path, metrics: dict
         if auroc is not None:
             metrics[f"gate/{split}_auroc"] = auroc
     metrics["gate/negatives"] = float(len(negatives))
+    if run.decision.get("gate_threshold") is not None:  # applied by the shipped rule
+        metrics["gate/threshold"] = float(run.decision["gate_threshold"])
     log.info("gate: %d negatives, AUROC val %s test %s", len(negatives),
              metrics.get("gate/val_auroc"), metrics.get("gate/test_auroc"))  # fmt: skip
 

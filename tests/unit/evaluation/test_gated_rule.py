@@ -95,3 +95,29 @@ def test_the_scope_report_counts_what_the_gate_stopped():
     assert gated["out_of_scope"]["as_other"] == 0.5 and gated["out_of_scope"]["gated"] == 0.5
     assert gated["topics"]["lost_to_other"] == 0.5 and gated["topics"]["gated"] == 0.5
     assert gated["topics"]["coverage"] == 0.5
+
+
+def test_harm_is_reported_apart_for_items_not_ml_at_all_and_out_of_scope_ml():
+    from mltagger.evaluation.metrics import evaluate_predictions, summary_metrics
+
+    items = [
+        {"id": 1, "text": "x", "tag": "a"},
+        {"id": 2, "text": "x", "tag": "other", "non_ml": True},
+        {"id": 3, "text": "x", "tag": "other", "non_ml": True},
+        {"id": 4, "text": "x", "tag": "other", "non_ml": False},
+    ]
+    probs = np.array([[0.9, 0.05, 0.05]] * 4)
+    out = np.array([False, True, False, False])  # the gate stops one not-ML item
+    report = evaluate_predictions(items, probs, LABELS, threshold=0.5, out_of_scope=out,
+                                  slice_names=[])  # fmt: skip
+    scope = report["scope"]["out_of_scope"]
+    assert (scope["auto_topic_not_ml"], scope["num_not_ml"]) == (0.5, 2)
+    assert (scope["auto_topic_ml"], scope["num_ml"]) == (1.0, 1)
+    flat = summary_metrics(report, "fresh/")
+    assert flat["fresh/oos_auto_topic_rate_not_ml"] == 0.5
+    assert flat["fresh/oos_auto_topic_rate_ml"] == 1.0
+    # data that does not mark them (test) reports the total only
+    plain = [{k: v for k, v in it.items() if k != "non_ml"} for it in items]
+    flat = summary_metrics(evaluate_predictions(plain, probs, LABELS, threshold=0.5,
+                                                slice_names=[]), "test/")  # fmt: skip
+    assert "test/oos_auto_topic_rate_ml" not in flat and flat["test/oos_auto_topic_rate"] == 1.0
