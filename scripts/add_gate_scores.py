@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     path = resolve_path(args.oof, cfg.paths.root_dir)
     if not path.is_file():
         raise DataError(f"--oof {args.oof}: no such file")
-    blob = json.loads(path.read_text())
+    try:
+        blob = json.loads(path.read_text())
+        rows = blob["oof"]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(
+            f"--oof {args.oof} is not an out-of-fold file (make cv's oof.json)"
+        ) from None
     data = prepare_data(cfg.data, cfg.paths.root_dir, apply_label_noise=False)
     if blob.get("data_sha256") != data.data_sha256:
         raise DataError(f"--oof {args.oof} was made from other data than data={args.data}")
@@ -40,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if negatives is None:
         raise DataError(f"data={args.data} names no gate negatives (data.gate_negatives)")
     pool = data.splits["train"] + data.splits["val"]
-    scores = cross_fitted_in_scope(blob["oof"], pool, negatives, data.fallback_tag, args.seed)
-    for row, p in zip(blob["oof"], scores, strict=True):
+    try:
+        scores = cross_fitted_in_scope(rows, pool, negatives, data.fallback_tag, args.seed)
+    except ValueError as err:
+        raise DataError(f"--oof {args.oof}: {err}") from None
+    for row, p in zip(rows, scores, strict=True):
         row["in_scope"] = round(p, 6)
     path.write_text(json.dumps(blob) + "\n")
     print(f"{path}: {len(scores)} rows scored by the gate of the other folds")

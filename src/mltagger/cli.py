@@ -220,6 +220,12 @@ def evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data=with_other")
 
 
+def _stopped(predictor, val: list[dict], test: list[dict]) -> tuple | None:
+    """The (val, test) items the folder's out-of-scope gate stops, None without a gate."""
+    v = predictor.stopped(val)
+    return None if v is None else (v, predictor.stopped(test))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model folder on a data config's val and test splits (full report)."""
     # Imported here, not at the top: `mltagger validate` should not wait for scikit-learn.
@@ -253,14 +259,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir,
         title=title,
         threshold=threshold,
+        out_of_scope=_stopped(predictor, data.splits["val"], data.splits["test"]),
     )
     print(render_markdown(test_report, f"{args.model} on {cfg.data.name} — test"))
     reports = {"test": test_report}
     if data.fresh:
         fresh_probs = predictor.predict_proba([it["text"] for it in data.fresh])
         reports["fresh"] = evaluate_fresh(
-            data, labels, fresh_probs, cfg.eval, applied, out_dir, title
-        )
+            data, labels, fresh_probs, cfg.eval, applied, out_dir, title,
+            predictor.stopped(data.fresh),
+        )  # fmt: skip
         print(render_markdown(reports["fresh"], f"{args.model} — fresh 2023–2026 set"))
     print(side_by_side(reports))
     origin = "chosen on val" if threshold is None else "from the model folder"

@@ -182,8 +182,14 @@ def test_cv_thresholds_ship_in_a_model_trained_with_the_same_recipe(cv_run, fina
     decision = json.loads((run / "decision.json").read_text())
     assert inference.gate_threshold == decision["gate_threshold"]
     assert len(decision["gate_choice"]["table"]) == 20 and (run / "model" / "gate.json").is_file()
+    assert inference.thresholds == decision["thresholds"]
     if decision["gate_threshold"] is None:
         assert inference.thresholds == chosen
+    else:  # the shipped reports are the gated rule's: stopped rows answer out_of_scope
+        rows = [json.loads(x) for x in (run / "test" / "predictions.jsonl").read_text().splitlines()
+                if x.strip()]  # fmt: skip
+        stopped = [r for r in rows if r["reason"] == "out_of_scope"]
+        assert all(r["tag"] == "other" and not r["needs_review"] for r in stopped)
     assert "decision rule per_tag" in stdout
     assert (run / "fresh" / "metrics.json").is_file()
     assert "fresh" in stdout

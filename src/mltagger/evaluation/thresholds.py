@@ -239,11 +239,14 @@ def choose_gated_rule(
     if not (len(probs) == len(gold) == len(in_scope) == len(folds)):
         raise ValueError("probs, gold, in_scope and folds must have one row per item")
     table = []
+    seeds = np.array([str(f).split(":")[0] for f in folds], dtype=object)
     for g in grid:
         counts = np.zeros(5)
         for f in sorted(set(folds.tolist()), key=str):
-            fit = (folds != f) & (in_scope >= g)
             held = folds == f
+            # the same CV seed's other folds: another seed's copy of a held-out row is no
+            # held-out evidence about it
+            fit = (seeds == str(f).split(":")[0]) & ~held & (in_scope >= g)
             thr = rule_thresholds(
                 probs[fit], list(gold[fit]), label_names, target, rule, prior_strength
             )

@@ -47,6 +47,12 @@ from mltagger.training.decision import evaluate_fresh
 log = logging.getLogger(__name__)
 
 
+def _stopped(predictor, data) -> tuple | None:
+    """The (val, test) items the folder's out-of-scope gate stops, None without a gate."""
+    val = predictor.stopped(data.splits["val"])
+    return None if val is None else (val, predictor.stopped(data.splits["test"]))
+
+
 def _evaluate(name, predictor, data, eval_cfg, out_dir: Path) -> tuple[dict, dict]:
     """Probabilities on val/test (and fresh) and the full reports under the folder's rule.
 
@@ -68,14 +74,16 @@ def _evaluate(name, predictor, data, eval_cfg, out_dir: Path) -> tuple[dict, dic
         out_dir / name,
         name,
         threshold=shipped,
+        out_of_scope=_stopped(predictor, data),
     )
     summary = {**summary_metrics(val_report, "val/"), **summary_metrics(test_report, "test/")}
     fresh_report = None
     if data.fresh:
         probs["fresh"] = predictor.predict_proba([it["text"] for it in data.fresh])
         fresh_report = evaluate_fresh(
-            data, predictor.labels, probs["fresh"], eval_cfg, applied, out_dir / name, name
-        )
+            data, predictor.labels, probs["fresh"], eval_cfg, applied, out_dir / name, name,
+            predictor.stopped(data.fresh),
+        )  # fmt: skip
         summary.update(summary_metrics(fresh_report, "fresh/"))
     global_thr = val_report["coverage"]["threshold_for_target"] if shipped else applied
     out = {

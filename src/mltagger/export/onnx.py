@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from mltagger.core.errors import UserError
-from mltagger.models.gate import GATE_FILE
-from mltagger.models.modelio import read_model_metadata, write_model_metadata
+from mltagger.models.modelio import (
+    GATE_FILE,
+    PER_TAG_FILE,
+    read_model_metadata,
+    write_model_metadata,
+)
 from mltagger.models.predict import (
     EMBEDDING_OUTPUT,
     ONNX_FILE,
@@ -122,10 +126,11 @@ def quantize_int8(
 
 
 def copy_folder_files(src: Path, dst: Path) -> None:
-    """Tokenizer, config, labels, inference settings, card and the out-of-scope gate:
-    everything but the weights."""
+    """Tokenizer, config, labels, inference settings, card, the out-of-scope gate and the
+    per-tag promise: everything but the weights."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (*TOKENIZER_FILES, "labels.json", "inference.json", "card.md", GATE_FILE):
+    files = ("labels.json", "inference.json", "card.md", GATE_FILE, PER_TAG_FILE)
+    for name in (*TOKENIZER_FILES, *files):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
 

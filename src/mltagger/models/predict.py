@@ -20,7 +20,12 @@ from tqdm.auto import tqdm
 
 from mltagger.core.errors import UserError
 from mltagger.models.gate import TextGate
-from mltagger.models.modelio import InferenceConfig, read_model_metadata
+from mltagger.models.modelio import (
+    GATE_FILE,
+    InferenceConfig,
+    ModelNotAvailable,
+    read_model_metadata,
+)
 from mltagger.models.rule import (
     apply_threshold,
     gate_mask,
@@ -66,9 +71,15 @@ class BasePredictor:
         self.labels, self.inference = read_model_metadata(self.folder)
         self.batch_size = batch_size
         # The out-of-scope gate, when the folder's rule uses one (checked by read_model_metadata).
-        self.gate = (
-            TextGate.load(self.folder) if self.inference.gate_threshold is not None else None
-        )
+        self.gate = None
+        if self.inference.gate_threshold is not None:
+            try:
+                self.gate = TextGate.load(self.folder)
+            except (ValueError, KeyError, TypeError) as err:  # a damaged file: say which
+                raise ModelNotAvailable(
+                    f"{self.folder / GATE_FILE} is not a gate file ({type(err).__name__}: {err})"
+                    "; copy it again from the run's model folder"
+                ) from None
 
     #: Whether encode() also returns the sentence embedding used for near-duplicate screening.
     has_embeddings = True
@@ -104,6 +115,13 @@ class BasePredictor:
         if self.gate is None:
             return None
         return self.gate.in_scope(it["text"] for it in items)
+
+    def stopped(self, items: Sequence[dict]) -> np.ndarray | None:
+        """Which items the folder's gate stops (None without a gate): what every evaluation of
+        this folder passes on, so its figures are the ones the service gives."""
+        if self.gate is None or self.inference.gate_threshold is None:
+            return None
+        return gate_mask(self.in_scope(items), self.inference.gate_threshold, len(items))
 
     def decide(self, items: Sequence[dict], probs: np.ndarray) -> list[dict]:
         """The product's decision rule on probabilities already computed for `items`: the gate

@@ -59,7 +59,7 @@ def _encode(predictor, texts: list[str], batch: int = 64) -> tuple[np.ndarray, l
         chunk = texts[start : start + batch]
         logits, emb = predictor.encode(chunk)
         embs.append(np.asarray(emb, dtype=np.float32))
-        preds += predictor.decide([{} for _ in chunk], predictor.probabilities(logits))
+        preds += predictor.decide([{"text": t} for t in chunk], predictor.probabilities(logits))
     return np.concatenate(embs), preds
 
 

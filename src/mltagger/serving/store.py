@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from mltagger.models.queue import STRATEGIES
 from mltagger.models.queue import order as strategy_order
-from mltagger.models.rule import REASON_CLASSIFIER, REASON_LOW_CONFIDENCE
+from mltagger.models.rule import AUTO_REASONS, REASON_LOW_CONFIDENCE
 from mltagger.screen.screening import url_key
 from mltagger.serving.tables import (
     ACTIVE,
@@ -588,7 +588,7 @@ class Store:
         for start in range(0, len(rows) - size + 1, size):
             part = rows[start : start + size]
             end = _utc(part[-1].created_at).timestamp()
-            auto = sum(r.reason == REASON_CLASSIFIER for r in part)
+            auto = sum(r.reason in AUTO_REASONS for r in part)
             out.append(
                 {
                     "items": len(part),

@@ -93,7 +93,8 @@ def decision_rule(cfg, data: PreparedData, labels) -> dict:
     else:
         gated = _fixed_gate(gate)
         if gate is not None:  # a fixed gate: the topic thresholds see the rows it lets through
-            keep = np.array([r.get("in_scope", 1.0) >= gate for r in rows], dtype=bool)
+            _needs_gate_scores(rows, path)
+            keep = np.array([r["in_scope"] >= gate for r in rows], dtype=bool)
             probs, gold = probs[keep], [g for g, k in zip(gold, keep, strict=True) if k]
     chosen = choose_tag_thresholds(probs, gold, labels, target, rule=rule, prior_strength=strength)
     return {
@@ -147,14 +148,19 @@ def _fixed_gate(gate: float | str | None) -> dict:
     return {"gate_threshold": gate}
 
 
-def _choose_gate(rows, probs, gold, labels, fallback, target, rule, strength, max_harm, path):
-    """The gate threshold chosen on the out-of-fold rows' cross-fitted gate scores."""
+def _needs_gate_scores(rows, path) -> None:
+    """Out-of-fold rows without the gate's cross-fitted scores cannot place a gate: DataError."""
     if not rows or any("in_scope" not in r for r in rows):
         raise DataError(
             f"{path.name} has no cross-fitted gate scores (`in_scope`): rebuild it with "
-            "`make cv` (it scores them when the data config names gate negatives), or set "
-            "eval.gate_threshold=null"
+            "`make cv` (it scores them when the data config names gate negatives; or "
+            "scripts/add_gate_scores.py), or set eval.gate_threshold=null"
         )
+
+
+def _choose_gate(rows, probs, gold, labels, fallback, target, rule, strength, max_harm, path):
+    """The gate threshold chosen on the out-of-fold rows' cross-fitted gate scores."""
+    _needs_gate_scores(rows, path)
     chosen = choose_gated_rule(
         probs,
         gold,

@@ -95,5 +95,7 @@ def test_the_bench_times_a_shipped_gate_and_the_export_carries_it(fitted, tmp_pa
     to_text_gate(fitted).save(model)
     got = bench_gate(model, IN[:5], calls=50, warmup=2)
     assert got["gate_calls"] == 50 and 0 < got["gate_p50_ms"] < 1000
+    (model / "per_tag.json").write_text("[]")
     copy_folder_files(model, tmp_path / "export")
     assert (tmp_path / "export" / "gate.json").read_text() == (model / "gate.json").read_text()
+    assert (tmp_path / "export" / "per_tag.json").is_file()  # the health page reads it

@@ -62,3 +62,24 @@ def test_an_empty_window_says_so_and_exits_0(tmp_path, capsys):
     )
     assert run(cfg, last_n=100, days=None, batch=None, output=None) == 0
     assert "no model-tagged items in the last 100 items" in capsys.readouterr().out
+
+
+def test_the_monitor_runs_with_a_gated_model_and_reports_what_the_gate_stopped(tmp_path):
+    from mltagger.monitoring.monitor import format_summary
+
+    pred = FakePredictor(make_model_folder(tmp_path / "m", threshold=0.0, gate_threshold=0.5))
+    profile = build_profile(pred, stream(60, 10_000), [it["text"] for it in stream(30, 20_000)])
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    tagger = Tagger(pred, store, dedup=False)
+    tagger.add(stream(30, 30_000), source="hour-0")
+    spam = [prepare(f"Claim free crypto airdrop tokens {i}", "Cheap flights and hotel deals.")
+            for i in range(10)]  # fmt: skip
+    tagger.add(spam, source="hour-1")
+    summary = monitor(store, pred, profile, last_n=None, permutations=100)
+    share = summary["out_of_scope_ratio"]
+    assert 10 / 40 <= share < 1.0  # the spam hour at least, never every item
+    hour1 = summary["timeline"][-1]
+    assert hour1["source"] == "hour-1" and hour1["out_of_scope_ratio"] == 1.0
+    assert "stopped by the out-of-scope gate" in format_summary(summary)
+    assert "stopped by the out-of-scope gate" in render_html(summary)
+    store.close()

@@ -73,16 +73,19 @@ def health_context(ui: Pages) -> dict:
 def promise_per_tag(folder: Path) -> list[dict]:
     """The serving model's per-tag operating points as its training run measured them
     (per_tag.json: CV, test, fresh), each cell marked kept or broken against the promise; empty
-    for a folder made before the file existed."""
+    for a folder made before the file existed, or one whose file is damaged (a page, not a 500)."""
     path = Path(folder) / PER_TAG_FILE
     if not path.is_file():
         return []
-    rows = json.loads(path.read_text())
-    for row in rows:
-        for part in ("cv", "test", "fresh"):
-            fig = row.get(part)
-            if fig and fig.get("lower") is not None:
-                fig["kept"] = fig["lower"] >= PROMISE
+    try:
+        rows = json.loads(path.read_text())
+        for row in rows:
+            for part in ("cv", "test", "fresh"):
+                fig = row.get(part)
+                if fig and fig.get("lower") is not None:
+                    fig["kept"] = fig["lower"] >= PROMISE
+    except (ValueError, TypeError, AttributeError, KeyError):  # damaged: shown as missing
+        return []
     return rows
 
 
