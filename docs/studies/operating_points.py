@@ -46,7 +46,9 @@ MAX_HARM = 0.02
 def cross_fit(probs, gold, p_in, folds, labels, rule, target, gate, masks) -> dict:
     """The rule (fixed gate threshold) judged cross-fitted, counts summed per mask."""
     sums = {name: np.zeros(5) for name in masks}
-    per_tag = {t: [0, 0, 0] for t in labels if t != "other"}  # pool: items, covered, right
+    # per tag, on the pool rows and on the old rows: items, its automatic tags, those right,
+    # its items given a topic automatically (rightly or not; as the metrics count coverage)
+    per_tag = {part: {t: [0, 0, 0, 0] for t in labels if t != "other"} for part in ("pool", "old")}
     for f in sorted(set(folds.tolist())):
         fit = (folds != f) & (p_in >= gate)
         held = folds == f
@@ -55,16 +57,19 @@ def cross_fit(probs, gold, p_in, folds, labels, rule, target, gate, masks) -> di
             sel = held & m
             sums[name] += gated_counts(probs[sel], gold[sel], p_in[sel], labels, thr, gate,
                                        "other")  # fmt: skip
-        sel = held & masks["pool"]
-        out = gate_mask(p_in[sel], gate, int(sel.sum())) if gate > 0 else None
-        tags, _, review = apply_threshold(probs[sel], labels, thr, "other", out)
-        for t, g, r in zip(tags, gold[sel], review, strict=True):
-            if g in per_tag:
-                per_tag[g][0] += 1
-                if not r and t == g:
-                    per_tag[g][2] += 1
-            if not r and t in per_tag:
-                per_tag[t][1] += 1
+        for part in ("pool", "old"):
+            sel = held & masks[part]
+            out = gate_mask(p_in[sel], gate, int(sel.sum())) if gate > 0 else None
+            tags, _, review = apply_threshold(probs[sel], labels, thr, "other", out)
+            counts = per_tag[part]
+            for t, g, r in zip(tags, gold[sel], review, strict=True):
+                if g in counts:
+                    counts[g][0] += 1
+                    counts[g][3] += int(not r and t != "other")
+                    if not r and t == g:
+                        counts[g][2] += 1
+                if not r and t in counts:
+                    counts[t][1] += 1
     out = {}
     for name, (n_topic, covered, right, n_oos, harm) in sums.items():
         out[name] = {
@@ -74,16 +79,18 @@ def cross_fit(probs, gold, p_in, folds, labels, rule, target, gate, masks) -> di
             "num_topic": int(n_topic),
             "num_oos": int(n_oos),
         }
-    # per tag on the pool: share of its items auto-tagged right, precision of its auto tags
-    out["pool_per_tag"] = {
-        t: {
-            "items": n,
-            "auto": a,
-            "precision": (r_ / a) if a else None,
-            "lower": float(wilson_bounds(np.array([r_]), np.array([a]))[0][0]) if a else None,
+    # per tag: its items, its automatic tags, their precision and its lower bound
+    for part, counts in per_tag.items():
+        out[f"{part}_per_tag"] = {
+            t: {
+                "items": n,
+                "auto": a,
+                "coverage": (c / n) if n else None,
+                "precision": (r_ / a) if a else None,
+                "lower": float(wilson_bounds(np.array([r_]), np.array([a]))[0][0]) if a else None,
+            }
+            for t, (n, a, r_, c) in counts.items()
         }
-        for t, (n, a, r_) in per_tag.items()
-    }
     return out
 
 
@@ -155,10 +162,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(p['topic_precision'])} | {f(p['harm'])} | {f(a['topic_coverage'])} | "
               f"{f(a['topic_precision'])} | {f(a['harm'])} | {f(o['topic_coverage'])} | "
               f"{f(o['harm'])} |")  # fmt: skip
-    print(f"\nchosen: {best}; per tag on the pool rows (cross-fitted):")
-    for t, v in results[best]["pool_per_tag"].items():
-        prec = "—" if v["precision"] is None else f"{v['precision']:.3f} (≥ {v['lower']:.3f})"
-        print(f"  {t}: {v['auto']} auto of {v['items']} items; precision {prec}")
+    print(f"\nchosen: {best}; per tag, cross-fitted (share of the tag's items given a topic "
+          "automatically; precision of its automatic tags, lower bound, how many):")  # fmt: skip
+    print("| tag | old coverage | old precision | pool coverage | pool precision |")
+    print("|---|---:|---:|---:|---:|")
+    for t in results[best]["pool_per_tag"]:
+        cells = []
+        for part in ("old", "pool"):
+            v = results[best][f"{part}_per_tag"][t]
+            cov = "—" if v["coverage"] is None else f"{v['coverage']:.3f}"
+            prec = (
+                "—"
+                if v["precision"] is None
+                else f"{v['precision']:.3f} (≥ {v['lower']:.3f}, {v['auto']})"
+            )
+            cells += [cov, prec]
+        print(f"| {t} | " + " | ".join(cells) + " |")
     out = resolve_path(args.output, root)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"oof": str(args.oof), "chosen": best, "eligible": eligible,

@@ -188,10 +188,20 @@ def _block(
             }
             if auto_gold
             else {},
-            # Per gold tag: the share of its items tagged automatically (rightly or not), the
-            # coverage each tag's promise is read with.
+            # Per gold tag: the share of its items given a tag automatically (rightly or not),
+            # the coverage each tag's promise is read with. A topic's items count when they get
+            # a topic: `other` applied to them (by the gate, or the classifier) covers nothing;
+            # for the fallback tag, `other` applied is its coverage.
             "per_class_coverage": {
-                t: float(np.mean([a for g, a in zip(gold, auto, strict=True) if g == t]))
+                t: float(
+                    np.mean(
+                        [
+                            a and (p != fallback_tag or t == fallback_tag)
+                            for g, a, p in zip(gold, auto, tags, strict=True)
+                            if g == t
+                        ]
+                    )
+                )
                 for t in all_tags
                 if t in gold
             },

@@ -121,3 +121,15 @@ def test_harm_is_reported_apart_for_items_not_ml_at_all_and_out_of_scope_ml():
     flat = summary_metrics(evaluate_predictions(plain, probs, LABELS, threshold=0.5,
                                                 slice_names=[]), "test/")  # fmt: skip
     assert "test/oos_auto_topic_rate_ml" not in flat and flat["test/oos_auto_topic_rate"] == 1.0
+
+
+def test_a_topic_item_the_gate_stops_does_not_count_as_covered():
+    from mltagger.evaluation.metrics import evaluate_predictions
+
+    items = [{"id": i, "text": "x", "tag": t} for i, t in enumerate(["a", "a", "other"])]
+    probs = np.array([[0.9, 0.05, 0.05]] * 3)
+    out = np.array([True, False, True])
+    report = evaluate_predictions(items, probs, LABELS, threshold=0.5, out_of_scope=out,
+                                  slice_names=[])  # fmt: skip
+    cov = report["coverage"]["at_threshold"]["per_class_coverage"]
+    assert cov == {"a": 0.5, "other": 1.0}  # `other` on an `a` item covers nothing
