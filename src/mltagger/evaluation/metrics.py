@@ -283,6 +283,31 @@ def scope_report(
     return {"topics": topics, "out_of_scope": out_of_scope}
 
 
+def _scope_with_curve(items, gold, probs, label_names, threshold, fallback_tag, out_of_scope):
+    """The topic/out-of-scope report under the rule, harm apart by kind where the data marks it,
+    and the trade-off curve people weigh (topic precision and coverage against harm)."""
+    scope = scope_report(gold, probs, label_names, threshold, fallback_tag, out_of_scope)
+    if scope is None:
+        return None
+    if any("non_ml" in it for it in items):
+        scope["out_of_scope"].update(
+            _harm_by_kind(items, probs, label_names, threshold, fallback_tag, out_of_scope)
+        )
+    scope["threshold"] = threshold_json(threshold)
+    scope["curve"] = []
+    for t in np.round(np.linspace(0.0, 1.0, 41), 3):
+        at_t = scope_report(gold, probs, label_names, float(t), fallback_tag, out_of_scope)
+        scope["curve"].append(
+            {
+                "threshold": float(t),
+                "topic_precision": at_t["topics"][Metric.AUTO_PRECISION],
+                "topic_coverage": at_t["topics"][Metric.COVERAGE],
+                "oos_auto_topic": at_t["out_of_scope"]["auto_topic"],
+            }
+        )
+    return scope
+
+
 def evaluate_predictions(
     items: Sequence[dict],
     probs: np.ndarray,
@@ -336,29 +361,8 @@ def evaluate_predictions(
     per_class = overall.pop("per_class")
     at_threshold = overall.pop("at_threshold", None)
 
-    scope = (
-        scope_report(gold, probs, label_names, threshold, fallback_tag, out_of_scope)
-        if gold
-        else None
-    )
-    if scope is not None and any("non_ml" in it for it in items):
-        scope["out_of_scope"].update(
-            _harm_by_kind(items, probs, label_names, threshold, fallback_tag, out_of_scope)
-        )
-    if scope is not None:
-        scope["threshold"] = threshold_json(threshold)
-        # The trade-off people weigh: topic precision and coverage against out-of-scope harm.
-        scope["curve"] = []
-        for t in np.round(np.linspace(0.0, 1.0, 41), 3):
-            at_t = scope_report(gold, probs, label_names, float(t), fallback_tag, out_of_scope)
-            scope["curve"].append(
-                {
-                    "threshold": float(t),
-                    "topic_precision": at_t["topics"][Metric.AUTO_PRECISION],
-                    "topic_coverage": at_t["topics"][Metric.COVERAGE],
-                    "oos_auto_topic": at_t["out_of_scope"]["auto_topic"],
-                }
-            )
+    scope = _scope_with_curve(items, gold, probs, label_names, threshold, fallback_tag,
+                              out_of_scope) if gold else None  # fmt: skip
 
     names = list(slice_names) if slice_names is not None else list(slice_registry.REGISTRY)
     slices: dict[str, dict] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mltagger.models.gate import Block, TextGate
 
@@ -98,8 +99,6 @@ def cross_fitted_in_scope(
     scores (`mltagger.evaluation.thresholds.choose_gated_rule`); scores of a gate fitted on the
     rows themselves would make it look better than it is.
     """
-    from tqdm.auto import tqdm
-
     by_id = {it["id"]: it for it in items}
     missing = [r["id"] for r in oof if r["id"] not in by_id]
     if missing:
