@@ -105,3 +105,25 @@ def test_with_other_shares_the_topic_split_and_applies_both_layers(with_other):
     assert data.reviewed_labels["corrected"] == 65
     assert data.reviewed_labels["by_split"]["train"] == 46
     assert data.label_names() == list(DATA_CFG.tags)  # seven classes
+
+
+def test_the_default_data_trains_on_the_pool_and_its_derived_files_match_it():
+    """data=with_pool: the stream pool in train + val only (test is the platform's own, as in
+    with_packages), the LLMOps mapping as documented, and the shipped teacher and out-of-fold
+    files made from exactly this data (training would stop on a stale one)."""
+    from mltagger.core.config import compose_config
+    from mltagger.data.prepare import prepare_data
+
+    cfg = compose_config("train", ["data=with_pool"])
+    data = prepare_data(cfg.data, REPO)
+    plain = prepare_data(compose_config("train", ["data=with_packages"]).data, REPO)
+    where = Counter((s, it.get("source")) for s, v in data.splits.items() for it in v)
+    assert where[("train", "pool")] + where[("val", "pool")] == 1775
+    assert where[("test", "pool")] == 0
+    assert [it["id"] for it in data.splits["test"]] == [it["id"] for it in plain.splits["test"]]
+    assert data.relabel["relabelled"] == 10
+    assert data.relabel["moves"] == {"natural-language-processing -> mlops": 10}
+    for key in ("teacher_soft_labels", "cv_oof"):
+        path = REPO / cfg.data[key]
+        if path.is_file():  # cv_oof lands with the CV run that makes it
+            assert json.loads(path.read_text())["data_sha256"] == data.data_sha256, key
