@@ -109,7 +109,7 @@ def test_every_job_is_covered_and_every_group_option_is_picked():
     assert set(JOBS) == {*(j.name for j in JOB_TABLE.values() if j.kind == HYDRA), "serve"}
     train_groups = groups("train")
     assert train_groups["data"] == (
-        "with_packages",
+        "with_pool",
         ["projects", "with_external", "with_other", "with_packages", "with_pool"],
     )
     assert {"model", "trainer", "logger", "experiment", "hparams_search", "debug"} <= set(
