@@ -12,10 +12,15 @@ cross-fitted (each fold's thresholds chosen on the other folds' rows):
 
 Each option's figures over all out-of-fold rows and over the stream pool's rows (2023-26
 content, the `pool` source): topic coverage, topic precision, out-of-scope harm; and per tag on
-the pool rows. The choice rule, written before any figure was read: an option is eligible when
+the pool rows. The choice rule written before any figure was read: an option is eligible when
 its cross-fitted harm is <= 2% over all rows and over the pool rows and its pool topic precision
 is >= 0.95; the eligible option with the highest pool topic coverage wins; if none is eligible,
-the one with the least pool harm. Test and fresh are not read.
+the one with the least pool harm. On the default recipe's CV none was eligible, and that
+fallback picked gate/global@0.88, whose mlops answers on the pool are right 78% of the time:
+it ignored the per-tag promise. Amended after that first read of the CV figures (the fresh set
+unread) to `amended_choice`: the promise first (every tag's pool precision >= 0.85), then the
+targets if any option meets them, then the highest pool topic coverage. Both picks are printed.
+Test and fresh are not read.
 
     python docs/studies/operating_points.py --oof runs/cv/<id>/oof.json [--data with_pool]
 """
@@ -94,6 +99,23 @@ def cross_fit(probs, gold, p_in, folds, labels, rule, target, gate, masks) -> di
     return out
 
 
+def worst_tag(result: dict) -> float:
+    """The lowest precision of any tag's automatic answers on the pool rows (1.0 when none)."""
+    return min(
+        (v["precision"] for v in result["pool_per_tag"].values() if v["precision"] is not None),
+        default=1.0,
+    )
+
+
+def amended_choice(results: dict, eligible: list[str]) -> str:
+    """The rule that chooses (amended after the first read of these CV figures, see the module
+    docstring): the promise first - every tag's pool precision >= 0.85 -; among those, the ones
+    meeting the targets (`eligible`) if any; then the highest pool topic coverage."""
+    keep = [n for n in results if worst_tag(results[n]) >= 0.85] or list(results)
+    keep = [n for n in keep if n in eligible] or keep
+    return max(keep, key=lambda n: results[n]["pool"]["topic_coverage"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--oof", required=True, help="a make cv run's oof.json")
@@ -142,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     if not is_pool.any():
         raise DataError(f"--oof {args.oof} holds no stream-pool rows: nothing current to choose on")
-    if eligible:
-        best = max(eligible, key=lambda n: results[n]["pool"]["topic_coverage"])
-    else:
-        best = min(results, key=lambda n: results[n]["pool"]["harm"])
+    prewritten = (
+        max(eligible, key=lambda n: results[n]["pool"]["topic_coverage"])
+        if eligible
+        else min(results, key=lambda n: results[n]["pool"]["harm"])
+    )
+    best = amended_choice(results, eligible)
     print(f"{len(rows)} out-of-fold rows ({int(is_pool.sum())} from the stream pool), "
           f"{blob.get('folds')} folds")  # fmt: skip
     print("| option | gate | pool coverage | pool precision | pool harm | all coverage | "
@@ -158,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             return "—" if x is None else f"{x:.3f}"
 
         mark = " **chosen**" if n == best else (" (eligible)" if n in eligible else "")
+        mark += " (the pre-written rule's pick)" if n == prewritten and n != best else ""
         print(f"| {n}{mark} | {r['gate_threshold']:.2f} | {f(p['topic_coverage'])} | "
               f"{f(p['topic_precision'])} | {f(p['harm'])} | {f(a['topic_coverage'])} | "
               f"{f(a['topic_precision'])} | {f(a['harm'])} | {f(o['topic_coverage'])} | "
@@ -181,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     out = resolve_path(args.output, root)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"oof": str(args.oof), "chosen": best, "eligible": eligible,
-                                     "results": results}, indent=1) + "\n")  # fmt: skip
+                                     "prewritten": prewritten, "results": results},
+                                    indent=1) + "\n")  # fmt: skip
     print(f"wrote {out}")
     return 0
 
