@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from mltagger.evaluation.stats import wilson_bounds
-from mltagger.models.rule import AUTO_REASONS, REASON_LOW_CONFIDENCE, REASON_OUT_OF_SCOPE
+from mltagger.models.rule import AUTO_REASONS, REASON_OUT_OF_SCOPE, REVIEW_REASONS
 
 SIGNALS = ("audit", "author", "reports")
 ALL = "all"
@@ -130,7 +130,7 @@ def review_ratio(rows: Sequence[dict]) -> float | None:
     shown = [r for r in rows if r.get("reason") is not None]
     if not shown:
         return None
-    return sum(r["reason"] == REASON_LOW_CONFIDENCE for r in shown) / len(shown)
+    return sum(r["reason"] in REVIEW_REASONS for r in shown) / len(shown)
 
 
 def out_of_scope_ratio(rows: Sequence[dict]) -> float | None:

@@ -352,8 +352,8 @@ def build_schemas(
         needs_review: bool
         reason: Literal[REASONS] = Field(  # type: ignore[valid-type]
             description="classifier: the model's tag, applied; low_confidence: `other` and "
-            "needs_review, the model was not sure; out_of_scope: `other`, applied, the "
-            "out-of-scope gate says the item is about none of the topics"
+            "needs_review, the model was not sure; out_of_scope: `other` and needs_review, the "
+            "out-of-scope gate says the item may be about none of the topics"
         )
         in_scope: float | None = Field(
             default=None,

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from mltagger.models.queue import STRATEGIES
 from mltagger.models.queue import order as strategy_order
-from mltagger.models.rule import AUTO_REASONS, REASON_LOW_CONFIDENCE
+from mltagger.models.rule import AUTO_REASONS, REASON_LOW_CONFIDENCE, REASON_OUT_OF_SCOPE
 from mltagger.screen.screening import url_key
 from mltagger.serving.tables import (
     ACTIVE,
@@ -479,21 +479,23 @@ class Store:
         return [_public(r) for r in rows]
 
     def queue_reasons(self) -> dict[str, int]:
-        """Why the waiting items wait: low confidence, audit sample, held near duplicate,
-        reported by a reader (an item can count under several)."""
+        """Why the waiting items wait: low confidence, the out-of-scope gate, audit sample, held
+        near duplicate, reported by a reader (an item can count under several)."""
         reported = sa.select(feedback.c.item_id).distinct().scalar_subquery()
         waiting = items.c.needs_review
         with self.engine.connect() as conn:
             counts = conn.execute(
                 sa.select(
                     sa.func.count().filter(items.c.reason == REASON_LOW_CONFIDENCE),
+                    sa.func.count().filter(items.c.reason == REASON_OUT_OF_SCOPE),
                     sa.func.count().filter(items.c.audit),
                     sa.func.count().filter(items.c.status == HELD_DUPLICATE),
                     sa.func.count().filter(items.c.id.in_(reported)),
                 ).where(waiting)
             ).one()
         return dict(
-            zip(("low_confidence", "audit", "near_duplicate", "reported"), map(int, counts),
+            zip(("low_confidence", "out_of_scope", "audit", "near_duplicate", "reported"),
+                map(int, counts),
                 strict=True)
         )  # fmt: skip
 

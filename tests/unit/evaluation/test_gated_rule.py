@@ -92,8 +92,10 @@ def test_the_scope_report_counts_what_the_gate_stopped():
     gated = scope_report(gold, probs, LABELS, 0.5, "other", out)
     assert plain["out_of_scope"]["auto_topic"] == 1.0 and plain["out_of_scope"]["gated"] == 0.0
     assert gated["out_of_scope"]["auto_topic"] == 0.5
-    assert gated["out_of_scope"]["as_other"] == 0.5 and gated["out_of_scope"]["gated"] == 0.5
-    assert gated["topics"]["lost_to_other"] == 0.5 and gated["topics"]["gated"] == 0.5
+    # stopped items go to review: neither applied as `other` nor lost without anyone seeing
+    assert gated["out_of_scope"]["to_review"] == 0.5 and gated["out_of_scope"]["gated"] == 0.5
+    assert gated["out_of_scope"]["as_other"] == 0.0
+    assert gated["topics"]["lost_to_other"] == 0.0 and gated["topics"]["gated"] == 0.5
     assert gated["topics"]["coverage"] == 0.5
 
 
@@ -132,4 +134,4 @@ def test_a_topic_item_the_gate_stops_does_not_count_as_covered():
     report = evaluate_predictions(items, probs, LABELS, threshold=0.5, out_of_scope=out,
                                   slice_names=[])  # fmt: skip
     cov = report["coverage"]["at_threshold"]["per_class_coverage"]
-    assert cov == {"a": 0.5, "other": 1.0}  # `other` on an `a` item covers nothing
+    assert cov == {"a": 0.5, "other": 0.0}  # stopped items wait for a person: nothing covered

@@ -65,13 +65,13 @@ def test_review_ratio_is_the_share_the_model_sent_to_review():
     assert review_ratio([]) is None
 
 
-def test_an_item_the_gate_stopped_is_automatic_not_reviewed_and_counted_apart():
+def test_an_item_the_gate_stopped_waits_for_review_and_is_counted_apart():
     from mltagger.evaluation.online import out_of_scope_ratio
 
     gated = {**row("other", author="natural-language-processing"), "reason": "out_of_scope"}
-    rows = [row("a"), row("b", auto=False), gated, gated]
-    assert review_ratio(rows) == 0.25
+    rows = [row("a", author="a"), row("b", auto=False), gated, gated]
+    assert review_ratio(rows) == 0.75
     assert out_of_scope_ratio(rows) == 0.5 and out_of_scope_ratio([]) is None
-    # the author disagrees with the gate's `other`: an automatic tag, judged wrong
-    author = pick([gated], "author")
-    assert (author["correct"], author["n"]) == (0, 1)
+    # not applied, so the author's disagreement says nothing about automatic precision
+    author = pick(rows, "author")
+    assert (author["correct"], author["n"]) == (1, 1)

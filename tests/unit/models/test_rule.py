@@ -136,7 +136,7 @@ def test_the_gate_stops_items_whatever_the_topic_softmax_says():
     assert out.tolist() == [True, False, True]  # at the threshold an item passes
     tags, conf, review = apply_threshold(probs, labels, 0.9, "other", out)
     assert tags == ["other", "natural-language-processing", "other"]
-    assert review.tolist() == [False, False, False]  # stopped items are applied, not reviewed
+    assert review.tolist() == [True, False, True]  # stopped items go to a person
     assert conf.tolist() == [0.99, 0.99, 0.6]
     assert [reason(r, o) for r, o in zip(review, out, strict=True)] == [
         "out_of_scope", "classifier", "out_of_scope",
@@ -166,7 +166,7 @@ def test_a_folder_with_a_gate_answers_out_of_scope_with_the_gates_confidence(tmp
     assert "in_scope" not in plain[0] and plain[0]["reason"] == "classifier"
     spam, image = gated
     assert spam["in_scope"] < 0.5 < image["in_scope"]
-    assert (spam["tag"], spam["reason"], spam["needs_review"]) == ("other", "out_of_scope", False)
+    assert (spam["tag"], spam["reason"], spam["needs_review"]) == ("other", "out_of_scope", True)
     assert spam["confidence"] == pytest.approx(1 - spam["in_scope"], abs=1e-6)
     assert spam["scores"] == plain[0]["scores"]  # the topic softmax is still reported
     assert image["tag"] == plain[1]["tag"] and image["reason"] == "classifier"

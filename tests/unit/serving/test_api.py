@@ -826,21 +826,20 @@ def test_request_bodies_are_strict(client, body, where):
 
 
 def test_a_model_with_a_gate_answers_out_of_scope_items_with_other_applied(tmp_path):
-    """The gate's answer travels the whole way: /predict, the stored item, the audit sample (a
-    person sees stopped items too) and the review page's reason."""
+    """The gate's answer travels the whole way: /predict, the stored item, the review queue
+    (a person decides every stopped item) and the review page's reason."""
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     tagger = Tagger(
         FakePredictor(make_model_folder(tmp_path / "model", threshold=0.0, gate_threshold=0.5)),
         store,
         screen_file=write_screen(tmp_path / "screen.json"),
-        audit_share=1.0,
     )
     cfg = compose_config("serve", [f"model_dir={tmp_path / 'model'}", f"api_key={KEY}"])
     spam = {"title": "Claim free crypto airdrop tokens", "description": "Cheap flights too."}
     with TestClient(create_app(tagger, cfg)) as c:
         got = c.post("/predict", json={"items": [spam, SURE]}).json()["items"]
         assert [p["reason"] for p in got] == ["out_of_scope", "classifier"]
-        assert got[0]["tag"] == "other" and got[0]["needs_review"] is False
+        assert got[0]["tag"] == "other" and got[0]["needs_review"] is True
         assert 0 <= got[0]["in_scope"] < 0.5 < got[1]["in_scope"]
         enum = c.get("/openapi.json").json()["components"]["schemas"]["PredictionOut"]
         assert enum["properties"]["reason"]["enum"] == [
@@ -849,7 +848,7 @@ def test_a_model_with_a_gate_answers_out_of_scope_items_with_other_applied(tmp_p
         item = add(c, spam)
         assert (item["tag"], item["reason"]) == ("other", "out_of_scope")
         queue = c.get("/review", headers=H).json()["items"]
-        assert [it["id"] for it in queue] == [item["id"]]  # drawn for the audit
+        assert [it["id"] for it in queue] == [item["id"]]  # waiting for a person
         from types import SimpleNamespace
 
         from mltagger.serving.pages.queue import item_details

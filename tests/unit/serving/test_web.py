@@ -427,7 +427,8 @@ def test_queue_orders_and_the_reasons_items_wait(store_url):
     with pytest.raises(StoreError, match="unknown queue order"):
         store.review_queue(10, 0, "newest")
     assert store.queue_reasons() == {
-        "low_confidence": 2, "audit": 1, "near_duplicate": 1, "reported": 1}  # fmt: skip
+        "low_confidence": 2, "out_of_scope": 0, "audit": 1, "near_duplicate": 1,
+        "reported": 1}  # fmt: skip
     store.close()
 
 

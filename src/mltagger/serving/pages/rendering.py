@@ -40,7 +40,7 @@ SECURITY_HEADERS = {
 }
 REASONS = {
     "low_confidence": "the model was not sure enough to apply a tag",
-    "out_of_scope": "the out-of-scope gate put it outside the six topics (`other`, applied)",
+    "out_of_scope": "the out-of-scope gate says it may be about none of the six topics",
     "audit": "audit sample: an automatically applied tag, checked at random",
     "near_duplicate": "held as a likely duplicate of another item",
     "reported": "a reader reported the tag as wrong",
