@@ -190,13 +190,13 @@ def _block(
             else {},
             # Per gold tag: the share of its items given a tag automatically (rightly or not),
             # the coverage each tag's promise is read with. A topic's items count when they get
-            # a topic: `other` applied to them (by the gate, or the classifier) covers nothing;
-            # for the fallback tag, `other` applied is its coverage.
+            # a topic: `other` applied to them covers nothing; the fallback tag's items count
+            # when they get `other` (a topic applied to them is harm, not coverage).
             "per_class_coverage": {
                 t: float(
                     np.mean(
                         [
-                            a and (p != fallback_tag or t == fallback_tag)
+                            a and ((p == fallback_tag) == (t == fallback_tag))
                             for g, a, p in zip(gold, auto, tags, strict=True)
                             if g == t
                         ]

@@ -135,3 +135,10 @@ def test_a_topic_item_the_gate_stops_does_not_count_as_covered():
                                   slice_names=[])  # fmt: skip
     cov = report["coverage"]["at_threshold"]["per_class_coverage"]
     assert cov == {"a": 0.5, "other": 0.0}  # stopped items wait for a person: nothing covered
+    # an `other` item given a topic is harm, never `other`'s coverage; given `other`, it is
+    sure = np.array([[0.05, 0.05, 0.9]] * 3)
+    both = evaluate_predictions(items, np.vstack([probs[:2], sure[:1]]), LABELS, threshold=0.5,
+                                slice_names=[])  # fmt: skip
+    assert both["coverage"]["at_threshold"]["per_class_coverage"]["other"] == 1.0
+    harm = evaluate_predictions(items, probs, LABELS, threshold=0.5, slice_names=[])
+    assert harm["coverage"]["at_threshold"]["per_class_coverage"]["other"] == 0.0
