@@ -54,9 +54,10 @@ def cross_fit(probs, gold, p_in, folds, labels, rule, target, gate, masks) -> di
     # per tag, on the pool rows and on the old rows: items, its automatic tags, those right,
     # its items given a topic automatically (rightly or not; as the metrics count coverage)
     per_tag = {part: {t: [0, 0, 0, 0] for t in labels if t != "other"} for part in ("pool", "old")}
+    seeds = np.array([str(f).split(":")[0] for f in folds], dtype=object)
     for f in sorted(set(folds.tolist())):
-        fit = (folds != f) & (p_in >= gate)
         held = folds == f
+        fit = (seeds == str(f).split(":")[0]) & ~held & (p_in >= gate)  # one CV seed
         thr = rule_thresholds(probs[fit], list(gold[fit]), labels, target, rule)
         for name, m in masks.items():
             sel = held & m
