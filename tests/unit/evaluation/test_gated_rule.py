@@ -142,3 +142,19 @@ def test_a_topic_item_the_gate_stops_does_not_count_as_covered():
     assert both["coverage"]["at_threshold"]["per_class_coverage"]["other"] == 1.0
     harm = evaluate_predictions(items, probs, LABELS, threshold=0.5, slice_names=[])
     assert harm["coverage"]["at_threshold"]["per_class_coverage"]["other"] == 0.0
+
+
+def test_each_fold_is_judged_by_thresholds_of_its_own_seeds_other_folds():
+    """Seed 1 repeats seed 0's rows in other folds: its copy of a held-out row is no held-out
+    evidence. Seed 0's fold 0 holds confident wrong `a` answers (out of scope), fold 1 right
+    ones; fitted on fold 1 alone, `a` keeps a low threshold and the wrong answers get through.
+    A fit that also read seed 1 (which holds copies of them) would see them coming."""
+    wrong = [[0.95, 0.03, 0.02]] * 20  # out of scope, answered `a` confidently
+    right = [[0.95, 0.03, 0.02]] * 20  # topic `a`, right
+    probs = np.array(wrong + right + wrong + right)
+    gold = ["other"] * 20 + ["a"] * 20 + ["other"] * 20 + ["a"] * 20
+    folds = ["0:0"] * 20 + ["0:1"] * 20 + ["1:1"] * 20 + ["1:0"] * 20
+    p_in = np.ones(80)
+    out = choose_gated_rule(probs, gold, p_in, folds, LABELS, "other", 0.85, rule="point",
+                            grid=(0.0,))  # fmt: skip
+    assert out["table"][0]["oos_auto_topic"] == 1.0  # honest: nothing warned the fold
