@@ -220,12 +220,6 @@ def evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data=with_other")
 
 
-def _stopped(predictor, val: list[dict], test: list[dict]) -> tuple | None:
-    """The (val, test) items the folder's out-of-scope gate stops, None without a gate."""
-    v = predictor.stopped(val)
-    return None if v is None else (v, predictor.stopped(test))
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model folder on a data config's val and test splits (full report)."""
     # Imported here, not at the top: `mltagger validate` should not wait for scikit-learn.
@@ -259,7 +253,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir,
         title=title,
         threshold=threshold,
-        out_of_scope=_stopped(predictor, data.splits["val"], data.splits["test"]),
+        out_of_scope=predictor.stopped_splits(data.splits["val"], data.splits["test"]),
     )
     print(render_markdown(test_report, f"{args.model} on {cfg.data.name} — test"))
     reports = {"test": test_report}

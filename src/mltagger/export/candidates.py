@@ -47,12 +47,6 @@ from mltagger.training.decision import evaluate_fresh
 log = logging.getLogger(__name__)
 
 
-def _stopped(predictor, data) -> tuple | None:
-    """The (val, test) items the folder's out-of-scope gate stops, None without a gate."""
-    val = predictor.stopped(data.splits["val"])
-    return None if val is None else (val, predictor.stopped(data.splits["test"]))
-
-
 def _evaluate(name, predictor, data, eval_cfg, out_dir: Path) -> tuple[dict, dict]:
     """Probabilities on val/test (and fresh) and the full reports under the folder's rule.
 
@@ -74,7 +68,7 @@ def _evaluate(name, predictor, data, eval_cfg, out_dir: Path) -> tuple[dict, dic
         out_dir / name,
         name,
         threshold=shipped,
-        out_of_scope=_stopped(predictor, data),
+        out_of_scope=predictor.stopped_splits(data.splits["val"], data.splits["test"]),
     )
     summary = {**summary_metrics(val_report, "val/"), **summary_metrics(test_report, "test/")}
     fresh_report = None

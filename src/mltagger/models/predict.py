@@ -123,6 +123,13 @@ class BasePredictor:
             return None
         return gate_mask(self.in_scope(items), self.inference.gate_threshold, len(items))
 
+    def stopped_splits(
+        self, val: Sequence[dict], test: Sequence[dict]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """`stopped` for val and test, as `evaluate_val_test` takes it (None without a gate)."""
+        first = self.stopped(val)
+        return None if first is None else (first, self.stopped(test))
+
     def decide(self, items: Sequence[dict], probs: np.ndarray) -> list[dict]:
         """The product's decision rule on probabilities already computed for `items`: the gate
         first (an out-of-scope item gets the fallback tag, `out_of_scope`), then the thresholds.

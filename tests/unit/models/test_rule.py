@@ -182,3 +182,15 @@ def test_a_folder_with_a_gate_answers_out_of_scope_with_the_gates_confidence(tmp
     bad.write_text(json.dumps({**json.loads(bad.read_text()), "gate_threshold": 1.5}))
     with pytest.raises(ModelNotAvailable, match="not a probability"):
         read_model_metadata(tmp_path / "zero")
+
+
+def test_a_gated_folder_says_which_items_its_gate_stops_for_evaluation(tmp_path):
+    items = [
+        {"text": "Cheap flights and hotel deals"},
+        {"text": "Graph neural network for molecules"},
+    ]
+    plain = FakePredictor(make_model_folder(tmp_path / "plain"))
+    gated = FakePredictor(make_model_folder(tmp_path / "gated", gate_threshold=0.5))
+    assert plain.stopped(items) is None and plain.stopped_splits(items, items) is None
+    val, test = gated.stopped_splits(items, items[:1])
+    assert val.tolist() == [True, False] and test.tolist() == [True]
