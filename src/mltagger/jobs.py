@@ -187,6 +187,21 @@ JOBS_LIST: tuple[Job, ...] = (
         doc="online precision per tag, signal and model version, candidate disagreement, review "
         "backlog and drift over a window of the store; report in `runs/monitor/<time>/`, "
         "snapshot for `/metrics` ([after release](monitoring.md))"),
+    Job("cycle", COMMAND, "mltagger.cycle.main:cmd",
+        "the continual-learning cycle: stream labels -> challenger -> gates -> canary -> promote",
+        options="mltagger.cycle.main:options", make="$(CYCLE_ARGS)", after="make train",
+        doc="one idempotent run of the continual-learning cycle (labels, dataset, warm-start "
+        "challenger, gates, shadow, canary, promotion or rollback); `status`, `pause`, `resume`, "
+        "`veto`, `force`, `release` for admins ([cycle](cycle.md))"),
+    Job("simulate-cycle", OPTIONS, "mltagger.cycle.simulate:main",
+        "replay the stream pool through ingest, review, the cycle, canary and promotion",
+        make="--champion $(or $(CHAMPION),runs/simulate-cycle/champion/model) $(SIM_CYCLE_ARGS)",
+        setup="@test -d $(or $(CHAMPION),runs/simulate-cycle/champion/model) || $(MLTAGGER) "
+        "train data=with_packages update_latest=false logger=none "
+        "hydra.run.dir=runs/simulate-cycle/champion",
+        doc="the continual-learning loop replayed on the labelled stream pool with real training, "
+        "from a champion trained without the pool (trained first when missing, ~8 min); "
+        "resumable ([cycle](cycle.md))"),
     Job("simulate-stream", OPTIONS, "mltagger.monitoring.simulate:main",
         "replay an hourly stream (in distribution, a shift, a worse canary) and monitor it",
         make="$(SIM_ARGS)",

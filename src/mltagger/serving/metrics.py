@@ -158,12 +158,29 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
+        self.cycle_tripped = Gauge(
+            "mltagger_cycle_gate_tripped",
+            "1 when the newest finished cycle stopped on a gate or was rolled back",
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self.cycle_paused = Gauge(
+            "mltagger_cycle_paused",
+            "1 while an admin has paused the continual-learning cycle",
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
         self.monitor_age = Gauge(
             "mltagger_monitor_snapshot_age_seconds",
             "Age of the monitor figures exported here (-1: no monitor run yet)",
             multiprocess_mode="mostrecent",
             registry=r,
         )
+
+    def export_cycle(self, state: dict) -> None:
+        """The continual-learning cycle's state (mltagger.serving.cycles.alert_state)."""
+        self.cycle_tripped.set(1 if state.get("tripped") else 0)
+        self.cycle_paused.set(1 if state.get("paused") else 0)
 
     def observe_predictions(self, preds: Sequence[dict], dups: Sequence[Any]) -> None:
         for p in preds:

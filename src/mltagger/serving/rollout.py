@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from mltagger.core.errors import UserError
 from mltagger.models.modelio import read_model_metadata
+from mltagger.serving.cycles import current_rollout
 from mltagger.serving.tables import deployments, now
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,29 @@ def check_candidate(candidate: str | Path, labels: list[str]) -> Path:
             f"{list(labels)}: a candidate must answer with the same tags"
         )
     return folder
+
+
+def store_rollout(engine: sa.Engine, seen: int | None, candidate, labels: list[str], loader):
+    """The candidate the store's newest rollout row names, when that row is new to this worker:
+    (row id, candidate or None, Rollout or None); None when nothing changed or no row exists
+    (the serve config's candidate stays). A candidate that cannot load is logged and not run:
+    the current model keeps answering every item."""
+    row = current_rollout(engine)
+    if row is None or row["id"] == seen:
+        return None
+    if row["mode"] == "off" or not row["candidate_dir"]:
+        return row["id"], None, None
+    folder = Path(row["candidate_dir"])
+    try:
+        if candidate is None or Path(candidate.folder).resolve() != folder.resolve():
+            check_candidate(folder, labels)
+            candidate = loader(folder)
+    except (UserError, OSError) as err:
+        log.error("rollout %s of %s not started: %s", row["mode"], folder, err)
+        return row["id"], None, None
+    rollout = Rollout(row["mode"], float(row["percent"] or 0.0))
+    log.info("now running %s beside the current model: %s", folder, rollout)
+    return row["id"], candidate, rollout
 
 
 def _previous(link: Path) -> Path:

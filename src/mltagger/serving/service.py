@@ -43,6 +43,7 @@ from mltagger.serving.rollout import (
     ShadowWorker,
     audit_pick,
     deployed,
+    store_rollout,
 )
 from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
 
@@ -136,6 +137,7 @@ class Tagger:
             else None
         )
         self._checked = time.monotonic()
+        self._rollout_row: int | None = None  # the store's rollout row this worker follows
         self.shadow = ShadowWorker()
         self._index_lock = threading.Lock()  # FAISS: no search while another thread adds
         self._synced = 0
@@ -201,6 +203,7 @@ class Tagger:
         if time.monotonic() - self._checked < RELOAD_SECONDS:
             return
         self._checked = time.monotonic()
+        self._follow_rollout()
         target = self.wanted_model()
         if target is None or target == self._serving:
             return
@@ -209,6 +212,24 @@ class Tagger:
         self._serving = target
         if self.candidate is not None and Path(self.candidate.folder).resolve() == target:
             self.candidate = None
+
+    def reload_now(self) -> None:
+        """maybe_reload without waiting for RELOAD_SECONDS (batch jobs and replays)."""
+        self._checked = float("-inf")
+        self.maybe_reload()
+
+    def _follow_rollout(self) -> None:
+        """Run the candidate the store's newest rollout row names (`mltagger cycle` sets it)."""
+        got = store_rollout(
+            self.store.engine,
+            self._rollout_row,
+            self.candidate,
+            list(self.predictor.labels),
+            self.loader,
+        )
+        if got is not None:
+            self._rollout_row, self.candidate, rollout = got
+            self.rollout = rollout or self.rollout
 
     def wanted_model(self) -> Path | None:
         """What should serve: the store's newest deployment, else where the link points."""

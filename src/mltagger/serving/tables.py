@@ -177,6 +177,54 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# The continual-learning cycle (schema v8, `mltagger cycle`): one row a cycle, the step it has
+# reached and its report; every gate, decision and admin action as an event; and the candidate
+# the service runs beside the current model (shadow or canary), set by the cycle so that every
+# worker and replica follows it without a restart (the newest row wins, like deployments).
+cycles = sa.Table(
+    "cycles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # labels -> dataset -> train -> evaluate -> shadow -> canary -> watch, then an end state
+    sa.Column("step", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # open | closed
+    sa.Column("outcome", sa.String(32)),  # promoted | rejected | rolled_back | vetoed | ...
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("champion_dir", sa.Text, nullable=False),
+    sa.Column("challenger_dir", sa.Text),
+    # the sha256 of the label set the challenger learnt from: a rolled-back challenger is not
+    # trained again on the same labels
+    sa.Column("labels_sha256", sa.String(64)),
+    sa.Column("dataset_sha256", sa.String(64)),
+    sa.Column("report", sa.JSON),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+cycle_events = sa.Table(
+    "cycle_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("cycle_id", sa.Integer, index=True),  # null: an admin action between cycles
+    # gate | step | decision | admin | alert
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.JSON),
+    sa.Column("by", sa.String(64)),  # "cycle" or the person
+    sa.Column("why", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("candidate_dir", sa.Text),  # null: no candidate (the rollout ended)
+    sa.Column("mode", sa.String(16), nullable=False),  # shadow | canary | off
+    sa.Column("percent", sa.Float, nullable=False, default=0.0),
+    sa.Column("cycle_id", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 WRITTEN_BY = ("items", "feedback", "reviews")
 
 
@@ -293,6 +341,11 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     ),
     (6, "reviewers' web sessions, shared settings", _v6_web_pages),
     (7, "web sessions bound to the key that made them", _v7_sessions_bound_to_keys),
+    (
+        8,
+        "the continual-learning cycle: cycles, their events, store-set rollouts",
+        _create(cycles, cycle_events, rollouts),
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mltagger.serving.access import Shared, caller, shared
+from mltagger.serving.cycles import alert_state
 from mltagger.serving.keys import ADMIN, Key
 from mltagger.serving.schemas import READ
 from mltagger.serving.store import STATUSES, current_version, describe
@@ -61,6 +62,7 @@ def prometheus(state: Shared = SHARED) -> PlainTextResponse:
     snapshot = tagger.store.latest_snapshot()
     age = snapshot_age(snapshot) if snapshot is not None else -1.0
     metrics.export_snapshot(snapshot, age)
+    metrics.export_cycle(alert_state(tagger.store.engine))
     return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -17,6 +17,7 @@ from mltagger.models.modelio import PER_TAG_FILE
 from mltagger.models.queue import STOP_GAIN, STOP_LABELS, stopping_point
 from mltagger.models.rule import PROMISE
 from mltagger.serving import charts
+from mltagger.serving.cycles import alert_state, events, latest_cycles
 from mltagger.serving.pages.rendering import REASONS, Pages, age, pages
 from mltagger.serving.rollout import deployment_history
 
@@ -52,6 +53,9 @@ def health_context(ui: Pages) -> dict:
         "by_model": [],
         "snap_age": "",
         "per_tag": promise_per_tag(ui.shared.tagger.predictor.folder),
+        "cycle_alert": alert_state(store.engine),
+        "cycles": latest_cycles(store.engine, 5),
+        "cycle_events": [e for e in events(store.engine, 40) if e["kind"] != "step"][:15],
     }
     if snap is None:
         return context
