@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,10 +35,11 @@ from tqdm.auto import tqdm
 from mltagger.core.config import compose_config
 from mltagger.core.errors import UserError
 from mltagger.core.paths import resolve_path
-from mltagger.cycle.run import make_context, run_cycle
-from mltagger.models.modelio import read_model_metadata
+from mltagger.cycle.context import champion_dir, torch_folder
+from mltagger.cycle.run import admin, make_context, run_cycle
+from mltagger.models.modelio import read_model_metadata, write_model_metadata
 from mltagger.models.predict import Predictor
-from mltagger.serving.cycles import events, latest_cycles
+from mltagger.serving.cycles import events, latest_cycles, new_cycle, update_cycle
 from mltagger.serving.service import Tagger, prepare
 from mltagger.serving.tables import items, reviews
 
@@ -128,6 +131,7 @@ def run_day(
         "right": int(right[auto].sum()),
         "reviews": len(answers),
         "poisoned": sum(bool(a.get("poisoned")) for a in answers),
+        "poisoned_items": [a["item_id"] for a in answers if a.get("poisoned")],
         "served_by": sorted({p["model_version"] for p in preds}),
     }
 
@@ -167,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--poison", default=None, help="shuffle:DAY or flip:DAY")
     p.add_argument("--stop-after-day", type=int, default=None)
+    p.add_argument(
+        "--regress-at",
+        type=int,
+        default=None,
+        help="at the start of this day, force-promote a copy of the serving model "
+        "that applies every tag above 0.2 (the rollback trial)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="serve-config overrides, e.g. cycle.train.passes=1")
     args = p.parse_args(argv)
@@ -218,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     for day in tqdm(range(len(state["days"]), last), desc="days", unit="day"):
         rng.seed(args.seed * 1000 + day)
         t0 = time.process_time()
+        if args.regress_at == day:
+            force_regression(ctx, out)
         fig = run_day(tagger, day, days[day], args, rng, tags)
         c0 = time.process_time()
         n_started = len({c["id"] for c in latest_cycles(ctx.engine, 100)})
@@ -243,6 +256,36 @@ def main(argv: list[str] | None = None) -> int:
     print(render(report))
     ctx.store.close()
     return 0
+
+
+def force_regression(ctx, out: Path) -> None:
+    """The rollback trial: a copy of the serving model whose thresholds are all 0.2 is
+    promoted by an admin's force, as a bad release would be; the cycle's watch must undo it."""
+    serving = champion_dir(ctx)
+    bad = out / "regressed"
+    if not bad.exists():
+        shutil.copytree(torch_folder(serving), bad)
+        labels, inference = read_model_metadata(bad)
+        low = {t: (1.01 if t == inference.fallback_tag else 0.2) for t in labels}
+        write_model_metadata(
+            bad, labels, replace(inference, thresholds=low, model_version="regressed")
+        )
+    cyc = new_cycle(ctx.engine, str(out / "regression_cycle"), str(serving))
+    (out / "regression_cycle").mkdir(exist_ok=True)
+    update_cycle(ctx.engine, cyc["id"], step="canary", challenger_dir=str(bad))
+    admin(ctx, "force", "simulation", "rollback trial: a model that applies every tag above 0.2")
+
+
+def poison_reached(cycles: list[dict], poisoned: set[int]) -> list[dict]:
+    """Per cycle: how many poisoned labels its challenger trained on, and whether it was
+    promoted (a poisoned promotion is one that trained on any)."""
+    out = []
+    for c in cycles:
+        labels = Path(c["folder"]) / "labels.json"
+        rows = json.loads(labels.read_text())["train"] if labels.is_file() else []
+        n = sum(r["item_id"] in poisoned for r in rows)
+        out.append({"cycle": c["id"], "poisoned_labels_trained": n, "outcome": c["outcome"]})
+    return out
 
 
 def summarise(ctx, state: dict, args, wall: float) -> dict:
@@ -282,6 +325,7 @@ def summarise(ctx, state: dict, args, wall: float) -> dict:
             }
             for c in cycles
         ],
+        "poison": poison_reached(cycles, {i for d in days for i in d.get("poisoned_items", [])}),
         "promotions": sum(e["name"] == "promote" for e in ev),
         "rollbacks": sum(e["name"] == "rollback" for e in ev),
         "reviews": reviews_n,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +195,46 @@ def test_a_promote_recorded_in_the_store_reaches_every_worker(tmp_path, store):
     record_deployment(store.engine, gone, "promote")
     shutil.rmtree(gone)
     assert deployed(store.engine) is None
+
+
+def test_metrics_export_the_cycle_state(tmp_path, store):
+    from mltagger.serving.cycles import new_cycle, set_paused, update_cycle
+
+    t = tagger(tmp_path, store)
+    with client(t, tmp_path) as c:
+        text = c.get("/metrics").text
+        assert "mltagger_cycle_gate_tripped 0.0" in text and "mltagger_cycle_paused 0.0" in text
+        cyc = new_cycle(store.engine, str(tmp_path / "c"), "/m")
+        update_cycle(store.engine, cyc["id"], status="closed", outcome="rolled_back", report={})
+        set_paused(store.engine, True, "ana", "x")
+        text = c.get("/metrics").text
+    assert "mltagger_cycle_gate_tripped 1.0" in text and "mltagger_cycle_paused 1.0" in text
+
+
+def test_every_worker_follows_the_store_rollout_rows(tmp_path, store):
+    """The cycle moves a candidate from shadow to canary to nothing through the store; a worker
+    picks each row up without a restart, and a candidate that cannot load is not run."""
+    from mltagger.serving.cycles import set_rollout
+
+    t = tagger(tmp_path, store)
+    loaded = []
+
+    def loader(path):
+        loaded.append(Path(path))
+        return FakePredictor(path)
+
+    t.loader = loader
+    good = tmp_path / "cand"
+    shutil.copytree(t.predictor.folder, good)
+    set_rollout(store.engine, str(good), "shadow")
+    t.reload_now()
+    assert t.candidate is not None and t.rollout.mode == "shadow"
+    set_rollout(store.engine, str(good), "canary", 30)
+    t.reload_now()
+    assert t.rollout.mode == "canary" and t.rollout.percent == 30 and len(loaded) == 1
+    set_rollout(store.engine, str(tmp_path / "missing"), "shadow")
+    t.reload_now()
+    assert t.candidate is None  # logged, not run
+    set_rollout(store.engine, None, "off")
+    t.reload_now()
+    assert t.candidate is None

@@ -48,8 +48,10 @@ def app(tagger, tmp_path):
 @pytest.fixture
 def keys(tagger):
     engine = tagger.store.engine
-    return {name: create_key(engine, name, role)[1] for name, role in
-            (("alice", REVIEW), ("bob", REVIEW), ("feeder", INGEST))}  # fmt: skip
+    return {
+        name: create_key(engine, name, role)[1]
+        for name, role in (("alice", REVIEW), ("bob", REVIEW), ("feeder", INGEST))
+    }
 
 
 def add(tagger, item: dict) -> int:
@@ -139,21 +141,27 @@ def test_each_decision_is_stored_with_the_reviewers_name(app, tagger, keys):
     )
     assert r.status_code == 422 and 'id="dup-error"' in r.text
     assert tagger.store.get_item(near)["needs_review"] is True
-    r = c.post(f"/ui/review/{near}", data={**card_form(r.text), "decision": "duplicate"},
-               headers=hx)  # fmt: skip
+    r = c.post(
+        f"/ui/review/{near}", data={**card_form(r.text), "decision": "duplicate"}, headers=hx
+    )
     held = tagger.store.get_item(near)
-    assert (held["status"], held["tag"], held["duplicate_of"]) == ("duplicate", "computer-vision",
-                                                                   sure)  # fmt: skip
+    assert (held["status"], held["tag"], held["duplicate_of"]) == (
+        "duplicate",
+        "computer-vision",
+        sure,
+    )
     # without JavaScript: a plain form post, then a redirect to the queue
-    r = c.post(f"/ui/review/{u1}", data={**card_form(r.text), "decision": "reject"},
-               follow_redirects=False)  # fmt: skip
+    r = c.post(
+        f"/ui/review/{u1}", data={**card_form(r.text), "decision": "reject"}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"].startswith("/ui/review?")
     assert f"Saved: item {u1} → not ML / spam (by alice)" in c.get(r.headers["location"]).text
     assert tagger.store.get_item(u1)["status"] == "rejected"
     # a link cannot put words of its own on the page
     assert "send your key" not in c.get("/ui/review?notice=send+your+key&saved=x").text
-    rows = [(r["tag"], r["written_by"]) for i in (u0, near, u1)
-            for r in tagger.store.reviews_for(i)]  # fmt: skip
+    rows = [
+        (r["tag"], r["written_by"]) for i in (u0, near, u1) for r in tagger.store.reviews_for(i)
+    ]
     assert rows == [("mlops", "alice"), ("computer-vision", "alice"), ("other", "alice")]
     # published: only what a person or the model put up, never the spam or the held copy
     active = {it["id"] for it in tagger.store.list_items("active", 50, 0)[0]}
@@ -165,10 +173,15 @@ def test_a_decision_made_meanwhile_is_shown_never_overwritten(app, tagger, keys)
     alice, bob = browser(app), browser(app)
     alice_card = card_form(log_in(alice, keys["alice"]).text)
     bob_card = card_form(log_in(bob, keys["bob"]).text)
-    assert bob.post(f"/ui/review/{item}", data={**bob_card, "decision": "tag:time-series"}
-                    ).status_code == 200  # fmt: skip
-    r = alice.post(f"/ui/review/{item}", data={**alice_card, "decision": "tag:mlops"},
-                   headers={"HX-Request": "true"})  # fmt: skip
+    assert (
+        bob.post(f"/ui/review/{item}", data={**bob_card, "decision": "tag:time-series"}).status_code
+        == 200
+    )
+    r = alice.post(
+        f"/ui/review/{item}",
+        data={**alice_card, "decision": "tag:mlops"},
+        headers={"HX-Request": "true"},
+    )
     assert r.status_code == 409
     assert "bob" in r.text and "time-series" in r.text and "not stored" in r.text
     assert [x["tag"] for x in tagger.store.reviews_for(item)] == ["time-series"]
@@ -224,8 +237,10 @@ def test_writes_without_the_anti_forgery_token_are_refused(app, tagger, keys):
     c = browser(app)
     fields = card_form(log_in(c, keys["alice"]).text)
     for bad in ({}, {"csrf": "guess"}):
-        r = c.post(f"/ui/review/{item}", data={**fields, **bad, "csrf": bad.get("csrf", ""),
-                                               "decision": "tag:mlops"})  # fmt: skip
+        r = c.post(
+            f"/ui/review/{item}",
+            data={**fields, **bad, "csrf": bad.get("csrf", ""), "decision": "tag:mlops"},
+        )
         assert r.status_code == 403 and "anti-forgery" in r.text
     r = c.post(f"/ui/item/{item}", data={"correct_tag": "mlops", "csrf": "guess"})
     assert r.status_code == 403 and "nothing was stored" in r.text
@@ -245,15 +260,19 @@ def test_the_report_form_shows_each_error_at_its_field(app, tagger):
     assert ">x</textarea>" in r.text  # what the reader wrote is kept
     r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "computer-vision"})
     assert r.status_code == 422 and "the tag it has now" in r.text
-    r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops",
-                                         "comment": "y" * 2001})  # fmt: skip
+    r = c.post(
+        f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops", "comment": "y" * 2001}
+    )
     assert r.status_code == 422 and 'id="comment-error"' in r.text and "2001" in r.text
     assert tagger.store.feedback_for(item) == []
     r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops", "comment": "  "})
     assert r.status_code == 200 and "Thank you" in r.text
     (report,) = tagger.store.feedback_for(item)
     assert (report["correct_tag"], report["comment"], report["written_by"]) == (
-        "mlops", None, "public")  # fmt: skip
+        "mlops",
+        None,
+        "public",
+    )
     assert c.get("/ui/item/999").status_code == 404
     assert c.get("/ui/item/abc").status_code == 404
 
@@ -263,8 +282,10 @@ def test_reports_are_rate_limited_per_client(tagger, tmp_path):
     item = add(tagger, SURE)
     c = browser(app)
     csrf = token(c.get(f"/ui/item/{item}").text)
-    codes = [c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops"}).status_code
-             for _ in range(3)]  # fmt: skip
+    codes = [
+        c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops"}).status_code
+        for _ in range(3)
+    ]
     assert codes == [200, 200, 429]
     r = c.post(f"/ui/item/{item}", data={"csrf": csrf, "correct_tag": "mlops"})
     assert int(r.headers["Retry-After"]) >= 1 and "Too many reports" in r.text
@@ -318,18 +339,28 @@ def test_the_health_page_shows_the_promise_per_tag_the_model_made(app, tagger, k
     def report(precision, low, n, cov):
         return {
             "per_class": {"computer-vision": {}, "mlops": {}},
-            "coverage": {"threshold": 0.5, "at_threshold": {
-                "per_class_coverage": {"computer-vision": cov, "mlops": 0.2},
-                "per_class_auto": {
-                    "computer-vision": {"num_auto": n, "precision": precision,
-                                        "precision_ci95": [low, 1.0]},
-                    "mlops": {"num_auto": 0},
+            "coverage": {
+                "threshold": 0.5,
+                "at_threshold": {
+                    "per_class_coverage": {"computer-vision": cov, "mlops": 0.2},
+                    "per_class_auto": {
+                        "computer-vision": {
+                            "num_auto": n,
+                            "precision": precision,
+                            "precision_ci95": [low, 1.0],
+                        },
+                        "mlops": {"num_auto": 0},
+                    },
                 },
-            }},
-        }  # fmt: skip
+            },
+        }
 
-    decision = {"thresholds": {"computer-vision": 0.61, "mlops": 1.01}, "per_tag_detail": {
-        "computer-vision": {"precision": 0.97, "num_auto": 80, "pooled_lower": 0.91}}}  # fmt: skip
+    decision = {
+        "thresholds": {"computer-vision": 0.61, "mlops": 1.01},
+        "per_tag_detail": {
+            "computer-vision": {"precision": 0.97, "num_auto": 80, "pooled_lower": 0.91}
+        },
+    }
     rows = per_tag_rows(decision, report(0.95, 0.88, 40, 0.8), report(0.7, 0.52, 20, 0.6))
     folder = tagger.predictor.folder
     (folder / "per_tag.json").write_text(json.dumps(rows))
@@ -350,10 +381,20 @@ def test_the_health_page_says_whether_labels_still_pay(app, tagger, keys):
     now = datetime.now(timezone.utc)
 
     def rows(version, reason, when, n=100):
-        return [{"title": f"{version}-{k}", "description": "", "content_hash": f"{version}{k:062d}",
-                 "tag": "other", "tagged_by": "model", "model_version": version, "reason": reason,
-                 "needs_review": reason == "low_confidence", "created_at": when}
-                for k in range(n)]  # fmt: skip
+        return [
+            {
+                "title": f"{version}-{k}",
+                "description": "",
+                "content_hash": f"{version}{k:062d}",
+                "tag": "other",
+                "tagged_by": "model",
+                "model_version": version,
+                "reason": reason,
+                "needs_review": reason == "low_confidence",
+                "created_at": when,
+            }
+            for k in range(n)
+        ]
 
     store = tagger.store
     first = store.add_items(rows("m1", "low_confidence", now - timedelta(hours=2)))
@@ -376,10 +417,18 @@ def test_the_health_page_says_whether_labels_still_pay(app, tagger, keys):
 def test_two_reviewers_at_once_store_exactly_one_decision(store_url, tmp_path):
     store = Store(store_url)
     try:
-        (item,) = store.add_items([{
-            "title": "t", "description": "", "content_hash": "h" * 64, "tag": "other",
-            "tagged_by": "model", "needs_review": True,
-        }])  # fmt: skip
+        (item,) = store.add_items(
+            [
+                {
+                    "title": "t",
+                    "description": "",
+                    "content_hash": "h" * 64,
+                    "tag": "other",
+                    "tagged_by": "model",
+                    "needs_review": True,
+                }
+            ]
+        )
         results: list = []
         go = threading.Barrier(2)
 
@@ -391,8 +440,10 @@ def test_two_reviewers_at_once_store_exactly_one_decision(store_url, tmp_path):
             except ReviewConflict as err:
                 results.append(err.other["reviewer"])
 
-        threads = [threading.Thread(target=decide, args=a) for a in
-                   (("alice", "mlops"), ("bob", "time-series"))]  # fmt: skip
+        threads = [
+            threading.Thread(target=decide, args=a)
+            for a in (("alice", "mlops"), ("bob", "time-series"))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -409,12 +460,27 @@ def test_queue_orders_and_the_reasons_items_wait(store_url):
         {"title": "a", "confidence": 0.7, "status": "active", "reason": "low_confidence"},
         {"title": "b", "confidence": 0.2, "status": "active", "reason": "low_confidence"},
         {"title": "c", "confidence": None, "status": "duplicate", "reason": None},
-        {"title": "d", "confidence": 0.95, "status": "active", "reason": "classifier",
-         "audit": True},
-    ]  # fmt: skip
-    ids = store.add_items([{
-        "description": "", "content_hash": f"{k:064d}", "tag": "other", "tagged_by": "model",
-        "needs_review": True, **r} for k, r in enumerate(rows)])  # fmt: skip
+        {
+            "title": "d",
+            "confidence": 0.95,
+            "status": "active",
+            "reason": "classifier",
+            "audit": True,
+        },
+    ]
+    ids = store.add_items(
+        [
+            {
+                "description": "",
+                "content_hash": f"{k:064d}",
+                "tag": "other",
+                "tagged_by": "model",
+                "needs_review": True,
+                **r,
+            }
+            for k, r in enumerate(rows)
+        ]
+    )
     store.add_feedback(ids[3], "mlops", None, "public")
 
     def order(name: str) -> list[str]:
@@ -427,8 +493,12 @@ def test_queue_orders_and_the_reasons_items_wait(store_url):
     with pytest.raises(StoreError, match="unknown queue order"):
         store.review_queue(10, 0, "newest")
     assert store.queue_reasons() == {
-        "low_confidence": 2, "out_of_scope": 0, "audit": 1, "near_duplicate": 1,
-        "reported": 1}  # fmt: skip
+        "low_confidence": 2,
+        "out_of_scope": 0,
+        "audit": 1,
+        "near_duplicate": 1,
+        "reported": 1,
+    }
     store.close()
 
 
@@ -437,11 +507,23 @@ def test_queue_orders_and_the_reasons_items_wait(store_url):
 
 def test_the_interval_chart_places_each_figure_and_escapes_names():
     rows = [
-        {"tag": "<b>cv</b>", "signal": "audit", "precision": 0.5, "ci_low": 0.25, "ci_high": 0.75,
-         "n": 8},
-        {"tag": "all", "signal": "reports", "precision": None, "ci_low": None, "ci_high": None,
-         "n": 0},
-    ]  # fmt: skip
+        {
+            "tag": "<b>cv</b>",
+            "signal": "audit",
+            "precision": 0.5,
+            "ci_low": 0.25,
+            "ci_high": 0.75,
+            "n": 8,
+        },
+        {
+            "tag": "all",
+            "signal": "reports",
+            "precision": None,
+            "ci_low": None,
+            "ci_high": None,
+            "n": 0,
+        },
+    ]
     svg = charts.interval_chart(rows, 0.85)
     assert "<b>" not in svg and "&lt;b&gt;cv&lt;/b&gt;" in svg
     left, span = 190, 680 - 190 - 20
@@ -473,8 +555,9 @@ def test_the_json_api_takes_the_same_order_and_conflict_rule(app, tagger, keys):
     assert r.status_code == 409 and r.json()["decided"]["tag"] == "mlops"
     assert "in the meantime" in r.json()["detail"]
     latest = tagger.store.reviews_for(first)[-1]["id"]
-    r = c.post(f"/review/{first}", json={"tag": "graph-learning", "seen_review": latest},
-               headers=h_bob)  # fmt: skip
+    r = c.post(
+        f"/review/{first}", json={"tag": "graph-learning", "seen_review": latest}, headers=h_bob
+    )
     assert r.status_code == 200 and r.json()["tag"] == "graph-learning"
 
 
@@ -504,3 +587,36 @@ def test_a_session_made_in_one_worker_is_good_in_another(store_url, tmp_path):
     finally:
         for t in taggers:
             t.store.close()
+
+
+def test_the_health_page_shows_the_cycle_its_banner_and_its_decisions(app, tagger, keys):
+    from mltagger.serving.cycles import new_cycle, record_event, set_paused, update_cycle
+
+    engine = tagger.store.engine
+    c = browser(app)
+    log_in(c, keys["alice"])
+    page = c.get("/ui/health").text
+    assert "No cycle has run on this store yet" in page and 'class="banner' not in page
+    cyc = new_cycle(engine, "/tmp/c1", "/m/champion")
+    record_event(
+        engine,
+        "gate",
+        "recent.paired",
+        "fail",
+        cycle_id=cyc["id"],
+        detail={"why": "coverage -0.03"},
+    )
+    update_cycle(
+        engine,
+        cyc["id"],
+        status="closed",
+        outcome="rejected",
+        report={"why": "gate(s) tripped: ['recent.paired']", "failed_gates": ["recent.paired"]},
+    )
+    set_paused(engine, True, "ana", "holiday freeze")
+    page = c.get("/ui/health").text
+    assert 'class="banner bad"' in page and "Cycle 1 rejected" in page
+    assert "on recent.paired" in page
+    assert 'class="banner warn"' in page and "holiday freeze" in page
+    row = page[page.index("gate recent.paired") :].split("</tr>")[0]
+    assert "fail" in row and "coverage -0.03" in row
