@@ -33,7 +33,7 @@ $(JOBS): %: $(STAMP)
 	$($*_SETUP)
 	$(MLTAGGER) $* $($*_ARGS)
 
-.PHONY: help $(JOBS) install install-mpnet contract test coverage test-model test-all security mutation strip-notebooks lint lint-imports format ui-screenshots docs docs-serve clean
+.PHONY: help $(JOBS) install install-mpnet orchestrator contract test coverage test-model test-all security mutation strip-notebooks lint lint-imports format ui-screenshots docs docs-serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(JOBS_MK) Makefile | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -68,7 +68,11 @@ test-model: $(STAMP) ## behavioural (CheckList) tests of a model (make train fir
 	@test -d $(or $(MODEL),models/latest) || { echo "$(or $(MODEL),models/latest): no such model folder; run make train first, or give MODEL="; exit 2; }
 	$(PY) -m pytest tests/model --model-dir $(or $(MODEL),models/latest) $(PYTEST_ARGS)
 
-test-all: $(STAMP) ## every test, slow ones included (installs the load extra: locust)
+orchestrator: ## optional: Dagster in its own .venv-dagster (docs/cycle.md); it calls .venv's mltagger
+	@test -x .venv-dagster/bin/dagster || { $(PYTHON) -m venv .venv-dagster && .venv-dagster/bin/pip install -q "dagster>=1.13,<1.14"; }
+	@echo 'run it: MLTAGGER_BIN=$(CURDIR)/$(VENV)/bin/mltagger .venv-dagster/bin/dagster dev -f deploy/dagster/definitions.py'
+
+test-all: $(STAMP) orchestrator ## every test, slow ones included (installs the load extra: locust, and .venv-dagster)
 	$(PIP) install -q -e ".[load]"
 	$(PY) -m pytest $(PYTEST_ARGS)
 

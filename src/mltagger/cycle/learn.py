@@ -75,6 +75,9 @@ def new_labels_count(engine: sa.Engine) -> int:
 
 def maybe_start(ctx: Context) -> dict | None:
     """A new cycle when there is something new to learn; None (and why, said) otherwise."""
+    if new_labels_count(ctx.engine) == 0:  # said before the training data is even read
+        ctx.say("no new labels since the last cycle: nothing to do")
+        return None
     labels, seen = _labels_now(ctx)
     if labels.new_gold == 0:
         ctx.say(f"no new labels since the last cycle (reviews up to id {seen}): nothing to do")

@@ -7,6 +7,8 @@ import argparse
 import json
 
 from mltagger.core.config import compose_config
+from mltagger.core.errors import UserError
+from mltagger.cycle.learn import new_labels_count
 from mltagger.cycle.run import admin, make_context, run_cycle
 from mltagger.serving.cycles import alert_state, events, latest_cycles, open_cycle
 
@@ -19,11 +21,11 @@ def options(p: argparse.ArgumentParser) -> None:
         "`cycle` section of conf/serve.yaml (store.url, model_dir)."
     )
     p.add_argument(
-        "action",
-        nargs="?",
-        default="run",
-        choices=ACTIONS,
-        help="run (default), status, or an admin action",
+        "overrides",
+        nargs="*",
+        metavar="[ACTION] [OVERRIDE ...]",
+        help=f"the action, one of {', '.join(ACTIONS)} (default run), then config overrides, "
+        "e.g. store.url=... cycle.data=...",
     )
     p.add_argument(
         "--if-new-labels",
@@ -35,13 +37,14 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--why", help="admin actions: why (recorded)")
     p.add_argument("--batch", help="release: the quarantined batch, e.g. reviewer:ana@2026-12-01")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.add_argument(
-        "overrides", nargs="*", help="config overrides, e.g. store.url=... cycle.data=..."
-    )
 
 
 def cmd(args: argparse.Namespace) -> int:
-    cfg = compose_config("serve", args.overrides)
+    words = list(args.overrides)
+    args.action = words.pop(0) if words and "=" not in words[0] else "run"
+    if args.action not in ACTIONS:
+        raise UserError(f"cycle {args.action}: unknown action; one of {', '.join(ACTIONS)}")
+    cfg = compose_config("serve", words)
     ctx = make_context(cfg)
     try:
         if args.action == "run":
@@ -49,6 +52,8 @@ def cmd(args: argparse.Namespace) -> int:
         elif args.action == "status":
             out = {
                 "open": open_cycle(ctx.engine),
+                "new_labels": new_labels_count(ctx.engine),
+                "last_cycle": (latest_cycles(ctx.engine, 1) or [{}])[0].get("id"),
                 "alert": alert_state(ctx.engine),
                 "cycles": [
                     {k: c[k] for k in ("id", "step", "status", "outcome", "updated_at")}
@@ -82,6 +87,7 @@ def _print_status(out: dict) -> None:
         print(f"ALERT: cycle {t['cycle']} {t['outcome']}: {t['why']}")
     o = out["open"]
     print(f"open cycle: {o['id']} at step {o['step']}" if o else "no cycle open")
+    print(f"new labels since the last cycle: {out['new_labels']}")
     for c in out["cycles"]:
         print(f"  cycle {c['id']}: {c['status']} {c['outcome'] or c['step']} ({c['updated_at']})")
     print("recent events:")
