@@ -10,10 +10,11 @@ and what is quarantined, before anything is trained.
 - **Left out, counted and named**: labels whose item is gone, labels with a tag outside the
   approved list, and items that repeat a test or fresh-set item (those sets never enter training).
 - **Quarantine**: a batch (one reviewer's labels of one day, or all labels of one day) whose
-  agreement with the model that served the items falls far below every other batch's is held
-  out by name; the rest still train. A shuffled reviewer or a day of flipped labels looks like
-  that; a reviewer correcting a model that is wrong on a new topic can too, which is why it is
-  a quarantine a person can release (`mltagger cycle release BATCH`), not a deletion.
+  agreement with an independent witness falls far below every other batch's is held out by
+  name; the rest still train. The witness of a label is the author's tag where the item has
+  one, else the serving model's top answer. A shuffled reviewer or a day of flipped labels looks
+  like that; a reviewer correcting a model that is wrong on a new topic can too, which is why it
+  is a quarantine a person can release (`mltagger cycle release BATCH`), not a deletion.
 """
 
 from __future__ import annotations
@@ -174,16 +175,20 @@ def batch_names(row: dict) -> tuple[str, str]:
 
 
 def find_poisoned(gold: Sequence[dict], s: LabelSettings) -> tuple[dict[str, dict], list[dict]]:
-    """Batches whose agreement with the serving model's top answer is far below the rest's.
+    """Batches whose agreement with each label's witness is far below the rest's.
 
-    Agreement is judged on items the model scored (its top answer known). Each batch is compared
+    The witness is the author's tag where there is one (authors are right most of the time and
+    independent of the reviewers), else the serving model's top answer. First tried with the
+    model's answer alone: on the review queue's unsure items it agrees with clean labels only
+    ~60% of the time, too little to tell a shuffled reviewer's day from chance (docs/cycle.md). Each batch is compared
     with all labels outside it, so one bad batch cannot hide by lowering the reference."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for r in gold:
-        if r.get("model_top") is None:
+        witness = r.get("author_tag") or r.get("model_top")
+        if witness is None:
             continue
         for name in batch_names(r):
-            groups[name].append(r["tag"] == r["model_top"])
+            groups[name].append(r["tag"] == witness)
     total_k = sum(sum(v) for k, v in groups.items() if k.startswith("day:"))
     total_n = sum(len(v) for k, v in groups.items() if k.startswith("day:"))
     out, table = {}, []
