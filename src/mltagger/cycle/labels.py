@@ -175,37 +175,61 @@ def batch_names(row: dict) -> tuple[str, str]:
 
 
 def find_poisoned(gold: Sequence[dict], s: LabelSettings) -> tuple[dict[str, dict], list[dict]]:
-    """Batches whose agreement with each label's witness is far below the rest's.
+    """Batches whose agreement with each label's witness is far below what the other batches
+    lead one to expect.
 
     The witness is the author's tag where there is one (authors are right most of the time and
-    independent of the reviewers), else the serving model's top answer. First tried with the
-    model's answer alone: on the review queue's unsure items it agrees with clean labels only
-    ~60% of the time, too little to tell a shuffled reviewer's day from chance (docs/cycle.md). Each batch is compared
-    with all labels outside it, so one bad batch cannot hide by lowering the reference."""
-    groups: dict[str, list[bool]] = defaultdict(list)
+    independent of the reviewers), else the serving model's top answer. The two witnesses agree
+    with clean labels at different rates, so a batch's expected agreement is the sum, over its
+    labels, of the rate the *other* batches show for that label's kind of witness; observed below
+    expected by `batch_drop` (a share of the batch) with a one-sided normal test under `batch_p`
+    quarantines it. First tried with the model's answer alone: on the review queue's unsure items
+    it agrees with clean labels only ~60% of the time, too little to tell a shuffled reviewer's
+    day from chance (docs/cycle.md)."""
+    groups: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     for r in gold:
-        witness = r.get("author_tag") or r.get("model_top")
-        if witness is None:
+        kind = "author" if r.get("author_tag") else "model" if r.get("model_top") else None
+        if kind is None:
             continue
+        witness = r["author_tag"] if kind == "author" else r["model_top"]
         for name in batch_names(r):
-            groups[name].append(r["tag"] == witness)
-    total_k = sum(sum(v) for k, v in groups.items() if k.startswith("day:"))
-    total_n = sum(len(v) for k, v in groups.items() if k.startswith("day:"))
+            groups[name].append((kind, r["tag"] == witness))
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # kind -> [agree, n], day batches
+    for name, rows in groups.items():
+        if name.startswith("day:"):
+            for kind, ok in rows:
+                totals[kind][0] += ok
+                totals[kind][1] += 1
     out, table = {}, []
-    for name, agree in sorted(groups.items()):
-        k, n = sum(agree), len(agree)
-        rest_k, rest_n = total_k - k, total_n - n
-        rest = rest_k / rest_n if rest_n else None
-        p = two_proportion_p(k, n, rest_k, rest_n)
+    for name, rows in sorted(groups.items()):
+        n, k = len(rows), sum(ok for _, ok in rows)
+        mine = Counter(kind for kind, _ in rows)
+        mine_ok = Counter(kind for kind, ok in rows if ok)
+        expected = var = 0.0
+        for kind, m in mine.items():
+            rest_k, rest_n = totals[kind][0] - mine_ok[kind], totals[kind][1] - m
+            rate = rest_k / rest_n if rest_n else None
+            if rate is None:
+                expected = None
+                break
+            expected += m * rate
+            var += m * rate * (1 - rate)
+        if expected is None:
+            p, drop = 1.0, 0.0
+        elif var <= 0:  # the other batches always agree: any miss is a deviation
+            p, drop = (0.0 if k < expected else 1.0), (expected - k) / n
+        else:
+            p = 0.5 * math.erfc(-((k - expected) / math.sqrt(var)) / math.sqrt(2))
+            drop = (expected - k) / n
         row = {
             "batch": name,
             "labels": n,
             "agreement": round(k / n, 4) if n else None,
-            "others": round(rest, 4) if rest is not None else None,
+            "expected": round(expected / n, 4) if expected else None,
             "p_value": p,
         }
         table.append(row)
-        if n >= s.min_batch and rest is not None and rest - k / n >= s.batch_drop and p < s.batch_p:
+        if n >= s.min_batch and drop >= s.batch_drop and p < s.batch_p:
             out[name] = row
     return out, table
 
