@@ -95,14 +95,19 @@ def paired_recent(
     challenger: tuple[Sequence[str], np.ndarray],
     s: GateSettings,
     seed: int = 0,
+    tops: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> tuple[dict, dict]:
     """The recent window, both models on the same items: the challenger must not be worse
     (McNemar on the top answers, precision difference's bootstrap interval) and must be better
-    somewhere it can be measured (coverage difference above zero, or McNemar in its favour)."""
+    somewhere it can be measured (coverage difference above zero, or McNemar on the top answers
+    in its favour)."""
     gold = np.asarray(gold)
     a_tag, a_auto = np.asarray(champion[0]), np.asarray(champion[1], dtype=bool)
     b_tag, b_auto = np.asarray(challenger[0]), np.asarray(challenger[1], dtype=bool)
-    mc = mcnemar(a_tag == gold, b_tag == gold)
+    # McNemar on the top answers (`tops`: each model's best tag, whether applied or not); the
+    # bootstrap on what the decision rule did with them
+    a_top, b_top = (np.asarray(t) for t in tops) if tops is not None else (a_tag, b_tag)
+    mc = mcnemar(a_top == gold, b_top == gold)
     boot = paired_bootstrap(gold, a_tag, a_auto, b_tag, b_auto, n_boot=s.n_boot, seed=seed)
     figures = {"mcnemar": mc, "bootstrap": boot, "n": len(gold)}
     if len(gold) == 0:

@@ -101,6 +101,7 @@ def step_evaluate(ctx: Context, cyc: dict) -> str | dict:
         (ans[("recent", "champion")]["tag"], ans[("recent", "champion")]["auto"]),
         (ans[("recent", "challenger")]["tag"], ans[("recent", "challenger")]["auto"]),
         gs,
+        tops=(ans[("recent", "champion")]["top"], ans[("recent", "challenger")]["top"]),
     )
     out_gates.append(g)
     harm_n = figs["test"]["challenger"]["oos_items"] + figs["recent"]["challenger"]["oos_items"]

@@ -61,6 +61,7 @@ class CycleLabels:
     author_weight: float | None = None
     author_overlap: int = 0
     new_gold: int = 0  # gold labels not seen by the previous cycle
+    max_review_id: int = 0  # the newest review read, quarantined or not
     batches: list[dict] = field(default_factory=list)
 
     def sha256(self) -> str:
@@ -293,6 +294,7 @@ def collect(
             }
         )
     out.new_gold = sum(r["review_id"] > seen_review_id for r in gold)
+    out.max_review_id = max([int(r["review_id"]) for r in revs] + [0])
     poisoned, out.batches = find_poisoned(gold, s)
     out.quarantined = {k: v for k, v in poisoned.items() if k not in released}
     clean = [r for r in gold if not set(batch_names(r)) & set(out.quarantined)]

@@ -125,7 +125,7 @@ def step_labels(ctx: Context, cyc: dict) -> str | dict:
         if earlier:
             break
     lg = label_gates(labels, earlier, ctx.labels_s)
-    max_review = max([r["review_id"] for r in (*labels.train, *labels.recent)] + [0])
+    max_review = labels.max_review_id  # quarantined labels count as read
     summary = {
         **labels.summary(),
         "max_review_id": max_review,

@@ -197,3 +197,19 @@ def test_rollout_rows_pause_events_and_alert_state(store):
     later = new_cycle(store.engine, "/tmp/c2", "/models/champ")
     update_cycle(store.engine, later["id"], status="closed", outcome="promoted", report={})
     assert alert_state(store.engine)["tripped"] is None  # a later good cycle clears it
+
+
+def test_mcnemar_reads_the_top_answers_not_the_decisions():
+    """A challenger whose best answer is right far more often passes on McNemar even when it
+    applies no more tags (the items it sends to review still count by their top answer)."""
+    s = G.GateSettings(n_boot=300)
+    n = 150
+    gold = np.array(["a"] * n, dtype=object)
+    decided = (np.array(["other"] * n, dtype=object), np.zeros(n, dtype=bool))
+    champ_top = np.array(["a"] * 90 + ["b"] * 60, dtype=object)
+    chall_top = np.array(["a"] * 120 + ["b"] * 30, dtype=object)
+    gate, figures = G.paired_recent(gold, decided, decided, s, tops=(champ_top, chall_top))
+    assert figures["mcnemar"]["b_only"] == 30 and figures["mcnemar"]["a_only"] == 0
+    assert gate["status"] == "pass"
+    gate, _ = G.paired_recent(gold, decided, decided, s)  # the decisions alone: no gain seen
+    assert gate["status"] == "fail"
