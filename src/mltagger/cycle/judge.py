@@ -76,25 +76,31 @@ def step_evaluate(ctx: Context, cyc: dict) -> str | dict:
     # The promise per tag, judged on every unbiased sample of auto-applied tags at once: the
     # test split and the audit sample (each alone is too small to prove 0.85 for most tags);
     # each one's own figures are in the evaluation file.
-    pooled: dict = {"tag": [], "auto": [], "gold": []}
+    pooled: dict = {w: {"tag": [], "auto": [], "gold": []} for w in ("champion", "challenger")}
     for name in ("test", "audit"):
         gold = [r["tag"] for r in sets[name]]
         for who in ("champion", "challenger"):
             a = ans[(name, who)]
             _, per_tag[f"{name}/{who}"] = G.tag_precision(name, a["tag"], a["auto"], gold, tags, gs)
-        a = ans[(name, "challenger")]
-        pooled["tag"] += list(a["tag"])
-        pooled["auto"] += list(a["auto"])
-        pooled["gold"] += gold
-    g, per_tag["test+audit/challenger"] = G.tag_precision(
-        "tag_precision",
-        np.array(pooled["tag"], dtype=object),
-        np.array(pooled["auto"]),
-        pooled["gold"],
-        tags,
-        gs,
+            pooled[who]["tag"] += list(a["tag"])
+            pooled[who]["auto"] += list(a["auto"])
+            pooled[who]["gold"] += gold
+    for who in ("champion", "challenger"):
+        p = pooled[who]
+        g, per_tag[f"test+audit/{who}"] = G.tag_precision(
+            "tag_precision",
+            np.array(p["tag"], dtype=object),
+            np.array(p["auto"]),
+            p["gold"],
+            tags,
+            gs,
+        )
+        pooled[who]["gate"] = g
+    g = pooled["challenger"]["gate"]
+    champ = pooled["champion"]["gate"]
+    out_gates.append(
+        {**g, "why": f"{g['why']} (the champion, same rule: {champ['status']}; {champ['why']})"}
     )
-    out_gates.append(g)
     gold_recent = [r["tag"] for r in recent]
     g, paired = G.paired_recent(
         gold_recent,
