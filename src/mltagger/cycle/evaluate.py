@@ -48,7 +48,7 @@ def figures(gold: Sequence[str], ans: dict, fallback: str = "other") -> dict:
         "coverage": float(auto.mean()) if n else None,
         "precision": float(right.sum() / auto.sum()) if auto.any() else None,
         "auto": int(auto.sum()),
-        "topic_coverage": float((auto & topic & (tag == tag)).sum() / topic.sum())
+        "topic_coverage": float((auto_topic & topic).sum() / topic.sum())
         if topic.any()
         else None,
         "oos_items": int(oos.sum()),
