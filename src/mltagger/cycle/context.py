@@ -207,6 +207,19 @@ def notify(ctx: Context, cycle_id: int, what: dict) -> None:
         )
 
 
+def judge_gates(ctx: Context, cyc: dict, report: dict, gates: list[dict], what: str) -> dict | None:
+    """Record each gate as an event; close the cycle as rejected when one failed (its result),
+    else None: the cycle goes on."""
+    for g in gates:
+        record_event(ctx.engine, "gate", g["name"], g["status"], cycle_id=cyc["id"], detail=g)
+    bad = G.failed(gates)
+    if not bad:
+        return None
+    return close_cycle(
+        ctx, {**cyc, "report": report}, "rejected", f"{what}: {bad}", {"failed_gates": bad}
+    )
+
+
 def close_cycle(
     ctx: Context, cyc: dict, outcome: str, why: str, report: dict | None = None
 ) -> dict:

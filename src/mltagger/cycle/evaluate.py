@@ -48,9 +48,7 @@ def figures(gold: Sequence[str], ans: dict, fallback: str = "other") -> dict:
         "coverage": float(auto.mean()) if n else None,
         "precision": float(right.sum() / auto.sum()) if auto.any() else None,
         "auto": int(auto.sum()),
-        "topic_coverage": float((auto_topic & topic).sum() / topic.sum())
-        if topic.any()
-        else None,
+        "topic_coverage": float((auto_topic & topic).sum() / topic.sum()) if topic.any() else None,
         "oos_items": int(oos.sum()),
         "oos_harm": float((auto_topic & oos).sum() / oos.sum()) if oos.any() else None,
         "top1": float((top == gold).mean()) if n else None,

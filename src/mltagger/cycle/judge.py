@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mltagger.cycle import gates as G
 from mltagger.cycle.context import (
     Context,
-    close_cycle,
+    judge_gates,
     max_item_id,
     read_json,
     torch_folder,
@@ -136,23 +136,15 @@ def step_evaluate(ctx: Context, cyc: dict) -> str | dict:
         "sizes": {k: len(v) for k, v in sets.items()},
     }
     write_json(folder / "evaluation.json", evaluation)
-    for g in out_gates:
-        record_event(ctx.engine, "gate", g["name"], g["status"], cycle_id=cyc["id"], detail=g)
     report = {
         **(cyc.get("report") or {}),
         "evaluation": {"figures": figs, "sizes": evaluation["sizes"]},
         "gates": [*(cyc.get("report") or {}).get("gates", []), *out_gates],
     }
     update_cycle(ctx.engine, cyc["id"], report=report, challenger_dir=str(challenger))
-    bad = G.failed(out_gates)
-    if bad:
-        return close_cycle(
-            ctx,
-            {**cyc, "report": report},
-            "rejected",
-            f"gate(s) tripped: {bad}",
-            {"failed_gates": bad},
-        )
+    stop = judge_gates(ctx, cyc, report, out_gates, "gate(s) tripped")
+    if stop is not None:
+        return stop
     row = set_rollout(ctx.engine, str(challenger), "shadow", cycle_id=cyc["id"])
     update_cycle(
         ctx.engine,

@@ -22,6 +22,7 @@ from mltagger.cycle.context import (
     close_cycle,
     closed_cycles,
     held_out_keys_of,
+    judge_gates,
     read_json,
     released_batches,
     torch_folder,
@@ -154,18 +155,9 @@ def step_labels(ctx: Context, cyc: dict) -> str | dict:
         "gates": lg,
     }
     update_cycle(ctx.engine, cyc["id"], labels_sha256=summary["sha256"], report=report)
-    for g in lg:
-        record_event(ctx.engine, "gate", g["name"], g["status"], cycle_id=cyc["id"], detail=g)
-    bad = G.failed(lg)
-    if bad:
-        cyc = {**cyc, "report": report}
-        return close_cycle(
-            ctx,
-            cyc,
-            "rejected",
-            f"label gate(s) tripped before training: {bad}",
-            {"failed_gates": bad},
-        )
+    stop = judge_gates(ctx, cyc, report, lg, "label gate(s) tripped before training")
+    if stop is not None:
+        return stop
     return "dataset"
 
 
@@ -260,16 +252,9 @@ def step_train(ctx: Context, cyc: dict, trainer: Callable | None = None) -> str 
         "gates": [*(cyc.get("report") or {}).get("gates", []), *recipe],
     }
     update_cycle(ctx.engine, cyc["id"], report=report)
-    for g in recipe:
-        record_event(ctx.engine, "gate", g["name"], g["status"], cycle_id=cyc["id"], detail=g)
-    if G.failed(recipe):
-        return close_cycle(
-            ctx,
-            {**cyc, "report": report},
-            "rejected",
-            f"recipe gate(s) tripped: {G.failed(recipe)}",
-            {"failed_gates": G.failed(recipe)},
-        )
+    stop = judge_gates(ctx, cyc, report, recipe, "recipe gate(s) tripped")
+    if stop is not None:
+        return stop
     version = f"cycle{cyc['id']}-{Path(cyc['folder']).name}"
     dataset = read_json(folder / "dataset.json")
     ctx.say(f"cycle {cyc['id']}: warm start of {champion.name} on {len(rows)} stream labels")

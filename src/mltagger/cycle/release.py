@@ -10,7 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from mltagger.cycle import gates as G
-from mltagger.cycle.context import Context, CycleSettings, close_cycle, max_item_id
+from mltagger.cycle.context import Context, CycleSettings, close_cycle, judge_gates, max_item_id
 from mltagger.evaluation.paired import noninferiority_paired
 from mltagger.evaluation.stats import wilson_bounds
 from mltagger.models.modelio import read_model_metadata
@@ -124,60 +124,47 @@ def step_shadow(ctx: Context, cyc: dict) -> str | dict:
     return "canary"
 
 
+def _non_inferior(name: str, rows: list[dict], need: int, right, what: str, s) -> dict:
+    """One paired non-inferiority gate over `rows` (both models' answers on each), or not
+    enough evidence below `need` rows. `right(answer, row)`: whether an answer counts."""
+    if len(rows) < need:
+        return G.gate(name, None, f"{len(rows)}/{need} canary items with {what}")
+    a = np.array([right(r["champion"], r) for r in rows])
+    b = np.array([right(r["challenger"], r) for r in rows])
+    t = noninferiority_paired(a, b, margin=s.canary_margin)
+    return G.gate(
+        name,
+        bool(t["non_inferior"]),
+        f"{a.mean():.3f} -> {b.mean():.3f} on {len(rows)} items with {what}; lower bound of "
+        f"the difference {t['lower']:+.3f} (margin -{s.canary_margin})",
+        figure=t["lower"],
+    )
+
+
 def canary_tests(rows: list[dict], s: CycleSettings) -> tuple[list[dict], bool]:
     """Non-inferiority (margin `canary_margin`) of the challenger against the champion, both
     answers on the same canary items: agreement with the author's tag, and precision on the
-    audited items (each model's automatic answers against the reviewer's tag). Returns the
-    gate rows and whether there is enough evidence to decide."""
-    authored = [r for r in rows if r["author_tag"]]
-    audited = [r for r in rows if r["audit"] and r["review_tag"]]
-    out, enough = [], True
-    if len(authored) < s.canary_author_items:
-        out.append(
-            G.gate(
-                "canary.author_agreement",
-                None,
-                f"{len(authored)}/{s.canary_author_items} canary items with an author tag",
-            )
-        )
-        enough = False
-    else:
-        a = np.array([r["champion"]["tag"] == r["author_tag"] for r in authored])
-        b = np.array([r["challenger"]["tag"] == r["author_tag"] for r in authored])
-        t = noninferiority_paired(a, b, margin=s.canary_margin)
-        out.append(
-            G.gate(
-                "canary.author_agreement",
-                bool(t["non_inferior"]),
-                f"agreement with authors {a.mean():.3f} -> {b.mean():.3f} on "
-                f"{len(authored)} items; lower bound of the difference "
-                f"{t['lower']:+.3f} (margin -{s.canary_margin})",
-                figure=t["lower"],
-            )
-        )
-    if len(audited) < s.canary_audit_items:
-        out.append(
-            G.gate(
-                "canary.audit_precision",
-                None,
-                f"{len(audited)}/{s.canary_audit_items} audited canary items",
-            )
-        )
-        enough = False
-    else:
-        a = np.array([_not_wrong(r["champion"], r["review_tag"]) for r in audited])
-        b = np.array([_not_wrong(r["challenger"], r["review_tag"]) for r in audited])
-        t = noninferiority_paired(a, b, margin=s.canary_margin)
-        out.append(
-            G.gate(
-                "canary.audit_precision",
-                bool(t["non_inferior"]),
-                f"audit precision {a.mean():.3f} -> {b.mean():.3f} on {len(audited)} "
-                f"items; lower bound {t['lower']:+.3f} (margin -{s.canary_margin})",
-                figure=t["lower"],
-            )
-        )
-    return out, enough
+    audited items (an audited item counts against a model only when it applied a wrong tag by
+    itself). Returns the gate rows and whether there is enough evidence to decide."""
+    out = [
+        _non_inferior(
+            "canary.author_agreement",
+            [r for r in rows if r["author_tag"]],
+            s.canary_author_items,
+            lambda a, r: a["tag"] == r["author_tag"],
+            "an author tag",
+            s,
+        ),
+        _non_inferior(
+            "canary.audit_precision",
+            [r for r in rows if r["audit"] and r["review_tag"]],
+            s.canary_audit_items,
+            lambda a, r: _not_wrong(a, r["review_tag"]),
+            "an audit decision",
+            s,
+        ),
+    ]
+    return out, all(g["status"] != G.UNKNOWN for g in out)
 
 
 def _not_wrong(answer: dict, truth: str) -> bool:
@@ -197,17 +184,10 @@ def step_canary(ctx: Context, cyc: dict) -> str | dict:
             + "; ".join(t["why"] for t in tests if t["status"] == G.UNKNOWN)
         )
         return {"cycle": cyc["id"], "status": "waiting", "step": "canary"}
-    for g in tests:
-        record_event(ctx.engine, "gate", g["name"], g["status"], cycle_id=cyc["id"], detail=g)
     rep = {**rep, "gates": [*rep.get("gates", []), *tests]}
-    if G.failed(tests):
-        return close_cycle(
-            ctx,
-            {**cyc, "report": rep},
-            "rejected",
-            f"canary not non-inferior: {G.failed(tests)}",
-            {"failed_gates": G.failed(tests)},
-        )
+    stop = judge_gates(ctx, cyc, rep, tests, "canary not non-inferior")
+    if stop is not None:
+        return stop
     return promote(ctx, {**cyc, "report": rep}, by="cycle", why="every gate and the canary passed")
 
 
