@@ -213,3 +213,46 @@ def test_mcnemar_reads_the_top_answers_not_the_decisions():
     assert gate["status"] == "pass"
     gate, _ = G.paired_recent(gold, decided, decided, s)  # the decisions alone: no gain seen
     assert gate["status"] == "fail"
+
+
+def test_the_webhook_gets_the_alert_and_a_failure_is_recorded(store):
+    """A real HTTP server on 127.0.0.1 receives the JSON; an unreachable one is an event."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from types import SimpleNamespace
+
+    from mltagger.cycle.context import notify
+    from mltagger.serving.cycles import events
+
+    got = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    ctx = SimpleNamespace(s=SimpleNamespace(webhook=url), engine=store.engine)
+    notify(ctx, 7, {"outcome": "rejected", "failed_gates": ["tag_precision"]})
+    server.shutdown()
+    server.server_close()
+    assert got == [
+        {
+            "source": "mltagger cycle",
+            "cycle": 7,
+            "outcome": "rejected",
+            "failed_gates": ["tag_precision"],
+        }
+    ]
+    ctx = SimpleNamespace(s=SimpleNamespace(webhook=url), engine=store.engine)  # now closed
+    notify(ctx, 8, {"outcome": "rolled_back"})
+    outcomes = [
+        (e["cycle_id"], e["outcome"]) for e in events(store.engine) if e["name"] == "webhook"
+    ]
+    assert (7, "sent") in outcomes and (8, "failed") in outcomes
