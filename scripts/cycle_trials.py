@@ -7,8 +7,9 @@ each trial copies the start and goes on with `mltagger simulate-cycle`:
   labels flipped): the day after the start is poisoned, the cycle runs on it, one more day
   follows; a cycle that trained on poisoned labels and is still open at the end is reported
   as undecided (followed further by hand, said in docs/cycle.md);
-- clean (5): different seeds of the authors, reviewers' order and the warm start, 6 days: time
-  for shadow, a canary of 200 authored items and two watch windows;
+- clean (5): different seeds of the authors, reviewers' order and the warm start; the first
+  challenger after the start (one cycle) is followed for 6 days: time for shadow, a canary of
+  200 authored items and two watch windows;
 - regression (1): a model that applies every tag above 0.2 is force-promoted.
 
     python scripts/cycle_trials.py --champion runs/simulate-cycle/champion/model \\
@@ -118,6 +119,8 @@ def main() -> int:
             ]
             if kind == "poison":
                 extra += ["--poison", f"{'shuffle' if seed < 3 else 'flip'}:{poison_day}"]
+            if kind == "clean":  # the first challenger after the start, followed to its end
+                extra += ["--max-cycles", "1"]
             if kind == "regression":
                 extra += ["--regress-at", str(poison_day), "--cycle-labels", "100000"]
             r = trial(out, base, f"{kind}-{seed}", args.champion, *extra)
