@@ -89,6 +89,10 @@ def champion(trained, tiny_model_dir, tmp_path_factory):
     return {"folder": folder, "data": cfg.data, "soft": soft}
 
 
+# The tests that are not about the export leave its parity gate out (the full-cycle test runs it).
+FAST = {"export_parity": "false"}
+
+
 def make_cfg(tmp: Path, champion: dict, **cycle) -> object:
     """Small windows for a tiny stream; the shadow and canary limits are opened wide (their
     rules are tested in tests/unit/cycle), so these tests follow the state machine itself."""
@@ -254,7 +258,7 @@ def _fill(ctx, champion) -> None:
 @pytest.fixture(scope="module")
 def never_killed(champion, tmp_path_factory) -> dict:
     """The state a run never killed leaves (the reference of the kill tests)."""
-    clean = R.make_context(make_cfg(tmp_path_factory.mktemp("clean"), champion), say=print)
+    clean = R.make_context(make_cfg(tmp_path_factory.mktemp("clean"), champion, **FAST), say=print)
     _fill(clean, champion)
     R.run_cycle(clean)
     return state(clean)
@@ -265,7 +269,7 @@ def test_killed_after_each_step_ends_in_the_same_state(
     tmp_path, champion, step, monkeypatch, never_killed
 ):
     expected = never_killed
-    ctx = R.make_context(make_cfg(tmp_path / "killed", champion), say=lambda s: None)
+    ctx = R.make_context(make_cfg(tmp_path / "killed", champion, **FAST), say=lambda s: None)
     _fill(ctx, champion)
     kills = {"left": 1}
 
@@ -293,7 +297,7 @@ def test_killed_after_each_step_ends_in_the_same_state(
 
 
 def test_killed_inside_training_trains_again(tmp_path, champion, monkeypatch):
-    ctx = R.make_context(make_cfg(tmp_path, champion), say=lambda s: None)
+    ctx = R.make_context(make_cfg(tmp_path, champion, **FAST), say=lambda s: None)
     tagger = Tagger(Predictor(champion["folder"]), ctx.store, dedup=False, loader=Predictor)
     ingest_and_review(tagger, stream(0, 30))
 
@@ -309,7 +313,7 @@ def test_killed_inside_training_trains_again(tmp_path, champion, monkeypatch):
 
 
 def test_admin_pause_veto_force_and_the_lock(tmp_path, champion, passing_paired):
-    ctx = R.make_context(make_cfg(tmp_path, champion), say=lambda s: None)
+    ctx = R.make_context(make_cfg(tmp_path, champion, **FAST), say=lambda s: None)
     tagger = Tagger(Predictor(champion["folder"]), ctx.store, dedup=False, loader=Predictor)
     ingest_and_review(tagger, stream(0, 30))
     with pytest.raises(Exception, match="who"):
