@@ -23,6 +23,7 @@ from mltagger.serving.rollout import record_deployment
 from mltagger.serving.tables import items, reviews
 
 log = logging.getLogger(__name__)
+Z_ONE_SIDED = 1.6449  # one-sided 95%
 
 
 def _paired_since(engine: sa.Engine, since: int, challenger_version: str) -> list[dict]:
@@ -202,16 +203,53 @@ def promote(ctx: Context, cyc: dict, by: str, why: str) -> str:
     return "watch"
 
 
+def author_precision_gap(rows: list[dict], margin: float) -> dict | None:
+    """The new model's automatic tags against the authors' tags, beside the old champion's
+    (its shadow answers) on the same window: the upper end of a one-sided 95% Newcombe interval
+    of the difference. Authors are wrong now and then, but equally for both models, so the
+    difference is the signal. None when either model applied nothing to an authored item."""
+    authored = [r for r in rows if r["author_tag"]]
+    counts = {}
+    for who in ("champion", "challenger"):
+        auto = [r for r in authored if r[who]["auto"]]
+        counts[who] = (sum(r[who]["tag"] == r["author_tag"] for r in auto), len(auto))
+    (ka, na), (kb, nb) = counts["champion"], counts["challenger"]
+    if not na or not nb:
+        return None
+    (la, _), (_, ub) = wilson_bounds(ka, na, Z_ONE_SIDED), wilson_bounds(kb, nb, Z_ONE_SIDED)
+    pa, pb = ka / na, kb / nb
+    upper = (pb - pa) + float(np.sqrt((ub - pb) ** 2 + (pa - la) ** 2))
+    return {
+        "champion": (ka, na),
+        "challenger": (kb, nb),
+        "difference": pb - pa,
+        "upper": upper,
+        "alarm": upper < -margin,
+    }
+
+
 def watch_window(rows: list[dict], s: CycleSettings) -> dict:
-    """One monitor window after promotion: the new model's own precision alarm (audited items
-    it tagged: the upper end of the Wilson interval under the floor) and its disagreement with
-    the old champion's shadow answers. Input drift alone never rolls back."""
+    """One monitor window after promotion. Alarms: the new model's own precision, against the
+    authors' tags beside the old champion on the same items (worse by more than the canary
+    margin, one-sided 95%), or on the audited items it tagged (the upper Wilson bound under the
+    floor); and its disagreement with the old champion's shadow answers. Input drift alone never
+    rolls back. (The first design had only the audit and disagreement alarms; the regression
+    trial showed them too weak on 100-item windows: docs/cycle.md.)"""
     differ = float(np.mean([r["champion"]["tag"] != r["challenger"]["tag"] for r in rows]))
     audited = [r for r in rows if r["audit"] and r["review_tag"] and r["challenger"]["auto"]]
     alarm, why = [], []
     if differ > s.watch_max_disagreement:
         alarm.append("watch.disagreement")
     why.append(f"disagreement {differ:.1%} (max {s.watch_max_disagreement:.0%})")
+    gap = author_precision_gap(rows, s.canary_margin)
+    if gap is not None:
+        if gap["alarm"]:
+            alarm.append("watch.author_precision")
+        (ka, na), (kb, nb) = gap["champion"], gap["challenger"]
+        why.append(
+            f"precision against authors {kb}/{nb} vs the old model's {ka}/{na} "
+            f"(difference {gap['difference']:+.3f}, upper bound {gap['upper']:+.3f})"
+        )
     if len(audited) >= s.watch_min_audit:
         k = sum(r["challenger"]["tag"] == r["review_tag"] for r in audited)
         high = float(wilson_bounds(k, len(audited))[1])

@@ -256,3 +256,28 @@ def test_the_webhook_gets_the_alert_and_a_failure_is_recorded(store):
         (e["cycle_id"], e["outcome"]) for e in events(store.engine) if e["name"] == "webhook"
     ]
     assert (7, "sent") in outcomes and (8, "failed") in outcomes
+
+
+def test_watch_rolls_back_a_model_whose_tags_disagree_with_authors_more_than_the_old_one():
+    from mltagger.cycle.release import author_precision_gap
+
+    s = CycleSettings(watch_max_disagreement=0.5, watch_min_audit=1000, canary_margin=0.03)
+    # the old model applies 40 tags, 36 as the authors; the new one applies 70, 42 as the authors
+    rows = []
+    for i in range(100):
+        old_auto, new_auto = i < 40, i < 70
+        old_right, new_right = i < 36, i < 42 or (40 <= i < 42)
+        rows.append(
+            {
+                "champion": {"tag": "a" if old_right else "b", "auto": old_auto},
+                "challenger": {"tag": "a" if new_right else "b", "auto": new_auto},
+                "author_tag": "a",
+                "audit": False,
+                "review_tag": None,
+            }
+        )
+    gap = author_precision_gap(rows, 0.03)
+    assert gap["challenger"] == (42, 70) and gap["champion"] == (36, 40)
+    assert watch_window(rows, s)["alarms"] == ["watch.author_precision"]
+    same = [{**r, "challenger": r["champion"]} for r in rows]
+    assert watch_window(same, s)["alarms"] == []
