@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mltagger.core.config import compose_config
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         help="at the start of this day, force-promote a copy of the serving model "
         "that applies every tag above 0.2 (the rollback trial)",
     )
+    p.add_argument("--regress-kind", choices=("low", "swap"), default="low")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="serve-config overrides, e.g. cycle.train.passes=1")
     args = p.parse_args(argv)
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         rng.seed(args.seed * 1000 + day)
         t0 = time.process_time()
         if args.regress_at == day:
-            force_regression(ctx, out)
+            force_regression(ctx, out, args.regress_kind)
         fig = run_day(tagger, day, days[day], args, rng, tags)
         c0 = time.process_time()
         n_started = len({c["id"] for c in latest_cycles(ctx.engine, 100)})
@@ -258,22 +260,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def force_regression(ctx, out: Path) -> None:
-    """The rollback trial: a copy of the serving model whose thresholds are all 0.2 is
-    promoted by an admin's force, as a bad release would be; the cycle's watch must undo it."""
+def force_regression(ctx, out: Path, kind: str = "low") -> None:
+    """The rollback trial: a worse copy of the serving model is promoted by an admin's force,
+    as a bad release would be; the cycle's watch must undo it. `low`: every tag applied above
+    0.2; `swap`: the classifier rows of NLP and computer vision exchanged (a corrupted head)."""
     serving = champion_dir(ctx)
-    bad = out / "regressed"
+    bad = out / f"regressed-{kind}"
     if not bad.exists():
         shutil.copytree(torch_folder(serving), bad)
         labels, inference = read_model_metadata(bad)
-        low = {t: (1.01 if t == inference.fallback_tag else 0.2) for t in labels}
+        thresholds = inference.thresholds
+        if kind == "low":
+            thresholds = {t: (1.01 if t == inference.fallback_tag else 0.2) for t in labels}
+        else:
+            weights = load_file(bad / "model.safetensors")
+            a, b = labels.index("natural-language-processing"), labels.index("computer-vision")
+            for key in ("classifier.weight", "classifier.bias"):
+                w = weights[key].clone()
+                w[[a, b]] = weights[key][[b, a]]
+                weights[key] = w
+            save_file(weights, bad / "model.safetensors", metadata={"format": "pt"})
         write_model_metadata(
-            bad, labels, replace(inference, thresholds=low, model_version="regressed")
+            bad,
+            labels,
+            replace(inference, thresholds=thresholds, model_version=f"regressed-{kind}"),
         )
     cyc = new_cycle(ctx.engine, str(out / "regression_cycle"), str(serving))
     (out / "regression_cycle").mkdir(exist_ok=True)
     update_cycle(ctx.engine, cyc["id"], step="canary", challenger_dir=str(bad))
-    admin(ctx, "force", "simulation", "rollback trial: a model that applies every tag above 0.2")
+    admin(ctx, "force", "simulation", f"rollback trial: a worse model ({kind})")
 
 
 def poison_reached(cycles: list[dict], poisoned: set[int]) -> list[dict]:
