@@ -98,7 +98,8 @@ def paired_recent(
     tops: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> tuple[dict, dict]:
     """The recent window, both models on the same items: the challenger must not be worse
-    (McNemar on the top answers, precision difference's bootstrap interval) and must be better
+    (McNemar on the top answers, the bootstrap intervals of the precision and coverage
+    differences) and must be better
     somewhere it can be measured (coverage difference above zero, or McNemar on the top answers
     in its favour)."""
     gold = np.asarray(gold)
@@ -117,8 +118,10 @@ def paired_recent(
     prec = boot["precision"]
     cov = boot["coverage"]
     worse_prec = prec.get("high") is not None and prec["high"] < 0
+    # sending measurably more to review is not better, whatever the top answers do
+    worse_cov = cov.get("high") is not None and cov["high"] < 0
     better_cov = cov.get("low") is not None and cov["low"] > 0
-    passed = not worse_top and not worse_prec and (better_cov or better_top)
+    passed = not (worse_top or worse_prec or worse_cov) and (better_cov or better_top)
     why = (
         f"{len(gold)} items: coverage {cov['a']:.3f} -> {cov['b']:.3f} "
         f"(difference {cov['difference']:+.3f}, 95% [{cov['low']:+.3f}, {cov['high']:+.3f}]); "

@@ -213,6 +213,11 @@ def test_mcnemar_reads_the_top_answers_not_the_decisions():
     assert gate["status"] == "pass"
     gate, _ = G.paired_recent(gold, decided, decided, s)  # the decisions alone: no gain seen
     assert gate["status"] == "fail"
+    # better top answers bought by sending many more items to review: not better
+    applied = (np.array(["a"] * n, dtype=object), np.arange(n) < 60)
+    fewer = (np.array(["a"] * n, dtype=object), np.arange(n) < 20)
+    gate, _ = G.paired_recent(gold, applied, fewer, s, tops=(champ_top, chall_top))
+    assert gate["status"] == "fail"
 
 
 def test_the_webhook_gets_the_alert_and_a_failure_is_recorded(store):
