@@ -405,6 +405,40 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     )
 
 
+CYCLE_ACTIONS = ("run", "status", "pause", "resume", "veto", "force", "release")
+
+
+def cycle_options(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "One idempotent run of the continual-learning cycle (docs/cycle.md); config: the "
+        "`cycle` section of conf/serve.yaml (store.url, model_dir)."
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[ACTION] [OVERRIDE ...]",
+        help=f"the action, one of {', '.join(CYCLE_ACTIONS)} (default run), then config overrides, "
+        "e.g. store.url=... cycle.data=...",
+    )
+    p.add_argument(
+        "--if-new-labels",
+        type=int,
+        metavar="N",
+        help="start a new cycle only when N reviews came in since the last one",
+    )
+    p.add_argument("--by", help="admin actions: who (recorded)")
+    p.add_argument("--why", help="admin actions: why (recorded)")
+    p.add_argument("--batch", help="release: the quarantined batch, e.g. reviewer:ana@2026-12-01")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+
+def cmd_cycle(args: argparse.Namespace) -> int:
+    """The continual-learning cycle (mltagger.cycle.main), imported only when it runs."""
+    from mltagger.cycle.main import cmd
+
+    return cmd(args)
+
+
 def profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="with_packages", help="data config: val and train splits")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")

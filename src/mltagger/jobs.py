@@ -187,9 +187,9 @@ JOBS_LIST: tuple[Job, ...] = (
         doc="online precision per tag, signal and model version, candidate disagreement, review "
         "backlog and drift over a window of the store; report in `runs/monitor/<time>/`, "
         "snapshot for `/metrics` ([after release](monitoring.md))"),
-    Job("cycle", COMMAND, "mltagger.cycle.main:cmd",
+    Job("cycle", COMMAND, "mltagger.cli:cmd_cycle",
         "the continual-learning cycle: stream labels -> challenger -> gates -> canary -> promote",
-        options="mltagger.cycle.main:options", make="$(CYCLE_ARGS)", after="make train",
+        options="mltagger.cli:cycle_options", make="$(CYCLE_ARGS)", after="make train",
         doc="one idempotent run of the continual-learning cycle (labels, dataset, warm-start "
         "challenger, gates, shadow, canary, promotion or rollback); `status`, `pause`, `resume`, "
         "`veto`, `force`, `release` for admins ([cycle](cycle.md))"),

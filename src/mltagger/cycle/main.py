@@ -1,5 +1,8 @@
 """`mltagger cycle`: run the cycle once (`run`, the default), show it (`status`), or act on it
-as an admin (`pause`, `resume`, `veto`, `force`, `release`), each recorded with who and why."""
+as an admin (`pause`, `resume`, `veto`, `force`, `release`), each recorded with who and why.
+
+Its options are declared in mltagger.cli (`cycle_options`): building `mltagger --help` must not
+import this package's training stack (an ONNX-only `mltagger predict` never loads torch)."""
 
 from __future__ import annotations
 
@@ -13,30 +16,6 @@ from mltagger.cycle.run import admin, make_context, run_cycle
 from mltagger.serving.cycles import alert_state, events, latest_cycles, open_cycle
 
 ACTIONS = ("run", "status", "pause", "resume", "veto", "force", "release")
-
-
-def options(p: argparse.ArgumentParser) -> None:
-    p.description = (
-        "One idempotent run of the continual-learning cycle (docs/cycle.md); config: the "
-        "`cycle` section of conf/serve.yaml (store.url, model_dir)."
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="[ACTION] [OVERRIDE ...]",
-        help=f"the action, one of {', '.join(ACTIONS)} (default run), then config overrides, "
-        "e.g. store.url=... cycle.data=...",
-    )
-    p.add_argument(
-        "--if-new-labels",
-        type=int,
-        metavar="N",
-        help="start a new cycle only when N reviews came in since the last one",
-    )
-    p.add_argument("--by", help="admin actions: who (recorded)")
-    p.add_argument("--why", help="admin actions: why (recorded)")
-    p.add_argument("--batch", help="release: the quarantined batch, e.g. reviewer:ana@2026-12-01")
-    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
 def cmd(args: argparse.Namespace) -> int:

@@ -137,7 +137,8 @@ def run_day(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options of `mltagger simulate-cycle`."""
     p = argparse.ArgumentParser(prog="mltagger simulate-cycle", description=__doc__.splitlines()[0])
     p.add_argument(
         "--champion",
@@ -182,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--regress-kind", choices=("low", "swap"), default="low")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="serve-config overrides, e.g. cycle.train.passes=1")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     started = time.perf_counter()
     champion = resolve_path(args.champion)
     if not (champion / "inference.json").is_file():
