@@ -39,7 +39,6 @@ from mltagger.training.continual import WarmStart
 log = logging.getLogger(__name__)
 
 RELEASED_KEY = "cycle_released"
-STEPS = ("labels", "dataset", "train", "evaluate", "shadow", "canary", "watch")
 
 
 class CycleError(UserError):

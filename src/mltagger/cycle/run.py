@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from mltagger.core.errors import UserError
 from mltagger.cycle.context import (
@@ -172,7 +170,3 @@ def admin(ctx: Context, action: str, by: str, why: str, batch: str | None = None
         raise UserError(f"unknown cycle action {action!r}")
     finally:
         release_lock(engine, holder)
-
-
-def remove_folder(path: str | Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
