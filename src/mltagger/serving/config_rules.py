@@ -25,6 +25,7 @@ from mltagger.core.checks import (
     text,
 )
 from mltagger.core.errors import ConfigError
+from mltagger.serving.batching import LIMITS
 from mltagger.serving.connections import check_trusted
 from mltagger.serving.rollout import Rollout, RolloutError
 from mltagger.serving.service import POLICIES
@@ -72,6 +73,10 @@ SERVE_RULES = {
     "workers": integer(1, optional=True),
     "threads": integer(1, nullable=True, optional=True),
     "onnx_spinning": flag(optional=True),
+    "batching.enabled": flag(optional=True),
+    "batching.max_batch": integer(*LIMITS["max_batch"], optional=True),
+    "batching.max_wait_ms": number(*LIMITS["max_wait_ms"], optional=True),
+    "batching.queue_timeout_ms": number(*LIMITS["queue_timeout_ms"], optional=True),
     "store.url": text(),
     # A digits-only key must be quoted (api_key="'123'"), else Hydra reads a number.
     "api_key": text(nullable=True, optional=True),

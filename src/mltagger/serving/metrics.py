@@ -72,6 +72,23 @@ class Metrics:
             registry=r,
         )
         self.stored = Counter("mltagger_items_stored", "Items stored", registry=r)
+        self.batch_size = Histogram(
+            "mltagger_batch_items",
+            "Items in each forward pass of the micro-batcher",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "mltagger_batch_queue_wait_seconds",
+            "Time a request waited in the micro-batcher's queue before its pass started",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "mltagger_overloaded",
+            "Requests answered 503: they waited longer than batching.queue_timeout_ms",
+            registry=r,
+        )
         self.by_status = Gauge(
             "mltagger_store_items",
             "Items in the store by status (active: published; duplicate: held as a likely copy), "
@@ -195,6 +212,12 @@ class Metrics:
         self._tagged += len(preds)
         self._review += sum(bool(p["needs_review"]) for p in preds)
         self.review_rate.set(self._review / self._tagged if self._tagged else 0.0)
+
+    def observe_batch(self, items: int, waits: Sequence[float]) -> None:
+        """One pass of the micro-batcher: its items and each request's wait in the queue."""
+        self.batch_size.observe(items)
+        for wait in waits:
+            self.queue_wait.observe(wait)
 
     def observe_rollout(self, mode: str, served: Sequence[dict], other: Sequence[dict]) -> None:
         for a, b in zip(served, other, strict=True):

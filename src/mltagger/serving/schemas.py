@@ -243,6 +243,8 @@ BODY_ERRORS = {
     400: {**ERR, "description": "the body could not be read (e.g. not UTF-8)"},
     413: {**ERR, "description": "the body is larger than limits.max_body_bytes"},
 }
+# The operations that run the model wait in the micro-batcher's queue (batching.*).
+BUSY = {503: {**ERR, "description": "the model is busy (queue_timeout_ms); see Retry-After"}}
 INVALID = {422: {**ERR, "description": "a field breaks a rule stated in this document"}}
 NOT_FOUND = {404: {**ERR, "description": "no item with that id"}}
 KEYED = {

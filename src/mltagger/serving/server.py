@@ -28,6 +28,7 @@ from mltagger.core.paths import resolve_path
 from mltagger.models.modelio import read_model_metadata
 from mltagger.models.predict import Predictor
 from mltagger.serving.api import create_app
+from mltagger.serving.batching import BatchSettings, MicroBatcher
 from mltagger.serving.config_rules import check_serve_config
 from mltagger.serving.connections import ServeConfig, server_options
 from mltagger.serving.rollout import Rollout, check_candidate, deployed
@@ -71,7 +72,7 @@ def build_tagger(cfg: Any) -> Tagger:
         # the store decides once a promote is recorded: every worker and replica agrees
         log.info("serving %s, the deployment recorded in the store (not model_dir)", recorded)
         serving = recorded
-    return Tagger(
+    tagger = Tagger(
         load(serving),
         store,
         dedup=bool(cfg.dedup.enabled),
@@ -83,6 +84,8 @@ def build_tagger(cfg: Any) -> Tagger:
         model_link=folder if folder.is_symlink() else None,
         loader=load,
     )
+    tagger.batcher = MicroBatcher(BatchSettings.from_config(cfg.get("batching")))
+    return tagger
 
 
 OVERRIDES_ENV = "MLTAGGER_SERVE_OVERRIDES"

@@ -84,12 +84,7 @@ def prepare(
 
 def _brief(pred: dict) -> dict:
     """What is kept of the other model's answer under a rollout (items.shadow)."""
-    return {
-        "model_version": pred["model_version"],
-        "tag": pred["tag"],
-        "confidence": pred["confidence"],
-        "needs_review": pred["needs_review"],
-    }
+    return {k: pred[k] for k in ("model_version", "tag", "confidence", "needs_review")}
 
 
 @dataclass
@@ -105,6 +100,8 @@ class Outcome:
 
 
 class Tagger:
+    batcher = None  # a serving.batching.MicroBatcher: concurrent requests share forward passes
+
     def __init__(
         self,
         predictor,
@@ -118,6 +115,8 @@ class Tagger:
         audit_share: float = 0.0,
         model_link: str | Path | None = None,
         loader: Callable[[Path], object] | None = None,
+        index_dir: str | Path | None = None,
+        index_shared: bool = True,
     ) -> None:
         self.predictor = predictor
         self.store = store
@@ -141,7 +140,8 @@ class Tagger:
         self.shadow = ShadowWorker()
         self._index_lock = threading.Lock()  # FAISS: no search while another thread adds
         self._synced = 0
-        self.index: ScreenIndex | None = None
+        self.index: ScreenIndex | LayeredIndex | None = None
+        self.index_dir, self.index_shared = index_dir, index_shared  # screen_files.open_index
         self.model: PairModel | None = None
         self.screen_file = screen_file
         if not dedup:
@@ -164,21 +164,19 @@ class Tagger:
         return self.model.threshold if self.model is not None else None
 
     def _load_index(self) -> None:
-        """Stored sketches into the FAISS index; items sketched by another screen version (or
-        stored before the screen existed) are sketched again, once, and the sketch stored. The
-        classifier plays no part: a new model never re-screens the store."""
-        ids, vectors, texts, stale = self.store.screen_rows(VERSION)
-        if stale:
-            log.info("sketching %d stored items for duplicate screen %s", len(stale), VERSION)
-            for start in tqdm(range(0, len(stale), 1000), desc="sketch", unit="1k"):
-                chunk = stale[start : start + 1000]
-                vecs = sketch([Text(normalised(r["title"], r["description"])) for r in chunk])
-                self.store.set_embeddings([r["id"] for r in chunk], vecs, VERSION)
-            ids, vectors, texts, _ = self.store.screen_rows(VERSION)
-        self.index = ScreenIndex()
-        if ids:
-            self.index.add(ids, vectors, texts)
-        self._synced = max([*ids, *(int(r["id"]) for r in stale), 0])
+        """The saved index in `index_dir` caught up with the store, else rebuilt from the store
+        (items of another screen version sketched again, once) and saved. The classifier plays
+        no part: a new model never re-screens the store."""
+        self.index, self._synced = open_index(self.store, self.index_dir, self.index_shared)
+
+    def save_index(self) -> None:
+        """Save what the index holds beyond its save in `index_dir` (at stop: `mltagger serve`
+        runs this at exit); a shared index then serves the new save."""
+        if self.index is not None and self.index_dir is not None:
+            with self._index_lock:
+                got = save_index(self.store, self.index, self.index_dir, self.index_shared)
+                if got is not None:
+                    self.index, self._synced = got[0], max(self._synced, got[1])
 
     def _sync_index(self) -> None:
         """Add what was stored since the index last looked: by this worker, by other workers or
@@ -239,7 +237,8 @@ class Tagger:
         return self.model_link.resolve() if self.model_link is not None else None
 
     def _predict(self, predictor, items: Sequence[dict], texts: list[str]) -> list[dict]:
-        logits, _ = predictor.encode(texts)
+        batcher = self.batcher
+        logits, _ = batcher.encode(predictor, texts) if batcher else predictor.encode(texts)
         return predictor.decide(items, predictor.probabilities(logits))
 
     def _split_predict(self, items, texts, picks, when_picked, otherwise) -> list[dict]:

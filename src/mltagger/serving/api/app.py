@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -23,6 +27,7 @@ from fastapi_offline import FastAPIOffline
 from mltagger.serving.access import SCHEME, Shared
 from mltagger.serving.api import feedback, items, operations, review
 from mltagger.serving.api.per_app import app_models, bound
+from mltagger.serving.batching import Overloaded
 from mltagger.serving.keys import count_live
 from mltagger.serving.limits import BodyLimit
 from mltagger.serving.metrics import Metrics, method_label
@@ -65,6 +70,7 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
         version=tagger.predictor.inference.model_version,
         description="Tags ML content under one approved tag, or sends it to review. "
         "Every rule the server enforces is stated here; every error has the ErrorOut shape.",
+        lifespan=partial(drain, tagger),
     )
     app.state.shared = Shared(tagger, Metrics(), limits, policy, config_key, cfg.get("review"))
     app.state.tagger, app.state.metrics = tagger, app.state.shared.metrics
@@ -74,6 +80,9 @@ def create_app(tagger: Tagger, cfg: Any) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=int(limits.max_body_bytes))
     app.middleware("http")(measure)
     app.exception_handler(RequestValidationError)(invalid)
+    app.exception_handler(Overloaded)(overloaded)
+    if tagger.batcher is not None:
+        tagger.batcher.observer = app.state.metrics.observe_batch
     if (cfg.get("ui") or {}).get("enabled", True):
         add_pages(app, cfg.get("ui") or {})
     swap = app_models(schemas, cfg.review)
@@ -97,6 +106,24 @@ async def measure(request: Request, call_next):
     metrics.requests.labels(method_label(request.method), path, str(response.status_code)).inc()
     metrics.latency.labels(path).observe(time.perf_counter() - start)
     return response
+
+
+@asynccontextmanager
+async def drain(tagger: Tagger, _app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown, the requests waiting for the model are answered before the worker ends."""
+    yield
+    if tagger.batcher is not None:
+        await anyio.to_thread.run_sync(tagger.batcher.close)
+
+
+async def overloaded(request: Request, err: Overloaded) -> JSONResponse:
+    """503 with Retry-After: the request waited too long for the model (never a hang)."""
+    request.app.state.metrics.overloaded.inc()
+    return JSONResponse(
+        status_code=503,
+        content={"detail": str(err)},
+        headers={"Retry-After": str(err.retry_after_s)},
+    )
 
 
 async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:

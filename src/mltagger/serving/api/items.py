@@ -24,6 +24,7 @@ from mltagger.serving.api.per_app import (
 from mltagger.serving.keys import INGEST, Key
 from mltagger.serving.schemas import (
     BODY_ERRORS,
+    BUSY,
     ERR,
     INVALID,
     KEYED,
@@ -87,7 +88,7 @@ router.add_api_route(
     operation_id="predict",
     response_model=PredictOut,
     response_model_exclude_unset=True,
-    responses={**BODY_ERRORS, **INVALID, **PUBLIC},
+    responses={**BODY_ERRORS, **INVALID, **PUBLIC, **BUSY},
 )
 
 
@@ -131,6 +132,7 @@ router.add_api_route(
         **INVALID,
         **KEYED,
         409: {**ERR, "description": "an exact copy (or, with policy reject, a near one)"},
+        **BUSY,
     },
 )
 
