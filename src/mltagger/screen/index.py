@@ -10,6 +10,7 @@ on the items' order) are read together.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,9 +73,13 @@ class _Column:
         return self._data[: self.n]
 
     @classmethod
-    def of(cls, values: np.ndarray) -> _Column:
+    def of(cls, values: np.ndarray, copy: bool = True) -> _Column:
+        """A column of `values`: a copy, or (copy False: a read-only memory map) the array."""
         col = cls(values.dtype.type)
-        col.extend(values)
+        if copy:
+            col.extend(values)
+        else:
+            col._data, col.n = values, len(values)
         return col
 
     @property
@@ -126,11 +131,17 @@ class _Texts:
         np.save(folder / "text_split.npy", self._split.values)
 
     @classmethod
-    def load(cls, folder: Path) -> _Texts:
-        texts = cls()
-        texts._blob = bytearray((folder / "texts.bin").read_bytes())
-        texts._ends = _Column.of(np.load(folder / "text_ends.npy"))
-        texts._split = _Column.of(np.load(folder / "text_split.npy"))
+    def load(cls, folder: Path, mapped: bool = False) -> _Texts:
+        """`save`'s files: read, or mapped read-only (one copy for every process mapping them)."""
+        texts, mode = cls(), "r" if mapped else None
+        blob = folder / "texts.bin"
+        if mapped and blob.stat().st_size:
+            with blob.open("rb") as fh:
+                texts._blob = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[assignment]
+        else:
+            texts._blob = bytearray(blob.read_bytes())
+        texts._ends = _Column.of(np.load(folder / "text_ends.npy", mmap_mode=mode), not mapped)
+        texts._split = _Column.of(np.load(folder / "text_split.npy", mmap_mode=mode), not mapped)
         return texts
 
 
@@ -181,6 +192,7 @@ class ScreenIndex:
         self._increasing = True  # ids arrived in increasing order: id -> position by bisection
         self._where: dict[int, int] | None = None  # id -> position otherwise
         self._max_id: int | None = None
+        self.read_only = False  # loaded mapped: FAISS aborts the process on an add, so refuse it
 
     def __len__(self) -> int:
         return self._ids.n
@@ -222,6 +234,8 @@ class ScreenIndex:
         shows a bar while HNSW insertions run (default: for 50,000 or more)."""
         if not len(ids):
             return
+        if self.read_only:
+            raise ScreenError("a memory-mapped screen index is read-only: add to a delta")
         if len(texts) != len(ids):
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
@@ -331,11 +345,15 @@ class ScreenIndex:
         folder: str | Path,
         ef_search: int | None = EF_SEARCH,
         threads: int = 2,
+        *,
+        mapped: bool = False,
         **settings,
     ) -> ScreenIndex:
         """An index `save` wrote. Raises ScreenError when it was written with other settings
         or another screen version than asked for (`settings`: the keywords of `__init__`):
-        the caller then rebuilds from the store."""
+        the caller then rebuilds from the store. `mapped`: the vectors, graph links, ids and
+        texts stay in the files, mapped read-only (FAISS `IO_FLAG_MMAP_IFC`), so processes
+        that map one saved index share one copy in memory; such an index takes no adds."""
         import faiss
 
         folder = Path(folder)
@@ -344,19 +362,21 @@ class ScreenIndex:
         wanted = index._settings()
         if {k: meta.get(k) for k in wanted} != wanted:
             raise ScreenError(f"screen index at {folder} was written with {meta}, not {wanted}")
-        stored = faiss.read_index(str(folder / "index"))
+        flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mapped else 0
+        stored = faiss.read_index(str(folder / "index"), flags)
         if meta["kind"] == "hnsw":
             index._hnsw, index._flat = stored, None
             graph = stored.hnsw
             # FAISS draws each new item's level from a generator it does not save: replay one
             # draw per stored item, so the next items get the levels a full rebuild gives them
-            for _ in range(stored.ntotal):
+            for _ in range(0 if mapped else stored.ntotal):
                 graph.random_level()
         else:
             index._flat = stored
-        ids = np.load(folder / "ids.npy")
-        index._ids = _Column.of(ids)
-        index._texts = _Texts.load(folder)
+        ids = np.load(folder / "ids.npy", mmap_mode="r" if mapped else None)
+        index._ids = _Column.of(ids, copy=not mapped)
+        index._texts = _Texts.load(folder, mapped)
+        index.read_only = mapped
         if len(ids) != meta["items"] or stored.ntotal != len(ids):
             raise ScreenError(f"screen index at {folder} is incomplete")
         if len(ids):

@@ -90,6 +90,8 @@ SERVE_RULES = {
     "dedup.screen_file": text(),  # must exist when dedup.enabled, below
     "dedup.near_threshold": number(0, 1, nullable=True),
     "dedup.on_duplicate": one_of(POLICIES),
+    "dedup.index_dir": text(nullable=True, optional=True),  # auto, null or a folder
+    "dedup.index_shared": flag(optional=True),
     "review.page_size": integer(1),
     "review.max_page_size": integer(1),
     "review.order": one_of(QUEUE_ORDERS, optional=True),

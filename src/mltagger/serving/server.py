@@ -32,6 +32,7 @@ from mltagger.serving.batching import BatchSettings, MicroBatcher
 from mltagger.serving.config_rules import check_serve_config
 from mltagger.serving.connections import ServeConfig, server_options
 from mltagger.serving.rollout import Rollout, check_candidate, deployed
+from mltagger.serving.screen_files import index_options
 from mltagger.serving.service import Tagger
 from mltagger.serving.store import Store, describe
 
@@ -83,6 +84,7 @@ def build_tagger(cfg: Any) -> Tagger:
         audit_share=float(monitor.get("audit_share", 0.0)),
         model_link=folder if folder.is_symlink() else None,
         loader=load,
+        **index_options(cfg),  # the screen index's folder: loaded at start, saved at exit
     )
     tagger.batcher = MicroBatcher(BatchSettings.from_config(cfg.get("batching")))
     return tagger

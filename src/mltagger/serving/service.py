@@ -16,6 +16,7 @@ What happens to a duplicate (`add`):
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -25,7 +26,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mltagger.core.errors import ConfigError
 from mltagger.core.paths import resolve_path
@@ -34,8 +34,9 @@ from mltagger.data.text import clean_text, join_text
 from mltagger.models.rule import AUTO_REASONS
 from mltagger.screen.index import ScreenIndex
 from mltagger.screen.pairs import CALIBRATION_FILE, PairModel, load_model
+from mltagger.screen.persist import LayeredIndex
 from mltagger.screen.screening import EXACT, Duplicate, screen_batch, url_key
-from mltagger.screen.sketch import VERSION, ScreenError, Text, normalised, sketch
+from mltagger.screen.sketch import VERSION, ScreenError
 from mltagger.serving.rollout import (
     RELOAD_SECONDS,
     SHADOW,
@@ -45,6 +46,7 @@ from mltagger.serving.rollout import (
     deployed,
     store_rollout,
 )
+from mltagger.serving.screen_files import open_index, save_index
 from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class Tagger:
         loader: Callable[[Path], object] | None = None,
         index_dir: str | Path | None = None,
         index_shared: bool = True,
+        save_at_exit: bool = False,
     ) -> None:
         self.predictor = predictor
         self.store = store
@@ -141,7 +144,7 @@ class Tagger:
         self._index_lock = threading.Lock()  # FAISS: no search while another thread adds
         self._synced = 0
         self.index: ScreenIndex | LayeredIndex | None = None
-        self.index_dir, self.index_shared = index_dir, index_shared  # screen_files.open_index
+        self.index_dir, self.index_shared = index_dir, index_shared  # serving.screen_files
         self.model: PairModel | None = None
         self.screen_file = screen_file
         if not dedup:
@@ -157,26 +160,24 @@ class Tagger:
                 model.weights, model.bias, float(near_threshold), model.k, model.floor
             )
         self.model = model
-        self._load_index()
+        # The saved index caught up with the store, else rebuilt from it and saved; the model
+        # plays no part: a new model never re-screens the store.
+        self.index, self._synced = open_index(store, index_dir, index_shared)
+        if save_at_exit and index_dir is not None:  # `mltagger serve` and `ingest`: at stop
+            atexit.register(self.save_index)
 
     @property
     def near_threshold(self) -> float | None:
         return self.model.threshold if self.model is not None else None
 
-    def _load_index(self) -> None:
-        """The saved index in `index_dir` caught up with the store, else rebuilt from the store
-        (items of another screen version sketched again, once) and saved. The classifier plays
-        no part: a new model never re-screens the store."""
-        self.index, self._synced = open_index(self.store, self.index_dir, self.index_shared)
-
     def save_index(self) -> None:
-        """Save what the index holds beyond its save in `index_dir` (at stop: `mltagger serve`
-        runs this at exit); a shared index then serves the new save."""
+        """Save what the index holds beyond its save in `index_dir`, caught up with the store
+        first (`save_at_exit`: when the process ends); a shared index then serves it."""
         if self.index is not None and self.index_dir is not None:
             with self._index_lock:
+                self._sync_index()
                 got = save_index(self.store, self.index, self.index_dir, self.index_shared)
-                if got is not None:
-                    self.index, self._synced = got[0], max(self._synced, got[1])
+                self.index, self._synced = got or (self.index, self._synced)
 
     def _sync_index(self) -> None:
         """Add what was stored since the index last looked: by this worker, by other workers or

@@ -292,6 +292,29 @@ class Store:
                     texts.append((row.title, row.description))
         return ids, (np.stack(vectors) if vectors else None), texts, last
 
+    def unsketched(self, version: str) -> list[dict]:
+        """Items without a sketch of screen `version` (another version's, or none), in id order:
+        what the screen sketches before it indexes the store."""
+        current = sa.and_(items.c.embedding.is_not(None), items.c.embedding_model == version)
+        query = (
+            sa.select(items.c.id, items.c.title, items.c.description)
+            .where(sa.not_(current))
+            .order_by(items.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def screen_marks(self, ids: Iterable[int]) -> tuple[int, dict[int, str]]:
+        """The newest item's id (0: none stored) and the content hash of each of `ids` that is
+        stored: what tells a saved screen index whether it was made from this store."""
+        wanted = sorted({int(i) for i in ids})
+        with self.engine.connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(items.c.id))).scalar()
+            found = conn.execute(
+                sa.select(items.c.id, items.c.content_hash).where(items.c.id.in_(wanted))
+            ).all()
+        return int(newest or 0), {int(i): str(h) for i, h in found}
+
     def set_embeddings(self, ids: Sequence[int], vectors: np.ndarray, model: str) -> None:
         with self.engine.begin() as conn:
             for item_id, vec in zip(ids, vectors, strict=True):

@@ -180,6 +180,17 @@ def test_a_saved_index_plus_the_newer_rows_answers_as_a_full_rebuild(rows, tmp_p
                 np.array_equal(x, y)
                 for x, y in zip(loaded.search(q, 5), rebuilt.search(q, 5), strict=True)
             )
+    # mapped read-only (shared by the processes that map it): the saved graph's answers, and
+    # no add (FAISS would abort the process on one)
+    mapped = ScreenIndex.load(tmp_path / "graph", ef_search=8, mapped=True, **settings)
+    for q in (near, vecs[::3]):
+        assert all(
+            np.array_equal(x, y)
+            for x, y in zip(mapped.search(q, 5), grown.search(q, 5), strict=True)
+        )
+    assert mapped.text(1399) == rows[0][399]
+    with pytest.raises(ScreenError, match="read-only"):
+        mapped.add([5000], vecs[:1], rows[0][:1])
     with pytest.raises(ScreenError, match="written with"):
         ScreenIndex.load(tmp_path / "graph", m=8, ef_construction=8, exact_max=100)
 
