@@ -450,6 +450,11 @@ def export_overrides(tmp, trained, *extra: str) -> list[str]:
         # an item on a tie. The bound for real models is in conf/export.yaml.
         "parity.min_agreement.int8=0.9",
         "max_f1_drop=1.0",
+        # Two variants (one dynamic, one static) and short timings keep the fixture quick.
+        "quantization.variants=[int8,int8-static]",
+        "quantization.calibration_items=16",
+        "latency.calls=20",
+        "latency.batch_items=8",
         *extra,
     ]
 

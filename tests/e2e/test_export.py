@@ -16,18 +16,34 @@ def test_export_writes_candidates_parity_and_table(exported):
     tmp, stdout = exported
     report = json.loads((tmp / "export" / "export.json").read_text())
     cands = report["candidates"]
-    assert set(cands) == {"teacher-torch", "teacher-fp32", "teacher-int8"}
+    exports = {"teacher-fp32", "teacher-int8", "teacher-int8-static"}
+    assert set(cands) == {"teacher-torch", *exports}
     fp32 = cands["teacher-fp32"]["parity"]
     assert fp32["label_agreement"] == 1.0 and fp32["max_prob_diff"] < 1e-4
     assert cands["teacher-int8"]["size_mb"] < cands["teacher-fp32"]["size_mb"]
-    assert report["ship"] == "teacher-int8"
-    assert "| teacher-int8 |" in stdout and "Shipped: **teacher-int8**" in stdout
-    for name in ("teacher-fp32", "teacher-int8"):
+    # Dynamic int8 quantises activations per batch: an item's scores depend on its batch, so
+    # it may not serve a micro-batching service; the static graph answers the same either way.
+    assert cands["teacher-int8"]["batch_diff"] > 1e-4
+    assert any("batched differs" in why for why in cands["teacher-int8"]["why_not"])
+    assert cands["teacher-int8-static"]["batch_diff"] <= 1e-4
+    assert cands["teacher-fp32"]["why_not"] == []
+    # The fastest p50 of the exports that pass the rule ships.
+    ok = [n for n in exports if not cands[n]["why_not"]]
+    ship = report["ship"]
+    assert ship == min(ok, key=lambda n: cands[n]["speed"]["p50_ms"])
+    for name in exports:
+        speed = cands[name]["speed"]
+        assert 0 < speed["p50_ms"] <= speed["p99_ms"] and speed["batch32_items_per_s"] > 0
+        f1 = cands[name]["f1_vs_fp32"]["test"]
+        assert f1["low"] <= f1["diff"] <= f1["high"]
+    assert cands["teacher-fp32"]["f1_vs_fp32"]["test"]["diff"] == 0.0
+    assert f"| {ship} |" in stdout and "**shipped**" in stdout
+    for name in exports:
         folder = tmp / "export" / "models" / name
         for f in ("model.onnx", "tokenizer.json", "labels.json", "inference.json", "card.md"):
             assert (folder / f).is_file(), (name, f)
         assert (tmp / "export" / name / "test" / "metrics.json").is_file()
-    assert (tmp / "models" / "export").resolve() == (tmp / "export" / "models" / "teacher-int8")
+    assert (tmp / "models" / "export").resolve() == (tmp / "export" / "models" / ship)
     # Fresh figures beside test for every candidate.
     assert "## Fresh 2023–2026 set, same rules" in stdout
     assert "fresh/f1_weighted" in cands["teacher-int8"]["summary"]
@@ -87,7 +103,7 @@ def test_predict_through_the_export_never_imports_torch(exported, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     preds = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(preds) == len(rows) and teacher["ship"] == "teacher-int8"
+    assert len(preds) == len(rows) and teacher["candidates"]["teacher-int8"]
     for row, pred in zip(rows, preds, strict=True):
         assert pred["model_version"].endswith("+teacher-int8")
         assert pred["tag"] in TAGS

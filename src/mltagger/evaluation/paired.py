@@ -263,3 +263,45 @@ def noninferiority_paired(
         "a_only": a_only,
         "b_only": b_only,
     }
+
+
+def paired_weighted_f1(
+    gold: ArrayLike,
+    a_pred: ArrayLike,
+    b_pred: ArrayLike,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Weighted F1 of A and B on the same items, and a paired bootstrap interval of B − A.
+
+    Each resample weighs every item by how often it was drawn (a multinomial draw), the same
+    weights for both models, so the per-class counts are three matrix products and 2,000
+    resamples of a thousand items take milliseconds. Classes are weighted by their support, as
+    scikit-learn's `average="weighted"` does (a class absent from a resample weighs nothing).
+    """
+    gold, a_pred, b_pred = (np.asarray(x).ravel() for x in (gold, a_pred, b_pred))
+    if not (len(gold) == len(a_pred) == len(b_pred)) or not len(gold):
+        raise ValueError("gold, A and B must answer the same, non-empty list of items")
+    classes = np.unique(np.concatenate([gold, a_pred, b_pred]))
+    g = (gold[:, None] == classes[None, :]).astype(float)
+
+    def f1(weights: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        p = (pred[:, None] == classes[None, :]).astype(float)
+        support, predicted, hits = weights @ g, weights @ p, weights @ (g * p)
+        per_class = np.divide(
+            2 * hits, support + predicted, out=np.zeros_like(hits), where=support + predicted > 0
+        )
+        return (per_class * support).sum(axis=1) / support.sum(axis=1)
+
+    ones = np.ones((1, len(gold)))
+    a, b = float(f1(ones, a_pred)[0]), float(f1(ones, b_pred)[0])
+    rng = np.random.default_rng(seed)
+    diffs = []
+    chunk = max(1, _CHUNK_CELLS // len(gold))
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        w = rng.multinomial(len(gold), np.full(len(gold), 1 / len(gold)), size=size).astype(float)
+        diffs.append(f1(w, b_pred) - f1(w, a_pred))
+    lo, hi = _percentile_interval(np.concatenate(diffs), level)
+    return {"a": a, "b": b, "diff": b - a, "low": lo, "high": hi, "n": len(gold)}

@@ -29,15 +29,22 @@ from mltagger.core.paths import resolve_path
 from mltagger.core.runinfo import write_run_info
 from mltagger.data.prepare import prepare_data
 from mltagger.evaluation.drift import build_profile
-from mltagger.evaluation.markdown import comparison_table
 from mltagger.evaluation.metrics import Metric, summary_metrics
 from mltagger.evaluation.protocol import evaluate_val_test
 from mltagger.evaluation.thresholds import choose_tag_thresholds
+from mltagger.export.choose import ShipRule, choose_fastest, quality_intervals
 from mltagger.export.config_rules import check_export_config
-from mltagger.export.onnx import ExportError, copy_folder_files, export_onnx, parity, quantize_int8
+from mltagger.export.onnx import ExportError, copy_folder_files, export_onnx, parity
+from mltagger.export.report import render
+from mltagger.export.variants import (
+    VariantInputs,
+    batch_difference,
+    build_variant,
+    check_variants,
+    measure_speed,
+)
 from mltagger.models.modelio import point_latest, read_model_metadata, write_model_metadata
 from mltagger.models.predict import (
-    ONNX_FILE,
     OnnxPredictor,
     TorchPredictor,
     folder_weights_mb,
@@ -150,12 +157,82 @@ def _finish_folder(folder: Path, threshold: float, name: str, source: Path) -> N
     )
 
 
+def _bound(cfg, name: str) -> float:
+    """The parity bound of a variant: fp32's for fp32 graphs, int8's for the others."""
+    precision = name.split("-", 1)[1]
+    key = "fp32" if precision in ("fp32", "fused") else "int8"
+    return float(cfg.parity.min_agreement[key])
+
+
+def _variant_inputs(cfg, data, src: Path, fp32_val: np.ndarray) -> VariantInputs:
+    from transformers import AutoConfig
+
+    model_cfg = AutoConfig.from_pretrained(src)
+    qcfg = cfg.quantization
+    train = [it["text"] for it in data.splits["train"]]
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(train), min(len(train), int(qcfg.calibration_items)), replace=False)
+    return VariantInputs(
+        calibration_texts=[train[i] for i in sorted(picked)],
+        val_texts=[it["text"] for it in data.splits["val"]],
+        val_reference=fp32_val,
+        num_heads=int(model_cfg.num_attention_heads),
+        hidden_size=int(model_cfg.hidden_size),
+        per_channel=bool(qcfg.per_channel),
+        reduce_range=bool(qcfg.reduce_range),
+    )
+
+
+def _measure_export(cfg, name, folder, data, out_dir, reference, speed_texts) -> tuple:
+    """One export folder: the full evaluation, parity with torch, the batched-vs-alone
+    difference and its speed."""
+    pred = OnnxPredictor(folder, cfg.batch_size)
+    result, report = _evaluate(name, pred, data, cfg.eval, out_dir)
+    result["folder"] = str(folder)
+    moved = [t for t, c in result.get("recheck", {}).items() if c["differs"]]
+    if moved:
+        log.warning(
+            "%s: on val its own per-tag thresholds would differ for %s (see the export report); "
+            "the shipped ones are kept",
+            name,
+            ", ".join(moved),
+        )
+    check = parity(reference, result["probs"]["test"])
+    bound = _bound(cfg, name)
+    result["parity"], result["parity_ok"] = check, check["label_agreement"] >= bound
+    log.info(
+        "%s: label agreement %.4f with torch (bound %.3f), max prob diff %.2e",
+        name, check["label_agreement"], bound, check["max_prob_diff"],
+    )  # fmt: skip
+    if not result["parity_ok"] and name.endswith("-fp32"):
+        raise ExportError(
+            f"{name}: only {check['label_agreement']:.2%} of test items keep the torch "
+            f"model's top class (bound {bound:.2%}, max probability difference "
+            f"{check['max_prob_diff']:.3f}); this export must not ship"
+        )
+    val_texts = [it["text"] for it in data.splits["val"]]
+    result["batch_diff"] = batch_difference(folder, val_texts[: int(cfg.latency.batch_items)])
+    result["speed"] = measure_speed(folder, speed_texts, int(cfg.latency.threads or 0) or None)
+    _finish_folder(folder, result["global_threshold"], name, Path(cfg.teacher))
+    build_profile(
+        OnnxPredictor(folder, cfg.batch_size),
+        data.splits["val"],
+        [it["text"] for it in data.splits["train"]],
+    ).save(folder)
+    return result, report
+
+
 def export_candidates(cfg) -> dict:
-    """Every candidate: torch reference, ONNX fp32, ONNX int8 (for the teacher and the student)."""
+    """Every candidate: the torch reference, ONNX fp32, and each configured variant (for the
+    teacher and the student), measured side by side."""
 
     check_export_config(cfg)
+    variants = check_variants(list(cfg.quantization.variants)) if cfg.quantize else []
     out_dir = Path(cfg.paths.output_dir)
     data = prepare_data(cfg.data, cfg.paths.root_dir)
+    tests = [it["text"] for it in data.splits["test"]]
+    calls = int(cfg.latency.calls)
+    speed_texts = [tests[i % len(tests)] for i in range(calls)] if tests else []
     sources = {"teacher": cfg.teacher, "student": cfg.get("student")}
     results: dict[str, dict] = {}
     reports: dict[str, dict] = {}
@@ -185,142 +262,53 @@ def export_candidates(cfg) -> dict:
         fp32_dir = out_dir / "models" / f"{role}-fp32"
         copy_folder_files(src, fp32_dir)
         export_onnx(src, fp32_dir, cfg.opset)
-        variants = [("fp32", fp32_dir)]
-        if cfg.quantize:
-            int8_dir = out_dir / "models" / f"{role}-int8"
-            copy_folder_files(fp32_dir, int8_dir)
-            quantize_int8(
-                fp32_dir / ONNX_FILE,
-                int8_dir / ONNX_FILE,
-                per_channel=bool(cfg.quantization.per_channel),
-                reduce_range=bool(cfg.quantization.reduce_range),
+        fp32_val = OnnxPredictor(fp32_dir, cfg.batch_size).predict_proba(
+            [it["text"] for it in data.splits["val"]]
+        )
+        inputs = _variant_inputs(cfg, data, src, fp32_val)
+        folders = [(f"{role}-fp32", fp32_dir)]
+        for variant in variants:
+            log.info("building %s-%s", role, variant)
+            folder = out_dir / "models" / f"{role}-{variant}"
+            folders.append((f"{role}-{variant}", build_variant(variant, fp32_dir, folder, inputs)))
+        for name, folder in folders:
+            results[name], reports[name] = _measure_export(
+                cfg, name, folder, data, out_dir, reference, speed_texts
             )
-            variants.append(("int8", int8_dir))
-
-        for precision, folder in variants:
-            name = f"{role}-{precision}"
-            pred = OnnxPredictor(folder, cfg.batch_size)
-            results[name], reports[name] = _evaluate(name, pred, data, cfg.eval, out_dir)
-            results[name]["folder"] = str(folder)
-            moved = [t for t, c in results[name].get("recheck", {}).items() if c["differs"]]
-            if moved:
-                log.warning(
-                    "%s: on val its own per-tag thresholds would differ for %s (see the export "
-                    "report); the shipped ones are kept",
-                    name,
-                    ", ".join(moved),
-                )
-            check = parity(reference, results[name]["probs"]["test"])
-            results[name]["parity"] = check
-            bound = float(cfg.parity.min_agreement[precision])
-            log.info(
-                "%s: label agreement %.4f with torch (bound %.3f), max prob diff %.2e",
-                name,
-                check["label_agreement"],
-                bound,
-                check["max_prob_diff"],
-            )
-            if check["label_agreement"] < bound:
-                raise ExportError(
-                    f"{name}: only {check['label_agreement']:.2%} of test items keep the torch "
-                    f"model's top class (bound {bound:.2%}, max probability difference "
-                    f"{check['max_prob_diff']:.3f}); this export must not ship"
-                )
-            _finish_folder(folder, results[name]["global_threshold"], name, src)
-            build_profile(
-                OnnxPredictor(folder, cfg.batch_size),
-                data.splits["val"],
-                [it["text"] for it in data.splits["train"]],
-            ).save(folder)
+        if inputs.sensitivity is not None:
+            results[f"{role}-fp32"]["int8_sensitivity"] = inputs.sensitivity
     return {"results": results, "reports": reports, "data": data}
 
 
-def choose_ship(results: dict, teacher_f1: float, max_drop: float) -> str:
-    """The smallest export (weights on disk, a proxy for latency: `make bench` measures it)
-    whose test weighted F1 is within `max_drop` of the torch teacher's."""
-    ok = [
-        name
-        for name, r in results.items()
-        if "parity" in r and teacher_f1 - r["summary"]["test/" + Metric.F1_WEIGHTED] <= max_drop
-    ]
-    if not ok:
+def _ship(cfg, results: dict, labels: list[str], data) -> tuple[str, dict]:
+    """The export that ships (`ship: auto`: `choose_fastest` on val) and the paired intervals
+    of every export's test and fresh weighted F1 against the teacher's fp32 export."""
+    exports = {n: r for n, r in results.items() if "speed" in r}
+    ref = results["teacher-fp32"]["probs"]["val"].argmax(1)
+    for r in exports.values():
+        r["val_agreement"] = float(np.mean(r["probs"]["val"].argmax(1) == ref))
+    auto = choose_fastest(exports, "teacher-fp32", ShipRule(**cfg.ship_rule))
+    ship = auto if cfg.ship == "auto" else cfg.ship
+    if ship not in exports:
         raise ExportError(
-            f"no export is within {max_drop} test weighted F1 of the teacher; set ship=<name> "
-            "to ship one anyway"
+            f"ship={ship!r} is not an exported candidate; choose one of {list(exports)}"
         )
-    return min(ok, key=lambda n: results[n]["size_mb"])
-
-
-def render(results: dict, reports: dict, ship: str, f1_bound: dict) -> str:
-    """The export report: quality of every candidate in one table, then parity and size."""
-    lines = [
-        "# Export candidates (test split; each folder's decision rule: per-tag thresholds "
-        "as trained, or one threshold chosen on val)",
-        "",
-        comparison_table(reports),
-        "",
-    ]
-    fresh = {n: r["fresh_report"] for n, r in results.items() if r.get("fresh_report")}
-    if fresh:
-        lines += ["## Fresh 2023–2026 set, same rules", "", comparison_table(fresh), ""]
-    for name, r in results.items():
-        if not r.get("recheck"):
-            continue
-        lines += [
-            f"Per-tag thresholds of **{name}** re-checked on val:",
-            "",
-            "| tag | shipped | its own val choice | val auto-tagged | val precision at shipped "
-            "| differs |",
-            "|---|---:|---:|---:|---:|---|",
-        ]
-        for tag, c in r["recheck"].items():
-            prec = "—" if c["val_precision"] is None else f"{c['val_precision']:.3f}"
-            lines.append(
-                f"| {tag} | {c['shipped']:.3f} | {c['own_val']:.3f} | {c['val_auto']} | {prec} | "
-                f"{'**yes**' if c['differs'] else 'no'} |"
-            )
-        lines.append("")
-    lines += [
-        "| candidate | size (MB) | label agreement with torch | max probability difference |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        p = r.get("parity")
-        lines.append(
-            f"| {name} | {r['size_mb']:.1f} | "
-            + (f"{p['label_agreement']:.4f} | {p['max_prob_diff']:.2e} |" if p else "— | — |")
-        )
-    lines += [
-        "",
-        f"Shipped: **{ship}** (`models/export`). Test weighted F1 {f1_bound['shipped']:.3f} vs "
-        f"teacher (torch, fp32) {f1_bound['teacher']:.3f}: "
-        + (
-            "within the bound."
-            if f1_bound["ok"]
-            else f"**{f1_bound['teacher'] - f1_bound['shipped']:.3f} below, over the "
-            f"{f1_bound['max_drop']:.3f} bound.**"
-        ),
-        "",
-        "Latency: `make bench`.",
-        "",
-    ]
-    return "\n".join(lines)
+    gold = {"test": [it["tag"] for it in data.splits["test"]]}
+    if data.fresh:
+        gold["fresh"] = [it["tag"] for it in data.fresh]
+    probs = {n: {k: v for k, v in r["probs"].items() if k in gold} for n, r in exports.items()}
+    return ship, quality_intervals(gold, probs, labels, "teacher-fp32")
 
 
 def main(cfg) -> dict:
-    """make export: candidates, one comparison, models/export -> the configured candidate."""
+    """make export: candidates, one comparison, models/export -> the chosen candidate."""
 
     out_dir = Path(cfg.paths.output_dir)
     out = export_candidates(cfg)
     results, reports = out["results"], out["reports"]
     write_run_info(out_dir, cfg, out["data"].manifest())
+    ship, intervals = _ship(cfg, results, out["data"].label_names(), out["data"])
     teacher_f1 = results["teacher-torch"]["summary"]["test/" + Metric.F1_WEIGHTED]
-    ship = cfg.ship if cfg.ship != "auto" else choose_ship(results, teacher_f1, cfg.max_f1_drop)
-    if ship not in results or "parity" not in results[ship]:
-        raise ExportError(
-            f"ship={ship!r} is not an exported candidate; choose one of "
-            f"{[n for n, r in results.items() if 'parity' in r]}"
-        )
     shipped_f1 = results[ship]["summary"]["test/" + Metric.F1_WEIGHTED]
     f1_bound = {
         "teacher": teacher_f1,
@@ -328,12 +316,14 @@ def main(cfg) -> dict:
         "max_drop": float(cfg.max_f1_drop),
         "ok": teacher_f1 - shipped_f1 <= float(cfg.max_f1_drop) + 1e-12,
     }
-    text = render(results, reports, ship, f1_bound)
+    text = render(results, reports, ship, f1_bound, intervals, ShipRule(**cfg.ship_rule))
     (out_dir / "export_report.md").write_text(text)
     summary = {
         name: {k: v for k, v in r.items() if k not in ("probs", "fresh_report")}
         for name, r in results.items()
     }
+    for name, by_split in intervals.items():
+        summary[name]["f1_vs_fp32"] = by_split
     (out_dir / "export.json").write_text(
         json.dumps({"ship": ship, "f1_bound": f1_bound, "candidates": summary}, indent=1) + "\n"
     )

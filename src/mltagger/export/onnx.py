@@ -1,11 +1,10 @@
-"""ONNX export and int8 dynamic quantisation of a trained model folder, with the parity check
-(ONNX logits against PyTorch logits) that every exported candidate must pass before it is
-compared on quality and latency (`candidates`).
+"""ONNX export of a trained model folder, with the parity check (ONNX logits against PyTorch
+logits) that every exported candidate must pass before it is compared on quality and latency
+(`candidates`); the smaller and faster graphs built from it are in `quantize` and `variants`.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -95,34 +94,6 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 17) -> Path:
         extra = {**out_inference.extra, "embedding_layer": layer}
         write_model_metadata(out_dir, labels, replace(out_inference, extra=extra))
     return path
-
-
-def quantize_int8(
-    fp32_path: Path, out_path: Path, per_channel: bool = True, reduce_range: bool = True
-) -> Path:
-    """int8 weights (dynamic quantisation: activations are quantised per batch at run time).
-
-    Per-channel scales and 7-bit weight range matter here: with one scale per tensor and the
-    full 8-bit range, only 94% of test items kept the fp32 model's top class on this encoder
-    (x86 int8 kernels without VNNI saturate); with both, 99%.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)  # the quantiser logs one INFO line per tensor
-    try:
-        quantize_dynamic(
-            str(fp32_path),
-            str(out_path),
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-        )
-    finally:
-        root.setLevel(level)
-    return out_path
 
 
 def copy_folder_files(src: Path, dst: Path) -> None:
