@@ -671,14 +671,15 @@ def test_load_test_drives_the_service_with_locust(exported, tmp_path):
     out, db = tmp_path / "load", tmp_path / "load.db"
     # --serve reaches the started service: here a store that outlives the run, to count in it
     proc = load_test(
-        exported, out, "--scenarios", "single,batched,store", "--serve", f"store.url=sqlite:///{db}"
-    )
+        exported, out, "--scenarios", "single,batched,store", "--batching", "on",
+        "--serve", f"store.url=sqlite:///{db}",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["scenario"]: r for r in summary["results"]}
     assert list(rows) == ["single", "batched", "store"]
     for r in rows.values():
-        assert r["workers"] == 1 and r["users"] == 2
+        assert r["workers"] == 1 and r["users"] == 2 and r["batching"] == "on"
         assert r["requests"] > 0 and r["failures"] == 0, r
         assert r["items_per_s"] > 0 and r["p50_ms"] is not None and r["p99_ms"] >= r["p50_ms"]
     assert rows["batched"]["batch"] == 4
@@ -691,20 +692,39 @@ def test_load_test_drives_the_service_with_locust(exported, tmp_path):
     finally:
         store.close()
     for name in ("single_stats.csv", "store_stats_history.csv", "serve.log"):
-        assert (out / "workers-1" / name).is_file()
+        assert (out / "workers-1-batching-on" / name).is_file()
     assert "items/s" in proc.stdout and "p95 ms" in proc.stdout
 
 
 @pytest.mark.slow
 def test_load_test_reports_items_per_second_against_one_worker(exported, tmp_path):
     out = tmp_path / "load"
-    proc = load_test(exported, out, "--workers", "1,2", "--scenarios", "batched")
+    proc = load_test(
+        exported, out, "--workers", "1,2", "--scenarios", "batched", "--batching", "on"
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [r["workers"] for r in summary["results"]] == [1, 2]
-    ratios = summary["items_per_s_vs_1_worker"]["batched"]
+    ratios = summary["items_per_s_vs_1_worker"]["batched (2 users, batching on)"]
     assert ratios["1"] == 1.0 and ratios["2"] > 0
     assert "relative to 1 worker" in proc.stdout
+
+
+@pytest.mark.slow
+def test_load_test_compares_batching_on_and_off_in_one_run(exported, tmp_path):
+    out = tmp_path / "load"
+    proc = load_test(exported, out, "--scenarios", "exact,single")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [(r["batching"], r["scenario"]) for r in summary["results"]]
+    assert rows == [("on", "exact"), ("on", "single"), ("off", "exact"), ("off", "single")]
+    exact = summary["results"][0]
+    assert exact["requests"] == 300 and 0 < exact["p50_ms"] <= exact["p99_ms"]
+    assert set(summary["raw_items_per_s"]) == {"2"}
+    comps = {(c["scenario"], c["users"]): c for c in summary["batching"]}
+    assert comps[("single", 2)]["on_over_off"] > 0 and comps[("single", 2)]["on_over_raw"] > 0
+    assert "p50_on_minus_off_ms" in comps[("exact", 1)]
+    assert "batching on/off items/s" in proc.stdout and "raw model items/s" in proc.stdout
 
 
 def test_monitor_reads_an_ingested_stream_against_the_exports_own_profile(exported, tmp_path):

@@ -8,10 +8,16 @@ with `workers=N`, the exported model by default, a fresh throw-away SQLite store
 API key) on a 127.0.0.1 port, and the scenarios run one after another against it, each a headless
 locust run of one user class of `locustfile.py`:
 
+  exact       one client, one item per request, timed here to the microsecond (not locust)
   sequential  one user, one item per request (the latency with nothing queued)
   single      --users users, one item per request
   batched     --users users, --batch-size items per request
   store       --users users, POST /items (screen, tag, store; last, as it grows the store)
+
+`--users 1,4,16` runs each concurrent scenario once per count; `--batching on,off` (the default)
+starts each service twice, with micro-batching on and off (`batching.enabled`), so the gain is a
+ratio from one run; the served model's raw items/s at batch N (no HTTP) is measured first, the
+ceiling for N clients (`load_batching`).
 
 Locust is a standard, scriptable load generator whose numbers others can reproduce and read
 (CSV stats); it runs as a subprocess so its gevent patching never touches this process. Texts are
@@ -27,29 +33,37 @@ import importlib.util
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
 from mltagger.benchmarks import load_stats
+from mltagger.benchmarks.load_batching import (
+    comparisons,
+    exact_latency,
+    format_comparisons,
+    raw_throughput,
+)
+from mltagger.benchmarks.load_service import (
+    Service,
+    copy_store,
+    free_port,
+    last_line,
+    port_is_free,
+    prefill,
+    wait_healthy,
+)
 from mltagger.core.config import compose_config
 from mltagger.core.errors import DataError
 from mltagger.core.paths import project_root, resolve_path
 from mltagger.data.prepare import prepare_data
 from mltagger.models.modelio import read_model_metadata
-from mltagger.screen.bench_data import load_bench
-from mltagger.screen.screening import fill_store
-from mltagger.serving.store import Store
+from mltagger.serving.service import prepare
 
 REPO = project_root()
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -59,12 +73,13 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 class Scenario:
     """One locust run: which user class, and whether --users applies (else one user)."""
 
-    user_class: str
+    user_class: str | None  # None: measured by this process (`exact_latency`)
     concurrent: bool
     batched: bool = False
 
 
 SCENARIOS = {
+    "exact": Scenario(None, concurrent=False),
     "sequential": Scenario("PredictOneUser", concurrent=False),
     "single": Scenario("PredictOneUser", concurrent=True),
     "batched": Scenario("PredictBatchUser", concurrent=True, batched=True),
@@ -72,27 +87,25 @@ SCENARIOS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens there (uvicorn reuses an address in TIME_WAIT, so a bind test is wrong)."""
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def parse_workers(text: str) -> list[int]:
-    """`1,2,4` -> [1, 2, 4]: distinct positive worker counts, in the order given."""
+def parse_counts(text: str) -> list[int]:
+    """`1,2,4` -> [1, 2, 4]: distinct positive counts, in the order given."""
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: worker counts such as 1,2,4") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: counts such as 1,2,4") from None
     if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
-        raise argparse.ArgumentTypeError(f"{text!r}: distinct worker counts of 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct counts of 1 or more")
     return counts
+
+
+parse_workers = parse_counts
+
+
+def parse_batching(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    if not modes or set(modes) - {"on", "off"} or len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"{text!r}: on, off or on,off")
+    return modes
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -103,79 +116,10 @@ def parse_scenarios(text: str) -> list[str]:
     return names
 
 
-def last_line(path: Path) -> str:
-    """The last non-blank line of a log: usually the error that ended the process."""
-    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None, log: Path | None):
-    """GET /health until it answers 200; a service that exits first is a one-line error."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            rc = proc.returncode
-            how = f"was stopped by signal {-rc}" if rc < 0 else f"exited with code {rc}"
-            why = last_line(log) if log else ""
-            raise DataError(f"the service {how} before answering /health: {why} (log: {log})")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                return json.loads(resp.read())
-        except (OSError, urllib.error.URLError, ValueError):
-            time.sleep(0.3)
-    where = f" (log: {log})" if log else ""
-    raise DataError(f"no answer from {url}/health in {timeout:.0f}s{where}")
-
-
 def load_texts(n: int) -> list[dict]:
     cfg = compose_config("train", [])
     items = prepare_data(cfg.data, cfg.paths.root_dir).splits["test"]
     return [{"title": it["title"], "description": it["description"]} for it in items][:n]
-
-
-def prefill(db: Path, size: int) -> None:
-    """`size` stored items (the duplicate benchmark's ML store: real, distinct items) with
-    their screen sketches, so the service's duplicate search runs over a store of that size."""
-    items = load_bench().stores["ml"][:size]
-    store = Store(f"sqlite:///{db}")
-    fill_store(store, items)
-    store.close()
-
-
-def copy_store(template: Path | None, db: Path) -> None:
-    """A fresh store per worker count: a copy of the prefilled file (with any WAL beside it)."""
-    if template is None:
-        return
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(f"{template}{suffix}")
-        if src.exists():
-            shutil.copyfile(src, f"{db}{suffix}")
-
-
-class Service:
-    """`mltagger serve` in its own process group, so stopping it also stops its workers."""
-
-    def __init__(self, overrides: list[str], log: Path) -> None:
-        self.log = log
-        self._log_file = open(log, "w")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mltagger", "serve", *overrides],
-            cwd=REPO,
-            env={**os.environ, "MLTAGGER_ROOT": str(REPO)},
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log_file.close()
 
 
 def run_locust(
@@ -234,7 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(SCENARIOS),
         help=f"comma-separated, from {','.join(SCENARIOS)} (default all)",
     )
-    parser.add_argument("--users", type=int, default=4, help="concurrent locust users")
+    parser.add_argument(
+        "--users", type=parse_counts, default=[4], help="concurrent locust users, e.g. 1,4,16"
+    )
+    parser.add_argument(
+        "--batching",
+        type=parse_batching,
+        default=["on", "off"],
+        help="micro-batching of the started services: on,off (default: both), on or off",
+    )
     parser.add_argument("--run-time", type=int, default=30, help="seconds per scenario")
     parser.add_argument("--batch-size", type=int, default=32, help="items per batched request")
     parser.add_argument(
@@ -254,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Every user mistake found before anything starts: one line, exit 2."""
-    if args.users < 1 or args.run_time < 1 or args.batch_size < 1 or args.prefill < 0:
-        parser.error("--users, --run-time and --batch-size must be 1 or more, --prefill 0 or more")
+    if args.run_time < 1 or args.batch_size < 1 or args.prefill < 0:
+        parser.error("--run-time and --batch-size must be 1 or more, --prefill 0 or more")
     if args.url:
         if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
             raise DataError("the load test only targets 127.0.0.1")
@@ -263,6 +215,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             raise DataError(
                 "--workers, --prefill, --serve and --port apply to a started service: drop --url"
             )
+        args.batching = ["as running"]
         return
     if args.port is not None and not port_is_free(args.port):
         raise DataError(f"port {args.port} on 127.0.0.1 is busy: pick another --port or omit it")
@@ -282,7 +235,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             raise DataError(f"--serve: {str(err).splitlines()[0]}") from None
 
 
-def serve_overrides(args: argparse.Namespace, workers: int, port: int, db_url: str, key: str):
+def serve_overrides(
+    args: argparse.Namespace, workers: int, port: int, db_url: str, key: str, batching: str = "on"
+) -> list[str]:
     # `workers` only when above 1, so a checkout whose serve config has no such key still runs
     # one worker. The user's --serve come last: Hydra keeps the last value of a key.
     return [
@@ -290,6 +245,7 @@ def serve_overrides(args: argparse.Namespace, workers: int, port: int, db_url: s
         f"port={port}",
         f"store.url={db_url}",
         f"api_key={key}",
+        f"batching.enabled={'true' if batching == 'on' else 'false'}",
         *([f"workers={workers}"] if workers > 1 else []),
         *args.serve,
     ]
@@ -312,6 +268,11 @@ class LoadRun:
             "MLTAGGER_LOAD_BATCH": str(args.batch_size),
             "MLTAGGER_API_KEY": key or "",
         }
+        self.raw: dict[int, float] = {}
+        if not args.url:  # before any service runs: the model alone on the cores
+            texts = [prepare(t["title"], t["description"])["text"] for t in load_texts(2000)]
+            threads = compose_config("serve", args.serve).get("threads")
+            self.raw = raw_throughput(resolve_path(args.model, REPO), texts, args.users, threads)
         self.template = None
         if args.prefill and not args.url:
             self.template = Path(self.tmp.name) / "prefill.db"
@@ -319,20 +280,23 @@ class LoadRun:
             prefill(self.template, args.prefill)
             print(f"prefilled {args.prefill} items in {time.perf_counter() - t0:.0f}s", flush=True)
 
-    def measure(self, workers: int | None) -> tuple[dict, list[dict]]:
+    def measure(self, workers: int | None, batching: str) -> tuple[dict, list[dict]]:
         """Every scenario against one service: the one at --url (workers None), or a fresh one
-        with this many workers, stopped afterwards. Returns (service info, result rows)."""
+        with this many workers and batching on or off, stopped afterwards. Returns (service
+        info, result rows)."""
         args = self.args
-        folder = self.out / ("url" if workers is None else f"workers-{workers}")
+        name = "url" if workers is None else f"workers-{workers}-batching-{batching}"
+        folder = self.out / name
         folder.mkdir(exist_ok=True)
         service = None
         if workers is None:
             url = args.url.rstrip("/")
         else:
             port = args.port or free_port()
-            db = Path(self.tmp.name) / f"store-{workers}.db"
+            db = Path(self.tmp.name) / f"store-{name}.db"
             copy_store(self.template, db)
-            overrides = serve_overrides(args, workers, port, f"sqlite:///{db}", self.key or "")
+            db_url = f"sqlite:///{db}"
+            overrides = serve_overrides(args, workers, port, db_url, self.key or "", batching)
             service = Service(overrides, folder / "serve.log")
             url = f"http://127.0.0.1:{port}"
         try:
@@ -343,17 +307,23 @@ class LoadRun:
             stored = (health.get("store") or {}).get("items", "?")
             print(
                 f"service: {health.get('model_version')} ({health.get('backend')}) on {url}, "
-                f"{workers or '?'} worker(s), {os.cpu_count()} cores, {stored} stored items\n"
+                f"{workers or '?'} worker(s), batching {batching}, {os.cpu_count()} cores, "
+                f"{stored} stored items\n"
                 f"{load_stats.HEADER}",
                 flush=True,
             )
             rows = []
             for scenario in self.scenarios:
-                users = args.users if SCENARIOS[scenario].concurrent else 1
-                stats = run_locust(url, scenario, users, args, folder, self.locust_env)
-                rows.append({"workers": workers, **stats})
-                print(load_stats.format_row(rows[-1]), flush=True)
-            return {"workers": workers, "url": url, "health": health}, rows
+                for users in args.users if SCENARIOS[scenario].concurrent else [1]:
+                    if SCENARIOS[scenario].user_class is None:
+                        items = json.loads(self.texts.read_text())
+                        stats = exact_latency(url, items)
+                    else:
+                        stats = run_locust(url, scenario, users, args, folder, self.locust_env)
+                    rows.append({"workers": workers, "batching": batching, **stats})
+                    print(load_stats.format_row(rows[-1]), flush=True)
+            info = {"workers": workers, "batching": batching, "url": url, "health": health}
+            return info, rows
         finally:
             if service is not None:
                 service.stop()
@@ -372,6 +342,8 @@ class LoadRun:
             "services": services,
             "results": rows,
             "items_per_s_vs_1_worker": load_stats.worker_ratios(rows),
+            "raw_items_per_s": self.raw,
+            "batching": comparisons(rows, self.raw),
         }
 
 
@@ -396,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     services, rows = [], []
     try:
         for workers in [None] if args.url else args.workers:
-            service, measured = run.measure(workers)
-            services.append(service)
-            rows.extend(measured)
+            for batching in args.batching:
+                service, measured = run.measure(workers, batching)
+                services.append(service)
+                rows.extend(measured)
     except RuntimeError as err:  # locust itself failed: not a user mistake, but one line
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -408,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = run.summary(services, rows, argv)
     (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(load_stats.format_table(rows, summary["items_per_s_vs_1_worker"]))
+    if summary["raw_items_per_s"]:
+        print(format_comparisons(summary["batching"], summary["raw_items_per_s"]))
     print(f"written to {run.out}")
     bad = [r for r in rows if r["failures"] or not r["requests"]]
     for r in bad:

@@ -45,29 +45,36 @@ def read_stats(path: Path, batch: int) -> dict:
     }
 
 
+def _series(r: dict) -> str:
+    """What a row measures apart from the worker count: scenario, users, batching."""
+    batching = f", batching {r['batching']}" if r.get("batching") else ""
+    return f"{r['scenario']} ({r['users']} users{batching})"
+
+
 def worker_ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """items/s of each worker count divided by 1 worker's, per scenario (same run only)."""
-    base = {r["scenario"]: r["items_per_s"] for r in rows if r.get("workers") == 1}
+    """items/s of each worker count divided by 1 worker's, per series (same run only)."""
+    base = {_series(r): r["items_per_s"] for r in rows if r.get("workers") == 1}
     out: dict[str, dict[str, float]] = {}
     for r in rows:
-        one = base.get(r["scenario"])
+        one = base.get(_series(r))
         if one and r.get("workers") is not None:
-            out.setdefault(r["scenario"], {})[str(r["workers"])] = r["items_per_s"] / one
+            out.setdefault(_series(r), {})[str(r["workers"])] = r["items_per_s"] / one
     return out
 
 
 HEADER = (
-    f"{'workers':>7} {'scenario':<10} {'users':>5} {'batch':>5} {'requests':>8} "
+    f"{'workers':>7} {'batching':>8} {'scenario':<10} {'users':>5} {'batch':>5} {'requests':>8} "
     f"{'req/s':>7} {'items/s':>7} {'p50 ms':>6} {'p95 ms':>6} {'p99 ms':>6} {'failures':>8}"
 )
 
 
 def format_row(r: dict) -> str:
-    def ms(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.0f}"
+    def ms(v: float | None) -> str:  # locust's are whole ms; the exact scenario's are not
+        return "n/a" if v is None else (f"{v:.0f}" if v == int(v) else f"{v:.2f}")
 
     return (
-        f"{r.get('workers') or '-':>7} {r['scenario']:<10} {r['users']:>5} {r['batch']:>5} "
+        f"{r.get('workers') or '-':>7} {r.get('batching') or '-':>8} {r['scenario']:<10} "
+        f"{r['users']:>5} {r['batch']:>5} "
         f"{r['requests']:>8} {r['requests_per_s']:>7.1f} {r['items_per_s']:>7.1f} "
         f"{ms(r['p50_ms']):>6} {ms(r['p95_ms']):>6} {ms(r['p99_ms']):>6} {r['failures']:>8}"
     )
@@ -80,5 +87,5 @@ def format_table(rows: list[dict], ratios: dict[str, dict[str, float]]) -> str:
         lines.append("items/s relative to 1 worker (same run), by workers:")
         for scenario, by in ratios.items():
             ratio = "  ".join(f"{n}: {x:.2f}x" for n, x in by.items())
-            lines.append(f"  {scenario:<10} {ratio}")
+            lines.append(f"  {scenario:<30} {ratio}")
     return "\n".join(lines)

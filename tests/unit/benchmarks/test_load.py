@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from mltagger.benchmarks.load import parse_scenarios, parse_workers
+from mltagger.benchmarks.load import parse_batching, parse_scenarios, parse_workers
+from mltagger.benchmarks.load_batching import comparisons, format_comparisons
 from mltagger.benchmarks.load_stats import format_table, read_stats, worker_ratios
 from mltagger.cli import main
 from mltagger.core.errors import EXIT_USAGE
@@ -58,15 +59,48 @@ def test_worker_ratios_are_against_one_worker_of_the_same_run():
     rows += [row(1, "store", 50.0), row(2, "store", 40.0)]
     ratios = worker_ratios(rows)
     assert ratios == {
-        "single": {"1": 1.0, "2": 1.5, "4": 1.8},
-        "store": {"1": 1.0, "2": 0.8},
+        "single (4 users)": {"1": 1.0, "2": 1.5, "4": 1.8},
+        "store (4 users)": {"1": 1.0, "2": 0.8},
     }
     table = format_table(rows, ratios)
-    assert "single     1: 1.00x  2: 1.50x  4: 1.80x" in table
+    assert "single (4 users)               1: 1.00x  2: 1.50x  4: 1.80x" in table
     assert "n/a" in table  # a percentile locust could not give
     # without a 1-worker row there is nothing to compare with, and no ratio line
     assert worker_ratios([row(2, "single", 150.0)]) == {}
     assert "relative" not in format_table([row(1, "single", 1.0)], worker_ratios([]))
+    # batching on and off are separate series, each against its own 1 worker
+    on = [{**r, "batching": "on"} for r in rows[:2]]
+    off = [{**r, "batching": "off", "items_per_s": r["items_per_s"] / 2} for r in rows[:2]]
+    assert worker_ratios(on + off) == {
+        "single (4 users, batching on)": {"1": 1.0, "2": 1.5},
+        "single (4 users, batching off)": {"1": 1.0, "2": 1.5},
+    }
+
+
+def test_batching_on_over_off_and_over_the_raw_model():
+    rows = [
+        {**row(1, "single", 300.0), "users": 16, "batching": "on"},
+        {**row(1, "single", 150.0), "users": 16, "batching": "off", "p50_ms": 4.0},
+        {**row(1, "exact", 400.0), "users": 1, "batching": "on", "p50_ms": 2.6},
+        {**row(1, "exact", 410.0), "users": 1, "batching": "off", "p50_ms": 2.4},
+        {**row(1, "single", 90.0), "users": 4, "batching": "on"},  # no off row to compare
+    ]
+    comps = comparisons(rows, {16: 600.0, 4: 100.0})
+    by = {(c["scenario"], c["users"]): c for c in comps}
+    assert by[("single", 16)]["on_over_off"] == 2.0
+    assert by[("single", 16)]["p50_on_minus_off_ms"] == 1.0
+    assert by[("single", 16)]["on_over_raw"] == 0.5
+    assert by[("exact", 1)]["p50_on_minus_off_ms"] == pytest.approx(0.2)
+    assert by[("single", 4)] == {"workers": 1, "scenario": "single", "users": 4, "on_over_raw": 0.9}
+    text = format_comparisons(comps, {16: 600.0, 4: 100.0})
+    assert "batch 4: 100, batch 16: 600" in text and "90% of raw batch-4" in text
+
+
+def test_batching_modes():
+    assert parse_batching("on,off") == ["on", "off"] and parse_batching("off") == ["off"]
+    for bad in ("yes", "on,on", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_batching(bad)
 
 
 def test_worker_and_scenario_lists():

@@ -150,6 +150,21 @@ def test_the_report_leads_with_the_promise_on_fresh_in_red_when_broken():
     assert "lowest per-tag auto-tag precision (test)" in "\n".join(_header(run, 0.85, None))
 
 
+def test_the_latency_card_shows_the_shipped_export_not_the_fastest_candidate():
+    from mltagger.reporting.html import _header
+
+    run = A.Run(Path("."), {}, METRICS | _auto({"mlops": (20, 20)}), predictions=[])
+    rows = [
+        {"name": "teacher-int8", "p99_ms": 2.3, "shipped": False},
+        {"name": "teacher-int8-static", "p99_ms": 2.9, "shipped": True},
+    ]
+    page = "\n".join(_header(run, 0.85, rows))
+    assert "latency p99, shipped export<b>2.9 ms</b>teacher-int8-static" in page
+    assert "2.3 ms" not in page
+    unshipped = "\n".join(_header(run, 0.85, [{**rows[0]}]))
+    assert "was not benchmarked" in unshipped and "2.3 ms" not in unshipped
+
+
 def test_the_model_card_says_whether_the_promise_holds_on_fresh():
     from mltagger.training.card import _fresh_card
 
