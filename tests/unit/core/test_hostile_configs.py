@@ -225,6 +225,8 @@ VALUES = {
         ("teacher=null", "teacher=null: expected the path of an existing model folder"),
         ("batch_size=0", "batch_size=0: expected an integer >= 1"),
         ("max_f1_drop=-0.1", "max_f1_drop=-0.1: expected a number in [0, 1]"),
+        ("quantization.variants=[int8,int4]", "quantization.variants: 'int4' is not a variant"),
+        ("ship_rule.min_val_agreement=2", "ship_rule.min_val_agreement=2: expected a number"),
         ("quantize=maybe", "quantize='maybe': expected true or false"),
     ],
     "label-issues": [
@@ -245,6 +247,9 @@ VALUES = {
         ("server.trusted_proxies=10.0.0.1", "server.trusted_proxies='10.0.0.1': expected a list"),
         ("server.header_timeout=0", "server.header_timeout=0: expected a number in (0, 3600]"),
         ("server.max_connections=0", "server.max_connections=0: expected an integer >= 1"),
+        ("batching.max_batch=0", "batching.max_batch=0: expected an integer in [1, 1024]"),
+        ("batching.max_wait_ms=5000", "batching.max_wait_ms=5000: expected a number in [0, 1000]"),
+        ("batching.enabled=sometimes", "batching.enabled='sometimes': expected true or false"),
     ],
 }
 
