@@ -169,3 +169,31 @@ def test_two_workers_over_postgresql_store_one_copy(exported, tmp_path, postgres
         store = Store(url)
         assert store.count_items() == 1
         store.close()
+
+
+def test_workers_start_from_the_saved_screen_index_and_save_it_when_they_stop(exported, tmp_path):
+    """The screen index of `dedup.index_dir=auto` (beside the SQLite file): the first start
+    builds and saves it, the workers save the items stored since when they stop (SIGTERM),
+    and the next start maps that save (nothing rebuilt: the published save stays the same)."""
+    from mltagger.screen import persist
+
+    store_url = f"sqlite:///{tmp_path / 'workers.db'}"
+    folder = tmp_path / "workers.screen-index"
+    proc, client, _ = start_workers(exported, store_url, free_port())
+    try:
+        assert persist.peek(folder)["items"] == 0  # built at the first start, empty store
+        for i in range(5):
+            item = {"title": f"Counting trams {i} with radar", "description": f"Open data {i}."}
+            assert client.call("POST", "/items", item)[0] == 201
+    finally:
+        stop(proc)
+    saved = persist.published(folder)
+    assert persist.peek(folder)["max_id"] == 5, proc.stderr.read()[-5000:]  # saved at exit
+    proc, client, _ = start_workers(exported, store_url, free_port())
+    try:
+        item = {"title": "Counting trams 3 with radar", "description": "Open data 3"}
+        status, body = client.call("POST", "/items", item)
+        assert status == 409 and body["duplicate_of"] == 4, body  # found in the loaded save
+    finally:
+        stop(proc)
+    assert persist.published(folder) == saved  # loaded, not rebuilt; nothing new to save

@@ -21,9 +21,11 @@ mark go to a private delta (`mltagger.screen.persist.LayeredIndex`): the workers
 one copy. Not shared: each worker reads its own copy and inserts the new items into the graph,
 which then is exactly the graph a full rebuild gives.
 
-Saves (`save_index`): after a rebuild, and at stop (`Tagger.save_index`, which `mltagger serve`
-runs at exit): a shared index's delta is merged into a private copy of the save, in id order (so
-the new save is again what a full rebuild gives), written beside it and published atomically.
+Saves (`save_index`): after a rebuild; at stop (`Tagger.save_index`: the app's shutdown in each
+`mltagger serve` worker, the process's exit for `mltagger ingest`), where a shared index's delta is
+merged into a private copy of the save, in id order (so the new save is again what a full rebuild
+gives), written beside it and published atomically; and at a shared start that finds more than
+MERGE_AT new items (after a crash skipped the save at stop), once for the machine's workers.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import sqlalchemy as sa
 from tqdm.auto import tqdm
 
 from mltagger.core.paths import resolve_path
-from mltagger.screen.index import ScreenIndex
+from mltagger.screen.index import EXACT_MAX, ScreenIndex
 from mltagger.screen.persist import (
     LayeredIndex,
     SavedIndexError,
@@ -57,6 +59,11 @@ SAMPLES = 16  # indexed items whose content hashes identify the store
 # rebuilt; tests set a small graph here.
 SETTINGS: dict = {}
 AUTO = "auto"  # dedup.index_dir: beside an SQLite store's file, else var/screen-index
+# A shared start that finds more new items than this merges them into the save first (under
+# the folder's lock, once for the machine's workers), so the private deltas stay exact searches
+# (ScreenIndex is exact up to EXACT_MAX): after a crash that skipped the save at exit, say.
+MERGE_AT = EXACT_MAX
+BEHIND = "behind"
 
 
 def index_folder(where: str | None, store_url: str, root: str | Path | None = None) -> Path | None:
@@ -155,26 +162,26 @@ def mismatch(store: Store, manifest: dict, unsketched: list[dict]) -> str | None
     return None
 
 
-def _use_saved(store: Store, folder: Path, shared: bool) -> tuple[object, int] | None:
-    """The save in `folder` caught up with the store, or None (a warning says why)."""
+def _try_saved(store: Store, folder: Path, shared: bool) -> tuple[object, int] | str | None:
+    """The save in `folder` caught up with the store; else why not (a line), BEHIND (a shared
+    start with more than MERGE_AT new items: merge them into the save first), or None (nothing
+    saved). Logs nothing: the caller says it once."""
     try:
         opened = open_saved(folder, mapped=shared, **SETTINGS)
     except SavedIndexError as e:
-        log.warning("screen index in %s not used (%s): rebuilding it from the store", folder, e)
-        return None
+        return str(e)
     if opened is None:
-        log.info("no screen index saved in %s yet: building it from the store", folder)
         return None
     index, manifest = opened
     stale = store.unsketched(VERSION)
     why = mismatch(store, manifest, stale)
     if why is not None:
-        log.warning("screen index in %s not used (%s): rebuilding it from the store", folder, why)
-        return None
+        return why
     sketch_unsketched(store, stale)
+    ids, vectors, texts, last = store.screen_rows_after(manifest["max_id"] or 0, VERSION)
+    if shared and len(ids) > MERGE_AT:
+        return BEHIND
     served = LayeredIndex(index, **SETTINGS) if shared else index
-    mark = manifest["max_id"] or 0
-    ids, vectors, texts, last = store.screen_rows_after(mark, VERSION)
     if ids:
         served.add(ids, vectors, texts)
     log.info(
@@ -188,19 +195,34 @@ def open_index(
     store: Store, folder: str | Path | None, shared: bool = True
 ) -> tuple[ScreenIndex | LayeredIndex, int]:
     """The index the screen serves and the highest store id it has seen (see the module doc);
-    without a folder, rebuilt from the store as at every start before."""
+    without a folder, rebuilt from the store as at every start before.
+
+    The workers of a machine load a good save side by side; the lock on the folder is taken
+    only to build, merge or save, and the others wait for it, then load what it saved."""
     if folder is None:
         return rebuild(store)
     folder = Path(folder)
+    got = _try_saved(store, folder, shared)
+    if isinstance(got, tuple):
+        return got  # type: ignore[return-value]
     with locked(folder):
-        got = _use_saved(store, folder, shared)
-        if got is not None:
+        got = _try_saved(store, folder, shared)  # another process may have saved meanwhile
+        if got == BEHIND and _merge(store, folder):
+            got = _try_saved(store, folder, shared)
+        if isinstance(got, tuple):
             return got  # type: ignore[return-value]
+        if got is None:
+            log.info("no screen index saved in %s yet: building it from the store", folder)
+        else:
+            log.warning(
+                "screen index in %s not used (%s): rebuilding it from the store", folder, got
+            )
         index, seen = rebuild(store)
-        _save(store, index, folder)
-        if shared:
-            got = _use_saved(store, folder, shared)
-    return got if got is not None else (index, seen)  # type: ignore[return-value]
+        if _save(store, index, folder) and shared:
+            got = _try_saved(store, folder, shared)
+            if isinstance(got, tuple):
+                return got  # type: ignore[return-value]
+    return index, seen
 
 
 def _save(store: Store, index: ScreenIndex, folder: Path) -> bool:
@@ -210,6 +232,25 @@ def _save(store: Store, index: ScreenIndex, folder: Path) -> bool:
         log.warning("screen index not saved in %s (%s)", folder, e)
         return False
     return True
+
+
+def _merge(store: Store, folder: Path, base_max: int | None = None) -> bool:
+    """A private copy of the save with the items stored after its mark inserted (in id order:
+    the full rebuild's graph), saved. False if the save is not `base_max`'s any more (another
+    process published a newer one) or cannot be read or written."""
+    try:
+        opened = open_saved(folder, mapped=False, **SETTINGS)
+    except SavedIndexError as e:
+        log.warning("screen index in %s not saved (%s)", folder, e)
+        return False
+    if opened is None or (base_max is not None and opened[0].max_id != base_max):
+        return False
+    merged = opened[0]
+    ids, vectors, texts, _ = store.screen_rows_after(merged.max_id or 0, VERSION)
+    log.info("screen index: merging %d items stored since the save into it", len(ids))
+    if ids:
+        merged.add(ids, vectors, texts)
+    return _save(store, merged, folder)
 
 
 def save_index(
@@ -226,18 +267,9 @@ def save_index(
         if saved is not None and saved["max_id"] == index.max_id:
             return None  # nothing new since the save
         if isinstance(index, LayeredIndex):
-            try:
-                opened = open_saved(folder, mapped=False, **SETTINGS)
-            except SavedIndexError as e:
-                log.warning("screen index in %s not saved (%s)", folder, e)
+            if not _merge(store, folder, index.base.max_id):
                 return None
-            if opened is None or opened[0].max_id != index.base.max_id:
-                return None  # another process published a newer save meanwhile
-            merged = opened[0]
-            ids, vectors, texts, _ = store.screen_rows_after(merged.max_id or 0, VERSION)
-            if ids:
-                merged.add(ids, vectors, texts)
-            index = merged
-        if not _save(store, index, folder):
+        elif not _save(store, index, folder):
             return None
-        return _use_saved(store, folder, shared) if shared else None
+        got = _try_saved(store, folder, shared) if shared else None
+        return got if isinstance(got, tuple) else None  # type: ignore[return-value]

@@ -163,7 +163,7 @@ class Tagger:
         # The saved index caught up with the store, else rebuilt from it and saved; the model
         # plays no part: a new model never re-screens the store.
         self.index, self._synced = open_index(store, index_dir, index_shared)
-        if save_at_exit and index_dir is not None:  # `mltagger serve` and `ingest`: at stop
+        if save_at_exit and index_dir is not None:  # `mltagger ingest` (serve: the app's stop)
             atexit.register(self.save_index)
 
     @property
@@ -172,7 +172,7 @@ class Tagger:
 
     def save_index(self) -> None:
         """Save what the index holds beyond its save in `index_dir`, caught up with the store
-        first (`save_at_exit`: when the process ends); a shared index then serves it."""
+        first (at the app's shutdown; `save_at_exit`: at exit); a shared index then serves it."""
         if self.index is not None and self.index_dir is not None:
             with self._index_lock:
                 self._sync_index()

@@ -320,3 +320,22 @@ for i in range(5):
 """
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
     assert persist.peek(tmp_path / "index")["max_id"] == 5
+
+
+def test_a_shared_start_far_behind_its_save_merges_the_new_items_into_it_first(
+    make, caplog, monkeypatch
+):
+    """More new items than MERGE_AT (after a crash that skipped the save at exit): the first
+    worker merges them into the save, in id order, and every worker maps the new save."""
+    texts = _texts(15, 45)
+    first = make()
+    _store(first, texts[:30])
+    first.save_index()
+    _store(first, texts[30:])  # not saved: the process "crashed"
+    monkeypatch.setattr(screen_files, "MERGE_AT", 10)
+    caplog.set_level(logging.INFO, LOGGER)
+    worker = make()
+    assert "merging 15 items stored since the save" in caplog.text
+    assert worker.index.base.max_id == 45 and not len(worker.index.delta)
+    rebuilt, _ = screen_files.rebuild(worker.store)
+    assert _same(worker.index, rebuilt, _queries(texts))

@@ -114,6 +114,7 @@ async def drain(tagger: Tagger, _app: FastAPI) -> AsyncIterator[None]:
     yield
     if tagger.batcher is not None:
         await anyio.to_thread.run_sync(tagger.batcher.close)
+    await anyio.to_thread.run_sync(tagger.save_index)  # the screen index, for the next start
 
 
 async def overloaded(request: Request, err: Overloaded) -> JSONResponse:
