@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from mltagger.benchmarks.screen_cost import measure_cost
+from mltagger.benchmarks.screen_start import CATCH_UP, WORKERS, run_start
 from mltagger.core.config import compose_config
 from mltagger.core.errors import DataError, user_errors
 from mltagger.core.paths import resolve_path
@@ -100,10 +101,15 @@ def _main_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             settings,
             crossover_run=not args.no_crossover,
         )
+        if args.start_workers:
+            run_start(
+                max(sizes), args.registry, args.cache, settings, out, args.start_workers,
+                args.catch_up,
+            )  # fmt: skip
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"\nscale results and plot: {out}/scale.json, {out}/scale.png")
+    print(f"\nscale results and plot: {out}/scale.json, {out}/scale.png (start: start.json)")
     return 0
 
 
@@ -196,6 +202,20 @@ def _add_scale_options(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--storage", choices=["float32", "float16"], default=STORAGE)
     scale.add_argument(
         "--no-crossover", action="store_true", help="skip the exact-vs-HNSW timing at 1k-50k"
+    )
+    scale.add_argument(
+        "--start-workers",
+        type=int,
+        default=WORKERS,
+        metavar="N",
+        help="then, at the largest size, the service's start from a saved index against a full "
+        "rebuild, and the memory of 1 and N workers (mltagger.benchmarks.screen_start; 0: skip)",
+    )
+    scale.add_argument(
+        "--catch-up",
+        type=int,
+        default=CATCH_UP,
+        help="items stored after the save that a start adds (default %(default)s)",
     )
 
 
