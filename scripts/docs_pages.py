@@ -41,7 +41,9 @@ def openapi() -> dict:
     tags = list(compose_config("train", []).data.tags)
     inference = SimpleNamespace(approved_tags=tags, model_version="<model version>")
     store = Store("sqlite:///:memory:")  # the app asks it whether any key exists
-    tagger = SimpleNamespace(predictor=SimpleNamespace(inference=inference), store=store)
+    tagger = SimpleNamespace(
+        predictor=SimpleNamespace(inference=inference), store=store, batcher=None
+    )
     try:
         return create_app(tagger, cfg).openapi()
     finally:
