@@ -455,6 +455,7 @@ def export_overrides(tmp, trained, *extra: str) -> list[str]:
         "quantization.calibration_items=16",
         "latency.calls=20",
         "latency.batch_items=8",
+        "latency.rounds=1",
         *extra,
     ]
 

@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         # models/latest -> "latest"; runs/<task>/<id>/model -> "<task>" (e.g. distill).
         row["name"] = folder.name if folder.name != "model" else folder.parent.parent.name
         row["shipped"] = folder.resolve() == shipped
-    fp32 = next((k for k, r in enumerate(rows) if r["name"].endswith("-fp32")), 0)
+    # the fp32 export the speed-ups are read against: the teacher's (what shipped before
+    # quantised exports could), else any fp32 export, else the first model
+    names = [r["name"] for r in rows]
+    fp32s = [k for k, n in enumerate(names) if n.endswith("-fp32")]
+    fp32 = names.index("teacher-fp32") if "teacher-fp32" in names else (fp32s or [0])[0]
     for row, vs_first, vs_fp32 in zip(rows, speedups(rows, 0), speedups(rows, fp32), strict=True):
         row["speedup_p50_vs_first"], row["speedup_p50_vs_fp32"] = vs_first, vs_fp32
     print(

@@ -91,20 +91,21 @@ def _main_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             "lists that fill the store)"
         )
     try:  # only the user's data errors become one line; anything else is a bug and says so
-        run_scale(
-            sizes,
-            args.registry,
-            args.cache,
-            out,
-            args.ef_sweep,
-            args.repeats,
-            settings,
-            crossover_run=not args.no_crossover,
-        )
+        if not args.start_only:
+            run_scale(
+                sizes,
+                args.registry,
+                args.cache,
+                out,
+                args.ef_sweep,
+                args.repeats,
+                settings,
+                crossover_run=not args.no_crossover,
+            )
         if args.start_workers:
             run_start(
                 max(sizes), args.registry, args.cache, settings, out, args.start_workers,
-                args.catch_up,
+                args.catch_up, rebuild=not args.no_rebuild,
             )  # fmt: skip
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -210,6 +211,17 @@ def _add_scale_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="then, at the largest size, the service's start from a saved index against a full "
         "rebuild, and the memory of 1 and N workers (mltagger.benchmarks.screen_start; 0: skip)",
+    )
+    scale.add_argument(
+        "--start-only",
+        action="store_true",
+        help="only the start and memory part (the index's recall and latency not measured)",
+    )
+    scale.add_argument(
+        "--no-rebuild",
+        action="store_true",
+        help="skip the start's second full build (at 1M it takes half an hour); the first "
+        "start, which builds the saved index from all but --catch-up items, stands for it",
     )
     scale.add_argument(
         "--catch-up",

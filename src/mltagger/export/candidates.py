@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from mltagger.export.variants import (
     batch_difference,
     build_variant,
     check_variants,
-    measure_speed,
+    measure_speeds,
 )
 from mltagger.models.modelio import point_latest, read_model_metadata, write_model_metadata
 from mltagger.models.predict import (
@@ -164,7 +165,7 @@ def _bound(cfg, name: str) -> float:
     return float(cfg.parity.min_agreement[key])
 
 
-def _variant_inputs(cfg, data, src: Path, fp32_val: np.ndarray) -> VariantInputs:
+def _variant_inputs(cfg, data, src: Path, fp32_val: np.ndarray, scratch: Path) -> VariantInputs:
     from transformers import AutoConfig
 
     model_cfg = AutoConfig.from_pretrained(src)
@@ -178,14 +179,16 @@ def _variant_inputs(cfg, data, src: Path, fp32_val: np.ndarray) -> VariantInputs
         val_reference=fp32_val,
         num_heads=int(model_cfg.num_attention_heads),
         hidden_size=int(model_cfg.hidden_size),
+        scratch=scratch,
         per_channel=bool(qcfg.per_channel),
         reduce_range=bool(qcfg.reduce_range),
+        static_reduce_range=bool(qcfg.static_reduce_range),
     )
 
 
-def _measure_export(cfg, name, folder, data, out_dir, reference, speed_texts) -> tuple:
-    """One export folder: the full evaluation, parity with torch, the batched-vs-alone
-    difference and its speed."""
+def _measure_export(cfg, name, folder, data, out_dir, reference) -> tuple:
+    """One export folder: the full evaluation, parity with torch and the batched-vs-alone
+    difference (speed is timed for all exports together, `measure_speeds`)."""
     pred = OnnxPredictor(folder, cfg.batch_size)
     result, report = _evaluate(name, pred, data, cfg.eval, out_dir)
     result["folder"] = str(folder)
@@ -212,7 +215,6 @@ def _measure_export(cfg, name, folder, data, out_dir, reference, speed_texts) ->
         )
     val_texts = [it["text"] for it in data.splits["val"]]
     result["batch_diff"] = batch_difference(folder, val_texts[: int(cfg.latency.batch_items)])
-    result["speed"] = measure_speed(folder, speed_texts, int(cfg.latency.threads or 0) or None)
     _finish_folder(folder, result["global_threshold"], name, Path(cfg.teacher))
     build_profile(
         OnnxPredictor(folder, cfg.batch_size),
@@ -236,6 +238,7 @@ def export_candidates(cfg) -> dict:
     sources = {"teacher": cfg.teacher, "student": cfg.get("student")}
     results: dict[str, dict] = {}
     reports: dict[str, dict] = {}
+    exports: dict[str, Path] = {}
     for role, given in sources.items():
         if not given:
             continue
@@ -265,7 +268,7 @@ def export_candidates(cfg) -> dict:
         fp32_val = OnnxPredictor(fp32_dir, cfg.batch_size).predict_proba(
             [it["text"] for it in data.splits["val"]]
         )
-        inputs = _variant_inputs(cfg, data, src, fp32_val)
+        inputs = _variant_inputs(cfg, data, src, fp32_val, out_dir / "models" / f".{role}-scratch")
         folders = [(f"{role}-fp32", fp32_dir)]
         for variant in variants:
             log.info("building %s-%s", role, variant)
@@ -273,10 +276,17 @@ def export_candidates(cfg) -> dict:
             folders.append((f"{role}-{variant}", build_variant(variant, fp32_dir, folder, inputs)))
         for name, folder in folders:
             results[name], reports[name] = _measure_export(
-                cfg, name, folder, data, out_dir, reference, speed_texts
+                cfg, name, folder, data, out_dir, reference
             )
-        if inputs.sensitivity is not None:
+            exports[name] = folder
+        if inputs.sensitivity:
             results[f"{role}-fp32"]["int8_sensitivity"] = inputs.sensitivity
+        shutil.rmtree(inputs.scratch, ignore_errors=True)
+    threads = int(cfg.latency.threads) if cfg.latency.threads else None
+    log.info("timing %d exports, %d interleaved rounds", len(exports), int(cfg.latency.rounds))
+    speeds = measure_speeds(exports, speed_texts, threads, int(cfg.latency.rounds))
+    for name, speed in speeds.items():
+        results[name]["speed"] = speed
     return {"results": results, "reports": reports, "data": data}
 
 

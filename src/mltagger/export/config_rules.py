@@ -33,6 +33,8 @@ EXPORT_RULES = {
     "quantization.reduce_range": flag(),
     "quantization.variants": sequence(text()),
     "quantization.calibration_items": integer(1),
+    "quantization.static_reduce_range": flag(),
+    "latency.rounds": integer(1),
     "latency.calls": integer(1),
     "latency.batch_items": integer(1),
     "latency.threads": integer(1, nullable=True),

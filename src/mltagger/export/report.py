@@ -9,26 +9,25 @@ from mltagger.export.choose import ShipRule, pareto_table
 from mltagger.export.quantize import most_sensitive
 
 
-def sensitivity_lines(results: dict) -> list[str]:
-    """The int8 sensitivity of each block (measured on val), when a keep variant ran."""
+def sensitivity_lines(results: dict, top: int = 8) -> list[str]:
+    """The int8 sensitivity of each unit (measured on val), when a keep variant ran: per block
+    for dynamic int8, per MatMul for static (the `top` most damaging)."""
     lines = []
     for name, r in results.items():
-        sens = r.get("int8_sensitivity")
-        if not sens:
-            continue
-        lines += [
-            f"Blocks of **{name}** quantised alone (dynamic int8, val): the most damaging are "
-            "the ones `int8-keep<k>` leaves in fp32.",
-            "",
-            "| block | top class changed | mean abs probability change | nodes |",
-            "|---|---:|---:|---:|",
-        ]
-        for block in most_sensitive(sens, len(sens)):
-            b = sens[block]
-            lines.append(
-                f"| {block} | {b['flips']:.4f} | {b['mean_abs_diff']:.2e} | {b['nodes']} |"
-            )
-        lines.append("")
+        for kind, sens in (r.get("int8_sensitivity") or {}).items():
+            lines += [
+                f"Units of **{name}** quantised alone ({kind} int8, val), most damaging first: "
+                "`int8-keep<k>` / `int8-static-keep<k>` leave the first k in fp32.",
+                "",
+                "| unit | mean abs probability change | top class changed | nodes |",
+                "|---|---:|---:|---:|",
+            ]
+            for unit in most_sensitive(sens, top):
+                u = sens[unit]
+                lines.append(
+                    f"| `{unit}` | {u['mean_abs_diff']:.2e} | {u['flips']:.4f} | {u['nodes']} |"
+                )
+            lines.append("")
     return lines
 
 
