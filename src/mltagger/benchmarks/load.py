@@ -317,7 +317,7 @@ class LoadRun:
                 for users in args.users if SCENARIOS[scenario].concurrent else [1]:
                     if SCENARIOS[scenario].user_class is None:
                         items = json.loads(self.texts.read_text())
-                        stats = exact_latency(url, items)
+                        stats = exact_latency(url, items, self.key)
                     else:
                         stats = run_locust(url, scenario, users, args, folder, self.locust_env)
                     rows.append({"workers": workers, "batching": batching, **stats})
