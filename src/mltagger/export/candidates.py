@@ -186,7 +186,7 @@ def _variant_inputs(cfg, data, src: Path, fp32_val: np.ndarray, scratch: Path) -
     )
 
 
-def _measure_export(cfg, name, folder, data, out_dir, reference) -> tuple:
+def _measure_export(cfg, name, folder, source, data, out_dir, reference) -> tuple:
     """One export folder: the full evaluation, parity with torch and the batched-vs-alone
     difference (speed is timed for all exports together, `measure_speeds`)."""
     pred = OnnxPredictor(folder, cfg.batch_size)
@@ -215,7 +215,7 @@ def _measure_export(cfg, name, folder, data, out_dir, reference) -> tuple:
         )
     val_texts = [it["text"] for it in data.splits["val"]]
     result["batch_diff"] = batch_difference(folder, val_texts[: int(cfg.latency.batch_items)])
-    _finish_folder(folder, result["global_threshold"], name, Path(cfg.teacher))
+    _finish_folder(folder, result["global_threshold"], name, source)
     build_profile(
         OnnxPredictor(folder, cfg.batch_size),
         data.splits["val"],
@@ -276,7 +276,7 @@ def export_candidates(cfg) -> dict:
             folders.append((f"{role}-{variant}", build_variant(variant, fp32_dir, folder, inputs)))
         for name, folder in folders:
             results[name], reports[name] = _measure_export(
-                cfg, name, folder, data, out_dir, reference
+                cfg, name, folder, src, data, out_dir, reference
             )
             exports[name] = folder
         if inputs.sensitivity:
