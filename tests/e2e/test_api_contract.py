@@ -55,6 +55,9 @@ def _serving_on(exported, tmp, store_url: str):
     )
     overrides = [o for o in overrides if not o.startswith("store.url=")]
     overrides.append(f"store.url='{store_url}'")  # quoted: a PostgreSQL URL holds '=' and '?'
+    # the saved screen index in the test's folder, not the checkout's var/ (a server store's
+    # default place)
+    overrides.append(f"dedup.index_dir={tmp / 'screen-index'}")
     with serving(overrides) as (port, _):
         yield f"http://127.0.0.1:{port}", tmp
 

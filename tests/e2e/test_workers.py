@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ def start_workers(exported, store_url: str, port: int, workers: int = 2):
         "serve",
         *serve_overrides(export_folder(exported), REPO / "unused.db"),
         f"store.url='{store_url}'",  # quoted: a PostgreSQL URL holds '=' and '?'
+        # a server store's saved screen index in a folder of its own, not the checkout's var/
+        *([] if store_url.startswith("sqlite") else [f"dedup.index_dir={tempfile.mkdtemp()}"]),
         f"workers={workers}",
         f"port={port}",
     ]
