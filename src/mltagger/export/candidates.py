@@ -1,19 +1,22 @@
-"""Export model folders to ONNX (fp32) and int8, check parity, and compare every candidate.
+"""Export model folders to ONNX, build the smaller and faster variants, and choose one to ship.
 
 `make export` (`mltagger export`, config `conf/export.yaml`) takes the fine-tuned
 teacher (`models/latest`) and optionally a distilled student (`make distill`), and for each:
 
 1. exports an fp32 ONNX graph with dynamic batch and sequence axes;
-2. quantises its weights to int8 with ONNX Runtime's dynamic quantisation (activations are
-   quantised on the fly, so no calibration data is needed);
+2. builds every variant of `quantization.variants` from it (`mltagger.export.variants`: fused
+   fp32, dynamic int8, static int8 calibrated on training texts, int8 with the parts most
+   sensitive on val kept fp32, fp16);
 3. checks parity with the torch model on the test split (largest probability difference, share of
-   identical top classes) and stops when agreement is below `parity.min_agreement`;
-4. evaluates it with the full report (threshold chosen on val, per tag, per slice, out-of-scope).
+   identical top classes): the fp32 graph stops the export below `parity.min_agreement.fp32`, a
+   variant below its bound may not ship;
+4. evaluates each with the full report (its decision rule, per tag, per slice, out-of-scope, the
+   fresh set), measures how far its scores move when batched, and times every export together.
 
 Each export is a complete model folder (tokenizer, labels, inference.json with its own val
 threshold and the temperature, card.md) that `mltagger predict` and the service open with ONNX
-Runtime and without torch. One table compares all candidates; `models/export` points at the one
-configured to ship.
+Runtime and without torch. `models/export` points at the fastest export that passes the rule on
+val (`mltagger.export.choose`), or the one `ship=` names; `export_report.md` holds the table.
 """
 
 from __future__ import annotations
