@@ -33,7 +33,7 @@ def test_export_writes_candidates_parity_and_table(exported):
     assert ship == min(ok, key=lambda n: cands[n]["speed"]["p50_ms"])
     for name in exports:
         speed = cands[name]["speed"]
-        assert 0 < speed["p50_ms"] <= speed["p99_ms"] and speed["batch32_items_per_s"] > 0
+        assert 0 < speed["p50_ms"] <= speed["p99_ms"] and speed["throughput_batch32_per_s"] > 0
         f1 = cands[name]["f1_vs_fp32"]["test"]
         assert f1["low"] <= f1["diff"] <= f1["high"]
     assert cands["teacher-fp32"]["f1_vs_fp32"]["test"]["diff"] == 0.0

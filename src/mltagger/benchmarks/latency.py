@@ -28,6 +28,7 @@ from mltagger.core.paths import project_root
 from mltagger.data.prepare import prepare_data
 from mltagger.models.gate import GATE_FILE, TextGate
 from mltagger.models.predict import Predictor, folder_weights_mb
+from mltagger.models.timing import interleaved
 
 ROOT = project_root()
 
@@ -56,60 +57,27 @@ def test_texts(n: int, data: str) -> list[str]:
     return [texts[i % len(texts)] for i in range(n)]
 
 
-def time_once(predictor, items: list[dict]) -> dict:
-    """One round: every text as its own call (p50/p95/p99), then batches of 32 (items/s)."""
-    times = []
-    for it in items:
-        t0 = time.perf_counter()
-        predictor.predict([it])
-        times.append((time.perf_counter() - t0) * 1000)
-    t0 = time.perf_counter()
-    for start in range(0, len(items), 32):
-        predictor.predict(items[start : start + 32])
-    batch_s = time.perf_counter() - t0
-    ms = np.array(times)
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "throughput_batch32_per_s": len(items) / batch_s,
-    }
-
-
 def bench_models(
     folders: list[Path], texts: list[str], threads: int, repeats: int = 3, warmup: int = 20
 ) -> list[dict]:
-    """Every model timed `repeats` times, the rounds interleaved (model A, B, C, then A, B, C
-    again), so a slow spell of the machine hits every model alike; each figure is the median of
-    the rounds, and the rounds themselves are kept (`runs`)."""
+    """Every model timed `repeats` times in interleaved rounds (`mltagger.models.timing`); each
+    figure is the median of the rounds, and the rounds themselves are kept (`runs`)."""
     items = [{"id": i, "text": t} for i, t in enumerate(texts)]
-    predictors = []
-    for folder in folders:
-        predictor = Predictor(folder, batch_size=32, threads=threads)
-        for it in items[:warmup]:
-            predictor.predict([it])
-        predictors.append(predictor)
-    rounds: list[list[dict]] = [[] for _ in folders]
-    for _ in range(repeats):
-        for k, predictor in enumerate(predictors):
-            rounds[k].append(time_once(predictor, items))
-    rows = []
-    for folder, predictor, runs in zip(folders, predictors, rounds, strict=True):
-        median = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
-        rows.append(
-            {
-                **bench_gate(folder, texts),
-                "model": str(folder),
-                "backend": predictor.backend,
-                "n": len(items),
-                "repeats": repeats,
-                **median,
-                "runs": runs,
-                "size_mb": folder_weights_mb(folder),
-            }
-        )
-    return rows
+    predictors = [Predictor(folder, batch_size=32, threads=threads) for folder in folders]
+    calls = {str(k): p.predict for k, p in enumerate(predictors)}
+    timed = interleaved(calls, items, repeats, warmup)
+    return [
+        {
+            **bench_gate(folder, texts),
+            "model": str(folder),
+            "backend": predictor.backend,
+            "n": len(items),
+            "repeats": repeats,
+            **timed[str(k)],
+            "size_mb": folder_weights_mb(folder),
+        }
+        for k, (folder, predictor) in enumerate(zip(folders, predictors, strict=True))
+    ]
 
 
 def speedups(rows: list[dict], reference: int) -> list[float]:

@@ -108,6 +108,6 @@ def pareto_table(rows: dict[str, dict], intervals: dict, ship: str) -> str:
             f"| {_f(s.get('fresh/' + Metric.COVERAGE))} / "
             f"{_f(s.get('fresh/' + Metric.AUTO_PRECISION))} "
             f"| {r['batch_diff']:.1e} | {sp['p50_ms']:.2f} | {sp['p99_ms']:.2f} "
-            f"| {sp['batch32_items_per_s']:.0f} | {r['size_mb']:.1f} | {verdict} |"
+            f"| {sp['throughput_batch32_per_s']:.0f} | {r['size_mb']:.1f} | {verdict} |"
         )
     return "\n".join(lines)

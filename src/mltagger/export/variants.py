@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from mltagger.core.errors import ConfigError
 from mltagger.export import quantize as q
 from mltagger.export.onnx import copy_folder_files
 from mltagger.models.predict import ONNX_FILE, OnnxPredictor
+from mltagger.models.timing import interleaved
 
 log = logging.getLogger(__name__)
 
@@ -182,35 +182,14 @@ def build_variant(name: str, fp32_dir: Path, out_dir: Path, inputs: VariantInput
 def measure_speeds(
     folders: dict[str, Path], texts: Sequence[str], threads: int | None, rounds: int = 3
 ) -> dict[str, dict]:
-    """Single-item latency (p50/p99 over `texts`, one per call, tokenisation included) and
-    batch-32 throughput of every export, in `rounds` interleaved rounds (A, B, C, A, B, C, ...)
-    so that a slow spell of the machine hits them alike; each figure is the median of the
-    rounds. What `make bench` measures, here so the export can choose on it."""
-    predictors = {n: OnnxPredictor(f, batch_size=32, threads=threads) for n, f in folders.items()}
-    for predictor in predictors.values():
-        for text in texts[:20]:
-            predictor.encode([text])
-    runs: dict[str, list[dict]] = {n: [] for n in folders}
-    for _ in range(rounds):
-        for name, predictor in predictors.items():
-            times = []
-            for text in texts:
-                t0 = time.perf_counter()
-                predictor.predict_proba([text])
-                times.append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            predictor.predict_proba(list(texts))
-            runs[name].append(
-                {
-                    "p50_ms": float(np.percentile(times, 50)),
-                    "p99_ms": float(np.percentile(times, 99)),
-                    "batch32_items_per_s": len(texts) / (time.perf_counter() - t0),
-                }
-            )
-    return {
-        name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]} | {"rounds": rs}
-        for name, rs in runs.items()
+    """Single-item latency and batch-32 throughput of every export, timed together in
+    interleaved rounds (`mltagger.models.timing`, what `make bench` uses too), so the export can
+    choose on speed."""
+    calls = {
+        name: OnnxPredictor(folder, batch_size=32, threads=threads).predict_proba
+        for name, folder in folders.items()
     }
+    return interleaved(calls, list(texts), rounds)
 
 
 def batch_difference(folder: Path, texts: Sequence[str]) -> float:
