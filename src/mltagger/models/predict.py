@@ -32,6 +32,7 @@ from mltagger.models.rule import (
     reason,
     softmax,
 )
+from mltagger.models.secondary import SecondaryHead, tags_field
 
 ONNX_FILE = "model.onnx"
 # Second output of an export: the mean-pooled, L2-normalised hidden state of one encoder layer.
@@ -80,6 +81,23 @@ class BasePredictor:
                     f"{self.folder / GATE_FILE} is not a gate file ({type(err).__name__}: {err})"
                     "; copy it again from the run's model folder"
                 ) from None
+        self.secondary = self._secondary_head()
+
+    def _secondary_head(self) -> SecondaryHead | None:
+        """The folder's secondary-tag head (None without one); its classes must be the model's."""
+        try:
+            head = SecondaryHead.load(self.folder)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ModelNotAvailable(
+                f"{self.folder}: secondary.json is not a secondary-tag head ({err}); refit it "
+                "with `mltagger secondary`"
+            ) from None
+        if head is not None and head.labels != list(self.labels):
+            raise ModelNotAvailable(
+                f"{self.folder}: secondary.json scores {head.labels}, the model's classes are "
+                f"{list(self.labels)}; refit it with `mltagger secondary`"
+            )
+        return head
 
     #: Whether encode() also returns the sentence embedding used for near-duplicate screening.
     has_embeddings = True
@@ -145,11 +163,16 @@ class BasePredictor:
         )
         if p_in is not None:
             conf = np.where(gated, 1.0 - p_in, conf)
+        second: list[list[tuple[str, float]]] = [[] for _ in items]
+        if self.secondary is not None:
+            scores = self.secondary.scores([it["text"] for it in items], probs)
+            second = self.secondary.secondary(tags, review, scores)
         return [
             {
                 "id": it.get("id"),
                 "tag": tag,
                 "confidence": round(float(c), 6),
+                "tags": tags_field(tag, c, second[i]),
                 "needs_review": bool(r),
                 "reason": reason(r, o),
                 "scores": {t: round(float(p), 6) for t, p in zip(self.labels, row, strict=True)},
