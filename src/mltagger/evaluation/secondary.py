@@ -106,3 +106,22 @@ def choose_threshold(curve: Sequence[dict], target: float, min_applied: int) -> 
         if enough and row["precision"] >= target:
             return dict(row)
     return None
+
+
+def suggestion_figures(offered: Sequence[Sequence[str]], gold: Sequence[dict]) -> dict:
+    """What reviewers would be offered (per item, tags beside the model's top tag): precision
+    against the gold tag or `also`, and the share of gold `also` tags offered."""
+    n = right = also_n = named = 0
+    for tags, item in zip(offered, gold, strict=True):
+        ok = {item["tag"], _also(item)} - {None}
+        n += len(tags)
+        right += sum(t in ok for t in tags)
+        if _also(item):
+            also_n += 1
+            named += _also(item) in tags
+    return {
+        "offered": n,
+        "items_offered": sum(1 for t in offered if t),
+        "precision": round(right / n, 4) if n else None,
+        "also_recall": round(named / also_n, 4) if also_n else None,
+    }

@@ -23,6 +23,7 @@ from mltagger.models.predict import (
     ONNX_FILE,
     embedding_layer,
 )
+from mltagger.models.secondary import SECONDARY_FILE
 
 # Files of a model folder the ONNX copy keeps (weights are replaced by model.onnx).
 TOKENIZER_FILES = (
@@ -97,10 +98,10 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = 17) -> Path:
 
 
 def copy_folder_files(src: Path, dst: Path) -> None:
-    """Tokenizer, config, labels, inference settings, card, the out-of-scope gate and the
-    per-tag promise: everything but the weights."""
+    """Tokenizer, config, labels, inference settings, card, the out-of-scope gate, the per-tag
+    promise and the secondary-tag head: everything but the weights."""
     dst.mkdir(parents=True, exist_ok=True)
-    files = ("labels.json", "inference.json", "card.md", GATE_FILE, PER_TAG_FILE)
+    files = ("labels.json", "inference.json", "card.md", GATE_FILE, PER_TAG_FILE, SECONDARY_FILE)
     for name in (*TOKENIZER_FILES, *files):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)

@@ -30,16 +30,21 @@ import numpy as np
 
 from mltagger.data.text import item_text
 from mltagger.data.validation import sha256_file
-from mltagger.evaluation.secondary import choose_threshold, precision_curve, secondary_figures
+from mltagger.evaluation.secondary import (
+    choose_threshold,
+    precision_curve,
+    secondary_figures,
+    suggestion_figures,
+)
 from mltagger.models.gate import Block
 from mltagger.models.modelio import InferenceConfig, read_model_metadata
 from mltagger.models.predict import Predictor
 from mltagger.models.rule import apply_threshold, gate_mask
-from mltagger.models.secondary import SecondaryHead
+from mltagger.models.secondary import KINDS, SecondaryHead
 
 WORDS = {"ngram_range": (1, 2), "min_df": 2}
 C = 1.0
-GRID = [round(0.30 + 0.01 * k, 2) for k in range(66)]  # 0.30 .. 0.95
+GRID = [round(0.01 * k, 2) for k in range(1, 100)]  # 0.01 .. 0.99
 
 
 @dataclass
@@ -92,11 +97,11 @@ def fit_head(
     probs: np.ndarray,
     y: np.ndarray,
     labels: Sequence[str],
-    threshold: float = 1.0,
     fallback_tag: str = "other",
     seed: int = 0,
 ) -> SecondaryHead:
-    """One logistic head per tag on [primary probabilities, word TF-IDF], as a numpy scorer."""
+    """The `tfidf+probs` kind: one logistic head per tag on [primary probabilities, word TF-IDF],
+    as a numpy scorer (no thresholds yet)."""
     from scipy.sparse import csr_matrix, hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -121,13 +126,28 @@ def fit_head(
     )
     return SecondaryHead(
         labels=list(labels),
+        apply_threshold=None,
+        kind="tfidf+probs",
         block=block,
         coef_words=coef[n_tags:],
         coef_probs=coef[:n_tags],
         intercept=intercept,
-        threshold=threshold,
         fallback_tag=fallback_tag,
     )
+
+
+def make_head(
+    kind: str,
+    texts: Sequence[str],
+    probs: np.ndarray,
+    y: np.ndarray,
+    labels: Sequence[str],
+    fallback_tag: str,
+) -> SecondaryHead:
+    """A head of this kind fitted on these rows (`second-score` has nothing to fit)."""
+    if kind == "second-score":
+        return SecondaryHead(labels=list(labels), apply_threshold=None, fallback_tag=fallback_tag)
+    return fit_head(texts, probs, y, labels, fallback_tag)
 
 
 def primary_decisions(
@@ -144,98 +164,172 @@ def primary_decisions(
 
 
 def candidates(
-    head: SecondaryHead,
-    items: Sequence[dict],
-    tags: Sequence[str],
-    review: np.ndarray,
-    scores: np.ndarray,
+    head: SecondaryHead, items: Sequence[dict], primary: Sequence[str | None], scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(score, right) of every secondary candidate the rule would consider at threshold 0."""
-    probe = SecondaryHead(**{**head.__dict__, "threshold": 0.0})
+    """(score, right) of every candidate beside each item's primary tag (None: skip the item),
+    at threshold 0; right = the gold tag or the gold `also`."""
     out_s, out_r = [], []
-    for item, picks in zip(items, probe.secondary(tags, review, scores), strict=True):
+    for item, tag, row in zip(items, primary, scores, strict=True):
+        if tag is None:
+            continue
         ok = {item["tag"], item.get("also") or None}
-        for tag, s in picks:
+        for cand, s in head.candidates(tag, row, 0.0):
             out_s.append(s)
-            out_r.append(tag in ok)
-    return np.array(out_s), np.array(out_r, dtype=bool)
+            out_r.append(cand in ok)
+    return np.array(out_s, dtype=float), np.array(out_r, dtype=bool)
 
 
-def cross_validate(rows: PoolRows, inf: InferenceConfig, target: float, min_applied: int) -> dict:
-    """Out-of-fold head scores on the pool's folds -> precision curve and the chosen threshold."""
+def average_precision(scores: np.ndarray, right: np.ndarray) -> float | None:
+    """Ranking quality of candidates (mean precision at each right one), None without any."""
+    if not right.any():
+        return None
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(right[order])
+    return round(float((hits / np.arange(1, len(order) + 1))[right[order]].mean()), 4)
+
+
+def oof_scores(rows: PoolRows, kind: str, fallback_tag: str) -> np.ndarray:
+    """(items, tags) scores of each pool item by a head fitted without its fold."""
     y = membership(rows.items, rows.labels)
-    tags, review = primary_decisions(rows.probs, rows.in_scope, rows.labels, inf)
-    all_s, all_r = [], []
-    recall_den = sum(1 for it in rows.items if it.get("also"))
+    out = np.zeros_like(rows.probs)
     for fold in np.unique(rows.folds):
         tr, te = np.where(rows.folds != fold)[0], np.where(rows.folds == fold)[0]
-        head = fit_head(
-            [rows.texts[i] for i in tr],
-            rows.probs[tr],
-            y[tr],
-            rows.labels,
-            fallback_tag=inf.fallback_tag,
+        head = make_head(
+            kind, [rows.texts[i] for i in tr], rows.probs[tr], y[tr], rows.labels, fallback_tag
         )
-        scores = head.scores([rows.texts[i] for i in te], rows.probs[te])
-        s, r = candidates(
-            head, [rows.items[i] for i in te], [tags[i] for i in te], review[te], scores
+        out[te] = head.scores([rows.texts[i] for i in te], rows.probs[te])
+    return out
+
+
+def cross_validate(
+    rows: PoolRows,
+    inf: InferenceConfig,
+    apply_target: float,
+    suggest_target: float,
+    min_applied: int,
+) -> dict:
+    """Each kind's out-of-fold candidates on the pool's folds: beside applied primary tags (the
+    apply threshold's evidence) and beside every item's top tag (the suggest threshold's), their
+    precision curves and average precision; the kind with the better applied AP, its thresholds."""
+    tags, review = primary_decisions(rows.probs, rows.in_scope, rows.labels, inf)
+    applied = [None if r else t for t, r in zip(tags, review, strict=True)]
+    top = [rows.labels[k] for k in rows.probs.argmax(axis=1)]
+    per_kind = {}
+    for kind in KINDS:
+        scores = oof_scores(rows, kind, inf.fallback_tag)
+        head = SecondaryHead(
+            labels=rows.labels, apply_threshold=None, fallback_tag=inf.fallback_tag
         )
-        all_s.append(s)
-        all_r.append(r)
-    scores, right = np.concatenate(all_s), np.concatenate(all_r)
-    curve = precision_curve(scores, right, GRID)
-    for row in curve:  # recall of the pool's `also` at that threshold (an upper bound: right
-        # candidates may be the gold tag when the primary answered the `also`)
-        row["recall_upper"] = round(
-            float((right & (scores >= row["threshold"])).sum()) / max(recall_den, 1), 4
-        )
+        a_s, a_r = candidates(head, rows.items, applied, scores)
+        s_s, s_r = candidates(head, rows.items, top, scores)
+        apply_curve = precision_curve(a_s, a_r, GRID)
+        suggest_curve = precision_curve(s_s, s_r, GRID)
+        per_kind[kind] = {
+            "apply_ap": average_precision(a_s, a_r),
+            "suggest_ap": average_precision(s_s, s_r),
+            "apply_candidates": len(a_s),
+            "suggest_candidates": len(s_s),
+            "apply": choose_threshold(apply_curve, apply_target, min_applied),
+            "suggest": choose_threshold(suggest_curve, suggest_target, min_applied),
+            "apply_curve": apply_curve,
+            "suggest_curve": suggest_curve,
+        }
+    kind = max(KINDS, key=lambda k: per_kind[k]["apply_ap"] or 0.0)
     return {
-        "curve": curve,
-        "chosen": choose_threshold(curve, target, min_applied),
-        "target": target,
+        "kinds": per_kind,
+        "kind": kind,
+        "apply": per_kind[kind]["apply"],
+        "suggest": per_kind[kind]["suggest"],
+        "apply_target": apply_target,
+        "suggest_target": suggest_target,
         "min_applied": min_applied,
         "pool_items": len(rows.items),
-        "pool_also": recall_den,
+        "pool_also": sum(1 for it in rows.items if it.get("also")),
         "folds": len(np.unique(rows.folds)),
     }
 
 
 def fresh_figures(model_dir: Path, head: SecondaryHead, fresh: Sequence[dict]) -> dict:
-    """The model folder's decisions on the fresh set with this head, against its gold `also`."""
+    """The model folder's decisions on the fresh set with this head, against its gold `also`:
+    the applied tags (secondary_figures) and what a reviewer would be offered (suggestions)."""
     predictor = Predictor(model_dir)
     predictor.secondary = head
     items = [
         {"id": it["id"], "text": item_text(it["title"], it.get("description"))} for it in fresh
     ]
     records = predictor.predict(items)
+    scores = head.scores(
+        [it["text"] for it in items],
+        np.array([[r["scores"][t] for t in head.labels] for r in records]),
+    )
+    offered = [
+        [t for t, _ in head.suggestions(max(r["scores"], key=r["scores"].get), row)]
+        for r, row in zip(records, scores, strict=True)
+    ]
     return {
         "figures": secondary_figures(records, fresh, predictor.inference.fallback_tag),
+        "suggestions": suggestion_figures(offered, fresh),
         "records": [
-            {"id": r["id"], "tags": r["tags"], "needs_review": r["needs_review"]} for r in records
+            {"id": r["id"], "tags": r["tags"], "needs_review": r["needs_review"], "suggested": o}
+            for r, o in zip(records, offered, strict=True)
         ],
     }
 
 
+def _curve_rows(curve: Sequence[dict], step: int = 5) -> list[str]:
+    return [
+        f"| {row['threshold']} | {row['applied']} | {row['precision']} |"
+        for row in curve[::step]
+        if row["applied"]
+    ]
+
+
 def report_markdown(cv: dict, fresh: dict | None, head_path: str) -> str:
-    """The run's report: the CV curve around the choice, the chosen threshold, fresh figures."""
-    chosen = cv["chosen"]
+    """The run's report: each kind's CV figures, the choice, the fresh figures."""
     lines = [
-        "# Secondary tags: threshold chosen on the pool's folds, then the fresh set once",
+        "# Secondary tags: chosen on the pool's folds, then the fresh set once",
         "",
         f"Pool items {cv['pool_items']} ({cv['pool_also']} with `also`), {cv['folds']} folds; "
-        f"target precision {cv['target']} with at least {cv['min_applied']} candidates.",
+        f"apply target precision {cv['apply_target']}, suggest target {cv['suggest_target']}, "
+        f"at least {cv['min_applied']} candidates.",
         "",
-        "| threshold | candidates | precision | recall (upper) |",
-        "|---|---|---|---|",
+        "| kind | AP beside applied tags | candidates | apply threshold | AP beside top tag | "
+        "suggest threshold |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in cv["curve"][::5]:
+    for kind, k in cv["kinds"].items():
         lines.append(
-            f"| {row['threshold']} | {row['applied']} | {row['precision']} | "
-            f"{row['recall_upper']} |"
+            f"| {kind} | {k['apply_ap']} | {k['apply_candidates']} | {k['apply'] or 'none'} | "
+            f"{k['suggest_ap']} | {k['suggest'] or 'none'} |"
         )
-    lines += ["", f"Chosen: {chosen if chosen else 'none: no threshold reaches the target'}", ""]
+    chosen = cv["kinds"][cv["kind"]]
+    lines += [
+        "",
+        f"Shipped kind: `{cv['kind']}`.",
+        "",
+        "Beside applied primary tags (threshold, candidates at or above, precision):",
+        "",
+        "| threshold | candidates | precision |",
+        "|---|---|---|",
+        *_curve_rows(chosen["apply_curve"]),
+        "",
+        "Beside every item's top tag (what a reviewer is offered):",
+        "",
+        "| threshold | candidates | precision |",
+        "|---|---|---|",
+        *_curve_rows(chosen["suggest_curve"]),
+        "",
+    ]
     if fresh:
-        lines += ["## Fresh set", "", "```", json.dumps(fresh["figures"], indent=1), "```"]
+        lines += [
+            "## Fresh set (scored once, after the choice)",
+            "",
+            "```",
+            json.dumps(
+                {"applied": fresh["figures"], "suggestions": fresh["suggestions"]}, indent=1
+            ),
+            "```",
+        ]
     lines += ["", f"Head: `{head_path}`"]
     return "\n".join(lines) + "\n"
 
@@ -247,7 +341,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pool", type=Path, default=Path("data/pool/stream.json"))
     p.add_argument("--oof", type=Path, default=Path("data/cv/minilm_with_pool.json"))
     p.add_argument("--fresh", type=Path, default=Path("data/eval/fresh.json"))
-    p.add_argument("--target", type=float, default=0.85, help="precision of secondary tags")
+    p.add_argument(
+        "--target",
+        type=float,
+        default=0.85,
+        help="precision an applied secondary tag must reach on CV",
+    )
+    p.add_argument(
+        "--suggest-target",
+        type=float,
+        default=0.5,
+        help="precision a tag offered to reviewers must reach on CV",
+    )
     p.add_argument("--min-applied", type=int, default=20)
     p.add_argument(
         "--write",
@@ -258,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("runs/secondary"))
     args = p.parse_args(argv)
-    for path in (args.model, args.pool, args.oof):
+    for path in (args.model, args.pool, args.oof, *args.write):
         if not path.exists():
             print(f"mltagger secondary: {path} does not exist", flush=True)
             return 2
@@ -267,39 +372,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rows.labels != labels:
         print(f"mltagger secondary: {args.oof} has classes {rows.labels}, the model {labels}")
         return 2
-    cv = cross_validate(rows, inf, args.target, args.min_applied)
+    cv = cross_validate(rows, inf, args.target, args.suggest_target, args.min_applied)
     out = args.out / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     out.mkdir(parents=True)
-    if cv["chosen"] is None:
-        (out / "report.md").write_text(report_markdown(cv, None, "(none written)"))
-        print(f"no threshold reaches precision {args.target} on CV: no head written ({out})")
-        return 1
-    head = fit_head(
-        rows.texts,
-        rows.probs,
-        membership(rows.items, labels),
-        labels,
-        threshold=cv["chosen"]["threshold"],
-        fallback_tag=inf.fallback_tag,
+    head = make_head(
+        cv["kind"], rows.texts, rows.probs, membership(rows.items, labels), labels, inf.fallback_tag
     )
+    head.apply_threshold = cv["apply"]["threshold"] if cv["apply"] else None
+    head.suggest_threshold = cv["suggest"]["threshold"] if cv["suggest"] else None
     head.provenance = {
         "pool_sha256": sha256_file(args.pool),
         "oof_sha256": rows.oof_sha256,
-        "cv": cv["chosen"],
-        "target": args.target,
+        "apply": cv["apply"],
+        "suggest": cv["suggest"],
         "run": str(out),
+        "apply_target": args.target,
+        "suggest_target": args.suggest_target,
     }
-    for folder in args.write or [args.model]:
+    for folder in [*args.write] or [args.model]:
         head.save(folder)
     head.save(out)
-    fresh = None
-    if args.fresh.is_file():
-        fresh = fresh_figures(args.model, head, json.loads(args.fresh.read_text()))
-    (out / "metrics.json").write_text(
-        json.dumps({"cv": cv, "fresh": fresh["figures"] if fresh else None}, indent=1) + "\n"
+    fresh = (
+        fresh_figures(args.model, head, json.loads(args.fresh.read_text()))
+        if (args.fresh.is_file())
+        else None
     )
+    metrics = {
+        "cv": cv,
+        "fresh": {k: fresh[k] for k in ("figures", "suggestions")} if fresh else None,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     if fresh:
         (out / "fresh_predictions.json").write_text(json.dumps(fresh["records"]) + "\n")
     (out / "report.md").write_text(report_markdown(cv, fresh, str(out / "secondary.json")))
     print((out / "report.md").read_text())
+    if head.apply_threshold is None:
+        print(
+            f"no threshold reached precision {args.target} beside applied tags on CV: "
+            "secondary tags are offered to reviewers only, never applied"
+        )
     return 0
