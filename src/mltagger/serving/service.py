@@ -1,10 +1,9 @@
 """The product's one way to tag and store content, shared by the HTTP service and the batch job.
 
 `Tagger` holds the model (loaded once), the store and the duplicate screen's index. For a batch
-of items it runs one forward pass (tag scores), screens duplicates against the store and within
-the batch with the lexical screen (`mltagger.screen`: its own sketch, index and calibration,
-independent of the classifier), and either only answers (`analyze`, for /predict) or also stores
-(`add`, for /items and `mltagger ingest`).
+of items it runs one forward pass (tag scores, secondary tags), screens duplicates against the
+store and within the batch with the lexical screen (`mltagger.screen`, independent of the
+classifier), and either only answers (`analyze`, for /predict) or also stores (`add`).
 
 What happens to a duplicate (`add`):
 - an exact copy (same normalised text or same link) of a stored item or of an earlier item of the
@@ -344,6 +343,7 @@ class Tagger:
                     "reason": pred["reason"],
                     "scores": pred["scores"],
                     "needs_review": pred["needs_review"],
+                    "secondary_tags": [t["tag"] for t in pred.get("tags", [])[1:]] or None,
                     "model_tag": pred["tag"],
                     "author_tag": it.get("author_tag"),
                     "status": ACTIVE,

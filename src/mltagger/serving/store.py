@@ -551,7 +551,7 @@ class Store:
             items.c.id, items.c.title, items.c.description, items.c.source, items.c.status,
             items.c.tag, items.c.tagged_by, items.c.model_tag, items.c.model_version,
             items.c.confidence, items.c.reason, items.c.needs_review, items.c.author_tag,
-            items.c.audit, items.c.shadow, items.c.created_at,
+            items.c.audit, items.c.shadow, items.c.created_at, items.c.secondary_tags,
             first_tag.c.tag.label("review_tag"), reports.c.n.label("reports"),
         ]  # fmt: skip
         query = (
@@ -689,8 +689,12 @@ class Store:
         seen_review: int | None = None,
         duplicate_of: int | None = None,
         reject: bool = False,
+        secondary_tags: Sequence[str] | None = None,
     ) -> dict:
         """A person sets (or confirms) an item's tag: it leaves the review queue.
+
+        `secondary_tags` (issue 35) replaces the topics applied beside the tag (an empty list
+        removes them all); None keeps those the item has, less the new tag itself.
 
         An item held as a likely duplicate needs the person's answer too: `duplicate=True`
         keeps it out of what is published (`duplicate_of` names the item it repeats, when the
@@ -705,9 +709,9 @@ class Store:
         stamp = now()
         with self.exclusive() as conn:
             row = conn.execute(
-                sa.select(items.c.tag, items.c.status, items.c.duplicate_of).where(
-                    items.c.id == item_id
-                )
+                sa.select(
+                    items.c.tag, items.c.status, items.c.duplicate_of, items.c.secondary_tags
+                ).where(items.c.id == item_id)
             ).first()
             if row is None:
                 raise StoreError(f"no item with id {item_id}")
@@ -736,6 +740,8 @@ class Store:
                     f"item {item_id} is held as a likely duplicate of item {row.duplicate_of}: "
                     "say duplicate: true (keep it out) or false (publish it)"
                 )
+            kept = list(row.secondary_tags or []) if secondary_tags is None else secondary_tags
+            second = None if reject else (sorted({t for t in kept if t != tag}) or None)
             if reject:
                 status = REJECTED
             else:
@@ -748,11 +754,12 @@ class Store:
                     reviewer=reviewer,
                     written_by=written_by,
                     created_at=stamp,
+                    secondary_tags=second,
                 )
             )
             values: dict[str, Any] = {
                 "tag": tag, "tagged_by": HUMAN, "needs_review": False, "status": status,
-                "updated_at": stamp,
+                "updated_at": stamp, "secondary_tags": second,
             }  # fmt: skip
             if duplicate_of is not None:
                 values["duplicate_of"] = duplicate_of

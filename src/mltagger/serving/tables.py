@@ -4,6 +4,8 @@ Kept apart from `Store` (the queries) so that a table's columns and the step tha
 together, and so the key and deployment code can use the tables without the whole store class.
 Opening a database applies the missing steps (`migrate`); a database written by a newer mltagger
 is refused rather than guessed at.
+
+Over 400 lines because every table and every migration step live here together, by design.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ items = sa.Table(
     sa.Column("written_by", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # topics applied beside `tag` (schema v9, issue 35): by the model's secondary head, or set
+    # by the person who reviewed the item; a JSON list of tags
+    sa.Column("secondary_tags", sa.JSON),
 )
 
 feedback = sa.Table(
@@ -102,6 +107,7 @@ reviews = sa.Table(
     sa.Column("reviewer", sa.Text),
     sa.Column("written_by", sa.String(64)),  # the key's name (schema v5)
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("secondary_tags", sa.JSON),  # what the person set beside `tag` (schema v9)
 )
 
 # mltagger monitor's latest figures, which the service exports on /metrics (schema v4)
@@ -320,6 +326,13 @@ def _v7_sessions_bound_to_keys(conn: sa.Connection) -> None:
     conn.execute(ui_sessions.delete())
 
 
+def _v9_secondary_tags(conn: sa.Connection) -> None:
+    """items.secondary_tags and reviews.secondary_tags (JSON lists; NULL on older rows)."""
+    for table in ("items", "reviews"):
+        if "secondary_tags" not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN secondary_tags JSON"))
+
+
 # Append-only: (version, description, step). Never edit a released step; add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "items, feedback and reviews", _create(items, feedback, reviews)),
@@ -346,6 +359,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         "the continual-learning cycle: cycles, their events, store-set rollouts",
         _create(cycles, cycle_events, rollouts),
     ),
+    (9, "secondary tags on items and reviews", _v9_secondary_tags),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -268,8 +268,21 @@ def test_predict_answers_without_ids_and_with_duplicates(client):
     body = {"items": [SURE, {**SURE, "title": SURE["title"].upper() + "!"}, UNSURE]}
     out = client.post("/predict", json=body).json()["items"]
     assert [set(p) for p in out] == [
-        {"tag", "confidence", "needs_review", "reason", "scores", "model_version", "duplicate"}
+        {
+            "tag",
+            "confidence",
+            "tags",
+            "needs_review",
+            "reason",
+            "scores",
+            "model_version",
+            "duplicate",
+        }
     ] * 3
+    # the primary tag is always first in `tags`; this model folder has no secondary head
+    assert [p["tags"] for p in out] == [
+        [{"tag": p["tag"], "confidence": p["confidence"], "primary": True}] for p in out
+    ]
     assert out[0]["duplicate"] is None and out[2]["duplicate"] is None
     assert out[1]["duplicate"] == {
         "kind": "exact",
@@ -853,6 +866,7 @@ def test_a_model_with_a_gate_answers_out_of_scope_items_with_other_applied(tmp_p
 
         from mltagger.serving.pages.queue import item_details
 
-        shown = item_details(SimpleNamespace(store=store), store.get_item(item["id"]))
+        ui = SimpleNamespace(store=store, shared=SimpleNamespace(tagger=tagger))
+        shown = item_details(ui, store.get_item(item["id"]))
         assert any("out-of-scope gate" in r for r in shown["reasons"])
     store.close()

@@ -73,7 +73,7 @@ def test_add_feedback_alone_counts_the_report(state):
 
 def test_review_alone_records_the_keys_name(state):
     item_id = stored(state, "Image segmentation")
-    body = SimpleNamespace(tag="mlops", duplicate=None, seen_review=None)
+    body = SimpleNamespace(tag="mlops", duplicate=None, seen_review=None, secondary_tags=None)
     decided = review.review(body=body, item_id=item_id, key=REVIEWER, state=state)
     assert decided["tag"] == "mlops"
     (past,) = state.tagger.store.reviews_for(item_id)
@@ -141,14 +141,14 @@ def test_add_feedback_alone_is_a_404_to_the_public_for_an_unpublished_item(state
 
 def test_review_alone_refuses_a_missing_item_and_answers_a_conflict_with_the_decision(state):
     with pytest.raises(HTTPException) as err:
-        review.review(body=SimpleNamespace(tag="mlops", duplicate=None, seen_review=None),
+        review.review(body=SimpleNamespace(tag="mlops", duplicate=None, seen_review=None, secondary_tags=None),
                       item_id=999, key=REVIEWER, state=state)  # fmt: skip
     assert (err.value.status_code, err.value.detail) == (404, "no item with id 999")
     item_id = stored(state, "Image segmentation")
-    first = SimpleNamespace(tag="mlops", duplicate=None, seen_review=0)
+    first = SimpleNamespace(tag="mlops", duplicate=None, seen_review=0, secondary_tags=None)
     assert review.review(body=first, item_id=item_id, key=REVIEWER, state=state)["tag"] == "mlops"
     # a second person who also saw no review yet: nothing stored, told who decided what
-    late = SimpleNamespace(tag="graph-learning", duplicate=None, seen_review=0)
+    late = SimpleNamespace(tag="graph-learning", duplicate=None, seen_review=0, secondary_tags=None)
     bob = Key("bob", REVIEW, "2" * 64)
     answer = review.review(body=late, item_id=item_id, key=bob, state=state)
     assert answer.status_code == 409

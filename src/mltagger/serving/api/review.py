@@ -67,7 +67,7 @@ def review(
         # the key's name, never a name the client sends (`reviewer` is ignored)
         return store.review(
             item_id, body.tag, key.name, body.duplicate, written_by=key.name,
-            seen_review=body.seen_review,
+            seen_review=body.seen_review, secondary_tags=body.secondary_tags,
         )  # fmt: skip
     except ReviewConflict as err:
         return JSONResponse(status_code=409, content={"detail": str(err), "decided": err.other})

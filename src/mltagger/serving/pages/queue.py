@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mltagger.data.text import item_text
 from mltagger.models.rule import REASON_LOW_CONFIDENCE, REASON_OUT_OF_SCOPE
 from mltagger.serving.keys import REVIEW
 from mltagger.serving.pages.rendering import REASONS, Pages, as_int, form_of, is_htmx, pages
@@ -59,6 +61,8 @@ def card_context(
         "notice": notice,
         "item": item,
         "tags": tags,
+        "fallback": ui.fallback,
+        "suggested": [],
         "keys": {t: str(k + 1) for k, t in enumerate(tags)},  # shortcuts in the model's order
         "conflict": None,
         "mine": "",
@@ -89,11 +93,24 @@ def item_details(ui: Pages, item: dict) -> dict:
     original = store.get_item(item["duplicate_of"]) if item.get("duplicate_of") else None
     return {
         "scores": scores,
+        "suggested": suggested_secondary(ui, item),
         "reasons": reasons or ["sent back for review"],
         "reports": reports,
         "original": original,
         "past": store.reviews_for(item["id"]),
     }
+
+
+def suggested_secondary(ui: Pages, item: dict) -> list[str]:
+    """Topics the model's secondary head offers beside its top tag (shown, never pre-ticked: a
+    suggestion right about half the time must not be confirmed by a tired click)."""
+    head = getattr(ui.shared.tagger.predictor, "secondary", None)
+    scores = item.get("scores") or {}
+    if head is None or set(scores) != set(head.labels):
+        return []
+    text = item_text(item["title"], item.get("description"))
+    row = head.scores([text], np.array([[scores[t] for t in head.labels]]))[0]
+    return [t for t, _ in head.suggestions(max(scores, key=scores.get), row)]
 
 
 def decide(ui: Pages, session: Session, form: Mapping[str, Any]) -> tuple[int, dict]:
@@ -117,6 +134,9 @@ def decide(ui: Pages, session: Session, form: Mapping[str, Any]) -> tuple[int, d
     typed = str(form.get("duplicate_of") or "").strip().lstrip("#")
     if decision.startswith("tag:") and decision[4:] in ui.tags:
         tag, kwargs["duplicate"], said = decision[4:], False, decision[4:]
+        if "also_shown" in form:  # the card's "also about" boxes: what is ticked replaces
+            ticked = str(form.get("also") or "").split(",")
+            kwargs["secondary_tags"] = [t for t in ui.tags if t in ticked and t != ui.fallback]
     elif decision == "reject":
         tag, kwargs["reject"], said = ui.fallback, True, "not ML / spam"
     elif decision == "duplicate":

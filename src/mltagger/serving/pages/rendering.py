@@ -176,8 +176,10 @@ def pages(request: Request) -> Pages:
 async def form_of(request: Request) -> dict[str, str]:
     """The posted form. Read on the event loop; the rest of each write runs in the thread pool,
     as FastAPI runs the JSON endpoints, so a store write never stalls the loop (SQLite may wait
-    up to its busy timeout for the write lock)."""
-    return {k: str(v) for k, v in (await request.form()).items()}
+    up to its busy timeout for the write lock). A field sent more than once (the review card's
+    "also about" boxes) comes as its values joined by commas."""
+    form = await request.form()
+    return {k: ",".join(str(v) for v in form.getlist(k)) for k in form}
 
 
 def describe_pending(pending: Mapping[str, str] | None) -> str:
