@@ -141,8 +141,8 @@ def test_add_feedback_alone_is_a_404_to_the_public_for_an_unpublished_item(state
 
 def test_review_alone_refuses_a_missing_item_and_answers_a_conflict_with_the_decision(state):
     with pytest.raises(HTTPException) as err:
-        review.review(body=SimpleNamespace(tag="mlops", duplicate=None, seen_review=None, secondary_tags=None),
-                      item_id=999, key=REVIEWER, state=state)  # fmt: skip
+        body = SimpleNamespace(tag="mlops", duplicate=None, seen_review=None, secondary_tags=None)
+        review.review(body=body, item_id=999, key=REVIEWER, state=state)
     assert (err.value.status_code, err.value.detail) == (404, "no item with id 999")
     item_id = stored(state, "Image segmentation")
     first = SimpleNamespace(tag="mlops", duplicate=None, seen_review=0, secondary_tags=None)
