@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from mltagger.core.errors import UserError
 from mltagger.screen.screening import url_key
+from mltagger.serving.tag_tables import TAG_LIST_MIGRATION
 
 HUMAN = "human"
 MODEL = "model"
@@ -112,7 +113,6 @@ monitor_snapshots = sa.Table(
     sa.Column("summary", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
-
 
 ingest_runs = sa.Table(
     "ingest_runs",
@@ -334,11 +334,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         "author tags, the model's own tag, audit samples, shadow answers, monitor snapshots",
         _v4_monitoring,
     ),
-    (
-        5,
-        "API keys with roles, who wrote each row, the deployed model",
-        _v5_keys_and_deployments,
-    ),
+    (5, "API keys with roles, who wrote each row, the deployed model", _v5_keys_and_deployments),
     (6, "reviewers' web sessions, shared settings", _v6_web_pages),
     (7, "web sessions bound to the key that made them", _v7_sessions_bound_to_keys),
     (
@@ -346,6 +342,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         "the continual-learning cycle: cycles, their events, store-set rollouts",
         _create(cycles, cycle_events, rollouts),
     ),
+    TAG_LIST_MIGRATION,  # mltagger.serving.tag_tables
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
