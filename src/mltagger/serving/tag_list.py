@@ -15,15 +15,18 @@ answers it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from mltagger.core.config import load_data_config
 from mltagger.core.paths import conf_dir
+from mltagger.models.modelio import read_model_metadata
 from mltagger.models.tag_rule import (
     ACTIVE,
     FALLBACK_TAG,
@@ -39,6 +42,8 @@ from mltagger.models.tag_rule import (
 )
 from mltagger.serving.tables import now
 from mltagger.serving.tag_tables import tag_events, tag_list
+
+log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 # The data config whose `tags` seed an empty list: the tags the shipped models were trained on.
@@ -101,6 +106,7 @@ class TagList:
         self.ttl = ttl
         self._cache: tuple[float, dict[str, str]] | None = None
         self._lock = threading.Lock()
+        self._refused: set[Path] = set()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -165,11 +171,30 @@ class TagList:
                 f"{what} is refused by the store's tag list: {why} (`mltagger tags list`)"
             )
 
+    def serves(self, folder: Path) -> bool:
+        """May the model in `folder` replace the serving one (a reload after a promote)? A
+        refused one is logged (once) and the current model keeps answering: a list changed
+        between a promote and the reload never stops the service."""
+        labels, _ = read_model_metadata(folder)
+        why = refusal(labels, self.statuses(cached=True))
+        if why is not None and folder not in self._refused:
+            log.error("not loading %s: the store's tag list refuses it: %s", folder, why)
+            self._refused.add(folder)
+        return why is None
+
     def admit(self, labels: Iterable[str], what: str, actor: str, action: str = PROMOTE) -> dict:
         """A model becomes the serving one (service start, promote, rollback): check it, then
         apply what that changes in the list, in one transaction. Returns tag -> new status."""
         labels = list(labels)
         self.ensure_seeded()
+        for _ in range(3):  # another worker admitting the same model at once: read again
+            try:
+                return self._admit(labels, what, actor, action)
+            except TagConflict:
+                continue
+        return self._admit(labels, what, actor, action)
+
+    def _admit(self, labels: list[str], what: str, actor: str, action: str) -> dict:
         with self.engine.begin() as conn:
             rows = conn.execute(sa.select(tag_list.c.name, tag_list.c.status)).all()
             current = {r.name: r.status for r in rows}
@@ -272,3 +297,14 @@ class TagList:
             record(conn, name, "remove", actor, {"status": row["status"]})
         self._cache = None
         return {"name": name, "removed": True, "status": row["status"]}
+
+
+def admit_start(engine: sa.Engine, predictor) -> TagList:
+    """A service or batch job starts with `predictor`: the store's list must accept its labels
+    (the folder's own `approved_tags` do not count), and the pending tags it answers become
+    active. Returns the list the service keeps reading."""
+    tags = TagList(engine)
+    version = predictor.inference.model_version
+    folder = getattr(predictor, "folder", None)
+    tags.admit(predictor.labels, f"model {version} ({folder})", SYSTEM, START)
+    return tags
