@@ -349,7 +349,7 @@ def build_schemas(
 
     class PredictionOut(BaseModel):
         model_config = OPEN
-        tag: Tag
+        tag: str  # the serving model's labels: a promote may add a tag while the app runs
         confidence: float
         needs_review: bool
         reason: Literal[REASONS] = Field(  # type: ignore[valid-type]
