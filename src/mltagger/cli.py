@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from mltagger.core.config import compose_config, hydra_entry, load_data_config
@@ -463,14 +464,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(cfg, folder: str, action: str) -> None:
-    """The switch, recorded in the store every worker and replica reads."""
+def _record(cfg, folder: str, action: str, by: str | None = None) -> None:
+    """The switch, recorded in the store every worker and replica reads (its tag list applies
+    what the switch changes, under the admin's name)."""
+    import getpass
+
     from mltagger.serving.rollout import record_deployment
     from mltagger.serving.store import Store, describe
 
     store = Store(str(cfg.store.url))
     try:
-        row = record_deployment(store.engine, folder, action)
+        row = record_deployment(store.engine, folder, action, actor=by or getpass.getuser())
     finally:
         store.close()
     print(f"recorded in {describe(store.url)}: {row['model_version']} serves from now on")
@@ -478,16 +482,25 @@ def _record(cfg, folder: str, action: str) -> None:
 
 def promote_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("candidate", help="the model folder to serve from now on")
+    p.add_argument("--by", help="who promotes (recorded in the tag list's history)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model_dir=models/export")
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from mltagger.serving.rollout import promote
+    from mltagger.serving.store import Store
+    from mltagger.serving.tag_list import TagList
 
     cfg = compose_config("serve", args.overrides)
-    done = promote(resolve_path(cfg.model_dir, cfg.paths.root_dir), args.candidate)
+    store = Store(str(cfg.store.url))
+    try:  # the store's tag list judges the candidate before the link moves
+        tags = TagList(store.engine)
+        check = partial(tags.check, what=f"candidate {args.candidate}")
+        done = promote(resolve_path(cfg.model_dir, cfg.paths.root_dir), args.candidate, check)
+    finally:
+        store.close()
     print(f"{done['link']} -> {done['to']} (was {done['from']}; `mltagger rollback` undoes it)")
-    _record(cfg, done["to"], "promote")
+    _record(cfg, done["to"], "promote", args.by)
     print("every running worker loads it within seconds; a restart reads the same record")
     return 0
 

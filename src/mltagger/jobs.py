@@ -160,6 +160,12 @@ JOBS_LIST: tuple[Job, ...] = (
         doc='API keys with roles (`ingest`, `review`, `admin`), stored hashed in the store: '
         '`ARGS="create alice --role review"` | `list` | `revoke NAME` | `end-sessions [--key '
         'NAME]`; the key is printed once ([security](security.md))'),
+    Job("tags", OPTIONS, "mltagger.serving.tags_cli:main",
+        "the store's approved tag list: list, add, retire, remove, history, proposals",
+        make=None,
+        doc="the approved tag list the store keeps (admins): `list` | `add NAME [--description "
+        "TEXT]` | `retire NAME` | `remove NAME` | `history` | `proposals` | `accept ID` | "
+        "`dismiss ID`, `--by NAME` recorded ([tag list](tag-list.md))"),
     Job("probe", OPTIONS, "mltagger.benchmarks.probe:main",
         "security probe of a running service on this machine (payload families, one line each)",
         make=None,

@@ -194,7 +194,7 @@ def step_canary(ctx: Context, cyc: dict) -> str | dict:
 
 def promote(ctx: Context, cyc: dict, by: str, why: str) -> str:
     rep = cyc.get("report") or {}
-    record_deployment(ctx.engine, cyc["challenger_dir"], "promote")
+    record_deployment(ctx.engine, cyc["challenger_dir"], "promote", actor=by)
     set_rollout(ctx.engine, cyc["champion_dir"], "shadow", cycle_id=cyc["id"])
     rep = {**rep, "promoted_by": by, "watch_from_item": max_item_id(ctx.engine), "windows": []}
     update_cycle(ctx.engine, cyc["id"], report=rep)
@@ -303,7 +303,7 @@ def step_watch(ctx: Context, cyc: dict) -> str | dict:
 
 
 def rollback(ctx: Context, cyc: dict, by: str, why: str, gates: list[str]) -> dict:
-    record_deployment(ctx.engine, cyc["champion_dir"], "rollback")
+    record_deployment(ctx.engine, cyc["champion_dir"], "rollback", actor=by)
     record_event(
         ctx.engine, "decision", "rollback", "rolled_back", cycle_id=cyc["id"], by=by, why=why
     )

@@ -33,6 +33,7 @@ from mltagger.core.errors import UserError
 from mltagger.models.modelio import read_model_metadata
 from mltagger.serving.cycles import current_rollout
 from mltagger.serving.tables import deployments, now
+from mltagger.serving.tag_list import SYSTEM, TagList
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,14 @@ def _point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def promote(link: str | Path, candidate: str | Path) -> dict:
-    """Point the serving link at the candidate; the old target becomes `<link>.previous`."""
+def promote(
+    link: str | Path, candidate: str | Path, check: Callable[[list[str]], None] | None = None
+) -> dict:
+    """Point the serving link at the candidate; the old target becomes `<link>.previous`.
+
+    `check` (the store's tag list, `mltagger promote`) judges the candidate's labels, so a
+    model that answers a pending tag or drops a retiring one can be promoted; without it the
+    candidate must answer exactly the current model's tags."""
     link = Path(link)
     if not link.is_symlink():
         raise RolloutError(
@@ -146,8 +153,15 @@ def promote(link: str | Path, candidate: str | Path) -> dict:
             "(models/export is one after make export)"
         )
     current = link.resolve()
-    labels, _ = read_model_metadata(current)
-    target = check_candidate(candidate, list(labels)).resolve()
+    if check is not None:
+        target = Path(candidate)
+        if not target.is_dir():
+            raise RolloutError(f"candidate={candidate}: no such model folder")
+        check(list(read_model_metadata(target)[0]))
+        target = target.resolve()
+    else:
+        labels, _ = read_model_metadata(current)
+        target = check_candidate(candidate, list(labels)).resolve()
     if target == current:
         raise RolloutError(f"{link} already points at {target}")
     _point(_previous(link), current)
@@ -205,10 +219,17 @@ class ShadowWorker:
         self.jobs.join()
 
 
-def record_deployment(engine: sa.Engine, folder: str | Path, action: str) -> dict:
-    """The model every worker over this store should answer with from now on."""
+def record_deployment(
+    engine: sa.Engine, folder: str | Path, action: str, actor: str = SYSTEM
+) -> dict:
+    """The model every worker over this store should answer with from now on. The store's tag
+    list must accept its labels first (else TagListError, nothing recorded); what the switch
+    changes in the list (pending tags it answers -> active, retiring ones it drops -> retired;
+    a rollback restores what the older model answers) is recorded under `actor`."""
     folder = Path(folder).resolve()
-    _, inference = read_model_metadata(folder)
+    labels, inference = read_model_metadata(folder)
+    what = f"model {inference.model_version} ({folder})"
+    TagList(engine).admit(labels, what, actor, action)
     row = {
         "model_dir": str(folder),
         "model_version": inference.model_version,

@@ -351,13 +351,13 @@ def build_schemas(
         items: list[ItemIn] = Field(min_length=1, max_length=max_batch)
 
     class TagOut(BaseModel):
-        tag: Tag
+        tag: str  # as PredictionOut.tag
         confidence: float
         primary: bool
 
     class PredictionOut(BaseModel):
         model_config = OPEN
-        tag: Tag
+        tag: str  # the serving model's labels: a promote may add a tag while the app runs
         confidence: float
         tags: list[TagOut] = Field(
             default_factory=list,

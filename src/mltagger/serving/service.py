@@ -47,6 +47,7 @@ from mltagger.serving.rollout import (
 )
 from mltagger.serving.screen_files import open_index, save_index
 from mltagger.serving.store import ACTIVE, HELD_DUPLICATE, MODEL, Store
+from mltagger.serving.tag_list import admit_start
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,7 @@ def _brief(pred: dict) -> dict:
 
 @dataclass
 class Outcome:
-    """One item of an `add` call: what happened to it (`outcome`, one of OUTCOMES), its id when
-    stored, and what it duplicates."""
+    """One item of an `add` call: what happened (`outcome`), its id when stored, what it repeats."""
 
     stored: bool
     prediction: dict
@@ -137,6 +137,7 @@ class Tagger:
             if self.model_link is not None
             else None
         )
+        self.tags = admit_start(store.engine, predictor)  # the store's tag list must accept it
         self._checked = time.monotonic()
         self._rollout_row: int | None = None  # the store's rollout row this worker follows
         self.shadow = ShadowWorker()
@@ -170,8 +171,7 @@ class Tagger:
         return self.model.threshold if self.model is not None else None
 
     def save_index(self) -> None:
-        """Save what the index holds beyond its save in `index_dir`, caught up with the store
-        first (at the app's shutdown; `save_at_exit`: at exit); a shared index then serves it."""
+        """Save the index, caught up with the store, in `index_dir` (at shutdown or exit)."""
         if self.index is not None and self.index_dir is not None:
             with self._index_lock:
                 self._sync_index()
@@ -203,7 +203,7 @@ class Tagger:
         self._checked = time.monotonic()
         self._follow_rollout()
         target = self.wanted_model()
-        if target is None or target == self._serving:
+        if target is None or target == self._serving or not self.tags.serves(target):
             return
         log.info("now serving %s (promote or rollback): loading it", target)
         self.predictor = self.loader(target)

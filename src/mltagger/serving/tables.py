@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from mltagger.core.errors import UserError
 from mltagger.screen.screening import url_key
+from mltagger.serving.tag_tables import TAG_LIST_MIGRATION
 
 HUMAN = "human"
 MODEL = "model"
@@ -79,7 +80,7 @@ items = sa.Table(
     sa.Column("written_by", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    # topics applied beside `tag` (schema v9, issue 35): by the model's secondary head, or set
+    # topics applied beside `tag` (schema v10, issue 35): by the model's secondary head, or set
     # by the person who reviewed the item; a JSON list of tags
     sa.Column("secondary_tags", sa.JSON),
 )
@@ -107,7 +108,7 @@ reviews = sa.Table(
     sa.Column("reviewer", sa.Text),
     sa.Column("written_by", sa.String(64)),  # the key's name (schema v5)
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("secondary_tags", sa.JSON),  # what the person set beside `tag` (schema v9)
+    sa.Column("secondary_tags", sa.JSON),  # what the person set beside `tag` (schema v10)
 )
 
 # mltagger monitor's latest figures, which the service exports on /metrics (schema v4)
@@ -118,7 +119,6 @@ monitor_snapshots = sa.Table(
     sa.Column("summary", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
-
 
 ingest_runs = sa.Table(
     "ingest_runs",
@@ -326,7 +326,7 @@ def _v7_sessions_bound_to_keys(conn: sa.Connection) -> None:
     conn.execute(ui_sessions.delete())
 
 
-def _v9_secondary_tags(conn: sa.Connection) -> None:
+def _v10_secondary_tags(conn: sa.Connection) -> None:
     """items.secondary_tags and reviews.secondary_tags (JSON lists; NULL on older rows)."""
     for table in ("items", "reviews"):
         if "secondary_tags" not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
@@ -347,11 +347,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         "author tags, the model's own tag, audit samples, shadow answers, monitor snapshots",
         _v4_monitoring,
     ),
-    (
-        5,
-        "API keys with roles, who wrote each row, the deployed model",
-        _v5_keys_and_deployments,
-    ),
+    (5, "API keys with roles, who wrote each row, the deployed model", _v5_keys_and_deployments),
     (6, "reviewers' web sessions, shared settings", _v6_web_pages),
     (7, "web sessions bound to the key that made them", _v7_sessions_bound_to_keys),
     (
@@ -359,7 +355,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         "the continual-learning cycle: cycles, their events, store-set rollouts",
         _create(cycles, cycle_events, rollouts),
     ),
-    (9, "secondary tags on items and reviews", _v9_secondary_tags),
+    TAG_LIST_MIGRATION,  # mltagger.serving.tag_tables (9)
+    (10, "secondary tags on items and reviews", _v10_secondary_tags),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
