@@ -16,6 +16,7 @@ Standard library only, so the figure can be checked without the project's enviro
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -46,6 +47,7 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float:
 
 def main() -> None:
     """Print the agreement figures for data/SOURCE.md."""
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     pairs = paired_also(json.loads(STREAM.read_text()), json.loads(SECOND.read_text()))
     agree = sum(a == b for a, b in pairs)
     either = [(a, b) for a, b in pairs if (a, b) != (NONE, NONE)]
