@@ -140,3 +140,18 @@ def out_of_scope_ratio(rows: Sequence[dict]) -> float | None:
     if not shown:
         return None
     return sum(r["reason"] == REASON_OUT_OF_SCOPE for r in shown) / len(shown)
+
+
+def secondary_shares(rows: Sequence[dict]) -> dict:
+    """Secondary tags in a window (issue 35): the share of items the model tagged without review
+    that carry one it applied, and the share of items a person decided that carry one the person
+    set. A model share far from the reviewers' says the head applies too much or too little."""
+    auto = [r for r in rows if r.get("reason") is not None and r["reason"] not in REVIEW_REASONS
+            and r.get("tagged_by") != "human"]  # fmt: skip
+    human = [r for r in rows if r.get("tagged_by") == "human"]
+
+    def share(part: list[dict]) -> float | None:
+        return sum(bool(r.get("secondary_tags")) for r in part) / len(part) if part else None
+
+    return {"auto": share(auto), "auto_items": len(auto), "reviewed": share(human),
+            "reviewed_items": len(human)}  # fmt: skip

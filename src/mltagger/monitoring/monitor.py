@@ -32,6 +32,7 @@ from mltagger.evaluation.online import (
     online_precision,
     out_of_scope_ratio,
     review_ratio,
+    secondary_shares,
 )
 from mltagger.models.predict import Predictor
 from mltagger.serving.store import Store
@@ -128,6 +129,7 @@ def monitor(
         "disagreement": disagreement(rows),
         "review_ratio": review_ratio(rows),
         "out_of_scope_ratio": out_of_scope_ratio(rows),
+        "secondary": secondary_shares(rows),
         "backlog": store.review_backlog(),
         "drift": drift,
         "timeline": timeline,
@@ -335,6 +337,11 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  online precision ({signal}): {_cell(r)}")
     lines.append(f"  review ratio: {summary['review_ratio']:.1%}; backlog {summary['backlog']}")
     lines.append(f"  stopped by the out-of-scope gate: {_pct(summary.get('out_of_scope_ratio'))}")
+    sec = summary.get("secondary") or {}
+    lines.append(
+        f"  with a secondary tag: {_pct(sec.get('auto'))} of auto-tagged items (model), "
+        f"{_pct(sec.get('reviewed'))} of reviewed items (people)"
+    )
     for dis in summary["disagreement"]:
         lines.append(f"  {dis['shown']} vs {dis['other']}: {dis['rate']:.1%} disagree")
     fired = ", ".join(d["fired"]) if d["alarm"] else "none"

@@ -33,6 +33,13 @@ def _created_on(stamp: str) -> str:
     return datetime.fromisoformat(stamp).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _secondary(row: dict) -> list[str]:
+    """The secondary tags a person set on a reviewed item (a model's are not labels)."""
+    if row["label_source"] != "review":
+        return []
+    return [t for t in row.get("secondary_tags") or [] if t != row["tag"]]
+
+
 def next_version(out_dir: Path) -> int:
     found = [int(m.group(1)) for p in out_dir.glob("v*.json") if (m := _VERSION.match(p.name))]
     return max(found, default=0) + 1
@@ -84,6 +91,10 @@ def build(
                 "title": r["title"],
                 "description": r["description"] or "",
                 "tag": r["tag"],
+                # a reviewer's secondary tags (issue 35): the first is the row's `also`, the
+                # field the pool's secondary-tag labels use; all of them are kept
+                "also": second[0] if (second := _secondary(r)) else "",
+                "secondary_tags": second,
                 "label_source": r["label_source"],
                 "store_id": r["id"],
             }

@@ -75,3 +75,18 @@ def test_an_item_the_gate_stopped_waits_for_review_and_is_counted_apart():
     # not applied, so the author's disagreement says nothing about automatic precision
     author = pick(rows, "author")
     assert (author["correct"], author["n"]) == (1, 1)
+
+
+def test_secondary_shares_split_the_models_from_the_peoples():
+    from mltagger.evaluation.online import secondary_shares
+
+    rows = [
+        {"reason": "classifier", "tagged_by": "model", "secondary_tags": ["mlops"]},
+        {"reason": "classifier", "tagged_by": "model", "secondary_tags": None},
+        {"reason": "low_confidence", "tagged_by": "model", "secondary_tags": None},
+        {"reason": "low_confidence", "tagged_by": "human", "secondary_tags": ["time-series"]},
+    ]
+    assert secondary_shares(rows) == {
+        "auto": 0.5, "auto_items": 2, "reviewed": 1.0, "reviewed_items": 1,
+    }  # fmt: skip
+    assert secondary_shares([])["auto"] is None

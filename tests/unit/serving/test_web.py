@@ -620,3 +620,20 @@ def test_the_health_page_shows_the_cycle_its_banner_and_its_decisions(app, tagge
     assert 'class="banner warn"' in page and "holiday freeze" in page
     row = page[page.index("gate recent.paired") :].split("</tr>")[0]
     assert "fail" in row and "coverage -0.03" in row
+
+
+def test_the_card_sets_secondary_tags_from_its_also_boxes(app, tagger, keys):
+    """The boxes show the item's secondary tags ticked; what is ticked when a tag button is
+    pressed replaces them (the fallback tag is never offered as a secondary one)."""
+    item = add(tagger, UNSURE[0])
+    c = browser(app)
+    page = log_in(c, keys["alice"]).text
+    assert 'name="also" value="time-series"' in page and 'name="also" value="other"' not in page
+    fields = card_form(page)
+    also = ["time-series", "graph-learning", "other"]  # `other` is dropped
+    c.post(f"/ui/review/{item}", data={**fields, "decision": "tag:mlops", "also": also})
+    assert tagger.store.get_item(item)["secondary_tags"] == ["graph-learning", "time-series"]
+    assert tagger.store.reviews_for(item)[-1]["secondary_tags"] == [
+        "graph-learning",
+        "time-series",
+    ]
