@@ -193,6 +193,18 @@ JOBS_LIST: tuple[Job, ...] = (
         doc="online precision per tag, signal and model version, candidate disagreement, review "
         "backlog and drift over a window of the store; report in `runs/monitor/<time>/`, "
         "snapshot for `/metrics` ([after release](monitoring.md))"),
+    Job("discover", OPTIONS, "mltagger.discover.job:main",
+        "cluster the window's `other` and review items into named tag proposals",
+        make="$(DISCOVER_ARGS)",
+        doc="cluster the items of a window of the store (default 30 days) tagged `other` or "
+        "waiting for review, name the clusters by c-TF-IDF keywords, rank them by size and "
+        "growth → `runs/discover/<time>/proposals.json` ([discover](discover.md))"),
+    Job("discover-eval", OPTIONS, "mltagger.discover.holdout:main",
+        "hold out each topic, replay the fresh set: does it come back as one cluster?",
+        make="$(DISCOVER_EVAL_ARGS)",
+        doc="hold out each of the six topics in turn, replay the fresh set (`--replay val "
+        "--select`: the parameter choice) → `runs/discover-eval/<time>/` "
+        "([discover](discover.md))"),
     Job("cycle", COMMAND, "mltagger.cli:cmd_cycle",
         "the continual-learning cycle: stream labels -> challenger -> gates -> canary -> promote",
         options="mltagger.cli:cycle_options", make="$(CYCLE_ARGS)", after="make train",

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO
 
 SRC = REPO / "src" / "mltagger"
-LAYERS = "layers: cli > reporting | benchmarks | monitoring | cycle > serving"
+LAYERS = "layers: cli > reporting | benchmarks | monitoring | cycle | discover > serving"
 ACYCLIC = "no import cycle between the modules of any package"
 # Packages whose import may stay inside a function (heavy or optional), as the docs say.
 HEAVY = {

