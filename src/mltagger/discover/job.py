@@ -5,7 +5,8 @@ days, or since `--since`) whose tag is `other` (the model's, the review fallback
 reviewer's) or that still wait for review, and leaves out held-back duplicates. They are embedded
 with the base sentence encoder, clustered (`clusters`), named by class-based TF-IDF keywords
 (`keywords`) and ranked by size and growth (`proposals`). Writes runs/discover/<time>/
-proposals.json (the list the store's proposals table takes) and report.md.
+proposals.json and report.md, and stores the proposals as `open` in the store's proposals table
+(the health page shows them; an admin accepts one as a `pending` tag, never this job).
 
 A window with fewer than `discover.min_items` such items says so in one line and exits 0,
 writing nothing: clusters of a handful of items would be noise presented as a trend.
@@ -28,6 +29,7 @@ from mltagger.discover.keywords import class_tfidf
 from mltagger.discover.proposals import Window, build_proposals, growth, markdown_report
 from mltagger.models.encoder import Embedder, sentence_embedder
 from mltagger.serving.store import Store
+from mltagger.serving.tag_proposals import add_proposals, list_proposals
 
 FALLBACK = "other"
 
@@ -123,7 +125,23 @@ def run(
     for p in proposals[:10]:
         print(f"  {p['name']}: {p['size']} items, growth {p['growth']:+.2f}")
     print(f"proposals: {out / 'proposals.json'}")
+    stored, skipped = store_proposals(str(cfg.store.url), proposals)
+    print(f"stored {len(stored)} as open proposals on the health page (/ui/health)"
+          + (f", {skipped} already open under the same name" if skipped else "")
+          + "; nothing is added to the tag list until an admin accepts one")  # fmt: skip
     return 0
+
+
+def store_proposals(url: str, proposals: Sequence[dict]) -> tuple[list[int], int]:
+    """Put the proposals in the store's proposals table, skipping names already open there (a
+    rerun over an overlapping window must not list a subject twice). Never touches the list."""
+    store = Store(url)
+    try:
+        open_names = {p["name"] for p in list_proposals(store.engine, limit=10_000)}
+        new = [p for p in proposals if p["name"] not in open_names]
+        return add_proposals(store.engine, new), len(proposals) - len(new)
+    finally:
+        store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

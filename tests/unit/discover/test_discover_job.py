@@ -8,11 +8,15 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import sqlalchemy as sa
 
 from mltagger.core.config import compose_config
 from mltagger.discover.job import run, window_of, window_rows
 from mltagger.discover.proposals import PROPOSAL_KEYS
+from mltagger.models.tag_rule import PENDING
 from mltagger.serving.store import Store
+from mltagger.serving.tag_list import TagList
+from mltagger.serving.tag_proposals import list_proposals
 from tests.conftest import run_job
 from tests.fakes import bag_embedding
 
@@ -83,6 +87,15 @@ def test_discover_writes_ranked_proposals_of_the_agreed_shape(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "27 items tagged `other` or waiting for review" in report
     assert "proposals:" in capsys.readouterr().out
+    # stored as open proposals, the tag list untouched; a rerun does not list them twice
+    engine = sa.create_engine(url)
+    stored = list_proposals(engine)
+    assert sorted(p["name"] for p in stored) == sorted(p["name"] for p in props)
+    assert PENDING not in TagList(engine).statuses().values()
+    assert run(cfg, output=str(tmp_path / "again"), embed=_embed) == 0
+    assert len(list_proposals(engine)) == 2
+    assert "2 already open" in capsys.readouterr().out
+    engine.dispose()
 
 
 def test_too_few_items_say_so_exit_0_and_write_nothing(tmp_path):

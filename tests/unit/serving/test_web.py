@@ -637,3 +637,36 @@ def test_the_card_sets_secondary_tags_from_its_also_boxes(app, tagger, keys):
         "graph-learning",
         "time-series",
     ]
+
+
+def test_a_discover_proposal_is_one_admin_click_from_a_pending_tag(app, tagger, keys):
+    """The health page lists open proposals; only an admin sees and may press the buttons;
+    accepting adds the tag as pending (the model's answers do not change)."""
+    from mltagger.serving.keys import ADMIN
+    from mltagger.serving.tag_list import TagList
+    from mltagger.serving.tag_proposals import add_proposals, list_proposals
+
+    engine = tagger.store.engine
+    proposal = {"name": "recommender-systems", "keywords": ["recommender", "ranking"],
+                "size": 41, "growth": 0.4, "examples": [{"id": 1, "title": "LightFM"}],
+                "window": {"start": "2026-11-01", "end": "2026-12-01"}}  # fmt: skip
+    (pid,) = add_proposals(engine, [proposal])
+    reviewer = browser(app)
+    log_in(reviewer, keys["alice"])
+    page = reviewer.get("/ui/health").text
+    assert "recommender-systems" in page and "LightFM" in page
+    assert f"/ui/tags/proposals/{pid}/accept" not in page  # no button for a reviewer
+    refused = reviewer.post(f"/ui/tags/proposals/{pid}/accept", data={"csrf": token(page)})
+    assert refused.status_code == 403 and "recommender-systems" not in TagList(engine).statuses()
+    admin = browser(app)
+    log_in(admin, create_key(engine, "root", ADMIN)[1])
+    page = admin.get("/ui/health").text
+    assert f"/ui/tags/proposals/{pid}/accept" in page
+    forged = admin.post(f"/ui/tags/proposals/{pid}/accept", data={"csrf": "forged"})
+    assert forged.status_code == 403
+    done = admin.post(f"/ui/tags/proposals/{pid}/accept", data={"csrf": token(page)})
+    assert done.status_code == 200 and "as pending (by root)" in done.text
+    assert TagList(engine).statuses()["recommender-systems"] == "pending"
+    assert list_proposals(engine) == []  # no longer open
+    again = admin.post(f"/ui/tags/proposals/{pid}/accept", data={"csrf": token(page)})
+    assert "Nothing changed" in again.text

@@ -2,7 +2,8 @@
 
   /ui/review        the review queue, one item at a time (log in with a key of role review)
   /ui/item/{id}     report a wrong tag: public, no key, rate limited like POST /feedback
-  /ui/health        the model's health: versions, rollout, online precision, backlog, drift
+  /ui/health        the model's health: versions, rollout, online precision, backlog, drift,
+                    and the tag proposals of `mltagger discover` (an admin accepts or dismisses)
 
 Server-rendered HTML (Jinja2) with a little JavaScript: htmx, shipped in `static/` with its
 licence, loads the next item without a full page reload, and `static/ui.js` adds the keyboard
@@ -21,10 +22,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from mltagger.serving.pages import health, login, queue, wrong_tag
+from mltagger.serving.pages import health, login, proposals, queue, wrong_tag
 from mltagger.serving.pages.rendering import HERE, SECURITY_HEADERS, Pages
 
-ROUTERS = (queue.router, login.router, wrong_tag.router, health.router)
+ROUTERS = (queue.router, login.router, wrong_tag.router, health.router, proposals.router)
 
 
 def add_pages(app: FastAPI, ui: Mapping[str, Any]) -> None:

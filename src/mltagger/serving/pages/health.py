@@ -18,6 +18,8 @@ from mltagger.models.queue import STOP_GAIN, STOP_LABELS, stopping_point
 from mltagger.models.rule import PROMISE
 from mltagger.serving import charts
 from mltagger.serving.cycles import alert_state, events, latest_cycles
+from mltagger.serving.keys import ADMIN
+from mltagger.serving.pages.proposals import proposals_context
 from mltagger.serving.pages.rendering import REASONS, Pages, age, pages
 from mltagger.serving.rollout import deployment_history
 
@@ -31,6 +33,7 @@ def health_page(request: Request, ui: Pages = PAGES) -> Response:
     if session is None:
         return RedirectResponse("/ui/login?next=/ui/health", status_code=303)
     return ui.render("health.html", title="Model health", session=session, csrf=session.csrf,
+                     is_admin=session.key.allows(ADMIN), proposals=proposals_context(ui),
                      **health_context(ui))  # fmt: skip
 
 
