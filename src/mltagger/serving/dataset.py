@@ -33,6 +33,24 @@ def _created_on(stamp: str) -> str:
     return datetime.fromisoformat(stamp).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def training_row(r: dict) -> dict:
+    """One human-labelled store item as a row of the next training set."""
+    second = _secondary(r)
+    return {
+        "id": ID_OFFSET + int(r["id"]),
+        "created_on": _created_on(r["created_at"]),
+        "title": r["title"],
+        "description": r["description"] or "",
+        "tag": r["tag"],
+        # a reviewer's secondary tags (issue 35): the first is the row's `also`, the field the
+        # pool's secondary-tag labels use; all of them are kept
+        "also": second[0] if second else "",
+        "secondary_tags": second,
+        "label_source": r["label_source"],
+        "store_id": r["id"],
+    }
+
+
 def _secondary(row: dict) -> list[str]:
     """The secondary tags a person set on a reviewed item (a model's are not labels)."""
     if row["label_source"] != "review":
@@ -84,21 +102,7 @@ def build(
         if key in shipped:
             repeats.append({"store_id": r["id"], "shipped_id": shipped[key][0], "tag": r["tag"]})
             continue
-        rows.append(
-            {
-                "id": ID_OFFSET + int(r["id"]),
-                "created_on": _created_on(r["created_at"]),
-                "title": r["title"],
-                "description": r["description"] or "",
-                "tag": r["tag"],
-                # a reviewer's secondary tags (issue 35): the first is the row's `also`, the
-                # field the pool's secondary-tag labels use; all of them are kept
-                "also": second[0] if (second := _secondary(r)) else "",
-                "secondary_tags": second,
-                "label_source": r["label_source"],
-                "store_id": r["id"],
-            }
-        )
+        rows.append(training_row(r))
     if not rows:
         raise DataError(
             f"all {len(repeats)} human-labelled items repeat shipped items (the shipped label "
