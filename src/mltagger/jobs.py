@@ -100,6 +100,12 @@ JOBS_LIST: tuple[Job, ...] = (
         config="baselines", check=f"{TRAIN_RULES}:check_baselines_config",
         doc="rule tagger and TF-IDF + logistic regression through the full evaluation; prints a "
         "tag × precision/recall/F1 table for each"),
+    Job("secondary", OPTIONS, "mltagger.training.secondary:main",
+        "secondary-tag head of models/latest, chosen on the pool's folds; fresh-set figures",
+        after="make train",
+        doc="secondary tags (issue 35): which scorer and which thresholds, chosen on the stream "
+        "pool's folds, written as `secondary.json` into the model folder(s); then the fresh "
+        "set's figures once → `runs/secondary/<id>` ([evaluation](evaluation.md#secondary-tags))"),
     Job("teacher", OPTIONS, "mltagger.training.teacher:main",
         "teacher soft labels for train+val -> data/teacher/", make="$(TEACHER_ARGS)",
         after="make install-mpnet",

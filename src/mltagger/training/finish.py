@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from mltagger.core.paths import resolve_path
 from mltagger.evaluation import plots
 from mltagger.evaluation.drift import build_profile
 from mltagger.evaluation.metrics import summary_metrics
@@ -35,6 +36,7 @@ from mltagger.training.checkpoints import BEST
 from mltagger.training.decision import evaluate_fresh, run_behaviour_suite
 from mltagger.training.gate import gate_auroc
 from mltagger.training.run_state import TrainingRun
+from mltagger.training.secondary import ship as ship_secondary
 from mltagger.training.tracking import log_run_to_wandb
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,7 @@ def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dic
     (out_dir / "decision.json").write_text(json.dumps(run.decision, indent=1) + "\n")
     model_dir = _write_model_folder(run, cfg.model, evaluation)
     _ship_gate(run, cfg, model_dir, metrics)
+    metrics.update(ship_run_secondary(cfg, model_dir, out_dir))
     (model_dir / "card.md").write_text(
         model_card(
             cfg,
@@ -238,6 +241,36 @@ def finish_run(run: TrainingRun, cfg: DictConfig, evaluation: Evaluation) -> dic
     print("\n".join(per_tag_points(run.decision, evaluation.test_report, evaluation.fresh_report)))
     print(f"Run folder: {out_dir}\nModel folder: {model_dir}")
     return metrics
+
+
+def ship_run_secondary(cfg: DictConfig, model_dir: Path, out_dir: Path) -> dict[str, float]:
+    """The secondary-tag head of this run (issue 35, `mltagger.training.secondary`), when the
+    data has the stream pool (its `also` labels) and this recipe's out-of-fold predictions; its
+    CV figures as metrics. Without them the folder has no secondary.json and answers the primary
+    tag alone, which the log says."""
+    ecfg, root = cfg.eval, cfg.paths.root_dir
+    pool = next((s for s in cfg.data.sources if s.name == "pool"), None)
+    oof = resolve_path(ecfg.oof, root) if ecfg.get("oof") else None
+    if not ecfg.get("secondary", True) or pool is None or oof is None or not oof.is_file():
+        log.info("no secondary-tag head: needs the pool source and eval.oof (eval.secondary)")
+        return {}
+    try:
+        _, cv = ship_secondary(
+            model_dir, resolve_path(pool.path, root), oof, out_dir / "secondary",
+            target=float(ecfg.secondary_target),
+            suggest_target=float(ecfg.secondary_suggest_target),
+            min_applied=int(ecfg.secondary_min_applied),
+        )  # fmt: skip
+    except ValueError as err:  # e.g. out-of-fold predictions of other classes
+        log.warning("no secondary-tag head: %s", err)
+        return {}
+    (out_dir / "secondary" / "cv.json").write_text(json.dumps(cv, indent=1) + "\n")
+    chosen = cv["kinds"][cv["kind"]]
+    return {
+        "secondary/cv_apply_ap": chosen["apply_ap"] or 0.0,
+        "secondary/apply_threshold": cv["apply"]["threshold"] if cv["apply"] else -1.0,
+        "secondary/suggest_threshold": cv["suggest"]["threshold"] if cv["suggest"] else -1.0,
+    }
 
 
 def _write_metrics(out_dir: Path, metrics: dict, history: list[dict]) -> None:

@@ -334,6 +334,45 @@ def report_markdown(cv: dict, fresh: dict | None, head_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ship(
+    model_dir: Path,
+    pool: Path,
+    oof: Path,
+    out: Path,
+    *,
+    target: float = 0.85,
+    suggest_target: float = 0.5,
+    min_applied: int = 20,
+    write: Sequence[Path] = (),
+) -> tuple[SecondaryHead, dict]:
+    """Choose on the pool's folds, fit on the whole pool, save secondary.json in `write` (the
+    model folder when empty) and in `out`; returns the head and the CV figures."""
+    labels, inf = read_model_metadata(model_dir)
+    rows = pool_rows(pool, oof)
+    if rows.labels != labels:
+        raise ValueError(f"{oof} has classes {rows.labels}, the model {labels}")
+    cv = cross_validate(rows, inf, target, suggest_target, min_applied)
+    head = make_head(
+        cv["kind"], rows.texts, rows.probs, membership(rows.items, labels), labels, inf.fallback_tag
+    )
+    head.apply_threshold = cv["apply"]["threshold"] if cv["apply"] else None
+    head.suggest_threshold = cv["suggest"]["threshold"] if cv["suggest"] else None
+    head.provenance = {
+        "pool_sha256": sha256_file(pool),
+        "oof_sha256": rows.oof_sha256,
+        "apply": cv["apply"],
+        "suggest": cv["suggest"],
+        "run": str(out),
+        "apply_target": target,
+        "suggest_target": suggest_target,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in [*write] or [model_dir]:
+        head.save(folder)
+    head.save(out)
+    return head, cv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`mltagger secondary`: choose on CV, fit on the whole pool, write the head, score fresh."""
     p = argparse.ArgumentParser(prog="mltagger secondary", description=__doc__.splitlines()[0])
@@ -367,31 +406,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path.exists():
             print(f"mltagger secondary: {path} does not exist", flush=True)
             return 2
-    labels, inf = read_model_metadata(args.model)
-    rows = pool_rows(args.pool, args.oof)
-    if rows.labels != labels:
-        print(f"mltagger secondary: {args.oof} has classes {rows.labels}, the model {labels}")
-        return 2
-    cv = cross_validate(rows, inf, args.target, args.suggest_target, args.min_applied)
     out = args.out / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    out.mkdir(parents=True)
-    head = make_head(
-        cv["kind"], rows.texts, rows.probs, membership(rows.items, labels), labels, inf.fallback_tag
-    )
-    head.apply_threshold = cv["apply"]["threshold"] if cv["apply"] else None
-    head.suggest_threshold = cv["suggest"]["threshold"] if cv["suggest"] else None
-    head.provenance = {
-        "pool_sha256": sha256_file(args.pool),
-        "oof_sha256": rows.oof_sha256,
-        "apply": cv["apply"],
-        "suggest": cv["suggest"],
-        "run": str(out),
-        "apply_target": args.target,
-        "suggest_target": args.suggest_target,
-    }
-    for folder in [*args.write] or [args.model]:
-        head.save(folder)
-    head.save(out)
+    try:
+        head, cv = ship(
+            args.model,
+            args.pool,
+            args.oof,
+            out,
+            target=args.target,
+            suggest_target=args.suggest_target,
+            min_applied=args.min_applied,
+            write=args.write,
+        )
+    except ValueError as err:
+        print(f"mltagger secondary: {err}", flush=True)
+        return 2
     fresh = (
         fresh_figures(args.model, head, json.loads(args.fresh.read_text()))
         if (args.fresh.is_file())
