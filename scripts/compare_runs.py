@@ -6,6 +6,10 @@ weights (sha256). Wall-clock figures (epoch seconds, samples per second) and nam
 run's folder or time are left out; everything else must match to the bit.
 
     python scripts/compare_runs.py runs/train/A runs/train/B     # exit 1 when anything differs
+
+Two `mltagger evaluate` folders (runs/evaluate/<id>/: val, test and fresh reports of one model
+folder) compare the same way, on the files they have: e.g. a model folder with and without a
+file that must not move the primary tag's figures (issue 35's secondary head).
 """
 
 from __future__ import annotations
@@ -73,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
     for run in (args.a, args.b):
-        if not (run / "metrics.json").is_file():
-            print(f"error: {run} is not a training run folder (no metrics.json)", file=sys.stderr)
+        if not ((run / "metrics.json").is_file() or (run / "test" / "metrics.json").is_file()):
+            print(f"error: {run} is neither a training run folder (no metrics.json) nor an "
+                  "evaluation folder (no test/metrics.json)", file=sys.stderr)
             return 2
     rows = compare(args.a, args.b)
     width = max(len(n) for n, _ in rows)

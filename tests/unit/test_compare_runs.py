@@ -46,4 +46,16 @@ def test_one_changed_figure_or_logit_is_reported(tmp_path, capsys):
 
 def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(tmp_path, capsys):
     assert _script().main([str(tmp_path), str(tmp_path)]) == 2
-    assert "not a training run folder" in capsys.readouterr().err
+    assert "neither a training run folder" in capsys.readouterr().err
+
+
+def test_two_evaluation_folders_compare_on_their_reports(tmp_path, capsys):
+    """`mltagger evaluate` folders (no root metrics.json): the primary figures of a model folder
+    with and without its secondary head must be the same (issue 35)."""
+    script = _script()
+    for name, f1 in (("a", 0.9), ("b", 0.9), ("c", 0.8)):
+        (tmp_path / name / "test").mkdir(parents=True)
+        (tmp_path / name / "test" / "metrics.json").write_text(json.dumps({"f1": f1}))
+    assert script.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert script.main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert "1 of 1 the same" in capsys.readouterr().out
