@@ -27,7 +27,7 @@ import numpy as np
 Scorer = Callable[[Sequence[str]], np.ndarray]  # texts -> probabilities (n, classes)
 
 # Letters or digits, with inner - _ . + # kept (so "pytorch-lightning", "c++", "f#" stay one word).
-_WORD = re.compile(r"[^\W_](?:[\w.+#-]*[\w+#])?")
+WORD = re.compile(r"[^\W_](?:[\w.+#-]*[\w+#])?")
 _SPACES = re.compile(r"\s{2,}")
 # Function words: removing them says little about a topic, and each one costs a forward pass.
 STOP_WORDS = frozenset(
@@ -79,7 +79,7 @@ def find_words(text: str, visible_chars: int | None = None, max_words: int = MAX
     names: list[str] = []
     spans: list[list[Span]] = []
     index: dict[str, int] = {}
-    for m in _WORD.finditer(text):
+    for m in WORD.finditer(text):
         word = m.group().lower()
         if len(word) < 2 or word in STOP_WORDS:
             continue
