@@ -62,8 +62,9 @@ def ig_rows(predictor: TorchPredictor, texts: list[str], seed: int, steps: int):
     max_length = predictor.inference.max_length
     for i, text in enumerate(texts):
         words = find_words(text, visible_chars(predictor.tokenizer, text, max_length))
-        target, scores, gap = ig_words(predictor.model, predictor.tokenizer, words, max_length,
-                                       steps=steps)  # fmt: skip
+        target, scores, gap = ig_words(
+            predictor.model, predictor.tokenizer, words, max_length, steps=steps
+        )
         order = rank(scores)
         rng = np.random.default_rng([seed, i])
         rows.append(faithfulness(predictor.predict_proba, words, order, target, rng))
@@ -83,7 +84,9 @@ def time_occlusion(predictor, texts: list[str], rounds: int, warmup: int = 20) -
             t0 = time.perf_counter()
             explain_item(predictor, text)
             ms.append((time.perf_counter() - t0) * 1000)
-        runs.append({"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))})
+        runs.append(
+            {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+        )
     return {k: float(np.median([r[k] for r in runs])) for k in ("p50_ms", "p95_ms")} | {
         "rounds": runs,
         "items": len(texts),
@@ -103,8 +106,9 @@ def report(metrics: dict, command: str) -> str:
         "random AOPC | sufficiency | random sufficiency |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, m, model in (("occlusion", occ, metrics["model"]), ("integrated gradients", ig,
-                                                                  metrics.get("torch_model"))):  # fmt: skip
+    methods = [("occlusion", occ, metrics["model"])]
+    methods.append(("integrated gradients", ig, metrics.get("torch_model")))
+    for name, m, model in methods:
         if m is None:
             continue
         lines.append(
@@ -122,7 +126,8 @@ def report(metrics: dict, command: str) -> str:
         f"Targets: beats random on ≥ {TARGET_SHARE:.0%} of test items — occlusion "
         f"{'met' if occ['beats_random_share'] >= TARGET_SHARE else 'MISSED'}"
         + (
-            f", integrated gradients {'met' if ig['beats_random_share'] >= TARGET_SHARE else 'MISSED'}"
+            ", integrated gradients "
+            + ("met" if ig["beats_random_share"] >= TARGET_SHARE else "MISSED")
             if ig
             else ""
         )
@@ -135,8 +140,12 @@ def report(metrics: dict, command: str) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mltagger explain-eval", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=Path("models/export"), help="the export explained")
-    p.add_argument("--torch-model", type=Path, default=Path("models/latest"),
-                   help="the torch model for integrated gradients")  # fmt: skip
+    p.add_argument(
+        "--torch-model",
+        type=Path,
+        default=Path("models/latest"),
+        help="the torch model for integrated gradients",
+    )
     p.add_argument("--no-ig", action="store_true", help="skip integrated gradients")
     p.add_argument("--data", default="with_pool", help="data config whose test split to use")
     p.add_argument("--limit", type=int, default=None, help="the first N test items only")
@@ -146,17 +155,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, help="run folder (default runs/explain/<time>)")
     args = p.parse_args(argv)
-    if min(args.threads, args.rounds, args.steps) < 1 or (args.limit is not None and args.limit < 1):
+    if min(args.threads, args.rounds, args.steps) < 1 or (
+        args.limit is not None and args.limit < 1
+    ):
         p.error("--threads, --rounds, --steps and --limit must be 1 or more")
     for folder in [args.model] + ([] if args.no_ig else [args.torch_model]):
         if not (folder / "labels.json").is_file():
-            p.error(f"{folder} is not a model folder (no labels.json); run make train / make export")
+            p.error(
+                f"{folder} is not a model folder (no labels.json); run make train / make export"
+            )
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    args.command = " ".join(["mltagger explain-eval", *(argv if argv is not None else sys.argv[1:])])
+    args.command = " ".join(
+        ["mltagger explain-eval", *(argv if argv is not None else sys.argv[1:])]
+    )
     with user_errors():
         return run(args)
 
@@ -173,19 +188,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {args.model} is not an ONNX export; timing its torch model", file=sys.stderr)
     occ_rows, occ_tops = occlusion_rows(export, texts, args.seed)
     metrics: dict = {
-        "data": args.data, "data_sha256": data.data_sha256, "model": str(args.model),
-        "model_version": export.inference.model_version, "ks": list(KS), "draws": DRAWS,
-        "seed": args.seed, "threads": args.threads, "load_average": load,
+        "data": args.data,
+        "data_sha256": data.data_sha256,
+        "model": str(args.model),
+        "model_version": export.inference.model_version,
+        "ks": list(KS),
+        "draws": DRAWS,
+        "seed": args.seed,
+        "threads": args.threads,
+        "load_average": load,
         "occlusion": summarise(occ_rows),
-    }  # fmt: skip
+    }
     items = [{"occlusion": t} for t in occ_tops]
     if not args.no_ig:
         torch_model = TorchPredictor(args.torch_model, threads=args.threads)
         ig, ig_tops, gaps = ig_rows(torch_model, texts, args.seed, args.steps)
         metrics["torch_model"] = str(args.torch_model)
         metrics["integrated_gradients"] = summarise(ig) | {
-            "steps": args.steps, "completeness_gap_median": float(np.median(gaps)),
-        }  # fmt: skip
+            "steps": args.steps,
+            "completeness_gap_median": float(np.median(gaps)),
+        }
         for row, top in zip(items, ig_tops, strict=True):
             row["integrated_gradients"] = top
     metrics["latency"] = time_occlusion(export, texts, args.rounds)

@@ -31,13 +31,15 @@ WORD = re.compile(r"[^\W_](?:[\w.+#-]*[\w+#])?")
 _SPACES = re.compile(r"\s{2,}")
 # Function words: removing them says little about a topic, and each one costs a forward pass.
 STOP_WORDS = frozenset(
-    """a about above after again all also am an and any are as at be been before being below
-    between both but by can could did do does doing down during each few for from further had has
-    have having he her here hers him his how i if in into is it its itself just me more most my
-    no nor not now of off on once only or other our ours out over own same she should so some
-    such than that the their theirs them then there these they this those through to too under
-    until up very was we were what when where which while who whom why will with would you your
-    via using use used based new""".split()
+    """
+    a about above after again all also am an and any are as at be been before being below
+    between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers him his how i if in into is it its itself just me
+    more most my no nor not now of off on once only or other our ours out over own same she
+    should so some such than that the their theirs them then there these they this those
+    through to too under until up very was we were what when where which while who whom why
+    will with would you your via using use used based new
+    """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 MAX_WORDS = 48
 

@@ -58,10 +58,14 @@ class TrainingIndex:
         sims = self.vectors @ np.asarray(vector, dtype=np.float32)
         top = np.argsort(-sims, kind="stable")[:k]
         return [
-            {"id": self.ids[i], "title": self.titles[i], "tag": self.tags[i],
-             "similarity": round(float(sims[i]), 4)}
+            {
+                "id": self.ids[i],
+                "title": self.titles[i],
+                "tag": self.tags[i],
+                "similarity": round(float(sims[i]), 4),
+            }
             for i in top
-        ]  # fmt: skip
+        ]
 
 
 def build_index(predictor, root_dir: str | Path | None = None) -> TrainingIndex:
@@ -70,8 +74,10 @@ def build_index(predictor, root_dir: str | Path | None = None) -> TrainingIndex:
     run_dir = extra.get("run_dir")
     config = Path(run_dir) / "config.yaml" if run_dir else None
     if config is None or not config.is_file():
-        return TrainingIndex(note="no nearest training items: the model folder names no "
-                             "training run whose config.yaml is on this machine (extra.run_dir)")  # fmt: skip
+        return TrainingIndex(
+            note="no nearest training items: the model folder names no "
+            "training run whose config.yaml is on this machine (extra.run_dir)"
+        )
     if not predictor.has_embeddings:
         return TrainingIndex(note="no nearest training items: the model gives no embeddings")
     try:
@@ -82,8 +88,10 @@ def build_index(predictor, root_dir: str | Path | None = None) -> TrainingIndex:
     note = None
     wanted = extra.get("data_sha256")
     if wanted and wanted != data.data_sha256:
-        note = (f"the training data on this machine (sha256 {data.data_sha256[:12]}) is not the "
-                f"data the model saw ({str(wanted)[:12]}): neighbours come from it as it is now")  # fmt: skip
+        note = (
+            f"the training data on this machine (sha256 {data.data_sha256[:12]}) is not the "
+            f"data the model saw ({str(wanted)[:12]}): neighbours come from it as it is now"
+        )
     vectors = predictor.embed([it["text"] for it in train]) if train else None
     return TrainingIndex(
         [it.get("id") for it in train],
@@ -147,8 +155,11 @@ class Explainer:
     def _explain(self, predictor, item: dict, wait: float | None) -> tuple[dict, bool]:
         text = item_text(item["title"], item.get("description"))
         tokenizer = getattr(predictor, "tokenizer", None)  # none: every word is visible
-        seen = None if tokenizer is None else visible_chars(tokenizer, text,
-                                                            predictor.inference.max_length)  # fmt: skip
+        seen = (
+            None
+            if tokenizer is None
+            else visible_chars(tokenizer, text, predictor.inference.max_length)
+        )
         words = find_words(text, seen)
         embedding: list = []
 
@@ -165,17 +176,19 @@ class Explainer:
             "id": int(item["id"]),
             "model_version": version,
             "stored_by": stored,
-            "note": None if stored in (None, version) else
-            f"stored by model {stored}; explained with the model serving now, {version}",
+            "note": None
+            if stored in (None, version)
+            else f"stored by model {stored}; explained with the model serving now, {version}",
             "tag": predictor.labels[exp.target],
             "probability": round(exp.probability, 6),
             "item_tag": item.get("tag"),
             "words": [{"word": w, "importance": round(v, 6)} for w, v in exp.top(TOP_WORDS)],
             "words_tried": len(words.names),
             "neighbours": None if index is None else index.nearest(embedding[0]),
-            "neighbours_note": note if index is not None else
-            "the model's training items are being indexed: ask again shortly",
-        }  # fmt: skip
+            "neighbours_note": note
+            if index is not None
+            else "the model's training items are being indexed: ask again shortly",
+        }
         return answer, index is not None
 
 

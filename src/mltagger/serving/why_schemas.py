@@ -27,7 +27,9 @@ class WhyOut(BaseModel):
     id: int
     model_version: str = Field(description="the model explained: the one serving now")
     stored_by: str | None = Field(description="the model that tagged the item when stored")
-    note: str | None = Field(description="set when stored_by is another model than the one explained")
+    note: str | None = Field(
+        description="set when stored_by is another model than the one explained"
+    )
     tag: str = Field(description="the tag explained: the serving model's top tag on the item")
     probability: float = Field(description="that tag's probability on the whole text")
     item_tag: str | None = Field(description="the item's tag now (a person's may differ)")

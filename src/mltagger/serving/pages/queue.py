@@ -27,6 +27,7 @@ from mltagger.serving.store import (
     ReviewConflict,
     StoreError,
 )
+from mltagger.serving.why import highlight
 
 router = APIRouter(include_in_schema=False)
 PAGES = Depends(pages)
@@ -87,12 +88,24 @@ def item_details(ui: Pages, item: dict) -> dict:
     if reports:
         reasons.append(REASONS["reported"])
     original = store.get_item(item["duplicate_of"]) if item.get("duplicate_of") else None
-    return {
+    return why_details(ui, item) | {
         "scores": scores,
         "reasons": reasons or ["sent back for review"],
         "reports": reports,
         "original": original,
         "past": store.reviews_for(item["id"]),
+    }
+
+
+def why_details(ui: Pages, item: dict) -> dict:
+    """The serving model's top words, highlighted in the title and description, and the
+    nearest training items (never waiting for their index: the card says when it is built)."""
+    why = ui.shared.why.why(ui.shared.tagger.predictor, item, wait=0.0)
+    top = {w["word"] for w in why["words"][:5] if w["importance"] > 0}
+    return {
+        "why": why,
+        "why_title": highlight(item["title"], top),
+        "why_description": highlight(item.get("description") or "", top),
     }
 
 
