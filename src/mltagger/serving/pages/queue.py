@@ -67,7 +67,7 @@ def card_context(
         **extra,
     }
     if item is not None:
-        context.update(item_details(ui, item))
+        context.update(item_details(ui, item), **why_details(ui, item))
     return context
 
 
@@ -88,7 +88,7 @@ def item_details(ui: Pages, item: dict) -> dict:
     if reports:
         reasons.append(REASONS["reported"])
     original = store.get_item(item["duplicate_of"]) if item.get("duplicate_of") else None
-    return why_details(ui, item) | {
+    return {
         "scores": scores,
         "reasons": reasons or ["sent back for review"],
         "reports": reports,
