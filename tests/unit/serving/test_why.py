@@ -6,6 +6,7 @@ id is 404, answers are cached per model version and rate limited per key."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -109,3 +110,22 @@ def test_highlight_marks_every_occurrence_of_the_top_words():
     assert highlight("Graph nets, graph-free GRAPH.", {"graph"}) == [
         ("Graph", True), (" nets, graph-free ", False), ("GRAPH", True), (".", False),
     ]  # fmt: skip
+
+
+def test_the_review_card_highlights_the_top_word_and_says_why(tagger, tmp_path):
+    """An item the model is unsure of (two keywords) waits for review; its card marks the
+    keyword of the tag it explains, not the one that speaks against it (its removal raises the
+    tag's probability). This model folder names no training
+    run, and the card says there are no neighbours and why."""
+    from tests.unit.serving.test_web import add, browser, log_in, make_app
+
+    add(tagger, {"title": "Deploy an image model", "description": "Serving <b>photos</b>."})
+    _, review = create_key(tagger.store.engine, "ana", "review")
+    c = browser(make_app(tagger, tmp_path))
+    page = log_in(c, review)
+    assert page.status_code == 200
+    assert "Deploy an <mark>image</mark> model" in page.text
+    assert re.search(r"image -\d+\.\d</span>", page.text)
+    assert re.search(r"deploy \+\d+\.\d</span>", page.text)
+    assert "Why the model says" in page.text and "extra.run_dir" in page.text
+    assert "<b>photos</b>" not in page.text  # the description is still escaped
