@@ -38,3 +38,17 @@ def test_a_text_without_words_gives_none_and_counts_as_not_beating_random():
     got = summarise([good, None])
     assert got["items"] == 2 and got["items_with_words"] == 1
     assert got["beats_random_share"] == 0.5
+
+
+def test_explain_eval_refuses_a_folder_that_is_no_model_in_one_line(tmp_path, capsys):
+    import pytest
+
+    from mltagger.evaluation.explain_eval import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", str(tmp_path), "--no-ig"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(
+        f"{tmp_path} is not a model folder (no labels.json); run make train / make export"
+    )
