@@ -120,8 +120,8 @@ def report(metrics: dict, command: str) -> str:
         "",
         f"Occlusion latency per item ({metrics['model']}, {metrics['threads']} threads, one batch "
         f"per item, {lat['items']} items, median of {len(lat['rounds'])} rounds): "
-        f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms "
-        f"(load average at the start {metrics['load_average']}).",
+        f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms (1/5/15-minute load average "
+        f"{lat['load_average_before']} before, {lat['load_average_after']} after).",
         "",
         f"Targets: beats random on ≥ {TARGET_SHARE:.0%} of test items — occlusion "
         f"{'met' if occ['beats_random_share'] >= TARGET_SHARE else 'MISSED'}"
@@ -210,7 +210,11 @@ def run(args: argparse.Namespace) -> int:
         }
         for row, top in zip(items, ig_tops, strict=True):
             row["integrated_gradients"] = top
-    metrics["latency"] = time_occlusion(export, texts, args.rounds)
+    before = [round(x, 2) for x in os.getloadavg()]  # the machine may be shared: say how busy
+    metrics["latency"] = time_occlusion(export, texts, args.rounds) | {
+        "load_average_before": before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     recorded = OmegaConf.create({"data": OmegaConf.to_container(cfg.data), "explain": options})
     write_run_info(out, recorded, {"data_sha256": data.data_sha256}, {"job": "explain-eval"})
