@@ -149,6 +149,13 @@ JOBS_LIST: tuple[Job, ...] = (
         doc="the validation report of a JSON/JSONL/CSV file; exit 1 when any row is bad "
         "(`FRESH=1`: a fresh evaluation set, also checked against every training source; "
         "`POOL=1`: the stream pool, also against the fresh set and the package names)"),
+    Job("explain-eval", OPTIONS, "mltagger.evaluation.explain_eval:main",
+        "AOPC of occlusion (export) and integrated gradients (torch) vs random words; latency",
+        make="$(EXPLAIN_ARGS)", after="make export",
+        doc="how faithful the review page's top words are (AOPC at k = 1..5 against 10 random "
+        "draws, sufficiency) for occlusion on the export and integrated gradients on the torch "
+        "model, and occlusion's latency per item on 2 threads; writes `runs/explain/<time>/` "
+        '(`EXPLAIN_ARGS="--limit 50 --no-ig"`)'),
     Job("bench", OPTIONS, "mltagger.benchmarks.latency:main",
         "latency p50/p95/p99 and batch throughput of models/latest and the export candidates",
         make="$(BENCH_ARGS)", after="make export",

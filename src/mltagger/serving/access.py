@@ -35,6 +35,7 @@ from mltagger.serving.keys import (
 from mltagger.serving.limits import RateLimiter
 from mltagger.serving.metrics import Metrics
 from mltagger.serving.service import Tagger
+from mltagger.serving.why import Explainer
 
 SCHEME = "ApiKey"
 PUBLIC_WRITER = "public"  # written_by of a wrong-tag report sent without a key
@@ -51,11 +52,13 @@ class Shared:
     config_key: str | None = None  # the serve config's api_key, an admin key
     review: Any = None  # the `review` section of conf/serve.yaml (None: its defaults)
     public_limiter: RateLimiter = field(init=False)
+    why: Explainer = field(init=False)  # GET /items/{id}/why and the review page's "why"
 
     def __post_init__(self) -> None:
         self.public_limiter = RateLimiter(
             float(self.limits.public_per_minute), int(self.limits.public_burst)
         )
+        self.why = Explainer(float(self.limits.public_per_minute), int(self.limits.public_burst))
 
     @property
     def config_key_hash(self) -> str | None:

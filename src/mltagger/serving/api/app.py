@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from mltagger.serving.access import SCHEME, Shared
-from mltagger.serving.api import feedback, items, operations, review, tags
+from mltagger.serving.api import feedback, items, operations, review, tags, why
 from mltagger.serving.api.per_app import app_models, bound
 from mltagger.serving.batching import Overloaded
 from mltagger.serving.keys import count_live
@@ -41,7 +41,14 @@ log = logging.getLogger("mltagger.serve")
 # Operations the public may call without a key; a key (any role) lifts the rate limit of the
 # writes, and a key of role review shows the reads in full.
 OPTIONAL_KEY = ("predict", "add_feedback", "list_items", "get_item", "health")
-ROUTERS = (items.router, feedback.router, review.router, operations.router, tags.router)
+ROUTERS = (
+    items.router,
+    feedback.router,
+    review.router,
+    operations.router,
+    tags.router,
+    why.router,
+)
 
 
 def create_app(tagger: Tagger, cfg: Any) -> FastAPI:

@@ -29,6 +29,7 @@ from mltagger.serving.store import (
     ReviewConflict,
     StoreError,
 )
+from mltagger.serving.why import highlight
 
 router = APIRouter(include_in_schema=False)
 PAGES = Depends(pages)
@@ -70,7 +71,7 @@ def card_context(
         **extra,
     }
     if item is not None:
-        context.update(item_details(ui, item))
+        context.update(item_details(ui, item), **why_details(ui, item))
     return context
 
 
@@ -111,6 +112,18 @@ def suggested_secondary(ui: Pages, item: dict) -> list[str]:
     text = item_text(item["title"], item.get("description"))
     row = head.scores([text], np.array([[scores[t] for t in head.labels]]))[0]
     return [t for t, _ in head.suggestions(max(scores, key=scores.get), row)]
+
+
+def why_details(ui: Pages, item: dict) -> dict:
+    """The serving model's top words, highlighted in the title and description, and the
+    nearest training items (never waiting for their index: the card says when it is built)."""
+    why = ui.shared.why.why(ui.shared.tagger.predictor, item, wait=0.0)
+    top = {w["word"] for w in why["words"][:5] if w["importance"] > 0}
+    return {
+        "why": why,
+        "why_title": highlight(item["title"], top),
+        "why_description": highlight(item.get("description") or "", top),
+    }
 
 
 def decide(ui: Pages, session: Session, form: Mapping[str, Any]) -> tuple[int, dict]:
