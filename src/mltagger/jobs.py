@@ -100,7 +100,7 @@ JOBS_LIST: tuple[Job, ...] = (
         config="baselines", check=f"{TRAIN_RULES}:check_baselines_config",
         doc="rule tagger and TF-IDF + logistic regression through the full evaluation; prints a "
         "tag × precision/recall/F1 table for each"),
-    Job("secondary", OPTIONS, "mltagger.training.secondary:main",
+    Job("secondary", OPTIONS, "mltagger.training.secondary_job:main",
         "secondary-tag head of models/latest, chosen on the pool's folds; fresh-set figures",
         after="make train",
         doc="secondary tags (issue 35): which scorer and which thresholds, chosen on the stream "

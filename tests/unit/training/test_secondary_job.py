@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from mltagger.models.secondary import SECONDARY_FILE, SecondaryHead
-from mltagger.training.secondary import main
+from mltagger.training.secondary_job import main
 from tests.fakes import LABELS, make_model_folder
 
 
