@@ -56,9 +56,11 @@ def _served(statuses: Mapping[str, str]) -> set[str]:
 def refusal(labels: Iterable[str], statuses: Mapping[str, str]) -> str | None:
     """Why a model answering `labels` may not serve under the list `statuses` (tag -> status),
     in one line; None when it may. Retiring tags count as active for the model that still
-    answers them, and may be left out by a new one."""
+    answers them, and may be left out by a new one. Every model answers the fallback tag
+    through the decision rule (low confidence, out of scope), whether or not it is one of its
+    classes: a six-topic model answers `other` too."""
     labels = list(labels)
-    have = set(labels)
+    have = set(labels) | {FALLBACK_TAG}
     required = {t for t, s in statuses.items() if s == ACTIVE}
     allowed = {t for t, s in statuses.items() if s in (ACTIVE, PENDING, RETIRING)}
     missing = sorted(required - have)

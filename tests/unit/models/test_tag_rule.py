@@ -81,3 +81,10 @@ def test_good_names(name):
 def test_bad_names(name):
     why = bad_tag_name(name)
     assert why and "\n" not in why
+
+
+def test_a_model_without_an_other_class_still_answers_the_fallback_tag():
+    """A six-topic model gives `other` through the rule (low confidence, out of scope)."""
+    statuses = {"nlp": ACTIVE, "cv": ACTIVE, "other": ACTIVE}
+    assert refusal(["nlp", "cv"], statuses) is None
+    assert "['cv']" in refusal(["nlp"], statuses)
