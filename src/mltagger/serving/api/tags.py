@@ -8,7 +8,7 @@ No `from __future__ import annotations`: FastAPI reads the annotations as classe
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 
-from mltagger.models.tag_rule import TagListError
+from mltagger.models.tag_rule import MAX_TAG_CHARS, TAG_NAME, TagListError
 from mltagger.serving.access import Shared, needs, shared
 from mltagger.serving.keys import ADMIN, Key
 from mltagger.serving.schemas import BODY_ERRORS, INVALID, KEYED, MAX_ID
@@ -27,7 +27,10 @@ from mltagger.serving.tag_schemas import (
 
 router = APIRouter()
 AS_ADMIN, SHARED = Depends(needs(ADMIN)), Depends(shared)
-TAG_PATH = PathParam(min_length=1, max_length=64, description="a tag in the list")
+# a name that breaks the naming rule can never be in the list: 422, as the document says
+TAG_PATH = PathParam(
+    min_length=1, max_length=MAX_TAG_CHARS, pattern=TAG_NAME.pattern, description="a tag name"
+)
 PROPOSAL_PATH = PathParam(ge=1, le=MAX_ID, description="a proposal id")
 ADMIN_ONLY = {**KEYED}
 
