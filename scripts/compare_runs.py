@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for run in (args.a, args.b):
         if not ((run / "metrics.json").is_file() or (run / "test" / "metrics.json").is_file()):
-            print(f"error: {run} is neither a training run folder (no metrics.json) nor an "
-                  "evaluation folder (no test/metrics.json)", file=sys.stderr)
+            print(
+                f"error: {run} is neither a training run folder (no metrics.json) nor an "
+                "evaluation folder (no test/metrics.json)",
+                file=sys.stderr,
+            )
             return 2
     rows = compare(args.a, args.b)
     width = max(len(n) for n, _ in rows)
