@@ -52,9 +52,8 @@ def training_row(r: dict) -> dict:
 
 
 def _secondary(row: dict) -> list[str]:
-    """The secondary tags a person set on a reviewed item (a model's are not labels)."""
-    if row["label_source"] != "review":
-        return []
+    """The secondary tags a person set: the reviewer's, or the reporter's for an unreviewed
+    report (`Store.human_labels` hands each row the person's own; a model's are not labels)."""
     return [t for t in row.get("secondary_tags") or [] if t != row["tag"]]
 
 

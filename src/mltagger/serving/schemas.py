@@ -220,6 +220,7 @@ class FeedbackOut(BaseModel):
     correct_tag: str
     previous_tag: str
     comment: str | None = None
+    secondary_tags: list[str] | None = None
     written_by: str | None = None
     created_at: str
 
@@ -388,6 +389,9 @@ def build_schemas(
         item_id: ItemId
         correct_tag: Tag
         comment: CleanText(MAX_COMMENT_CHARS) | None = None  # type: ignore[valid-type]
+        secondary_tags: list[Tag] | None = Field(
+            default=None, max_length=len(tags), description="topics that also apply (optional)"
+        )
 
     class ReviewIn(BaseModel):
         model_config = STRICT

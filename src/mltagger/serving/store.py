@@ -645,9 +645,16 @@ class Store:
     # -- people ------------------------------------------------------------------------------
 
     def add_feedback(
-        self, item_id: int, correct_tag: str, comment: str | None, written_by: str | None = None
+        self,
+        item_id: int,
+        correct_tag: str,
+        comment: str | None,
+        written_by: str | None = None,
+        secondary_tags: Sequence[str] | None = None,
     ) -> dict:
-        """Store a report of a wrong tag and put the item back in the review queue."""
+        """Store a report of a wrong tag and put the item back in the review queue; the reporter
+        may name topics that also apply (`secondary_tags`, less the reported tag itself)."""
+        second = sorted({t for t in secondary_tags or [] if t != correct_tag}) or None
         stamp = now()
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(items.c.tag).where(items.c.id == item_id)).first()
@@ -661,6 +668,7 @@ class Store:
                     comment=comment,
                     written_by=written_by,
                     created_at=stamp,
+                    secondary_tags=second,
                 )
             ).inserted_primary_key[0]
             conn.execute(
@@ -675,6 +683,7 @@ class Store:
             "previous_tag": row.tag,
             "comment": comment,
             "written_by": written_by,
+            "secondary_tags": second,
             "created_at": stamp.isoformat(),
         }
 
@@ -793,7 +802,12 @@ class Store:
                 out[r.id] = {**_public(r), "label_source": "review"}
             if include_unreviewed_feedback:
                 query = (
-                    sa.select(items, feedback.c.correct_tag, feedback.c.id.label("feedback_id"))
+                    sa.select(
+                        items,
+                        feedback.c.correct_tag,
+                        feedback.c.id.label("feedback_id"),
+                        feedback.c.secondary_tags.label("reported_secondary"),
+                    )
                     .join(feedback, feedback.c.item_id == items.c.id)
                     .where(items.c.tagged_by != HUMAN)
                     .order_by(feedback.c.id)
@@ -801,6 +815,9 @@ class Store:
                 for r in conn.execute(query):  # later feedback overwrites earlier
                     d = _public(r)
                     d["tag"] = d.pop("correct_tag")
+                    d["secondary_tags"] = d.pop(
+                        "reported_secondary"
+                    )  # the reporter's, not the model's
                     d.pop("feedback_id", None)
                     out[r.id] = {**d, "label_source": "feedback"}
         return [out[k] for k in sorted(out)]

@@ -96,6 +96,7 @@ feedback = sa.Table(
     # the key's name, or "public" for a report sent without a key (schema v5)
     sa.Column("written_by", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("secondary_tags", sa.JSON),  # topics the reporter says also apply (schema v10)
 )
 
 reviews = sa.Table(
@@ -327,8 +328,8 @@ def _v7_sessions_bound_to_keys(conn: sa.Connection) -> None:
 
 
 def _v10_secondary_tags(conn: sa.Connection) -> None:
-    """items.secondary_tags and reviews.secondary_tags (JSON lists; NULL on older rows)."""
-    for table in ("items", "reviews"):
+    """secondary_tags on items, reviews and feedback (JSON lists; NULL on older rows)."""
+    for table in ("items", "reviews", "feedback"):
         if "secondary_tags" not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN secondary_tags JSON"))
 
@@ -356,7 +357,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
         _create(cycles, cycle_events, rollouts),
     ),
     TAG_LIST_MIGRATION,  # mltagger.serving.tag_tables (9)
-    (10, "secondary tags on items and reviews", _v10_secondary_tags),
+    (10, "secondary tags on items, reviews and reports", _v10_secondary_tags),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -65,7 +65,7 @@ def test_list_items_alone_refuses_other_statuses_to_the_public(state):
 
 def test_add_feedback_alone_counts_the_report(state):
     item_id = stored(state, "Image segmentation")
-    body = SimpleNamespace(item_id=item_id, correct_tag="mlops", comment=None)
+    body = SimpleNamespace(item_id=item_id, correct_tag="mlops", comment=None, secondary_tags=None)
     record = feedback.add_feedback(body=body, key=None, state=state)
     assert record["written_by"] == "public" and record["correct_tag"] == "mlops"
     assert state.metrics.feedback._value.get() == 1
@@ -123,7 +123,9 @@ def test_needs_alone_asks_for_a_key_of_the_role(state):
 
 def test_add_feedback_alone_is_a_404_to_the_public_for_an_unpublished_item(state):
     rejected = stored(state, "Image segmentation", status="rejected")
-    body = SimpleNamespace(item_id=rejected, correct_tag="mlops", comment="wrong")
+    body = SimpleNamespace(
+        item_id=rejected, correct_tag="mlops", comment="wrong", secondary_tags=None
+    )
     with pytest.raises(HTTPException) as err:
         feedback.add_feedback(body=body, key=None, state=state)
     assert (err.value.status_code, err.value.detail) == (404, f"no item with id {rejected}")
@@ -132,7 +134,9 @@ def test_add_feedback_alone_is_a_404_to_the_public_for_an_unpublished_item(state
     assert (record["item_id"], record["written_by"]) == (rejected, "rita")
     with pytest.raises(HTTPException) as err:
         feedback.add_feedback(
-            body=SimpleNamespace(item_id=999, correct_tag="mlops", comment=None),
+            body=SimpleNamespace(
+                item_id=999, correct_tag="mlops", comment=None, secondary_tags=None
+            ),
             key=REVIEWER,
             state=state,
         )
@@ -263,7 +267,7 @@ def test_predict_alone_compares_a_shadow_candidate_off_the_request_path(state, t
 
 
 def test_add_feedback_alone_names_an_item_missing_from_the_store(state):
-    body = SimpleNamespace(item_id=999, correct_tag="mlops", comment=None)
+    body = SimpleNamespace(item_id=999, correct_tag="mlops", comment=None, secondary_tags=None)
     with pytest.raises(HTTPException) as err:  # a reviewer passes the visibility check
         feedback.add_feedback(body=body, key=REVIEWER, state=state)
     assert (err.value.status_code, err.value.detail) == (404, "no item with id 999")

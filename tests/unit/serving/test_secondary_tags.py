@@ -84,3 +84,18 @@ def test_dataset_build_takes_a_persons_secondary_tags_never_a_models(client, tmp
         "time-series", ["time-series"])  # fmt: skip
     assert (rows[auto["id"]]["also"], rows[auto["id"]]["label_source"]) == ("", "feedback")
     assert out
+
+
+def test_a_report_names_secondary_tags_and_they_become_the_rows_also(client, tmp_path):
+    item = client.post("/items", json=SURE, headers=H).json()["item"]
+    r = client.post("/feedback", json={"item_id": item["id"], "correct_tag": "mlops",
+                                      "secondary_tags": ["mlops", "time-series"]})  # fmt: skip
+    assert r.status_code == 201 and r.json()["secondary_tags"] == ["time-series"]
+    bad = client.post("/feedback", json={"item_id": item["id"], "correct_tag": "mlops",
+                                        "secondary_tags": ["quantum"]})  # fmt: skip
+    assert bad.status_code == 422
+    cfg = compose_config("train", [])
+    dataset.build(f"sqlite:///{tmp_path / 'store.db'}", cfg.data, cfg.paths.root_dir,
+                  out_dir=tmp_path / "fb", config_dir=tmp_path / "conf")  # fmt: skip
+    (row,) = json.loads((tmp_path / "fb" / "v1.json").read_text())
+    assert (row["tag"], row["also"], row["label_source"]) == ("mlops", "time-series", "feedback")

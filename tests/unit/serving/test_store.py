@@ -112,6 +112,19 @@ def test_items_feedback_review_and_human_labels(url):
     assert {r["id"]: r["tag"] for r in store.human_labels()}[a] == "computer-vision"
 
 
+def test_human_labels_carry_the_persons_secondary_tags_never_the_models(url):
+    store = Store(url)
+    reported, reviewed = store.add_items([
+        row("Reported item", tag="computer-vision", secondary_tags=["mlops"]),
+        row("Reviewed item", tag="computer-vision", secondary_tags=["mlops"]),
+    ])  # fmt: skip
+    store.add_feedback(reported, "time-series", None, secondary_tags=["graph-learning"])
+    store.review(reviewed, "natural-language-processing", secondary_tags=["time-series"])
+    got = {r["id"]: r["secondary_tags"] for r in store.human_labels()}
+    assert got == {reported: ["graph-learning"], reviewed: ["time-series"]}
+    assert store.get_item(reported)["secondary_tags"] == ["mlops"]  # the model's, untouched
+
+
 def test_duplicate_of_can_point_at_an_earlier_row_of_the_same_insert(url):
     store = Store(url)
     first, second = store.add_items([row("x"), row("y", duplicate_of_position=0)])
@@ -124,8 +137,10 @@ def test_feedback_and_review_records_are_complete_and_move_updated_at(url):
     created = store.get_item(item_id)["updated_at"]
     record = store.add_feedback(item_id, "mlops", "really mlops")
     assert set(record) == {
-        "id", "item_id", "correct_tag", "previous_tag", "comment", "written_by", "created_at"
+        "id", "item_id", "correct_tag", "previous_tag", "comment", "written_by",
+        "secondary_tags", "created_at",
     }  # fmt: skip
+    assert record["secondary_tags"] is None
     assert (record["item_id"], record["correct_tag"], record["previous_tag"]) == (
         item_id,
         "mlops",

@@ -277,6 +277,20 @@ def test_the_report_form_shows_each_error_at_its_field(app, tagger):
     assert c.get("/ui/item/abc").status_code == 404
 
 
+def test_a_reader_may_say_which_topics_also_apply(app, tagger):
+    item = add(tagger, SURE)
+    c = browser(app)
+    page = c.get(f"/ui/item/{item}").text
+    assert 'name="also" value="mlops"' in page and 'name="also" value="other"' not in page
+    data = {"csrf": token(page), "correct_tag": "vision", "also": ["time-series", "other"]}
+    r = c.post(f"/ui/item/{item}", data=data)  # a bad tag: the ticks are kept
+    assert r.status_code == 422 and 'value="time-series" checked' in r.text
+    r = c.post(f"/ui/item/{item}", data={**data, "correct_tag": "mlops"})
+    assert r.status_code == 200
+    (report,) = tagger.store.feedback_for(item)
+    assert report["secondary_tags"] == ["time-series"]
+
+
 def test_reports_are_rate_limited_per_client(tagger, tmp_path):
     app = make_app(tagger, tmp_path, "limits.public_per_minute=1", "limits.public_burst=2")
     item = add(tagger, SURE)

@@ -29,8 +29,9 @@ def add_feedback(body: FeedbackIn, key: Key | None = AS_PUBLIC, state: Shared = 
         raise HTTPException(404, f"no item with id {body.item_id}")  # as GET /items/{id}
     try:
         record = store.add_feedback(
-            body.item_id, body.correct_tag, body.comment, key.name if key else PUBLIC_WRITER
-        )
+            body.item_id, body.correct_tag, body.comment, key.name if key else PUBLIC_WRITER,
+            secondary_tags=body.secondary_tags,
+        )  # fmt: skip
     except StoreError as err:
         raise HTTPException(404, str(err)) from None
     state.metrics.feedback.inc()

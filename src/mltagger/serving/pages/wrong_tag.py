@@ -38,6 +38,8 @@ def report_page(
         "errors": {},
         "chosen": "",
         "comment": "",
+        "also": [],
+        "fallback": ui.fallback,
         "reported": None,
         **extra,
     }
@@ -88,6 +90,7 @@ def report_answer(ui: Pages, request: Request, item_id: str, form: dict[str, str
     if isinstance(item, Response):
         return item
     chosen, comment = form.get("correct_tag", ""), form.get("comment", "")
+    also = [t for t in ui.tags if t in str(form.get("also") or "").split(",") and t != ui.fallback]
     if not form_token_ok(ui.secret, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
         return report_page(
             ui, request, item, 403, chosen=chosen, comment=comment,
@@ -105,7 +108,9 @@ def report_answer(ui: Pages, request: Request, item_id: str, form: dict[str, str
         return response
     errors, cleaned = form_errors(ui, item, chosen, comment)
     if errors:
-        return report_page(ui, request, item, 422, chosen=chosen, comment=comment, errors=errors)
-    record = ui.store.add_feedback(item["id"], chosen, cleaned or None, PUBLIC_WRITER)
+        return report_page(
+            ui, request, item, 422, chosen=chosen, comment=comment, also=also, errors=errors
+        )
+    record = ui.store.add_feedback(item["id"], chosen, cleaned or None, PUBLIC_WRITER, also)
     ui.shared.metrics.feedback.inc()
     return RedirectResponse(f"/ui/item/{item['id']}?reported={record['id']}", status_code=303)
