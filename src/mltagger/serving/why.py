@@ -39,7 +39,9 @@ log = logging.getLogger("mltagger.serve")
 TOP_WORDS = 8
 NEIGHBOURS = 3
 CACHE_SIZE = 2048
-WAIT_S = 300.0  # how long the API waits for the training index (the page never waits)
+# How long the API waits for the training index (about 30 s to build on 2 cores; the page never
+# waits): longer, the answer comes without neighbours and says they are being indexed.
+WAIT_S = 45.0
 
 
 @dataclass
