@@ -31,6 +31,7 @@ from mltagger.serving.sessions import expire_sessions
 from mltagger.serving.store import Store
 from mltagger.serving.tables import feedback, reviews
 from mltagger.serving.tables import items as items_table
+from mltagger.serving.tag_proposals import add_proposals
 from tests.e2e.test_serve import on_uvicorn
 from tests.fakes import FakePredictor, make_model_folder, write_screen
 from tests.unit.serving.test_api import NEAR_COPY, SURE
@@ -366,6 +367,12 @@ def test_the_health_page_draws_its_charts(site, browser, shots):
     tagger.store.save_snapshot(
         monitor_snapshot(tagger.store, tagger.predictor.inference.model_version)
     )
+    add_proposals(tagger.store.engine, [{
+        "name": "recommender-systems", "keywords": ["recommender", "ranking", "collaborative"],
+        "size": 41, "growth": 0.46, "window": {"start": "2026-11-08", "end": "2026-12-08"},
+        "examples": [{"id": 1, "title": "LightFM: hybrid recommendation"},
+                     {"id": 2, "title": "implicit: collaborative filtering"}],
+    }])  # fmt: skip
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     login(page, url, keys["review"])
@@ -383,6 +390,7 @@ def test_the_health_page_draws_its_charts(site, browser, shots):
     assert precision.locator("polygon").count() > 1  # reports
     text = page.locator("main").inner_text()
     assert "ALARM" in text and "Review backlog" in text
+    assert "recommender-systems" in text and "Add as pending tag" not in text  # a reviewer
     page.screenshot(path=shots / "health.png", full_page=True)
     accessible(page)
     context.close()
