@@ -95,14 +95,10 @@ class Shared:
     def limit(self, request: Request) -> None:
         """429 when this client has used up its keyless calls."""
         client = request.client.host if request.client else "unknown"
-        wait = self.public_limiter.allow(client)
-        if wait:
-            raise HTTPException(
-                429,
-                f"more than {self.limits.public_per_minute} calls a minute without a key from "
-                f"{client}",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+        too_many(
+            self.public_limiter.allow(client),
+            f"more than {self.limits.public_per_minute} calls a minute without a key from {client}",
+        )
 
 
 def shared(request: Request) -> Shared:
@@ -161,3 +157,9 @@ def public(request: Request, secret: str | None = KEY) -> Key | None:
 def sees_all(key: Key | None) -> bool:
     """Whether the caller reads every item in full (a key of role review or admin)."""
     return key is not None and key.allows(REVIEW)
+
+
+def too_many(wait: float, message: str) -> None:
+    """429 with Retry-After (whole seconds, at least 1) when a rate limiter says to wait."""
+    if wait:
+        raise HTTPException(429, message, headers={"Retry-After": str(max(1, math.ceil(wait)))})

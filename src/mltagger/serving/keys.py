@@ -160,6 +160,18 @@ def count_live(engine: sa.Engine) -> int:
         )
 
 
+def args_and_overrides(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, list[str]]:
+    """The options, and the serve config overrides (store.url=...) that may come anywhere after
+    the action; anything else unknown is the parser's one-line error (exit 2)."""
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like store.url=...)")
+    return args, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`mltagger keys create NAME --role ROLE | list | revoke NAME | end-sessions [--key NAME]
     [store.url=...]`:
@@ -179,11 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="log reviewers out of the pages now: every session, or one key's (--key NAME)",
     )
     end.add_argument("--key", metavar="NAME", help="only the sessions of this key")
-    # serve config overrides (store.url=...) may come anywhere after the action
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like store.url=...)")
+    args, overrides = args_and_overrides(parser, argv)
     with user_errors():
         cfg = compose_config("serve", overrides)
         store = Store(str(cfg.store.url))

@@ -71,15 +71,19 @@ def list_proposals(engine: sa.Engine, status: str | None = OPEN, limit: int = 50
         return [row_dict(r) for r in conn.execute(query).all()]
 
 
+def _open_proposal(conn: sa.Connection, proposal_id: int) -> sa.Row:
+    """The proposal, if it is still open; else UnknownTag or TagConflict (one line)."""
+    row = conn.execute(sa.select(tag_proposals).where(tag_proposals.c.id == proposal_id)).first()
+    if row is None:
+        raise UnknownTag(f"no tag proposal with id {proposal_id}")
+    if row.status != OPEN:
+        raise TagConflict(f"proposal {proposal_id} ({row.name}) was already {row.status}")
+    return row
+
+
 def _decide(engine: sa.Engine, proposal_id: int, status: str, actor: str) -> dict:
     with engine.begin() as conn:
-        row = conn.execute(
-            sa.select(tag_proposals).where(tag_proposals.c.id == proposal_id)
-        ).first()
-        if row is None:
-            raise UnknownTag(f"no tag proposal with id {proposal_id}")
-        if row.status != OPEN:
-            raise TagConflict(f"proposal {proposal_id} ({row.name}) was already {row.status}")
+        row = _open_proposal(conn, proposal_id)
         conn.execute(
             tag_proposals.update()
             .where(tag_proposals.c.id == proposal_id, tag_proposals.c.status == OPEN)
@@ -94,13 +98,7 @@ def accept_proposal(tags: TagList, proposal_id: int, actor: str) -> dict:
     """One click: the proposed tag joins the list as `pending` (a promoted model that answers
     it makes it active). A name already in the list is a conflict and nothing changes."""
     with tags.engine.connect() as conn:
-        row = conn.execute(
-            sa.select(tag_proposals).where(tag_proposals.c.id == proposal_id)
-        ).first()
-    if row is None:
-        raise UnknownTag(f"no tag proposal with id {proposal_id}")
-    if row.status != OPEN:
-        raise TagConflict(f"proposal {proposal_id} ({row.name}) was already {row.status}")
+        row = _open_proposal(conn, proposal_id)
     description = "proposed by discover: " + ", ".join(row.keywords[:8])
     added = tags.add(row.name, actor, description, {"proposal": proposal_id})
     _decide(tags.engine, proposal_id, ACCEPTED, actor)

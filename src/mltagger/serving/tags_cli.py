@@ -20,6 +20,7 @@ from mltagger.core.config import compose_config
 from mltagger.core.errors import UserError, user_errors
 from mltagger.core.paths import resolve_path
 from mltagger.models.modelio import read_model_metadata
+from mltagger.serving.keys import args_and_overrides
 from mltagger.serving.rollout import deployed
 from mltagger.serving.store import Store, describe
 from mltagger.serving.tag_list import Serving, TagList
@@ -113,10 +114,7 @@ def run(args: argparse.Namespace, cfg: Any, store: Store) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """`mltagger tags ACTION ... [store.url=...]` on the store `conf/serve.yaml` points at."""
     parser = _parser()
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if "=" not in o or o.startswith("-")]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like store.url=...)")
+    args, overrides = args_and_overrides(parser, argv)
     with user_errors():
         cfg = compose_config("serve", overrides)
         store = Store(str(cfg.store.url))

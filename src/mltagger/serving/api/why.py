@@ -6,11 +6,9 @@ the model once per word of the item).
 No `from __future__ import annotations`: FastAPI reads the annotations as classes.
 """
 
-import math
-
 from fastapi import APIRouter, Depends, HTTPException
 
-from mltagger.serving.access import Shared, needs, shared
+from mltagger.serving.access import Shared, needs, shared, too_many
 from mltagger.serving.api.per_app import ITEM_PATH
 from mltagger.serving.keys import REVIEW, Key
 from mltagger.serving.schemas import ERR, INVALID, KEYED, NOT_FOUND
@@ -21,14 +19,10 @@ AS_REVIEWER, SHARED = Depends(needs(REVIEW)), Depends(shared)
 
 
 def why(item_id: int = ITEM_PATH, key: Key = AS_REVIEWER, state: Shared = SHARED) -> dict:
-    wait = state.why.limiter.allow(key.name)
-    if wait:
-        raise HTTPException(
-            429,
-            f"more than {state.limits.public_per_minute} explanations a minute for key "
-            f"{key.name!r}",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
+    too_many(
+        state.why.limiter.allow(key.name),
+        f"more than {state.limits.public_per_minute} explanations a minute for key {key.name!r}",
+    )
     item = state.tagger.store.get_item(item_id)
     if item is None:
         raise HTTPException(404, f"no item with id {item_id}")
