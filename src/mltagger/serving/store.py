@@ -815,9 +815,8 @@ class Store:
                 for r in conn.execute(query):  # later feedback overwrites earlier
                     d = _public(r)
                     d["tag"] = d.pop("correct_tag")
-                    d["secondary_tags"] = d.pop(
-                        "reported_secondary"
-                    )  # the reporter's, not the model's
+                    # the reporter's secondary tags, not the model's
+                    d["secondary_tags"] = d.pop("reported_secondary")
                     d.pop("feedback_id", None)
                     out[r.id] = {**d, "label_source": "feedback"}
         return [out[k] for k in sorted(out)]
