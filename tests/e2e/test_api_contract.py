@@ -179,7 +179,7 @@ def test_stateful_calls_chain_through_the_declared_links(contract_server):
             and sum(counts[k] > 0 for k in declared) >= 2
         )
 
-    for _ in range(8):  # bounded: each run is 20 scenarios of up to 6 steps
+    for _ in range(24):  # bounded: each run is 20 scenarios of up to 6 steps
         # The server's answers steer which rules can run, so Hypothesis' replay of a scenario can
         # take another path (Flaky); Schemathesis' own engine starts a new run then, and so do
         # we. A failed check is a FailureGroup, never Flaky, and fails this test.
